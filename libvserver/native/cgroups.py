@@ -1,0 +1,251 @@
+"""Per-context cgroups on cgroup v1, v2 or a mix of both.
+
+A context's cgroup is ``<hierarchy>/<parent>/<xid>`` in every hierarchy this
+machine has. Membership is the source of truth for "running", nproc and
+kill-all, so nothing about a context is lost when a process of vcd dies.
+Each controller is used from the hierarchy that has it: a v1 mount of it,
+else the cgroup2 hierarchy when the controller is enabled there.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONTROLLERS = ("pids", "memory", "cpu", "cpuacct", "cpuset", "freezer", "blkio", "devices", "io")
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    path: Path
+    version: int
+    controllers: frozenset[str] = field(default_factory=frozenset)
+
+
+def _unescape(s: str) -> str:
+    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace(
+        "\\134", "\\")
+
+
+def discover(mountinfo: str = "/proc/self/mountinfo") -> list[Hierarchy]:
+    """The cgroup hierarchies mounted here (first mount of each)."""
+    found: list[Hierarchy] = []
+    seen: set[frozenset[str] | str] = set()
+    with open(mountinfo) as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            fstype, _src, superopts = (right.split() + ["", "", ""])[:3]
+            if fields[3] != "/":
+                continue  # a bind of a sub-cgroup (inside a container): not a hierarchy root
+            mnt = Path(_unescape(fields[4]))
+            if fstype == "cgroup2":
+                if "v2" in seen:
+                    continue
+                seen.add("v2")
+                ctrl_file = mnt / "cgroup.controllers"
+                ctrls = frozenset(ctrl_file.read_text().split()) if ctrl_file.exists() else frozenset()
+                found.append(Hierarchy(mnt, 2, ctrls))
+            elif fstype == "cgroup":
+                ctrls = frozenset(o for o in superopts.split(",") if o in CONTROLLERS)
+                if not ctrls or ctrls in seen:
+                    continue  # named hierarchies (name=systemd) carry no controller
+                seen.add(ctrls)
+                found.append(Hierarchy(mnt, 1, ctrls))
+    return found
+
+
+class Layout:
+    """Where each controller lives, and the paths of a context's groups."""
+
+    def __init__(self, parent: str, hierarchies: list[Hierarchy] | None = None) -> None:
+        if not parent or parent.startswith("/") or ".." in parent.split("/"):
+            raise ValueError(f"cgroup parent {parent!r} must be a relative path")
+        self.parent = parent.strip("/")
+        self.hierarchies = discover() if hierarchies is None else hierarchies
+        if not self.hierarchies:
+            raise OSError(errno.ENOENT, "no cgroup hierarchy is mounted")
+        self.v2 = next((h for h in self.hierarchies if h.version == 2), None)
+        self.by_ctrl: dict[str, Hierarchy] = {}
+        for h in self.hierarchies:
+            if h.version == 1:
+                for c in h.controllers:
+                    self.by_ctrl[c] = h
+        if self.v2 is not None:
+            for c in self.v2.controllers:
+                self.by_ctrl.setdefault(c, self.v2)
+        # Membership from cgroup2 when it exists (cgroup.kill, populated events), else
+        # from the pids or first v1 hierarchy.
+        self.primary = self.v2 or self.by_ctrl.get("pids") or self.hierarchies[0]
+
+    def has(self, ctrl: str) -> bool:
+        return ctrl in self.by_ctrl
+
+    def group(self, h: Hierarchy, xid: int | None = None) -> Path:
+        p = h.path / self.parent
+        return p if xid is None else p / str(xid)
+
+    def path(self, ctrl: str, xid: int) -> Path:
+        return self.group(self.by_ctrl[ctrl], xid)
+
+    def procs_file(self, xid: int) -> Path:
+        return self.group(self.primary, xid) / "cgroup.procs"
+
+    def tasks_file(self, xid: int) -> Path:
+        g = self.group(self.primary, xid)
+        return g / ("cgroup.threads" if self.primary.version == 2 else "tasks")
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def _prepare_parent(self, h: Hierarchy) -> None:
+        parent = self.group(h)
+        if not parent.is_dir():
+            # One component at a time so cpuset/v2 set-up applies at each level.
+            cur = h.path
+            for part in self.parent.split("/"):
+                cur = cur / part
+                try:
+                    cur.mkdir(mode=0o755)
+                except FileExistsError:
+                    continue
+                self._init_level(h, cur)
+        elif h.version == 1 and "cpuset" in h.controllers:
+            self._init_level(h, parent)
+
+    def _init_level(self, h: Hierarchy, d: Path) -> None:
+        if h.version == 1 and "cpuset" in h.controllers:
+            # A v1 cpuset group admits no task until cpus and mems are set.
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                if not (d / f).read_text().strip():
+                    (d / f).write_text((d.parent / f).read_text().strip() or "0")
+        if h.version == 2:
+            wanted = [c for c in ("cpu", "memory", "pids", "cpuset", "io") if c in h.controllers]
+            for ctl_dir in (d.parent, d):
+                for c in wanted:
+                    try:
+                        (ctl_dir / "cgroup.subtree_control").write_text(f"+{c}")
+                    except OSError:
+                        pass  # not delegated to us: the controller stays unused
+
+    def create(self, xid: int) -> list[Path]:
+        """Make the context's group in every hierarchy; returns them (undo with remove())."""
+        made: list[Path] = []
+        try:
+            for h in self.hierarchies:
+                self._prepare_parent(h)
+                g = self.group(h, xid)
+                g.mkdir(mode=0o755)
+                made.append(g)
+                if h.version == 1 and "cpuset" in h.controllers:
+                    self._init_level(h, g)
+        except BaseException:
+            for g in reversed(made):
+                _rmdir(g)
+            raise
+        return made
+
+    def join(self, xid: int, pid: int = 0) -> None:
+        """Move pid (0 = the caller) into the context's group of every hierarchy."""
+        for h in self.hierarchies:
+            (self.group(h, xid) / "cgroup.procs").write_text(str(pid or os.getpid()))
+
+    def exists(self, xid: int) -> bool:
+        return self.group(self.primary, xid).is_dir()
+
+    def remove(self, xid: int, wait: float = 2.0) -> bool:
+        """rmdir every group of xid; retries while exiting tasks still hold it."""
+        deadline = time.monotonic() + wait
+        ok = True
+        for h in self.hierarchies:
+            g = self.group(h, xid)
+            while True:
+                if _rmdir(g):
+                    break
+                if time.monotonic() > deadline:
+                    ok = False
+                    break
+                time.sleep(0.01)
+        return ok
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def pids(self, xid: int) -> list[int]:
+        try:
+            return [int(x) for x in self.procs_file(xid).read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def tids(self, xid: int) -> list[int]:
+        try:
+            return [int(x) for x in self.tasks_file(xid).read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def xids(self) -> list[int]:
+        base = self.group(self.primary)
+        try:
+            names = os.listdir(base)
+        except FileNotFoundError:
+            return []
+        return sorted(int(n) for n in names if n.isdigit())
+
+    def read(self, ctrl: str, xid: int, name: str) -> str | None:
+        if ctrl not in self.by_ctrl:
+            return None
+        try:
+            return (self.path(ctrl, xid) / name).read_text()
+        except (FileNotFoundError, OSError):
+            return None
+
+    def write(self, ctrl: str, xid: int, name: str, value: str) -> None:
+        (self.path(ctrl, xid) / name).write_text(value)
+
+    def file_exists(self, ctrl: str, xid: int, name: str) -> bool:
+        return ctrl in self.by_ctrl and (self.path(ctrl, xid) / name).exists()
+
+    # --- freezing and killing --------------------------------------------------------------
+
+    def freeze(self, xid: int, frozen: bool) -> bool:
+        """Freeze (or thaw) the group; False where no freezer exists."""
+        if self.v2 is not None and (self.group(self.v2, xid) / "cgroup.freeze").exists():
+            (self.group(self.v2, xid) / "cgroup.freeze").write_text("1" if frozen else "0")
+            return True
+        if "freezer" in self.by_ctrl and self.by_ctrl["freezer"].version == 1:
+            (self.path("freezer", xid) / "freezer.state").write_text(
+                "FROZEN" if frozen else "THAWED")
+            return True
+        return False
+
+    def kill_all(self, xid: int) -> None:
+        """SIGKILL every task of the group, atomically where cgroup.kill exists."""
+        if self.v2 is not None:
+            kf = self.group(self.v2, xid) / "cgroup.kill"
+            if kf.exists():
+                kf.write_text("1")
+                return
+        # Without cgroup.kill: freeze so nothing forks between reading and killing.
+        frozen = self.freeze(xid, True)
+        try:
+            for pid in self.pids(xid):
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+        finally:
+            if frozen:
+                self.freeze(xid, False)
+
+
+def _rmdir(p: Path) -> bool:
+    try:
+        os.rmdir(p)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError as e:
+        if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+            return False
+        raise

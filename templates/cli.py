@@ -1,0 +1,91 @@
+"""``vcdadm template ...``: build, list and remove template caches.
+
+``main`` takes the arguments after ``template``; it is also runnable as
+``python -m templates.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import busybox, debian
+from .errors import TemplateError
+from .pack import FORMATS, StepPrinter
+from .store import DEFAULT_TEMPLATEDIR, TemplateStore
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception so that every ``finally`` cleanup runs."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise _Terminated()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vcdadm template", description="Manage vserver template caches.")
+    p.add_argument("--templatedir", type=Path, default=DEFAULT_TEMPLATEDIR,
+                   help=f"where template caches live (default {DEFAULT_TEMPLATEDIR})")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build a template cache")
+    b.add_argument("name")
+    b.add_argument("--from", dest="source", choices=["busybox", "debian"], required=True)
+    b.add_argument("--suite", default=debian.DEFAULT_SUITE, help="Debian suite (debian only)")
+    b.add_argument("--mirror", help="Debian mirror URL (default: the one this host's apt uses)")
+    b.add_argument("--include", default="", help="extra packages, comma-separated (debian only)")
+    b.add_argument("--format", dest="fmt", choices=sorted(FORMATS),
+                   help="archive format, or 'dir' for a directory template that vservers can "
+                        "share (default: gz for busybox, zst for debian)")
+    b.add_argument("--hostname", default="vserver", help="hostname written to /etc/hostname")
+    sub.add_parser("list", help="list template caches")
+    r = sub.add_parser("remove", help="remove a template cache (refused while vservers share it)")
+    r.add_argument("name")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    store = TemplateStore(args.templatedir)
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if args.cmd == "list":
+            rows = store.list()
+            if not rows:
+                print(f"no templates in {args.templatedir}")
+            for t in rows:
+                users = len(store.users(t.name)) if t.kind == "directory" else 0
+                shared = f"  shared by {users}" if users else ""
+                print(f"{t.name:20} {t.kind:9} {t.path.name:28} {t.description}{shared}")
+            return 0
+        if args.cmd == "remove":
+            store.remove_template(args.name)
+            print(f"template {args.name!r} removed")
+            return 0
+        # build
+        progress = StepPrinter(sys.stderr, time.monotonic())
+        if args.source == "busybox":
+            out = busybox.build(args.name, args.templatedir, fmt=args.fmt or "gz",
+                                hostname=args.hostname, progress=progress)
+        else:
+            include = [x.strip() for x in args.include.split(",") if x.strip()]
+            out = debian.build(args.name, args.templatedir, suite=args.suite, mirror=args.mirror,
+                               include=include, fmt=args.fmt or "zst", hostname=args.hostname,
+                               progress=progress)
+        print(out)
+        return 0
+    except KeyboardInterrupt:
+        print("vcdadm template: interrupted; nothing was left behind", file=sys.stderr)
+        return 130
+    except (TemplateError, ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"vcdadm template: {e}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

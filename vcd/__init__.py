@@ -1,0 +1,2 @@
+"""vcd — the VServer Control Daemon."""
+__version__ = "0.1.0"

@@ -1,0 +1,114 @@
+"""Authentication: WHIRLPOOL password hashes, users and capabilities, login throttling."""
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+import whirlpool
+
+from vcd.errors import Fault, VcdError
+from vcd.vxdb import Connection
+
+HASH_PREFIX = "WHIRLPOOLENC//"
+
+# Past THROTTLE_AFTER failures from one address within THROTTLE_WINDOW seconds, that
+# address is refused for a penalty that doubles with each further failure, capped.
+# Refusing (instead of sleeping in the worker) keeps a flood from one address from
+# tying up the workers that serve everybody else.
+THROTTLE_AFTER = 10
+THROTTLE_WINDOW = 60.0
+THROTTLE_CAP = 60.0
+
+# compared against when the user does not exist, so both cases cost the same
+_DUMMY_HASH = "0" * 128
+
+
+def hash_password(password: str) -> str:
+    """WHIRLPOOL of the UTF-8 password as 128 uppercase hex digits."""
+    return whirlpool.new(password.encode("utf-8")).hexdigest().upper()
+
+
+def given_hash(password: str) -> str:
+    """The hash to compare for a password as a client sent it."""
+    if password.startswith(HASH_PREFIX):
+        return password[len(HASH_PREFIX):].upper()
+    return hash_password(password)
+
+
+def random_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int
+    username: str
+    admin: bool
+    caps: frozenset[str]
+
+
+def load_user(conn: Connection, username: str) -> tuple[User, str] | None:
+    row = conn.execute("SELECT uid, username, password, admin FROM users WHERE username = ?",
+                       (username,)).fetchone()
+    if row is None:
+        return None
+    caps = frozenset(r[0] for r in conn.execute("SELECT cap FROM user_caps WHERE uid = ?",
+                                                (row["uid"],)))
+    return User(row["uid"], row["username"], bool(row["admin"]), caps), row["password"]
+
+
+def penalty(count: int) -> float:
+    if count < THROTTLE_AFTER:
+        return 0.0
+    return min(2.0 ** (count - THROTTLE_AFTER), THROTTLE_CAP)
+
+
+class Authenticator:
+    """Checks credentials against VXDB; one per worker."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def check(self, username: str, password: str, peer: str) -> User:
+        """The user, or MEAUTH. Unknown user and wrong password look the same."""
+        now = time.time()
+        failed = self.conn.execute("SELECT count, last FROM login_failures WHERE addr = ?",
+                                   (peer,)).fetchone()
+        if failed is not None:
+            wait = failed["last"] + penalty(failed["count"]) - now
+            if wait > 0:
+                self._record_failure(peer, now)
+                raise VcdError(Fault.MEAUTH, f"too many failed logins from {peer}, "
+                                             f"retry in {wait:.0f} s")
+        found = load_user(self.conn, username) if username else None
+        stored = found[1] if found else _DUMMY_HASH
+        ok = hmac.compare_digest(given_hash(password).encode(), stored.encode())
+        if not (ok and found):
+            self._record_failure(peer, now)
+            raise VcdError(Fault.MEAUTH)
+        if failed is not None:
+            self.conn.execute("DELETE FROM login_failures WHERE addr = ?", (peer,))
+        return found[0]
+
+    def _record_failure(self, peer: str, now: float) -> None:
+        # an old run of failures outside the window starts over
+        self.conn.execute(
+            """INSERT INTO login_failures (addr, count, first, last) VALUES (?, 1, ?, ?)
+               ON CONFLICT (addr) DO UPDATE SET
+                 count = CASE WHEN ? - first > ? AND count < ? THEN 1 ELSE count + 1 END,
+                 first = CASE WHEN ? - first > ? AND count < ? THEN ? ELSE first END,
+                 last = ?""",
+            (peer, now, now, now, THROTTLE_WINDOW, THROTTLE_AFTER,
+             now, THROTTLE_WINDOW, THROTTLE_AFTER, now, now))
+
+
+def create_user(conn: Connection, username: str, password: str, *, admin: bool,
+                caps: tuple[str, ...] | frozenset[str]) -> int:
+    cur = conn.execute("INSERT INTO users (username, password, admin) VALUES (?, ?, ?)",
+                       (username, hash_password(password), int(admin)))
+    uid = cur.lastrowid
+    conn.executemany("INSERT INTO user_caps (uid, cap) VALUES (?, ?)",
+                     [(uid, cap) for cap in sorted(caps)])
+    return uid

@@ -1,0 +1,325 @@
+"""The `vcd` command: load the config, take the pidfile, detach, run the worker pool.
+
+The process that stays is the supervisor of `vcd.server.Pool`: it forks the
+workers, and afterwards only reacts to signals and to its children exiting:
+
+* SIGHUP: reload the config (a bad one is logged and the old one kept), reopen
+  the log, start a new generation of workers with the new config and retire the
+  old ones after their current request.
+* SIGTERM / SIGINT: stop the workers (in-flight requests finish, bounded), remove
+  the pidfile, exit 0.
+* SIGCHLD: respawn a worker that died, replace one that retired.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import select
+import signal
+import sys
+from pathlib import Path
+from typing import Callable
+
+from vcd import __version__, log as vlog, server
+from vcd.config import DEFAULT_CONFIG, Config, ConfigError, load
+
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+PIDFILE_MODE = 0o644
+READY = b"ready"
+
+log = vlog.get("daemon")
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class PidFile:
+    """The pidfile, locked with flock for as long as the daemon runs.
+
+    The lock, not the pid written in the file, says whether an instance is alive:
+    the kernel drops it when the holder dies however it dies, so a stale file of
+    a dead daemon is simply taken over and a reused pid can't fool us.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PIDFILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyRunning(f"another vcd (pid {holder}) holds {self.path}") from None
+        self.fd = fd
+
+    def write(self, pid: int) -> None:
+        assert self.fd is not None
+        os.fchmod(self.fd, PIDFILE_MODE)  # a taken-over file may have had another mode
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{pid}\n".encode("ascii"), 0)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            # only our own file: after a takeover race the name may point elsewhere
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vcd", description="VServer Control Daemon")
+    parser.add_argument("-c", "--config", metavar="FILE", type=Path,
+                        help=f"config file (default {DEFAULT_CONFIG}, built-in defaults if it is missing)")
+    parser.add_argument("-f", "--foreground", action="store_true", help="do not detach")
+    parser.add_argument("-d", "--debug", action="store_true", help="log at debug level")
+    parser.add_argument("-b", "--boot", action="store_true",
+                        help="start the vservers of the group 'onboot'")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the config file and exit (0 = valid, 2 = not)")
+    parser.add_argument("--version", action="version", version=f"vcd {__version__}")
+    return parser.parse_args(argv)
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    if args.config is not None:
+        return args.config
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def _detach(keep: list[object]) -> Callable[[bytes], None]:
+    """Become a daemon (python-daemon); the launching process exits only when the
+    daemon reports it is serving (status 0) or failed (status 1, its message on
+    stderr), so scripts and `Type=forking` units see start-up errors.
+
+    Returns the function the daemon calls with READY or an error message.
+    """
+    import daemon  # python-daemon; only needed when detaching
+
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid > 0:
+        os.close(ready_w)
+        message = b""
+        while True:
+            chunk = os.read(ready_r, 4096)
+            if not chunk:
+                break
+            message += chunk
+            if message == READY:
+                break
+        os.waitpid(pid, 0)
+        if message == READY:
+            os._exit(0)
+        text = message.decode("utf-8", "replace") or "the daemon exited during start-up; see its log"
+        sys.stderr.write(f"vcd: {text}\n")
+        sys.stderr.flush()
+        os._exit(EXIT_FAILURE)
+    os.close(ready_r)
+    context = daemon.DaemonContext(
+        working_directory="/",
+        umask=0o022,
+        prevent_core=True,
+        detach_process=True,
+        files_preserve=[*keep, ready_w],
+        # our own handlers are installed right after; these keep a stray terminal signal harmless
+        signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
+    )
+    context.open()
+
+    def notify(message: bytes) -> None:
+        nonlocal ready_w
+        if ready_w < 0:
+            return
+        try:
+            os.write(ready_w, message[:4000])
+        finally:
+            os.close(ready_w)
+            ready_w = -1
+    notify.fd = ready_w  # type: ignore[attr-defined]  # children must not hold it open
+    return notify
+
+
+class Supervisor:
+    def __init__(self, args: argparse.Namespace, config_path: Path | None, config: Config,
+                 pidfile: PidFile, listeners: list[server.Listener]) -> None:
+        self.args = args
+        self.config_path = config_path
+        self.config = config
+        self.pidfile = pidfile
+        self.listeners = listeners
+        self.pool: server.Pool | None = None
+
+    def reload(self) -> None:
+        from vcd import dispatch
+
+        log.info("SIGHUP: reloading %s", self.config_path or "the built-in defaults")
+        try:
+            new = load(self.config_path)
+        except ConfigError as exc:
+            log.error("new configuration rejected, keeping the running one: %s", exc)
+            new = None
+        current = new or self.config
+        try:
+            vlog.setup(current.logfile, current.loglevel, debug=self.args.debug)
+        except OSError as exc:
+            log.error("cannot reopen log file %s: %s; still logging to the old one",
+                      current.logfile, exc.strerror)
+        if new is None:
+            return
+        if new.pidfile != self.config.pidfile:
+            log.warning("a changed pidfile takes effect at the next start, not on reload")
+        listeners = None
+        if server.listen_address(new) != server.listen_address(self.config):
+            try:
+                listeners = server.listeners_for(new)
+            except OSError as exc:
+                log.error("cannot listen on %s:%d (%s); keeping the running configuration",
+                          new.host, new.port, exc.strerror)
+                return
+        try:
+            dispatch.prepare(new)
+        except Exception:
+            log.exception("preparing the new configuration failed; keeping the running one")
+            if listeners:
+                for listener in listeners:
+                    listener.close()
+            return
+        assert self.pool is not None
+        self.pool.restart(new, listeners)
+        self.config = new
+        log.info("configuration reloaded; %d workers restarting on %s", new.worker_count,
+                 ", ".join(li.name for li in self.pool.listeners))
+
+    def run(self, notify: Callable[[bytes], None] | None, notify_fd: int | None) -> int:
+        from vcd import dispatch
+
+        sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(sig_w, warn_on_full_buffer=False)
+        for sig in server.SUPERVISED_SIGNALS:
+            # handlers do nothing: the signal number arrives through the wakeup pipe
+            signal.signal(sig, lambda signum, frame: None)
+
+        config = self.config
+        close_in_children = [sig_r, sig_w]
+        if self.pidfile.fd is not None:
+            close_in_children.append(self.pidfile.fd)
+        if notify_fd is not None:
+            close_in_children.append(notify_fd)
+        try:
+            dispatch.prepare(config)
+        except Exception as exc:
+            log.exception("start-up failed while preparing VXDB")
+            if notify:
+                notify(f"start-up failed: {exc}".encode())
+            return EXIT_FAILURE
+
+        pool = self.pool = server.Pool(config, self.listeners, dispatch.Dispatcher, close_in_children)
+        pool.start()
+        log.info("vcd %s serving on %s with %d workers (pid %d)", __version__,
+                 ", ".join(li.name for li in self.listeners), config.worker_count, os.getpid())
+        if self.args.boot or config.boot:
+            pool.run_task("boot", lambda: dispatch.on_boot(config))
+        if notify:
+            notify(READY)
+            # the number is free again and may be reused; later children must not close it
+            pool.close_in_children.remove(notify_fd)
+
+        while True:
+            try:
+                select.select([sig_r], [], [], pool.tick())
+            except InterruptedError:
+                pass
+            try:
+                received = set(os.read(sig_r, 4096))
+            except BlockingIOError:
+                received = set()
+            if signal.SIGTERM in received or signal.SIGINT in received:
+                name = "SIGTERM" if signal.SIGTERM in received else "SIGINT"
+                log.info("%s: stopping", name)
+                break
+            pool.reap()
+            if signal.SIGHUP in received:
+                self.reload()
+            pool.fill()
+
+        grace = min(max(self.config.timeout, 5.0), 60.0)
+        pool.stop(grace)
+        log.info("vcd stopped")
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config_path = _config_path(args)
+    try:
+        config = load(config_path)
+    except ConfigError as exc:
+        print(f"vcd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check_config:
+        print(f"vcd: {config_path or 'built-in defaults'}: configuration is valid")
+        return 0
+
+    try:
+        vlog.setup(config.logfile, config.loglevel, debug=args.debug)
+    except OSError as exc:
+        print(f"vcd: cannot open log file {config.logfile}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
+
+    pidfile = PidFile(config.pidfile)
+    try:
+        pidfile.acquire()
+    except AlreadyRunning as exc:
+        print(f"vcd: not starting: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"vcd: cannot open pidfile {config.pidfile}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
+
+    # Bind before detaching so "address in use" is an error the caller sees.
+    try:
+        listeners = server.listeners_for(config)
+    except OSError as exc:
+        print(f"vcd: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        pidfile.release()
+        return EXIT_FAILURE
+
+    notify = None
+    notify_fd = None
+    if not args.foreground:
+        keep: list[object] = [*listeners, pidfile.fd]
+        stream = vlog.stream()
+        if stream is not None and config.logfile is not None:
+            keep.append(stream)
+        notify = _detach(keep)
+        notify_fd = notify.fd  # type: ignore[attr-defined]
+    pidfile.write(os.getpid())
+
+    supervisor = Supervisor(args, config_path, config, pidfile, listeners)
+    try:
+        return supervisor.run(notify, notify_fd)
+    except Exception as exc:
+        log.exception("supervisor failed")
+        if notify:
+            notify(f"supervisor failed: {exc}".encode())
+        if supervisor.pool is not None:
+            supervisor.pool.stop(5.0)
+        return EXIT_FAILURE
+    finally:
+        pidfile.release()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

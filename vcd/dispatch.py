@@ -1,0 +1,298 @@
+"""The one request path every method goes through.
+
+parse (defusedxml) -> authenticate -> capability -> validate params -> owner check
+-> per-vserver lock -> one VXDB transaction -> method -> marshal result, and the single
+place where exceptions become XML-RPC faults. The server hands us a request body and
+the peer address and gets a complete methodResponse body back.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import xmlrpc.client
+from contextlib import ExitStack
+from typing import Any
+
+from defusedxml import DefusedXmlException
+from defusedxml.xmlrpc import DefusedExpatParser
+
+from vcd import auth, stats, vxdb
+from vcd.config import Config
+from vcd.errors import Fault, VcdError
+from vcd.locks import vserver_lock
+from vcd.registry import REGISTRY, Call, Method, Owner, Txn, VServer, load_all
+from vcd.vocab import USER_CAPS
+
+log = logging.getLogger("vcd")
+request_log = logging.getLogger("vcd.request")
+
+FIRST_USERS = (
+    ("admin", True, tuple(c for c in USER_CAPS if c != "HELPER")),
+    ("vshelper", False, ("HELPER",)),
+)
+
+
+# -- set-up ---------------------------------------------------------------------------
+
+def prepare(config: Config) -> None:
+    """Once per daemon start, before the workers fork: VXDB ready, counters reset."""
+    load_all()
+    config.datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config.rundir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    conn = vxdb.connect(config.vxdb_path, create=True)
+    try:
+        vxdb.migrate(conn)
+        create_first_users(conn, config)
+    finally:
+        conn.close()
+    stats.reset(config.rundir)
+
+
+def create_first_users(conn: vxdb.Connection, config: Config) -> None:
+    """An empty VXDB gets `admin` and `vshelper` with random passwords in files (0600)."""
+    with vxdb.transaction(conn, immediate=True):
+        if conn.execute("SELECT count(*) FROM users").fetchone()[0]:
+            return
+        for username, admin, caps in FIRST_USERS:
+            password = auth.random_password()
+            auth.create_user(conn, username, password, admin=admin, caps=caps)
+            path = config.password_file(username)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(password + "\n")
+            os.chmod(path, 0o600)
+            log.info("first start: created user %s, password in %s", username, path)
+
+
+def on_boot(config: Config) -> None:
+    """Start every member of the group `onboot` (vcd -b / boot = true)."""
+    from vcd import runtime
+    runtime.boot(config)
+
+
+# -- parsing and marshalling -----------------------------------------------------------
+
+def loads(body: bytes) -> tuple[tuple[Any, ...], str]:
+    unmarshaller = xmlrpc.client.Unmarshaller()
+    parser = DefusedExpatParser(unmarshaller, forbid_dtd=True, forbid_entities=True,
+                                forbid_external=True)
+    parser.feed(body)
+    parser.close()
+    name = unmarshaller.getmethodname()
+    if not name:
+        raise ValueError("no methodName")
+    return unmarshaller.close(), name
+
+
+def dump_result(value: Any) -> bytes:
+    return xmlrpc.client.dumps((value,), methodresponse=True, allow_none=True,
+                               encoding="utf-8").encode("utf-8")
+
+
+def dump_fault(code: int, message: str) -> bytes:
+    return xmlrpc.client.dumps(xmlrpc.client.Fault(int(code), message), methodresponse=True,
+                               allow_none=True, encoding="utf-8").encode("utf-8")
+
+
+def fault_of(exc: BaseException) -> VcdError:
+    """Every exception a method can raise, as a fault. Never a traceback."""
+    if isinstance(exc, VcdError):
+        return exc
+    if isinstance(exc, vxdb.IntegrityError):
+        text = str(exc)
+        if "UNIQUE" in text or "PRIMARY KEY" in text:
+            return VcdError(Fault.MEEXIST)
+        if "CHECK" in text or "NOT NULL" in text or "FOREIGN KEY" in text:
+            return VcdError(Fault.MEINVAL, "value refused by VXDB constraints")
+        return VcdError(Fault.MEVXDB, text)
+    if isinstance(exc, vxdb.Error):
+        return VcdError(Fault.MEVXDB, str(exc))
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return VcdError(Fault.MESYS, f"{exc.strerror or exc}{where}")
+    return VcdError(Fault.MESYS, "internal error")
+
+
+# -- the dispatcher --------------------------------------------------------------------
+
+class Dispatcher:
+    """One per worker process, created after fork."""
+
+    def __init__(self, config: Config):
+        load_all()
+        self.config = config
+        self.db = vxdb.connect(config.vxdb_path)
+        self.auth = auth.Authenticator(self.db)
+        self.stats = stats.Stats(config.rundir)
+
+    def close(self) -> None:
+        self.db.close()
+        self.stats.close()
+
+    def handle(self, body: bytes, peer: str) -> bytes:
+        started = time.monotonic()
+        self.stats.add("requests")
+        name, user, code = "-", "-", 0
+        try:
+            try:
+                params, name = loads(body)
+            except (DefusedXmlException, ValueError, TypeError, xmlrpc.client.ResponseError,
+                    OverflowError) as exc:
+                code = Fault.PARSE_ERROR
+                return dump_fault(code, f"Parse error: {_short(exc)}")
+            except Exception as exc:  # expat errors and anything else malformed
+                code = Fault.PARSE_ERROR
+                return dump_fault(code, f"Parse error: {_short(exc)}")
+            try:
+                result, user = self.call(name, params, peer)
+            except Exception as exc:
+                fault = fault_of(exc)
+                if not isinstance(exc, VcdError):
+                    log.exception("%s failed", name)
+                code = fault.code
+                return dump_fault(fault.code, str(fault))
+            try:
+                return dump_result(result)
+            except (OverflowError, TypeError) as exc:
+                log.error("%s: result cannot be marshalled: %s", name, exc)
+                code = Fault.MESYS
+                return dump_fault(code, "System call or library call failed: bad result")
+        finally:
+            request_log.info("%s user=%s peer=%s fault=%s %.1fms", name, user, peer, code,
+                             (time.monotonic() - started) * 1000)
+
+    # A call by name, also used for each entry of system.multicall. Returns (result, user).
+    def call(self, name: str, params: tuple[Any, ...], peer: str) -> tuple[Any, str]:
+        if name.startswith("system."):
+            return self.system(name, params, peer), "-"
+        method = REGISTRY.get(name)
+        if method is None:
+            self.stats.add("nomethod")
+            raise VcdError(Fault.METHOD_NOT_FOUND, text=f"Method not found: {name}")
+        user = self.authenticate(params, peer)
+        return self.invoke(method, user, params[1] if len(params) > 1 else {}, peer), user.username
+
+    def authenticate(self, params: tuple[Any, ...], peer: str) -> auth.User:
+        creds = params[0] if params else None
+        if not isinstance(creds, dict) or not isinstance(creds.get("username"), str) \
+                or not isinstance(creds.get("password"), str):
+            self.stats.add("flogins")
+            raise VcdError(Fault.MEAUTH, "first parameter must be {username, password}")
+        try:
+            return self.auth.check(creds["username"], creds["password"], peer)
+        except VcdError:
+            self.stats.add("flogins")
+            raise
+
+    def invoke(self, method: Method, user: auth.User, given: Any, peer: str) -> Any:
+        if method.cap is not None and method.cap not in user.caps:
+            raise VcdError(Fault.MEPERM, f"{method.name} needs capability {method.cap}")
+        if given in ("", None):
+            given = {}
+        if not isinstance(given, dict):
+            raise VcdError(Fault.MEINVAL, "second parameter must be a struct of named params")
+        values = {p.name: p.take(given) for p in method.params}
+        call = Call(method=method, user=user, db=self.db, config=self.config, peer=peer)
+        if method.owner is not Owner.NONE:
+            call.vserver = self.owner_check(method, user, values["name"])
+        with ExitStack() as stack:
+            if method.lock:
+                names = [values["name"]] if "name" in values else []
+                if isinstance(values.get("newname"), str):
+                    names.append(values["newname"])
+                stack.enter_context(vserver_lock(self.config.rundir, names))
+            if method.txn is Txn.SELF:
+                return method.func(call, **values)
+            with vxdb.transaction(self.db, immediate=method.txn is Txn.WRITE):
+                if call.vserver is not None:
+                    # re-read under the lock and inside the transaction: it may have
+                    # been removed or renamed since the owner check
+                    call.vserver = find_vserver(self.db, call.vserver.name)
+                    if call.vserver is None:
+                        raise VcdError(Fault.MENOVPS, values["name"])
+                return method.func(call, **values)
+
+    def owner_check(self, method: Method, user: auth.User, name: str) -> VServer | None:
+        vserver = find_vserver(self.db, name)
+        if vserver is None:
+            if method.owner is Owner.CREATE and user.admin:
+                return None
+            raise VcdError(Fault.MENOVPS, name)
+        if user.admin or is_owner(self.db, vserver.xid, user.uid):
+            return vserver
+        raise VcdError(Fault.MENOVPS, name)  # same answer as "does not exist": no name leaks
+
+    # -- introspection ------------------------------------------------------------------
+
+    def system(self, name: str, params: tuple[Any, ...], peer: str) -> Any:
+        args = [p for p in params if not isinstance(p, dict)]
+        if name == "system.listMethods":
+            return sorted([*REGISTRY, *SYSTEM_METHODS])
+        if name in ("system.methodHelp", "system.methodSignature"):
+            target = args[0] if args else next(
+                (p.get("name") or p.get("method") for p in params
+                 if isinstance(p, dict) and (p.get("name") or p.get("method"))), None)
+            if not isinstance(target, str):
+                raise VcdError(Fault.MEINVAL, "give the method name")
+            if target in SYSTEM_METHODS:
+                help_text, signature = SYSTEM_METHODS[target]
+                return help_text if name == "system.methodHelp" else signature
+            m = REGISTRY.get(target)
+            if m is None:
+                raise VcdError(Fault.METHOD_NOT_FOUND, text=f"Method not found: {target}")
+            return m.help if name == "system.methodHelp" else m.signature
+        if name == "system.multicall":
+            return self.multicall(args[0] if args else None, peer)
+        self.stats.add("nomethod")
+        raise VcdError(Fault.METHOD_NOT_FOUND, text=f"Method not found: {name}")
+
+    def multicall(self, calls: Any, peer: str) -> list[Any]:
+        if not isinstance(calls, list):
+            raise VcdError(Fault.MEINVAL, "system.multicall takes an array of calls")
+        results: list[Any] = []
+        for entry in calls:
+            try:
+                if not isinstance(entry, dict) or not isinstance(entry.get("methodName"), str):
+                    raise VcdError(Fault.MEINVAL, "each call needs methodName and params")
+                if entry["methodName"] == "system.multicall":
+                    raise VcdError(Fault.MEINVAL, "system.multicall cannot be nested")
+                sub = entry.get("params", [])
+                if not isinstance(sub, list):
+                    raise VcdError(Fault.MEINVAL, "params of a call must be an array")
+                result, _ = self.call(entry["methodName"], tuple(sub), peer)
+                results.append([result])
+            except Exception as exc:
+                fault = fault_of(exc)
+                if not isinstance(exc, VcdError):
+                    log.exception("multicall %s failed", entry)
+                results.append({"faultCode": fault.code, "faultString": str(fault)})
+        return results
+
+
+SYSTEM_METHODS: dict[str, tuple[str, Any]] = {
+    "system.listMethods": ("Return the names of all methods.", [["array"]]),
+    "system.methodHelp": ("Return the help text of a method.", [["string", "string"]]),
+    "system.methodSignature": ("Return the signatures of a method.", [["array", "string"]]),
+    "system.multicall": ("Run several calls in one request; each carries its own "
+                         "{username, password}. Returns [[result] or fault struct, ...].",
+                         [["array", "array"]]),
+}
+
+
+def find_vserver(db: vxdb.Connection, name: str) -> VServer | None:
+    row = db.execute("SELECT xid, name, vdir, template, shared FROM vservers WHERE name = ?",
+                     (name,)).fetchone()
+    if row is None:
+        return None
+    return VServer(row["xid"], row["name"], row["vdir"], row["template"], bool(row["shared"]))
+
+
+def is_owner(db: vxdb.Connection, xid: int, uid: int) -> bool:
+    return db.execute("SELECT 1 FROM owners WHERE xid = ? AND uid = ?",
+                      (xid, uid)).fetchone() is not None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

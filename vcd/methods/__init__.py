@@ -1,0 +1,2 @@
+"""Every XML-RPC method; importing this package fills the registry."""
+from vcd.methods import vcd, vg, vx, vxdb  # noqa: F401

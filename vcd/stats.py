@@ -1,0 +1,80 @@
+"""Daemon statistics (vcd.status), exact under concurrent requests.
+
+Counters live in a small mmap'd file under rundir with one slot per worker. A worker
+claims a slot with an fcntl lock on it (released by the kernel if the worker dies, so
+a respawned worker reuses the slot and its counts), writes only its own slot, and
+readers sum all slots: no shared lock a killed worker could leave held.
+"""
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+import time
+from pathlib import Path
+
+COUNTERS = ("requests", "flogins", "nomethod")
+SLOTS = 512
+_HEADER = struct.Struct("<d")          # daemon start time
+_SLOT = struct.Struct(f"<{len(COUNTERS)}q")
+
+
+def _path(rundir: Path) -> Path:
+    return rundir / "vcd.stats"
+
+
+def reset(rundir: Path) -> None:
+    """A new daemon starts counting from zero (called once, before the workers fork)."""
+    rundir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    path = _path(rundir)
+    tmp = path.with_suffix(".tmp")
+    with open(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        fh.write(_HEADER.pack(time.time()))
+        fh.write(bytes(_SLOT.size * SLOTS))
+    os.replace(tmp, path)
+
+
+class Stats:
+    def __init__(self, rundir: Path):
+        path = _path(rundir)
+        if not path.exists():
+            reset(rundir)
+        self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self._map = mmap.mmap(self._fd, _HEADER.size + _SLOT.size * SLOTS)
+        self._slot: int | None = None
+
+    def _claim(self) -> int:
+        for slot in range(SLOTS):
+            try:
+                fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self._offset(slot))
+                return slot
+            except OSError:
+                continue
+        raise RuntimeError("no free statistics slot")
+
+    @staticmethod
+    def _offset(slot: int) -> int:
+        return _HEADER.size + slot * _SLOT.size
+
+    def add(self, counter: str, n: int = 1) -> None:
+        if self._slot is None:
+            self._slot = self._claim()
+        index = COUNTERS.index(counter)
+        offset = self._offset(self._slot) + index * 8
+        (value,) = struct.unpack_from("<q", self._map, offset)
+        struct.pack_into("<q", self._map, offset, value + n)
+
+    def read(self) -> dict[str, float]:
+        totals = [0] * len(COUNTERS)
+        for slot in range(SLOTS):
+            for i, v in enumerate(_SLOT.unpack_from(self._map, self._offset(slot))):
+                totals[i] += v
+        (started,) = _HEADER.unpack_from(self._map, 0)
+        result: dict[str, float] = dict(zip(COUNTERS, totals))
+        result["started"] = started
+        return result
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)

@@ -109,6 +109,13 @@ def check_mirror(mirror: str, suite: str, timeout: float = 10.0) -> None:
         raise BuildError(f"{url} is not a Debian Release file")
 
 
+# debootstrap prints one "I:" line per package and step; these words start
+# the lines of one phase, reported once with a count.
+_PHASES = {"Retrieving": "download", "Validating": "download", "Extracting": "extract",
+           "Unpacking": "unpack", "Configuring": "configure", "Resolving": "resolve",
+           "Checking": "check"}
+
+
 def _run_debootstrap(argv: list[str], root: Path, say: Progress) -> None:
     """Run debootstrap, reporting each phase once (with its elapsed time) instead of every package."""
     phase = None
@@ -122,11 +129,12 @@ def _run_debootstrap(argv: list[str], root: Path, say: Progress) -> None:
             tail = (tail + [line])[-15:]
             if line.startswith("I: "):
                 word = line[3:].split(" ", 1)[0]
-                if word != phase:
+                step = _PHASES.get(word, word)
+                if step != phase:
                     if phase is not None and count > 1:
-                        say(f"  debootstrap: {phase.lower()} done ({count} steps)")
+                        say(f"  debootstrap: {count} x {phase}")
                     say(f"  debootstrap: {line[3:]}")
-                    phase, count = word, 0
+                    phase, count = step, 0
                 count += 1
             elif line.startswith(("E: ", "W: ")):
                 say(f"  debootstrap: {line}")

@@ -468,6 +468,10 @@ class TemplateStore:
         reg = self._registry(name)
         if reg.is_dir():
             safe_rmtree(reg, self.templatedir)
+        try:
+            reg.parent.rmdir()  # .shares, once no template is shared any more
+        except OSError:
+            pass
 
 
 def _read_share(vdir: Path) -> dict | None:

@@ -230,14 +230,14 @@ class VcdDaemon:
     def worker_pids(self) -> list[int]:
         return children_of(self.pid) if self.pid else []
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         assert self.pid is not None
         os.kill(self.pid, sig)
 
     def kill(self, sig: int = signal.SIGKILL) -> int | None:
         """Send `sig` to the supervisor; for SIGKILL also wait until it and its workers are gone."""
         self._known_workers.update(self.worker_pids())
-        self.signal(sig)
+        self.send_signal(sig)
         if sig == signal.SIGKILL:
             self.wait_exit()
             self._wait_pids_gone(self._known_workers, STOP_TIMEOUT)

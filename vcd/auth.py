@@ -79,7 +79,7 @@ class Authenticator:
         if failed is not None:
             wait = failed["last"] + penalty(failed["count"]) - now
             if wait > 0:
-                self._record_failure(peer, now)
+                # not counted: a refused attempt was never checked, so waiting it out works
                 raise VcdError(Fault.MEAUTH, f"too many failed logins from {peer}, "
                                              f"retry in {wait:.0f} s")
         found = load_user(self.conn, username) if username else None

@@ -20,7 +20,7 @@ RLIMITS: dict[str, tuple[int, int]] = {
     "CORE": (resource.RLIMIT_CORE, 1),
     "NOFILE": (resource.RLIMIT_NOFILE, 1),
     "MEMLOCK": (resource.RLIMIT_MEMLOCK, 1024),
-    "LOCKS": (resource.RLIMIT_LOCKS, 1),
+    "LOCKS": (10, 1),  # RLIMIT_LOCKS: not exported by the resource module
     "SIGPENDING": (resource.RLIMIT_SIGPENDING, 1),
     "MSGQUEUE": (resource.RLIMIT_MSGQUEUE, 1),
 }

@@ -92,8 +92,9 @@ class Ctx:
 
 class Supervisor:
     def __init__(self, state_dir: Path, cgroup_parent: str, notify_argv: list[str] | None,
-                 net_tag: str) -> None:
+                 net_tag: str, load_interval: float = LOAD_INTERVAL) -> None:
         self.state_dir = state_dir
+        self.load_interval = load_interval
         self.layout = Layout(cgroup_parent)
         self.notify_argv = notify_argv
         self.net_tag = net_tag
@@ -102,7 +103,7 @@ class Supervisor:
         self.notify_running: dict[int, int] = {}  # pid → xid
         self.sel = selectors.DefaultSelector()
         self.stopping = False
-        self.next_sample = time.monotonic() + LOAD_INTERVAL
+        self.next_sample = time.monotonic() + load_interval
 
     # --- files ----------------------------------------------------------------------------
 
@@ -311,6 +312,8 @@ class Supervisor:
                 if not chunk:
                     break
                 buf += chunk
+            if not buf.strip():
+                return  # a liveness probe: connect and close
             try:
                 resp = self.handle(json.loads(buf))
             except Exception as e:  # every failure goes back to the caller, typed
@@ -354,9 +357,9 @@ class Supervisor:
                     self.context_ended(obj, "unknown (ended while another supervisor ran)", None)
             self.reap()
             if time.monotonic() >= self.next_sample:
-                self.next_sample += LOAD_INTERVAL
+                self.next_sample += self.load_interval
                 if self.next_sample < time.monotonic():
-                    self.next_sample = time.monotonic() + LOAD_INTERVAL
+                    self.next_sample = time.monotonic() + self.load_interval
                 self.sample_loads()
 
 
@@ -399,6 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cgroup-parent", required=True)
     ap.add_argument("--notify", default="null", help="JSON list: argv prefix of the callback")
     ap.add_argument("--net-tag", default="")
+    ap.add_argument("--load-interval", type=float, default=LOAD_INTERVAL)
     ap.add_argument("--foreground", action="store_true")
     args = ap.parse_args(argv)
     state = Path(args.state_dir)
@@ -443,7 +447,8 @@ def main(argv: list[str] | None = None) -> None:
     os.umask(old)
     listener.listen(64)
     listener.setblocking(False)
-    sup = Supervisor(state, args.cgroup_parent, json.loads(args.notify), args.net_tag)
+    sup = Supervisor(state, args.cgroup_parent, json.loads(args.notify), args.net_tag,
+                     args.load_interval)
     if ready_w is not None:
         os.write(ready_w, b"1")
         os.close(ready_w)

@@ -1,0 +1,287 @@
+"""The stock-kernel backend: namespaces + cgroups + a supervisor (DESIGN.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import signal
+import time
+from pathlib import Path
+
+from ..api import (ENFORCED, Backend, ContextSpec, ContextStat, ExecResult,
+                   InvalidSpec, NoSuchProcess, NotRunning, StartError, not_enforced)
+from . import enter, limits, namespaces, quota, stat
+from .cgroups import Layout
+from .client import SupervisorClient
+from .supervisor import init_pid_of
+
+CCAP_WHY = {
+    "SET_RLIMIT": "raising limits needs CAP_SYS_RESOURCE in the bounding set; there is no "
+                  "per-context switch for it",
+    "SYSLOG": "a stock kernel has no per-context syslog; the bounding set decides (SYSLOG bcap)",
+    "SECURE_MOUNT": "mounting is governed by CAP_SYS_ADMIN only on a stock kernel",
+    "SECURE_REMOUNT": "remounting is governed by CAP_SYS_ADMIN only on a stock kernel",
+    "BINARY_MOUNT": "a stock kernel has no separate permission for binary mount data",
+    "QUOTA_CTL": "quota control is governed by CAP_SYS_ADMIN only on a stock kernel",
+    "ADMIN_MAPPER": "a stock kernel has no device-mapper permission per context",
+    "ADMIN_CLOOP": "a stock kernel has no loop-device permission per context",
+}
+FLAG_WHY = {
+    "INFO_PRIVATE": "no stock-kernel counterpart",
+    "INFO_INIT": "the context's init is PID 1 of its PID namespace already",
+    "INFO_HIDE": "no stock-kernel counterpart",
+    "SCHED_HARD": "cpu quota is always hard; the flag itself changes nothing",
+    "SCHED_PRIO": "no stock-kernel counterpart of priority buckets",
+    "SCHED_PAUSE": "not applied at start (a freezer exists, pausing is not wired)",
+    "VIRT_MEM": "/proc/meminfo shows the host's memory (would need a FUSE overlay like lxcfs)",
+    "VIRT_CPU": "/proc/stat shows the host's CPUs (would need a FUSE overlay like lxcfs)",
+    "VIRT_LOAD": "/proc/loadavg shows the host's load (would need a FUSE overlay like lxcfs)",
+    "VIRT_TIME": "a time namespace offsets only monotonic and boot time, not wall time",
+    "HIDE_MOUNT": "the context sees its own mount namespace; host mounts are not listed anyway",
+    "HIDE_VINFO": "no stock-kernel counterpart",
+    "FORK_RSS": "no stock-kernel counterpart",
+}
+
+
+class NativeBackend(Backend):
+    name = "native"
+
+    def __init__(self, state_dir: str | Path = "/run/vcd", cgroup_parent: str = "vcd",
+                 notify_argv: list[str] | None = None,
+                 image_dir: str | Path = "/var/lib/vcd/images",
+                 load_interval: float = 5.0) -> None:
+        self.state_dir = Path(state_dir)
+        self.image_dir = Path(image_dir)
+        self.layout = Layout(cgroup_parent)
+        # veth names are global: a second parent (a test run) gets its own suffix
+        self.net_tag = "" if cgroup_parent == "vcd" else hashlib.sha1(
+            cgroup_parent.encode()).hexdigest()[:4]
+        self.client = SupervisorClient(self.state_dir, cgroup_parent, notify_argv, self.net_tag,
+                                       load_interval)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def init_pid(self, xid: int) -> int:
+        pid = init_pid_of(self.layout.pids(xid))
+        if pid is None:
+            raise NotRunning(f"context {xid} is not running")
+        return pid
+
+    def _init_caps(self, pid: int) -> set[int]:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    mask = int(line.split()[1], 16)
+                    return {c for c in range(64) if mask >> c & 1}
+        return set()
+
+    def _init_rlimits(self, pid: int) -> list[limits.RlimitPlan]:
+        # Entered commands get exactly init's limits, read back from the kernel.
+        out = []
+        for name, (res, _) in limits.RLIMITS.items():
+            soft, hard = resource.prlimit(pid, res)
+            out.append(limits.RlimitPlan(name, res, soft, hard, False))
+        return out
+
+    def supervisor_pid(self) -> int:
+        return int(self.client.call({"op": "ping"})["pid"])
+
+    # --- Backend --------------------------------------------------------------------------
+
+    def start(self, spec: ContextSpec) -> None:
+        spec.validate()
+        if not Path(spec.vdir).is_dir():
+            raise StartError(f"vdir {spec.vdir} is not a directory")
+        image = None
+        if spec.disk_limit is not None:
+            image = quota.image_path(self.image_dir, spec.xid)
+            quota.ensure_image(image, Path(spec.vdir), spec.disk_limit)
+        self.client.call({"op": "start", "spec": spec.to_dict(),
+                          "image": str(image) if image else None})
+
+    def exec(self, xid: int, argv: list[str], timeout: float = 30.0,
+             output_cap: int = 1 << 20) -> ExecResult:
+        if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
+            raise InvalidSpec("argv is empty or has a NUL byte")
+        pid = self.init_pid(xid)
+        return enter.run(self.layout, xid, pid, argv, timeout, output_cap,
+                         self._init_rlimits(pid), self._init_caps(pid))
+
+    def stop(self, xid: int, halt_argv: list[str], timeout: float = 15.0) -> str:
+        self.init_pid(xid)
+        deadline = time.monotonic() + timeout
+        output = ""
+        try:
+            r = self.exec(xid, halt_argv, timeout=timeout, output_cap=64 * 1024)
+            output = r.output.decode(errors="replace")
+        except (NotRunning, ProcessLookupError):
+            pass
+        while self.layout.pids(xid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._kill_and_clean(xid)
+        return output
+
+    def _kill_and_clean(self, xid: int) -> None:
+        end = time.monotonic() + 10
+        while self.layout.pids(xid) and time.monotonic() < end:
+            self.layout.kill_all(xid)
+            time.sleep(0.01)
+        # Let the supervisor reap init and record the reason before the groups go away.
+        self.client.call({"op": "reap"})
+        self.layout.remove(xid)
+
+    def kill(self, xid: int, pid: int, sig: int) -> None:
+        pids = self.layout.pids(xid)
+        if not pids:
+            raise NotRunning(f"context {xid} is not running")
+        if pid == 0:
+            if sig == signal.SIGKILL:
+                self.layout.kill_all(xid)
+                return
+            for p in pids:
+                try:
+                    os.kill(p, sig)
+                except ProcessLookupError:
+                    pass
+            return
+        for p in pids:
+            info = stat.task_info(p)
+            if info is not None and info[1] == pid and self._in_context_pidns(p, pids):
+                fd = os.pidfd_open(p)
+                try:
+                    signal.pidfd_send_signal(fd, sig)
+                finally:
+                    os.close(fd)
+                return
+        raise NoSuchProcess(f"no process {pid} in context {xid}")
+
+    def _in_context_pidns(self, pid: int, pids: list[int]) -> bool:
+        # exec helpers join the cgroup from the host PID namespace: their pids mean nothing
+        init = init_pid_of(pids)
+        if init is None:
+            return False
+        try:
+            return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{init}/ns/pid")
+        except OSError:
+            return False
+
+    def running(self) -> list[int]:
+        return [x for x in self.layout.xids() if self.layout.pids(x)]
+
+    def is_running(self, xid: int) -> bool:
+        return bool(self.layout.pids(xid))
+
+    def stat(self, xid: int) -> ContextStat:
+        pids = self.layout.pids(xid)
+        return stat.collect(self.layout, xid, init_pid_of(pids) if pids else None,
+                            self.state_dir)
+
+    def last_exit(self, xid: int) -> dict | None:
+        """Why the last init of xid ended ({reason, status, time}), as the supervisor saw it."""
+        import json
+        try:
+            return json.loads((self.state_dir / f"{xid}.exit").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def enforcement(self, spec: ContextSpec) -> dict[str, str]:
+        return enforcement(self.layout, spec)
+
+
+def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:
+    out: dict[str, str] = {}
+    host_caps = namespaces.bounding_set()
+    from ..api import CAP_NUMBERS
+    for cap in sorted(spec.bcaps):
+        out[f"bcap:{cap}"] = ENFORCED if CAP_NUMBERS[cap] in host_caps else not_enforced(
+            f"CAP_{cap} is not in the host's bounding set, so no context can hold it")
+    new_net = bool(spec.addresses) or "HIDE_NETIF" in spec.flags
+    for ccap in sorted(spec.ccaps):
+        if ccap == "SET_UTSNAME":
+            ok = "SYS_ADMIN" in spec.bcaps and CAP_NUMBERS["SYS_ADMIN"] in host_caps
+            out["ccap:SET_UTSNAME"] = ENFORCED if ok else not_enforced(
+                "setting the hostname needs CAP_SYS_ADMIN, which the bounding set lacks "
+                "(a user namespace would grant it)")
+        elif ccap == "RAW_ICMP":
+            out["ccap:RAW_ICMP"] = ENFORCED if new_net else not_enforced(
+                "ping_group_range is per network namespace and the context has none "
+                "(no addresses, no HIDE_NETIF)")
+        else:
+            out[f"ccap:{ccap}"] = not_enforced(CCAP_WHY.get(ccap, "no stock-kernel mechanism"))
+    for flag in sorted(spec.flags):
+        if flag == "VIRT_UPTIME":
+            out["flag:VIRT_UPTIME"] = ENFORCED if namespaces.has_time_namespace() else \
+                not_enforced("this kernel has no time namespaces")
+        elif flag == "HIDE_NETIF":
+            out["flag:HIDE_NETIF"] = ENFORCED
+        else:
+            out[f"flag:{flag}"] = not_enforced(FLAG_WHY.get(flag, "no stock-kernel counterpart"))
+    plans = {p.type: p for p in limits.rlimit_plan(spec)}
+    for lim in spec.limits:
+        key = f"limit:{lim.type}"
+        if not limits.limit_is_set(lim):
+            continue
+        if lim.type == "NPROC":
+            if not layout.has("pids"):
+                out[key] = not_enforced("no pids cgroup controller")
+            elif lim.hard is None:
+                out[key] = not_enforced("pids.max has no soft limit; set a hard value")
+            else:
+                out[key] = ENFORCED
+        elif lim.type in limits.MEMORY_CGROUP_TYPES:
+            out[key] = ENFORCED if layout.has("memory") else not_enforced(
+                "no memory cgroup controller")
+        elif lim.type in limits.RLIMITS:
+            p = plans.get(lim.type)
+            if p is not None and p.capped:
+                out[key] = not_enforced(
+                    f"hard limit above the host's ({p.hard}) and CAP_SYS_RESOURCE is missing; "
+                    "the host's value applies")
+            else:
+                out[key] = ENFORCED
+        elif lim.type in limits.IPC_SYSCTLS:
+            out[key] = ENFORCED if lim.hard is not None else not_enforced(
+                "IPC namespace sysctls take only a hard value")
+        else:
+            out[key] = not_enforced(limits.NOT_MAPPED.get(lim.type, "no stock-kernel mechanism"))
+    bucket = limits.sched_bucket(spec)
+    if bucket is not None:
+        if not layout.has("cpu"):
+            out["sched"] = not_enforced("no cpu cgroup controller")
+        else:
+            plan = limits.cpu_plan(bucket)
+            out["sched"] = ENFORCED if (plan.quota_us or plan.shares) else not_enforced(
+                "neither fillrate/interval nor fillrate2/interval2 is set")
+            if bucket.tokensmax:
+                out["sched:tokensmax"] = ENFORCED if _burst_supported(layout) else \
+                    not_enforced("this kernel has no CFS burst")
+            if bucket.tokensmin:
+                out["sched:tokensmin"] = not_enforced("CFS has no minimum-tokens threshold")
+            if len(spec.sched) > 1:
+                out["sched:cpuid"] = not_enforced("one bucket per context; per-CPU buckets "
+                                                  "are not distinguished")
+    if spec.cpuset is not None:
+        out["cpuset"] = ENFORCED if layout.has("cpuset") else not_enforced(
+            "no cpuset cgroup controller")
+        if spec.cpuset.virtualize:
+            out["cpuset:virtualize"] = not_enforced("/proc/cpuinfo shows every host CPU")
+    for key in sorted(spec.uname):
+        out[f"uname:{key}"] = ENFORCED if key in ("NODENAME", "DOMAINNAME") else not_enforced(
+            f"a stock kernel reports its own {key.lower()} in every UTS namespace")
+    if spec.addresses:
+        out["addresses"] = ENFORCED
+    if spec.broadcast:
+        out["broadcast"] = ENFORCED if spec.addresses else not_enforced("no address to go with")
+    if spec.disk_limit is not None:
+        out["disk_limit"] = ENFORCED
+    if spec.mounts:
+        out["mounts"] = ENFORCED
+    return out
+
+
+def _burst_supported(layout: Layout) -> bool:
+    h = layout.by_ctrl["cpu"]
+    if h.version == 1:
+        return (h.path / "cpu.cfs_burst_us").exists()
+    return any(h.path.glob("*/cpu.max.burst"))

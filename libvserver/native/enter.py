@@ -1,0 +1,168 @@
+"""Running a command inside a running context (vx.exec, halt, reboot).
+
+caller ──fork──▶ E1: joins the context's cgroups, setns() into all of init's
+                     namespaces through a pidfd (one atomic call), forks E2
+                     (the PID namespace applies to children), relays E2's status.
+                 E2: new session, same rlimits and bounding set as init, exec argv.
+
+The caller reads the combined output until E1 has exited plus a short grace:
+a background process of the command may keep the pipe open forever, so EOF
+is never awaited.  Output beyond the cap is drained and dropped so a flood
+cannot block the command, and the timeout kills the command's session.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+
+from ..api import ExecResult
+from . import limits, namespaces
+from .cgroups import Layout
+from .namespaces import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
+                         CLONE_NEWUTS)
+
+EXEC_ENV = {"PATH": "/sbin:/bin:/usr/sbin:/usr/bin", "HOME": "/root", "TERM": "dumb"}
+GRACE = 0.2
+
+
+def _ns_flags(init_pid: int) -> int:
+    flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
+    # only enter a time namespace that differs from ours (setns needs it to be a real change
+    # of time_for_children; the same one is harmless but skip the work)
+    try:
+        if os.stat(f"/proc/{init_pid}/ns/time").st_ino != os.stat("/proc/self/ns/time").st_ino:
+            flags |= CLONE_NEWTIME
+    except FileNotFoundError:
+        pass
+    return flags
+
+
+def _exec_child(layout: Layout, xid: int, pidfd: int, flags: int, argv: list[str],
+                rl: list[limits.RlimitPlan], keep: set[int], out_w: int, pid_w: int) -> None:
+    """Body of E1; never returns."""
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        layout.join(xid)
+        namespaces.setns(pidfd, flags)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(pid_w)
+                os.setsid()
+                os.chdir("/")
+                limits.apply_rlimits(rl)
+                namespaces.drop_bounding_set(keep)
+                for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT,
+                          signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(s, signal.SIG_DFL)
+                null = os.open("/dev/null", os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out_w, 1)
+                os.dup2(out_w, 2)
+                os.closerange(3, 65536)
+                os.execvpe(argv[0], argv, EXEC_ENV)
+            except BaseException as e:
+                try:
+                    os.write(2, f"vx.exec: {argv[0]}: {getattr(e, 'strerror', None) or e}\n"
+                             .encode())
+                finally:
+                    os._exit(127)
+        os.close(out_w)
+        os.write(pid_w, f"{pid}\n".encode())
+        os.close(pid_w)
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                 else 128 + os.WTERMSIG(status))
+    except BaseException as e:
+        try:
+            os.write(out_w, f"vx.exec: cannot enter context {xid}: {e}\n".encode())
+        finally:
+            os._exit(126)
+
+
+def run(layout: Layout, xid: int, init_pid: int, argv: list[str], timeout: float,
+        output_cap: int, rl: list[limits.RlimitPlan], keep: set[int]) -> ExecResult:
+    pidfd = os.pidfd_open(init_pid)
+    flags = _ns_flags(init_pid)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        e1 = os.fork()
+        if e1 == 0:
+            os.close(out_r)
+            os.close(pid_r)
+            _exec_child(layout, xid, pidfd, flags, argv, rl, keep, out_w, pid_w)
+        os.close(out_w)
+        os.close(pid_w)
+        out_w = pid_w = -1
+        e1fd = os.pidfd_open(e1)
+        try:
+            return _collect(e1, e1fd, out_r, pid_r, timeout, output_cap)
+        finally:
+            os.close(e1fd)
+    finally:
+        for fd in (pidfd, out_r, pid_r, out_w, pid_w):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _collect(e1: int, e1fd: int, out_r: int, pid_r: int, timeout: float,
+             cap: int) -> ExecResult:
+    out = bytearray()
+    truncated = timed_out = False
+    deadline = time.monotonic() + timeout
+    grace_end: float | None = None
+    e2 = None
+    status = None
+    pidbuf = b""
+    fds = [out_r, pid_r, e1fd]
+    while True:
+        if status is not None and out_r not in fds:
+            break
+        now = time.monotonic()
+        end = deadline if grace_end is None else grace_end
+        if now >= end:
+            break
+        r, _, _ = select.select(fds, [], [], end - now)
+        if out_r in r:
+            chunk = os.read(out_r, 65536)
+            if not chunk:
+                fds.remove(out_r)
+            elif len(out) < cap:
+                room = cap - len(out)
+                out += chunk[:room]
+                truncated = truncated or len(chunk) > room
+            else:
+                truncated = True
+        if pid_r in r:
+            chunk = os.read(pid_r, 64)
+            pidbuf += chunk
+            if not chunk:
+                fds.remove(pid_r)
+                if pidbuf.strip():
+                    e2 = int(pidbuf)
+        if e1fd in r:
+            _, st = os.waitpid(e1, 0)
+            status = os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st)
+            fds.remove(e1fd)
+            grace_end = time.monotonic() + GRACE
+    if status is None:
+        # Timed out: kill the command's whole session (it called setsid), then E1.
+        if e2 is not None:
+            for target in (-e2, e2):
+                try:
+                    os.kill(target, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        try:
+            os.kill(e1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _, st = os.waitpid(e1, 0)
+        status = os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st)
+        timed_out = True
+    return ExecResult(status=status, output=bytes(out), timed_out=timed_out,
+                      truncated=truncated)

@@ -1,0 +1,1 @@
+"""The Linux-VServer backend: a ctypes binding of sys_vserver."""

@@ -30,8 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vcdadm template", description="Manage vserver template caches.")
     p.add_argument("--templatedir", type=Path, default=DEFAULT_TEMPLATEDIR,
                    help=f"where template caches live (default {DEFAULT_TEMPLATEDIR})")
+    # Also accepted after the subcommand (vcdadm appends it there); SUPPRESS
+    # keeps an absent one from overriding the value given before.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--templatedir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build a template cache")
+    b = sub.add_parser("build", help="build a template cache", parents=[common])
     b.add_argument("name")
     b.add_argument("--from", dest="source", choices=["busybox", "debian"], required=True)
     b.add_argument("--suite", default=debian.DEFAULT_SUITE, help="Debian suite (debian only)")
@@ -41,8 +45,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="archive format, or 'dir' for a directory template that vservers can "
                         "share (default: gz for busybox, zst for debian)")
     b.add_argument("--hostname", default="vserver", help="hostname written to /etc/hostname")
-    sub.add_parser("list", help="list template caches")
-    r = sub.add_parser("remove", help="remove a template cache (refused while vservers share it)")
+    u = sub.add_parser("unpack", help="make a directory template (shareable) from a tarball template",
+                       parents=[common])
+    u.add_argument("name")
+    u.add_argument("new_name")
+    sub.add_parser("list", help="list template caches", parents=[common])
+    r = sub.add_parser("remove", help="remove a template cache (refused while vservers share it)",
+                       parents=[common])
     r.add_argument("name")
     return p
 
@@ -60,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
                 users = len(store.users(t.name)) if t.kind == "directory" else 0
                 shared = f"  shared by {users}" if users else ""
                 print(f"{t.name:20} {t.kind:9} {t.path.name:28} {t.description}{shared}")
+            return 0
+        if args.cmd == "unpack":
+            info = store.unpack(args.name, args.new_name)
+            print(info.path)
             return 0
         if args.cmd == "remove":
             store.remove_template(args.name)
@@ -80,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vcdadm template: interrupted; nothing was left behind", file=sys.stderr)
         return 130
-    except (TemplateError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except (TemplateError, ValueError, OSError) as e:
         print(f"vcdadm template: {e}", file=sys.stderr)
         return 1
     finally:

@@ -27,7 +27,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import (MetadataError, PopulateError, TemplateError, TemplateInUse,
+from .errors import (MetadataError, PopulateError, TemplateError, TemplateExists, TemplateInUse,
                      TemplateNotFound, UnsafeArchive, UnsafePath)
 from .fsutil import is_mountpoint, mount, mounts, safe_rmtree, umount
 from .metadata import TemplateMeta
@@ -444,6 +444,27 @@ class TemplateStore:
         if os.path.lexists(state):
             self._forget_share(vdir)
             safe_rmtree(state, base)
+
+    def unpack(self, name: str, new_name: str) -> TemplateInfo:
+        """Make directory template ``new_name`` from tarball template ``name`` (so vservers can share it).
+
+        Extracted into a temporary directory and renamed, with a copy of the metadata.
+        """
+        info = self.get(name)
+        validate_name(new_name)
+        if self._find(new_name) is not None:
+            raise TemplateExists(f"template {new_name!r} already exists")
+        tmp = self.templatedir / f".unpack-{new_name}.{os.getpid()}"
+        try:
+            self.populate(name, tmp, copy=True)
+            meta = info.meta
+            meta.name = new_name
+            meta.save(self.templatedir / f"{new_name}.conf")
+            os.rename(tmp, self.templatedir / new_name)
+        finally:
+            if os.path.lexists(tmp):
+                safe_rmtree(tmp, self.templatedir)
+        return self.get(new_name)
 
     # -- removal of templates --------------------------------------------------
 

@@ -390,3 +390,40 @@ def vcd_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VcdDaemon]:
         yield daemon
     finally:
         daemon.cleanup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_contexts() -> Iterator[None]:
+    """At the end of the run: no context, supervisor or cgroup of this run is left."""
+    yield
+    import glob
+    # the supervisors of this run's daemons outlive them by design; end them now
+    for proc in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            argv = Path(proc).read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"libvserver.native.supervisor" in b" ".join(argv) and CGROUP_PARENT.encode() in argv:
+            pid = int(proc.split("/")[2])
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 10
+    for parent in glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}") + \
+            glob.glob(f"/sys/fs/cgroup/unified/{CGROUP_PARENT}"):
+        for child in sorted(glob.glob(f"{parent}/*/"), reverse=True):
+            while True:
+                try:
+                    os.rmdir(child)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
+        try:
+            os.rmdir(parent)
+        except OSError:
+            pass

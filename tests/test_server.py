@@ -15,7 +15,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import REPO, VcdDaemon, _alive, http_request
+from conftest import REPO, VcdDaemon, _alive, free_port, http_request
 
 LISTMETHODS = (b"<?xml version='1.0'?><methodCall><methodName>system.listMethods</methodName>"
                b"<params></params></methodCall>")
@@ -49,6 +49,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str =
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def accept_queue_length(port: int) -> int:
+    """Connections waiting in the kernel's accept queue of the listener on `port`."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            next(fh)
+            for line in fh:
+                fields = line.split()
+                local, state, queues = fields[1], fields[3], fields[4]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    return int(queues.split(":")[1], 16)
+    raise AssertionError(f"nothing listens on port {port}")
 
 
 def call_ok(daemon: VcdDaemon) -> list[str]:
@@ -88,7 +101,7 @@ def test_paths_other_than_rpc2_get_404(vcd_module: VcdDaemon, path: str) -> None
     assert status == 404
 
 
-@pytest.mark.parametrize("verb", ["GET", "PUT", "DELETE", "OPTIONS"])
+@pytest.mark.parametrize("verb", ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"])
 def test_other_verbs_on_rpc2_get_405_with_allow_header(vcd_module: VcdDaemon, verb: str) -> None:
     status, headers, _ = http_request(vcd_module.host, vcd_module.port, verb, "/RPC2")
     assert status == 405
@@ -276,6 +289,12 @@ def test_worker_is_recycled_after_max_requests(make_vcd: Callable[..., VcdDaemon
     assert daemon.log().count("retired after 5 requests") >= 2
 
 
+def test_debug_flag_logs_at_debug_level(make_vcd: Callable[..., VcdDaemon]) -> None:
+    daemon = make_vcd(debug=True, loglevel="error")
+    assert call_ok(daemon)
+    assert " DEBUG " in daemon.log()
+
+
 def test_workers_setting_decides_the_pool_size(make_vcd: Callable[..., VcdDaemon]) -> None:
     daemon = make_vcd(workers=3)
     assert len(daemon.worker_pids()) == 3
@@ -311,6 +330,24 @@ def test_sighup_with_a_bad_config_keeps_the_running_one(vcd: VcdDaemon) -> None:
     assert call_ok(vcd)
 
 
+def test_sighup_with_a_new_port_moves_the_listener(vcd: VcdDaemon) -> None:
+    old_port = vcd.port
+    new_port = free_port()
+    vcd.write_config(port=new_port)
+    vcd.send_signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in vcd.log(), what="the reload")
+    assert call_ok(vcd)  # vcd.url follows the new port
+    wait_until(lambda: not _port_open(old_port), what="the old port to close")
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
 def test_sighup_reopens_a_rotated_log_file(vcd: VcdDaemon) -> None:
     rotated = vcd.logfile.with_suffix(".log.1")
     vcd.logfile.rename(rotated)
@@ -339,9 +376,10 @@ def test_sigterm_lets_an_inflight_request_finish(vcd: VcdDaemon) -> None:
     with socket.create_connection((vcd.host, vcd.port), timeout=10) as s:
         s.sendall(b"POST /RPC2 HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(LISTMETHODS)
                   + LISTMETHODS[:20])
-        time.sleep(0.3)  # let a worker take the connection
+        # the request must be in a worker's hands, not in the listen queue, when SIGTERM comes
+        wait_until(lambda: accept_queue_length(vcd.port) == 0, what="a worker to accept")
         vcd.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        time.sleep(0.3)  # the supervisor has relayed it; the worker is still reading
         s.sendall(LISTMETHODS[20:])
         answer = b""
         while chunk := s.recv(65536):

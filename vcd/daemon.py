@@ -189,7 +189,10 @@ class Supervisor:
                           new.host, new.port, exc.strerror)
                 return
         try:
-            dispatch.prepare(new)
+            # prepare() is once per start (it also restarts the vcd.status counters);
+            # only a new datadir or rundir needs it again before workers can use them
+            if (new.datadir, new.rundir) != (self.config.datadir, self.config.rundir):
+                dispatch.prepare(new)
         except Exception:
             log.exception("preparing the new configuration failed; keeping the running one")
             if listeners:

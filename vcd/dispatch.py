@@ -133,7 +133,8 @@ class Dispatcher:
     def handle(self, body: bytes, peer: str) -> bytes:
         started = time.monotonic()
         self.stats.add("requests")
-        name, user, code = "-", "-", 0
+        name, code, self.user = "-", 0, "-"
+
         try:
             try:
                 params, name = loads(body)
@@ -145,7 +146,7 @@ class Dispatcher:
                 code = Fault.PARSE_ERROR
                 return dump_fault(code, f"Parse error: {_short(exc)}")
             try:
-                result, user = self.call(name, params, peer)
+                result = self.call(name, params, peer)
             except Exception as exc:
                 fault = fault_of(exc)
                 if not isinstance(exc, VcdError):
@@ -159,19 +160,20 @@ class Dispatcher:
                 code = Fault.MESYS
                 return dump_fault(code, "System call or library call failed: bad result")
         finally:
-            request_log.info("%s user=%s peer=%s fault=%s %.1fms", name, user, peer, code,
+            request_log.info("%s user=%s peer=%s fault=%s %.1fms", name, self.user, peer, int(code),
                              (time.monotonic() - started) * 1000)
 
-    # A call by name, also used for each entry of system.multicall. Returns (result, user).
-    def call(self, name: str, params: tuple[Any, ...], peer: str) -> tuple[Any, str]:
+    # A call by name, also used for each entry of system.multicall.
+    def call(self, name: str, params: tuple[Any, ...], peer: str) -> Any:
         if name.startswith("system."):
-            return self.system(name, params, peer), "-"
+            return self.system(name, params, peer)
         method = REGISTRY.get(name)
         if method is None:
             self.stats.add("nomethod")
             raise VcdError(Fault.METHOD_NOT_FOUND, text=f"Method not found: {name}")
         user = self.authenticate(params, peer)
-        return self.invoke(method, user, params[1] if len(params) > 1 else {}, peer), user.username
+        self.user = user.username
+        return self.invoke(method, user, params[1] if len(params) > 1 else {}, peer)
 
     def authenticate(self, params: tuple[Any, ...], peer: str) -> auth.User:
         creds = params[0] if params else None
@@ -186,8 +188,8 @@ class Dispatcher:
             raise
 
     def invoke(self, method: Method, user: auth.User, given: Any, peer: str) -> Any:
-        if method.cap is not None and method.cap not in user.caps:
-            raise VcdError(Fault.MEPERM, f"{method.name} needs capability {method.cap}")
+        if method.caps and not any(cap in user.caps for cap in method.caps):
+            raise VcdError(Fault.MEPERM, f"{method.name} needs capability {method.cap_text}")
         if given in ("", None):
             given = {}
         if not isinstance(given, dict):
@@ -260,7 +262,7 @@ class Dispatcher:
                 sub = entry.get("params", [])
                 if not isinstance(sub, list):
                     raise VcdError(Fault.MEINVAL, "params of a call must be an array")
-                result, _ = self.call(entry["methodName"], tuple(sub), peer)
+                result = self.call(entry["methodName"], tuple(sub), peer)
                 results.append([result])
             except Exception as exc:
                 fault = fault_of(exc)

@@ -61,13 +61,23 @@ class Call:
 class Method:
     name: str
     func: Callable[..., Any]
-    cap: str | None
+    cap: str | tuple[str, ...] | None    # a tuple: any one of them is enough
     owner: Owner
     lock: bool
     txn: Txn
     params: tuple[Param, ...]
     returns: str
     doc: str
+
+    @property
+    def caps(self) -> tuple[str, ...]:
+        if self.cap is None:
+            return ()
+        return (self.cap,) if isinstance(self.cap, str) else self.cap
+
+    @property
+    def cap_text(self) -> str:
+        return " or ".join(self.caps) or "none"
 
     @property
     def signature(self) -> list[list[str]]:
@@ -87,7 +97,7 @@ class Method:
             lines.append(f"  {p.name}: {p.type.description}, {flag}{alias}"
                          + (f" - {p.doc}" if p.doc else ""))
         lines.append(f"Returns: {self.returns}")
-        lines.append(f"Capability: {self.cap or 'none'}; owner check: "
+        lines.append(f"Capability: {self.cap_text}; owner check: "
                      f"{'yes' if self.owner is not Owner.NONE else 'no'}")
         return "\n".join(lines)
 
@@ -104,7 +114,7 @@ def register(m: Method) -> Method:
     return m
 
 
-def method(name: str, *, cap: str | None, owner: Owner = Owner.NONE, lock: bool = False,
+def method(name: str, *, cap: str | tuple[str, ...] | None, owner: Owner = Owner.NONE, lock: bool = False,
            txn: Txn = Txn.READ, params: tuple[Param, ...] = (), returns: str = "nil",
            doc: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a method; the decorated function gets (call, **params)."""
@@ -129,6 +139,6 @@ def method_table_markdown() -> str:
     for name in sorted(load_all()):
         m = REGISTRY[name]
         params = ", ".join(p.name + ("" if p.required else "?") for p in m.params)
-        rows.append(f"| `{name}` | {params} | {m.returns} | {m.cap or '-'} | "
+        rows.append(f"| `{name}` | {params} | {m.returns} | {m.cap_text} | "
                      f"{'yes' if m.owner is not Owner.NONE else 'no'} |")
     return "\n".join(rows)

@@ -1,32 +1,118 @@
-"""The daemon's side of running vservers: one libvserver backend per process.
+"""The daemon's side of running vservers: the spec from VXDB, and one libvserver
+backend per process.
 
 The daemon never asks which backend it has; everything kernel-facing goes through
-`libvserver.get_backend()`.
+`libvserver.get_backend()`. The kernel is the truth for "running": nothing here
+caches it.
 """
 from __future__ import annotations
 
+import logging
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 import libvserver
+from libvserver import (ContextSpec, CpuSet, DiskLimit, Limit, Mount, NetAddr, Sched)
 
+from templates.errors import TemplateError
+from templates.store import TemplateStore
+from vcd import vocab, vxdb
 from vcd.config import Config
+from vcd.errors import Fault, VcdError
+from vcd.registry import VServer
 
-_runtimes: dict[Path | None, "Runtime"] = {}
+log = logging.getLogger("vcd.runtime")
+
+_runtimes: dict[int, "Runtime"] = {}
+
+BIND_TYPES = {"", "bind", "none", "auto"}
+
+
+def _limit_value(text: str) -> int | None:
+    return None if text == "inf" else int(text)
+
+
+def build_spec(db: vxdb.Connection, vserver: VServer) -> tuple[ContextSpec, dict[str, Any]]:
+    """The complete context spec of a vserver from every VXDB table, plus its
+    init settings (halt, reboot, timeout)."""
+    xid = vserver.xid
+    row = db.execute("SELECT init, halt, reboot, timeout FROM init WHERE xid = ?", (xid,)).fetchone()
+    init = {"init": vocab.DEFAULT_INIT, "halt": vocab.DEFAULT_HALT,
+            "reboot": vocab.DEFAULT_REBOOT, "timeout": vocab.DEFAULT_TIMEOUT}
+    if row is not None:
+        init = {k: row[k] or init[k] for k in init}
+
+    def values(sql: str) -> list[Any]:
+        return db.execute(sql, (xid,)).fetchall()
+
+    vdir = Path(vserver.vdir)
+    spec = ContextSpec(
+        xid=xid, name=vserver.name, vdir=vdir,
+        init=shlex.split(init["init"]) or [vocab.DEFAULT_INIT],
+        bcaps={r[0] for r in values("SELECT bcap FROM vx_bcaps WHERE xid = ?")},
+        ccaps={r[0] for r in values("SELECT ccap FROM vx_ccaps WHERE xid = ?")},
+        flags={r[0] for r in values("SELECT flag FROM vx_flags WHERE xid = ?")},
+        limits=[Limit(r["type"], _limit_value(r["soft"]), _limit_value(r["max"]))
+                for r in values("SELECT type, soft, max FROM vx_limit WHERE xid = ?")],
+        sched=[Sched(r["cpuid"], r["interval"], r["fillrate"], r["interval2"], r["fillrate2"],
+                     r["tokensmin"], r["tokensmax"])
+               for r in values("SELECT * FROM vx_sched WHERE xid = ? ORDER BY cpuid")],
+        uname={r["type"]: r["value"] for r in values("SELECT type, value FROM vx_uname WHERE xid = ?")},
+        mounts=[_mount(vdir, r) for r in values(
+            "SELECT src, dst, type, opts FROM mount WHERE xid = ? ORDER BY dst")],
+        addresses=[NetAddr(r["addr"], r["netmask"]) for r in values(
+            "SELECT addr, netmask FROM nx_addr WHERE xid = ? ORDER BY addr")],
+    )
+    cpuset = db.execute("SELECT cpus, mems, virtualize FROM vx_cpuset WHERE xid = ?", (xid,)).fetchone()
+    if cpuset is not None:
+        spec.cpuset = CpuSet(cpuset["cpus"], cpuset["mems"], bool(cpuset["virtualize"]))
+    broadcast = db.execute("SELECT broadcast FROM nx_broadcast WHERE xid = ?", (xid,)).fetchone()
+    if broadcast is not None:
+        spec.broadcast = broadcast[0]
+    dx = db.execute("SELECT space, inodes, reserved FROM dx_limit WHERE xid = ?", (xid,)).fetchone()
+    if dx is not None and dx["space"] > 0 and dx["inodes"] > 0:
+        spec.disk_limit = DiskLimit(dx["space"], dx["inodes"], min(dx["reserved"], 50))
+    return spec, init
+
+
+def _mount(vdir: Path, row: Any) -> Mount:
+    """A VXDB mount row as the backend wants it.
+
+    The manual's `src` of a bind mount is a path *inside* the vserver; it becomes the
+    host path below the vdir, and must stay there once symlinks are resolved, so a
+    vserver owner can never bind a host directory into the vserver.
+    """
+    opts = "" if row["opts"] == "defaults" else row["opts"]
+    fstype = "" if row["type"] == "auto" else row["type"]
+    is_bind = fstype in BIND_TYPES and (row["src"].startswith("/") or "bind" in opts.split(","))
+    src = row["src"]
+    if is_bind:
+        root = os.path.realpath(vdir)
+        host = os.path.realpath(os.path.join(root, src.lstrip("/")))
+        if os.path.commonpath([root, host]) != root:
+            raise VcdError(Fault.MEINVAL, f"mount source {src} leaves the vserver")
+        src = host
+        if "bind" not in opts.split(","):
+            opts = ",".join(filter(None, ["bind", opts]))
+        fstype = ""
+    return Mount(src=src, dst=row["dst"], type=fstype, opts=opts)
 
 
 class Runtime:
     def __init__(self, config: Config):
         self.config = config
-        self._backend: Any = None
+        self._backend: libvserver.Backend | None = None
 
     @property
-    def backend(self) -> Any:
+    def backend(self) -> libvserver.Backend:
         if self._backend is None:
             self._backend = libvserver.get_backend(
                 state_dir=self.config.rundir / "libvserver",
                 cgroup_parent=self.config.cgroup_parent,
+                image_dir=self.config.datadir / "images",
                 notify_argv=self.notify_argv())
         return self._backend
 
@@ -37,12 +123,119 @@ class Runtime:
             argv += ["-c", str(self.config.source)]
         return argv
 
+    # -- state --------------------------------------------------------------------------
+
     def is_running(self, xid: int) -> bool:
-        return self.backend.is_running(xid)
+        try:
+            return self.backend.is_running(xid)
+        except libvserver.LibvserverError as exc:
+            raise VcdError(Fault.MESYS, str(exc)) from None
+
+    def require_running(self, vserver: VServer) -> None:
+        if not self.is_running(vserver.xid):
+            raise VcdError(Fault.MESTOPPED, vserver.name)
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self, db: vxdb.Connection, vserver: VServer) -> None:
+        with vxdb.transaction(db):
+            spec, _ = build_spec(db, vserver)
+        if self.is_running(vserver.xid):
+            raise VcdError(Fault.MERUNNING, vserver.name)
+        try:
+            TemplateStore(self.config.templatedir).ensure_mounted(Path(vserver.vdir))
+        except TemplateError as exc:
+            raise VcdError(Fault.MESYS, f"root filesystem of {vserver.name}: {exc}") from None
+        if not Path(vserver.vdir).is_dir():
+            raise VcdError(Fault.MESYS, f"root directory {vserver.vdir} of {vserver.name} is missing")
+        try:
+            self.backend.start(spec)
+        except libvserver.AlreadyRunning:
+            raise VcdError(Fault.MERUNNING, vserver.name) from None
+        except libvserver.InvalidSpec as exc:
+            raise VcdError(Fault.MEINVAL, f"{vserver.name}: {exc}") from None
+        except libvserver.LibvserverError as exc:
+            raise VcdError(Fault.MESYS, f"start of {vserver.name} failed: {exc}") from None
+        log.info("started %s (xid %d)", vserver.name, vserver.xid)
+
+    def stop(self, db: vxdb.Connection, vserver: VServer) -> str:
+        with vxdb.transaction(db):
+            _, init = build_spec(db, vserver)
+            # an explicit stop supersedes a reboot requested from inside
+            db.execute("DELETE FROM restart WHERE xid = ?", (vserver.xid,))
+        self.require_running(vserver)
+        try:
+            output = self.backend.stop(vserver.xid, shlex.split(init["halt"]),
+                                       float(init["timeout"]))
+        except libvserver.NotRunning:
+            raise VcdError(Fault.MESTOPPED, vserver.name) from None
+        except libvserver.LibvserverError as exc:
+            raise VcdError(Fault.MESYS, f"stop of {vserver.name} failed: {exc}") from None
+        log.info("stopped %s (xid %d)", vserver.name, vserver.xid)
+        return output
+
+    def exec(self, vserver: VServer, argv: list[str]) -> str:
+        self.require_running(vserver)
+        try:
+            result = self.backend.exec(vserver.xid, argv, timeout=self.config.exec_timeout,
+                                       output_cap=self.config.exec_output_cap)
+        except libvserver.NotRunning:
+            raise VcdError(Fault.MESTOPPED, vserver.name) from None
+        except libvserver.LibvserverError as exc:
+            raise VcdError(Fault.MESYS, f"exec in {vserver.name} failed: {exc}") from None
+        output = result.output.decode("utf-8", errors="replace")
+        if result.timed_out:
+            raise VcdError(Fault.MEEXEC + (result.status or 137),
+                           text=f"command timed out after {self.config.exec_timeout:g} s and "
+                                f"was killed: {output}")
+        if result.status != 0:
+            raise VcdError(Fault.MEEXEC + result.status, text=output)
+        return output
+
+    def kill(self, vserver: VServer, pid: int, sig: int) -> None:
+        self.require_running(vserver)
+        try:
+            self.backend.kill(vserver.xid, pid, sig)
+        except libvserver.NotRunning:
+            raise VcdError(Fault.MESTOPPED, vserver.name) from None
+        except libvserver.NoSuchProcess as exc:
+            raise VcdError(Fault.MEINVAL, f"'pid' {pid}: {exc}") from None
+        except libvserver.LibvserverError as exc:
+            raise VcdError(Fault.MESYS, str(exc)) from None
+
+    def stat(self, vserver: VServer) -> libvserver.ContextStat:
+        try:
+            return self.backend.stat(vserver.xid)
+        except libvserver.LibvserverError as exc:
+            raise VcdError(Fault.MESYS, str(exc)) from None
 
 
 def get(config: Config) -> Runtime:
-    runtime = _runtimes.get(config.source)
-    if runtime is None or runtime.config is not config:
-        runtime = _runtimes[config.source] = Runtime(config)
+    """The runtime of this process for this config (a worker keeps one backend)."""
+    runtime = _runtimes.get(id(config))
+    if runtime is None:
+        _runtimes.clear()
+        runtime = _runtimes[id(config)] = Runtime(config)
     return runtime
+
+
+def boot(config: Config) -> None:
+    """Start every member of the group `onboot` that is not running (vcd -b)."""
+    from vcd.dispatch import find_vserver
+    from vcd.locks import vserver_lock
+    db = vxdb.connect(config.vxdb_path)
+    try:
+        names = [r[0] for r in db.execute(
+            "SELECT v.name FROM vservers v JOIN group_members m ON m.xid = v.xid "
+            "JOIN groups g ON g.gid = m.gid WHERE g.name = 'onboot' ORDER BY v.name")]
+        runtime = get(config)
+        for name in names:
+            try:
+                with vserver_lock(config.rundir, [name]):
+                    vserver = find_vserver(db, name)
+                    if vserver is not None and not runtime.is_running(vserver.xid):
+                        runtime.start(db, vserver)
+            except VcdError as exc:
+                log.error("boot: %s: %s", name, exc)
+    finally:
+        db.close()

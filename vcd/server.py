@@ -130,10 +130,11 @@ def _peer_name(addr: object) -> str:
 class _Refuse(Exception):
     """Answer with an HTTP error instead of calling the dispatcher."""
 
-    def __init__(self, status: HTTPStatus, extra: bytes = b"") -> None:
+    def __init__(self, status: HTTPStatus, extra: bytes = b"", head_only: bool = False) -> None:
         super().__init__(status.phrase)
         self.status = status
         self.extra = extra
+        self.head_only = head_only  # the answer to a HEAD request has no body
 
 
 _date_cache: tuple[int, bytes] = (0, b"")
@@ -277,9 +278,9 @@ class RequestHandler:
 
         path = target.partition("?")[0]
         if path != "/RPC2":
-            raise _Refuse(HTTPStatus.NOT_FOUND)
+            raise _Refuse(HTTPStatus.NOT_FOUND, head_only=method == "HEAD")
         if method != "POST":
-            raise _Refuse(HTTPStatus.METHOD_NOT_ALLOWED, b"Allow: POST\r\n")
+            raise _Refuse(HTTPStatus.METHOD_NOT_ALLOWED, b"Allow: POST\r\n", method == "HEAD")
         if chunked:
             # a body without a length (or with two framings) is not something XML-RPC clients send
             raise _Refuse(HTTPStatus.BAD_REQUEST if length is not None else HTTPStatus.LENGTH_REQUIRED)
@@ -314,10 +315,10 @@ class RequestHandler:
 
     def _refuse(self, conn: socket.socket, version: bytes, refusal: _Refuse) -> None:
         log.debug("refused with %d %s", refusal.status.value, refusal.status.phrase)
-        self._send_error(conn, version, refusal.status, refusal.extra)
+        self._send_error(conn, version, refusal.status, refusal.extra, refusal.head_only)
 
     def _send_error(self, conn: socket.socket, version: bytes, status: HTTPStatus,
-                    extra: bytes = b"") -> None:
+                    extra: bytes = b"", head_only: bool = False) -> None:
         """Answer an error and close gently.
 
         The client may still be sending a body we refused to read; closing a socket
@@ -328,7 +329,8 @@ class RequestHandler:
         text = status.phrase.encode("ascii") + b"\n"
         try:
             conn.settimeout(min(self.timeout, 5.0))
-            conn.sendall(_head(version, status, b"text/plain", len(text), extra) + text)
+            conn.sendall(_head(version, status, b"text/plain", len(text), extra)
+                         + (b"" if head_only else text))
             conn.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + LINGER_SECONDS
             swallowed = 0
@@ -482,6 +484,8 @@ class Pool:
     backoff: float = 0.0
     next_spawn: float = 0.0
     stopping: bool = False
+    # sockets being replaced by a reload: workers forked meanwhile must not keep them open
+    retiring_fds: list[int] = field(default_factory=list)
 
     def start(self) -> None:
         # Objects made so far are shared copy-on-write with every worker; keeping the
@@ -518,7 +522,7 @@ class Pool:
     def spawn(self) -> int:
         config, listeners, factory = self.config, self.listeners, self.make_dispatcher
         supervisor = os.getpid()
-        close = list(self.close_in_children)
+        close = [*self.close_in_children, *self.retiring_fds]
         pid = self.fork(lambda: _worker_main(config, listeners, factory, supervisor, close))
         log.debug("worker %d started (generation %d)", pid, self.generation)
         return pid
@@ -616,11 +620,18 @@ class Pool:
         self.generation += 1
         self.backoff = 0.0
         self.next_spawn = 0.0
-        self.fill()
+        if listeners is not None:
+            self.retiring_fds = [listener.fileno() for listener in old_listeners]
+        try:
+            self.fill()
+        finally:
+            self.retiring_fds = []
         for pid in old:
             self._signal(pid, signal.SIGTERM)
         if listeners is not None:
-            # Old workers hold their own copies; the supervisor's are no longer needed.
+            # Old workers hold their own copies until they exit; the supervisor's
+            # are no longer needed, and once those workers are gone the old
+            # address stops accepting.
             for listener in old_listeners:
                 listener.close()
 

@@ -173,16 +173,10 @@ class Layout:
     # --- reading ---------------------------------------------------------------------------
 
     def pids(self, xid: int) -> list[int]:
-        try:
-            return [int(x) for x in self.procs_file(xid).read_text().split()]
-        except FileNotFoundError:
-            return []
+        return _read_ids(self.procs_file(xid))
 
     def tids(self, xid: int) -> list[int]:
-        try:
-            return [int(x) for x in self.tasks_file(xid).read_text().split()]
-        except FileNotFoundError:
-            return []
+        return _read_ids(self.tasks_file(xid))
 
     def xids(self) -> list[int]:
         base = self.group(self.primary)
@@ -237,6 +231,17 @@ class Layout:
         finally:
             if frozen:
                 self.freeze(xid, False)
+
+
+def _read_ids(p: Path) -> list[int]:
+    try:
+        return [int(x) for x in p.read_text().split()]
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        if e.errno == errno.ENODEV:  # the group is being removed right now
+            return []
+        raise
 
 
 def _rmdir(p: Path) -> bool:

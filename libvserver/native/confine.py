@@ -79,46 +79,65 @@ def open_in_root(rootfd: int, path: str, flags: int = os.O_PATH, mode: int = 0) 
     return _walk(rootfd, rel, flags)
 
 
-def ensure_dir(rootfd: int, path: str, mode: int = 0o755) -> int:
-    """O_PATH fd of directory ``path`` inside rootfd, creating missing components."""
-    parts = [p for p in path.strip("/").split("/") if p not in ("", ".")]
-    cur = os.dup(rootfd)
-    try:
-        for name in parts:
-            if name == "..":
-                raise OSError(errno.EXDEV, "'..' in a path to create", path)
-            try:
-                nxt = open_in_root(cur, name, os.O_PATH | os.O_DIRECTORY)
-            except FileNotFoundError:
-                try:
-                    os.mkdir(name, mode, dir_fd=cur)
-                except FileExistsError:
-                    pass  # a dangling symlink: the open below resolves it in the root
-                nxt = open_in_root(cur, name, os.O_PATH | os.O_DIRECTORY)
-            os.close(cur)
-            cur = nxt
-        return cur
-    except BaseException:
-        os.close(cur)
-        raise
+def _normalize(parts: list[str]) -> list[str]:
+    out: list[str] = []
+    for p in parts:
+        if p == "..":
+            if out:
+                out.pop()  # ".." at the root stays at the root, as RESOLVE_IN_ROOT does
+        elif p not in ("", "."):
+            out.append(p)
+    return out
+
+
+def ensure_dir(rootfd: int, path: str, mode: int = 0o755, _depth: int = 0) -> int:
+    """O_PATH fd of directory ``path`` inside rootfd, creating missing components.
+
+    Every prefix is resolved from rootfd, so symlinks (also dangling ones, whose
+    target gets created) are followed as if rootfd were "/".
+    """
+    parts = _normalize(path.split("/"))
+    for i in range(len(parts)):
+        prefix = "/".join(parts[:i + 1])
+        try:
+            fd = open_in_root(rootfd, prefix, os.O_PATH | os.O_DIRECTORY)
+            os.close(fd)
+            continue
+        except FileNotFoundError:
+            pass
+        parent = open_in_root(rootfd, "/".join(parts[:i]) or ".", os.O_PATH | os.O_DIRECTORY)
+        try:
+            os.mkdir(parts[i], mode, dir_fd=parent)
+        except FileExistsError:
+            # a dangling symlink: create what it points to, inside the root
+            if _depth > 40:
+                raise OSError(errno.ELOOP, "too many symlinks", path) from None
+            target = os.readlink(parts[i], dir_fd=parent)
+            base = [] if target.startswith("/") else parts[:i]
+            return ensure_dir(rootfd, "/".join(base + [target] + parts[i + 1:]), mode,
+                              _depth + 1)
+        finally:
+            os.close(parent)
+    return open_in_root(rootfd, "/".join(parts) or ".", os.O_PATH | os.O_DIRECTORY)
 
 
 def ensure_file(rootfd: int, path: str, mode: int = 0o644) -> int:
     """O_PATH fd of a non-directory ``path`` inside rootfd, creating an empty file if missing."""
-    parent, _, name = path.strip("/").rpartition("/")
-    if not name or name == "..":
+    parts = _normalize(path.split("/"))
+    if not parts:
         raise OSError(errno.EINVAL, "not a file path", path)
-    pfd = ensure_dir(rootfd, parent) if parent else os.dup(rootfd)
     try:
-        try:
-            return open_in_root(pfd, name, os.O_PATH)
-        except FileNotFoundError:
-            fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         mode, dir_fd=pfd)
-            os.close(fd)
-            return open_in_root(pfd, name, os.O_PATH)
+        return open_in_root(rootfd, "/".join(parts), os.O_PATH)
+    except FileNotFoundError:
+        pass
+    pfd = ensure_dir(rootfd, "/".join(parts[:-1]))
+    try:
+        fd = os.open(parts[-1], os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode, dir_fd=pfd)
+        os.close(fd)
     finally:
         os.close(pfd)
+    return open_in_root(rootfd, "/".join(parts), os.O_PATH)
 
 
 def fd_path(fd: int) -> str:

@@ -150,17 +150,16 @@ def _collect(e1: int, e1fd: int, out_r: int, pid_r: int, timeout: float,
             fds.remove(e1fd)
             grace_end = time.monotonic() + GRACE
     if status is None:
-        # Timed out: kill the command's whole session (it called setsid), then E1.
+        # Timed out: kill the command's whole session (it called setsid); E1 then reaps it
+        # and exits, so no zombie is left for the context's init.
         if e2 is not None:
             for target in (-e2, e2):
                 try:
                     os.kill(target, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        try:
+        if e2 is None or not select.select([e1fd], [], [], 5.0)[0]:
             os.kill(e1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         _, st = os.waitpid(e1, 0)
         status = os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st)
         timed_out = True

@@ -66,3 +66,22 @@ def test_debian_build_with_unreachable_mirror_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "mirror http://127.0.0.1:9/debian unreachable" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unpack_makes_a_shareable_directory_template_with_the_same_files(tmp_path, capsys):
+    td = str(tmp_path)
+    assert main(["--templatedir", td, "build", "bb", "--from", "busybox", "--format", "zst"]) == 0
+    assert main(["--templatedir", td, "unpack", "bb", "bbdir"]) == 0
+    store = TemplateStore(tmp_path)
+    info = store.get("bbdir")
+    assert info.kind == "directory" and (info.path / "bin/busybox").is_file()
+    assert info.meta.description == store.get("bb").meta.description
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bb.conf", "bb.tar.zst", "bbdir", "bbdir.conf"]
+    assert main(["--templatedir", td, "unpack", "bb", "bbdir"]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_templatedir_is_accepted_after_the_subcommand_as_vcdadm_passes_it(tmp_path, capsys):
+    assert main(["build", "bb", "--from", "busybox", "--templatedir", str(tmp_path)]) == 0
+    assert main(["list", "--templatedir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("bb ")

@@ -1,9 +1,14 @@
 """vg.*: groups of vservers (the group `onboot` is started with the daemon)."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
+from vcd import vxdb
+from vcd.dispatch import find_vserver
 from vcd.errors import Fault, VcdError
+from vcd.locks import vserver_lock
 from vcd.params import Param, VServerName
-from vcd.registry import Call, Txn, method
+from vcd.registry import Call, Txn, VServer, method
 
 GROUP = Param("group", VServerName, doc="group name")
 
@@ -60,3 +65,58 @@ def vg_remove(call: Call, group: str, name: str | None) -> None:
     else:
         call.db.execute("DELETE FROM group_members WHERE gid = ? AND xid = ?",
                         (gid, _xid(call, name)))
+
+
+# -- acting on every member -------------------------------------------------------------
+
+def _each(call: Call, group: str, action: Callable[[VServer], Any]) -> None:
+    """Run `action` on every member under its own lock; one failure doesn't stop the
+    others, and the first fault is reported after all were tried."""
+    with vxdb.transaction(call.db):
+        names = members(call, group)
+    failures: list[str] = []
+    first: VcdError | None = None
+    for name in names:
+        try:
+            with vserver_lock(call.config.rundir, [name]):
+                vserver = find_vserver(call.db, name)
+                if vserver is not None:
+                    action(vserver)
+        except VcdError as exc:
+            failures.append(f"{name}: {exc}")
+            first = first or exc
+    if first is not None:
+        raise VcdError(first.code, text=f"{first.message} ({'; '.join(failures)})")
+
+
+def _group_method(verb: str, doc: str, action: Callable[[Call, VServer], Any]) -> None:
+    def run(call: Call, group: str) -> None:
+        _each(call, group, lambda vserver: action(call, vserver))
+    method(f"vg.vx.{verb}", cap="INIT", txn=Txn.SELF, params=(GROUP,), doc=doc)(run)
+
+
+def _start(call: Call, vs: VServer) -> None:
+    if not call.runtime.is_running(vs.xid):
+        call.runtime.start(call.db, vs)
+
+
+def _stop(call: Call, vs: VServer) -> None:
+    if call.runtime.is_running(vs.xid):
+        call.runtime.stop(call.db, vs)
+
+
+def _reboot(call: Call, vs: VServer) -> None:
+    from vcd.methods.vx import reboot_command
+    if call.runtime.is_running(vs.xid):
+        call.runtime.exec(vs, reboot_command(call, vs))
+
+
+def _restart(call: Call, vs: VServer) -> None:
+    _stop(call, vs)
+    call.runtime.start(call.db, vs)
+
+
+_group_method("start", "Start every stopped member of a group.", _start)
+_group_method("stop", "Stop every running member of a group.", _stop)
+_group_method("reboot", "Run the reboot command in every running member of a group.", _reboot)
+_group_method("restart", "Stop (if running) and start every member of a group.", _restart)

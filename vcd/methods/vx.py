@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from templates.errors import (InvalidTemplateName, MetadataError, PopulateError, TemplateError,
                               TemplateNotFound, UnsafeArchive)
 from templates.metadata import TemplateMeta
 from templates.store import TemplateStore
+from vcd import vocab, vxdb
 from vcd.errors import Fault, VcdError
-from vcd.params import AbsPath, Bool, Param, Pattern, VServerName
-from vcd.registry import Call, Owner, Txn, method
+from vcd.params import AbsPath, Bool, Int, Param, Pattern, Signal, Text, VServerName
+from vcd.registry import Call, Owner, Txn, VServer, method
 
 NAME = Param("name", VServerName, doc="vserver name")
 
@@ -184,3 +186,131 @@ def templates_list(call: Call, name: str | None) -> list[dict]:
         if name is None or info.name == name:
             result.append({"name": info.name, "description": info.description or "(none)"})
     return result
+
+
+# -- running vservers ---------------------------------------------------------------------
+# These run kernel work outside any VXDB transaction (Txn.SELF): a stop may wait for
+# seconds, and must not hold the database's write lock meanwhile. The per-vserver lock
+# still serialises them.
+
+def _split_command(command: str) -> list[str]:
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise VcdError(Fault.MEINVAL, f"'command' cannot be split into words: {exc}") from None
+    if not argv:
+        raise VcdError(Fault.MEINVAL, "'command' is empty")
+    return argv
+
+
+@method("vx.start", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,))
+def start(call: Call, name: str) -> None:
+    """Start a vserver with its complete configuration; returns once its init runs."""
+    call.runtime.start(call.db, call.vserver)
+
+
+@method("vx.stop", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,),
+        returns="string")
+def stop(call: Call, name: str) -> str:
+    """Stop a vserver: run its halt command inside, wait up to its init timeout, then
+    kill what is left. Returns the halt command's output."""
+    return call.runtime.stop(call.db, call.vserver)
+
+
+@method("vx.restart", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,))
+def restart(call: Call, name: str) -> None:
+    """Stop and start a running vserver, waiting for both."""
+    call.runtime.stop(call.db, call.vserver)
+    call.runtime.start(call.db, call.vserver)
+
+
+@method("vx.reboot", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,),
+        returns="string")
+def reboot(call: Call, name: str) -> str:
+    """Run the reboot command inside; the vserver comes back by itself. Returns the
+    command's output."""
+    call.runtime.require_running(call.vserver)
+    return call.runtime.exec(call.vserver, reboot_command(call, call.vserver))
+
+
+def reboot_command(call: Call, vserver: VServer) -> list[str]:
+    with vxdb.transaction(call.db):
+        row = call.db.execute("SELECT reboot FROM init WHERE xid = ?", (vserver.xid,)).fetchone()
+    return _split_command((row[0] if row else "") or vocab.DEFAULT_REBOOT)
+
+
+@method("vx.exec", cap="EXEC", owner=Owner.OWNER, lock=False, txn=Txn.SELF,
+        params=(NAME, Param("command", Text(max_len=65536),
+                            doc="command line, split into words like a shell (no pipes, "
+                                "no redirection)")),
+        returns="string")
+def exec_(call: Call, name: str, command: str) -> str:
+    """Run a command inside a running vserver; returns its combined stdout and stderr.
+    A non-zero exit N is fault 1000+N carrying the output."""
+    return call.runtime.exec(call.vserver, _split_command(command))
+
+
+@method("vx.kill", cap="INIT", owner=Owner.OWNER, lock=False, txn=Txn.SELF,
+        params=(NAME, Param("pid", Int(0, 2**22), doc="0 = every process, 1 = init, "
+                                                       "else the pid as seen inside"),
+                Param("sig", Signal(), doc="signal number, see signal(7)")))
+def kill(call: Call, name: str, pid: int, sig: int) -> None:
+    """Send a signal to one process, the init, or every process of a vserver."""
+    call.runtime.kill(call.vserver, pid, sig)
+
+
+@method("vx.status", cap=("INIT", "INFO"), owner=Owner.OWNER, txn=Txn.SELF, params=(NAME,),
+        returns="struct")
+def status(call: Call, name: str) -> dict:
+    """{running, nproc, uptime} plus thr_total, thr_running, thr_unintr, thr_onhold,
+    forks_total, load1m, load5m, load15m; zeros when stopped."""
+    st = call.runtime.stat(call.vserver)
+    if not st.running:
+        return {"running": False, "nproc": 0, "uptime": 0, "thr_total": 0, "thr_running": 0,
+                "thr_unintr": 0, "thr_onhold": 0, "forks_total": 0, "load1m": "0.00",
+                "load5m": "0.00", "load15m": "0.00"}
+    return {"running": True, "nproc": st.nproc, "uptime": int(st.uptime),
+            "thr_total": st.thr_total, "thr_running": st.thr_running,
+            "thr_unintr": st.thr_unintr, "thr_onhold": st.thr_onhold,
+            "forks_total": st.forks_total, "load1m": f"{st.load1:.2f}",
+            "load5m": f"{st.load5:.2f}", "load15m": f"{st.load15:.2f}"}
+
+
+def _running_stat(call: Call):
+    st = call.runtime.stat(call.vserver)
+    if not st.running:
+        raise VcdError(Fault.MESTOPPED, call.vserver.name)
+    return st
+
+
+@method("vx.load", cap="INFO", owner=Owner.OWNER, txn=Txn.SELF, params=(NAME,), returns="struct")
+def load(call: Call, name: str) -> dict:
+    """Load average of a vserver (runnable + uninterruptible tasks, decayed like the
+    kernel's) over 1, 5 and 15 minutes, as strings."""
+    st = call.runtime.stat(call.vserver)
+    return {"1m": f"{st.load1:.2f}", "5m": f"{st.load5:.2f}", "15m": f"{st.load15:.2f}"}
+
+
+def _u64(value: int | None) -> str:
+    return "" if value is None else str(int(value))
+
+
+@method("vx.limstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.SELF, params=(NAME,),
+        returns="array")
+def limstatus(call: Call, name: str) -> list[dict]:
+    """Usage of each limit the kernel counts: [{type, min, cur, max}] (decimal strings;
+    "" where the kernel keeps no such watermark)."""
+    st = _running_stat(call)
+    return [{"type": u.type, "min": _u64(u.min), "cur": _u64(u.cur), "max": _u64(u.max)}
+            for u in st.limits]
+
+
+@method("vx.netstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.SELF, params=(NAME,),
+        returns="array")
+def netstatus(call: Call, name: str) -> list[dict]:
+    """Network counters of a running vserver: [{type, recvp, recvb, sendp, sendb, failp,
+    failb}] (decimal strings), one per family or interface the kernel counts."""
+    st = _running_stat(call)
+    return [{"type": f"net_{key}", "recvp": str(c.rx_packets), "recvb": str(c.rx_bytes),
+             "sendp": str(c.tx_packets), "sendb": str(c.tx_bytes), "failp": str(c.errors),
+             "failb": "0"} for key, c in sorted(st.net.items())]

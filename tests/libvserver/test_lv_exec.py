@@ -1,0 +1,116 @@
+"""Entering a context: exit codes, output capture, caps, timeouts, floods, signals."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from libvserver import InvalidSpec, NoSuchProcess
+
+
+@pytest.fixture
+def ctx(make_spec, started):
+    return started(make_spec())
+
+
+def test_exit_status_and_combined_output(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert r.status == 7
+    assert r.output == b"out\nerr\n"
+    assert not r.timed_out and not r.truncated
+
+
+def test_argv_is_not_interpreted_by_a_shell(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/echo", "$(id)", ";", "*"])
+    assert r.output == b"$(id) ; *\n"
+
+
+def test_command_found_through_path_inside(backend, ctx):
+    assert backend.exec(ctx.xid, ["hostname"]).status == 0
+
+
+def test_missing_command_gives_127(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/does-not-exist"])
+    assert r.status == 127
+    assert b"does-not-exist" in r.output
+
+
+def test_stdin_is_closed(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/cat"], timeout=10)
+    assert r.status == 0 and r.output == b"" and not r.timed_out
+
+
+def test_killed_command_reports_128_plus_signal(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/sh", "-c", "kill -9 $$"])
+    assert r.status == 128 + 9
+
+
+def test_output_is_capped(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/sh", "-c", "head -c 100000 /dev/zero"], output_cap=1000)
+    assert r.status == 0
+    assert len(r.output) == 1000 and r.truncated
+
+
+def test_flood_is_stopped_by_the_timeout(backend, ctx):
+    r = backend.exec(ctx.xid, ["/usr/bin/yes"], timeout=1.0, output_cap=4096)
+    assert r.timed_out and r.truncated
+    assert len(r.output) == 4096
+    # the flooding process is gone
+    assert b"yes" not in backend.exec(ctx.xid, ["/bin/ps"]).output
+
+
+def test_timeout_kills_a_hanging_command(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/sleep", "1000"], timeout=0.5)
+    assert r.timed_out
+    assert r.status == 128 + signal.SIGKILL
+    assert b"sleep 1000" not in backend.exec(ctx.xid, ["/bin/ps"]).output
+
+
+def test_background_child_holding_the_pipe_does_not_block(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/sh", "-c", "sleep 1000 & echo started"], timeout=30)
+    assert r.status == 0 and not r.timed_out
+    assert r.output == b"started\n"
+    # the background process keeps running inside the context
+    assert b"sleep 1000" in backend.exec(ctx.xid, ["/bin/ps"]).output
+
+
+def test_exec_gets_the_bounding_set_of_init(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/sh", "-c", "grep CapBnd /proc/self/status /proc/1/status"])
+    lines = r.output.decode().split()
+    assert lines[1] == lines[3]
+
+
+def test_nul_in_argv_is_refused(backend, ctx):
+    with pytest.raises(InvalidSpec):
+        backend.exec(ctx.xid, ["/bin/echo", "a\0b"])
+
+
+def test_kill_a_pid_as_seen_inside(backend, ctx, wait):
+    backend.exec(ctx.xid, ["/bin/sh", "-c", "sleep 1001 &"])
+    out = backend.exec(ctx.xid, ["/bin/sh", "-c", "pidof sleep"]).output.decode()
+    ps = backend.exec(ctx.xid, ["/bin/ps", "-o", "pid,args"]).output.decode()
+    pid = next(int(line.split()[0]) for line in ps.splitlines() if "sleep 1001" in line)
+    assert str(pid) in out.split()
+    backend.kill(ctx.xid, pid, signal.SIGTERM)
+    wait(lambda: b"sleep 1001" not in backend.exec(ctx.xid, ["/bin/ps"]).output)
+    assert backend.is_running(ctx.xid)
+
+
+def test_kill_unknown_pid_raises(backend, ctx):
+    with pytest.raises(NoSuchProcess):
+        backend.kill(ctx.xid, 31999, signal.SIGTERM)
+
+
+def test_kill_init_with_sigkill_ends_the_context(backend, ctx, wait, groups_of, notified):
+    backend.kill(ctx.xid, 1, signal.SIGKILL)
+    wait(lambda: not backend.is_running(ctx.xid))
+    wait(lambda: backend.last_exit(ctx.xid) is not None)
+    assert backend.last_exit(ctx.xid)["reason"] == "signal 9"
+    wait(lambda: groups_of(ctx.xid) == [])
+    wait(lambda: notified(ctx.xid) == ["shutdown"])
+
+
+def test_kill_all_ends_every_process(backend, ctx, wait):
+    backend.kill(ctx.xid, 0, signal.SIGKILL)
+    wait(lambda: not backend.is_running(ctx.xid))

@@ -1,0 +1,157 @@
+"""Start, stop, running, errors on start, and that nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from libvserver import (AlreadyRunning, InitMissing, InvalidSpec, Mount, MountError, NetAddr,
+                        NotRunning, get_backend)
+
+
+def test_get_backend_picks_native_on_a_stock_kernel(tmp_path):
+    b = get_backend(state_dir=tmp_path / "s", cgroup_parent=f"vcdtest-pick-{os.getpid()}")
+    assert b.name == "native"
+
+
+def test_started_context_runs_busybox_init_as_pid_1(backend, make_spec, started, run_sh):
+    spec = started(make_spec())
+    assert backend.is_running(spec.xid)
+    assert spec.xid in backend.running()
+    status, out = run_sh(spec.xid, "cat /proc/1/comm; echo $$")
+    assert status == 0
+    comm, mypid = out.split()
+    assert comm == "init"
+    assert int(mypid) > 1  # our shell is in the context's own PID namespace
+
+
+def test_context_sees_only_its_own_processes(backend, make_spec, started, run_sh):
+    a = started(make_spec())
+    status, out = run_sh(a.xid, "ls /proc | grep -c '^[0-9]'")
+    assert status == 0
+    # init, its respawned sleep, the shell and grep/ls: a handful, never the host's hundreds
+    assert int(out) < 10
+
+
+def test_stop_runs_halt_and_removes_cgroups(backend, make_spec, started, groups_of, wait):
+    spec = started(make_spec())
+    assert groups_of(spec.xid)
+    backend.stop(spec.xid, ["/sbin/halt"], timeout=15)
+    assert not backend.is_running(spec.xid)
+    assert spec.xid not in backend.running()
+    assert groups_of(spec.xid) == []
+    assert backend.last_exit(spec.xid)["reason"] == "halt"
+
+
+def test_stop_kills_when_halt_does_nothing(backend, make_spec, started, groups_of):
+    spec = started(make_spec())
+    out = backend.stop(spec.xid, ["/bin/echo", "not halting"], timeout=0.5)
+    assert "not halting" in out
+    assert not backend.is_running(spec.xid)
+    assert groups_of(spec.xid) == []
+
+
+def test_second_start_raises_already_running(backend, make_spec, started):
+    spec = started(make_spec())
+    with pytest.raises(AlreadyRunning):
+        backend.start(spec)
+    assert backend.is_running(spec.xid)
+
+
+def test_operations_on_a_stopped_context_raise_not_running(backend, make_spec):
+    spec = make_spec()
+    with pytest.raises(NotRunning):
+        backend.exec(spec.xid, ["/bin/true"])
+    with pytest.raises(NotRunning):
+        backend.stop(spec.xid, ["/sbin/halt"], 1)
+    with pytest.raises(NotRunning):
+        backend.kill(spec.xid, 0, 15)
+    assert backend.stat(spec.xid).running is False
+
+
+def test_missing_init_raises_init_missing_and_leaves_nothing(backend, make_spec, groups_of):
+    spec = make_spec(init=["/sbin/no-such-init"])
+    with pytest.raises(InitMissing, match="no-such-init"):
+        backend.start(spec)
+    assert not backend.is_running(spec.xid)
+    assert groups_of(spec.xid) == []
+
+
+def test_bad_mount_raises_mount_error_and_leaves_nothing(backend, make_spec, groups_of):
+    spec = make_spec(mounts=[Mount("/nonexistent-src", "/mnt/x", "", "bind")],
+                     addresses=[NetAddr("10.91.0.2", "255.255.255.0")])
+    with pytest.raises(MountError, match="nonexistent-src"):
+        backend.start(spec)
+    assert groups_of(spec.xid) == []
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert f"vx{spec.xid}-" not in links
+
+
+def test_invalid_spec_is_refused_before_anything_happens(backend, make_spec, groups_of):
+    with pytest.raises(InvalidSpec, match="bcap"):
+        backend.start(make_spec(bcaps={"NOT_A_CAP"}))
+    with pytest.raises(InvalidSpec, match="xid"):
+        backend.start(make_spec(xid=1))
+
+
+def test_symlink_in_vdir_cannot_redirect_a_mount_outside(backend, make_spec, started, run_sh,
+                                                        vdir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # The guest controls its vdir: a link to a host path must resolve inside the vdir.
+    os.symlink(str(outside), vdir / "mnt" / "evil")
+    spec = started(make_spec(mounts=[Mount("tmpfs", "/mnt/evil/sub", "tmpfs", "size=64k")]))
+    assert list(outside.iterdir()) == []  # nothing created on the host side
+    status, out = run_sh(spec.xid, "grep ' tmpfs' /proc/mounts | grep -c /sub")
+    assert status == 0 and out.strip() == "1"
+    # the link was followed as if the vdir were "/": the mount point is <vdir><outside>/sub
+    assert (vdir / str(outside).lstrip("/") / "sub").is_dir()
+
+
+def test_bind_mount_from_host_is_visible_read_only(backend, make_spec, started, run_sh, tmp_path):
+    src = tmp_path / "shared"
+    src.mkdir()
+    (src / "hello").write_text("from host\n")
+    spec = started(make_spec(mounts=[Mount(str(src), "/srv/shared", "", "bind,ro")]))
+    status, out = run_sh(spec.xid, "cat /srv/shared/hello; touch /srv/shared/x; echo rc=$?")
+    assert "from host" in out
+    assert "rc=1" in out
+    assert not (src / "x").exists()
+
+
+def test_proc_sys_dev_are_set_up(backend, make_spec, started, run_sh):
+    spec = started(make_spec())
+    status, out = run_sh(spec.xid, "ls /dev; grep -E ' /(sys|proc|dev/pts|dev/shm) ' /proc/mounts")
+    for node in ("null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm"):
+        assert node in out.split()
+    assert "sysfs /sys sysfs ro," in out
+    assert "devpts /dev/pts" in out and "newinstance" not in out or "ptmxmode=666" in out
+    status, out = run_sh(spec.xid, "echo x > /sys/kernel/foo; echo rc=$?")
+    assert "rc=1" in out
+
+
+def test_many_start_stop_cycles_leak_nothing(backend, make_spec, groups_of):
+    before_loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    before_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    spec = make_spec(addresses=[NetAddr("10.92.0.2", "255.255.255.0")], flags={"VIRT_UPTIME"})
+    for _ in range(15):
+        backend.start(spec)
+        backend.stop(spec.xid, ["/bin/true"], timeout=0)
+        assert groups_of(spec.xid) == []
+    assert subprocess.run(["losetup", "-a"], capture_output=True,
+                          text=True).stdout == before_loops
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert links.count("\n") == before_links.count("\n")
+    fds = len(os.listdir(f"/proc/{backend.supervisor_pid()}/fd"))
+    backend.start(spec)
+    backend.stop(spec.xid, ["/bin/true"], timeout=0)
+    assert len(os.listdir(f"/proc/{backend.supervisor_pid()}/fd")) <= fds
+
+
+def test_vdir_that_is_not_a_directory_is_refused(backend, make_spec, tmp_path):
+    from libvserver import StartError
+    with pytest.raises(StartError, match="not a directory"):
+        backend.start(make_spec(vdir=Path(tmp_path / "nope")))

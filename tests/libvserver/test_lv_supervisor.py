@@ -1,0 +1,115 @@
+"""The supervisor: reboot/halt detection, helper callbacks, restarts, load averages, stat."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from libvserver.native.supervisor import EXP, FIXED_1, actions_for, calc_load
+
+
+@pytest.mark.parametrize("command,reason,actions", [
+    (["/sbin/reboot", "-f"], "reboot", ["restart", "shutdown"]),
+    (["/sbin/halt", "-f"], "halt", ["shutdown"]),
+    (["/sbin/poweroff", "-f"], "halt", ["shutdown"]),
+    (["/sbin/reboot"], "reboot", ["restart", "shutdown"]),
+])
+def test_reboot_and_halt_inside_are_told_apart(backend, make_spec, started, wait, notified,
+                                                groups_of, command, reason, actions):
+    spec = started(make_spec())
+    backend.exec(spec.xid, command, timeout=10)
+    wait(lambda: backend.last_exit(spec.xid) is not None)
+    assert backend.last_exit(spec.xid)["reason"] == reason
+    # the callbacks run in order, one after the other, after the cgroups are gone
+    wait(lambda: notified(spec.xid) == actions)
+    assert groups_of(spec.xid) == []
+    assert not backend.is_running(spec.xid)
+
+
+def test_context_can_be_started_again_after_a_reboot(backend, make_spec, started, wait, run_sh):
+    spec = started(make_spec())
+    backend.exec(spec.xid, ["/sbin/reboot", "-f"])
+    wait(lambda: backend.last_exit(spec.xid) is not None)
+    started(spec)
+    assert run_sh(spec.xid, "true")[0] == 0
+
+
+def test_init_is_a_child_of_the_one_supervisor(backend, make_spec, started):
+    a = started(make_spec())
+    b = started(make_spec())
+    sup = backend.supervisor_pid()
+    for spec in (a, b):
+        init = backend.init_pid(spec.xid)
+        with open(f"/proc/{init}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        assert ppid == sup
+
+
+def test_contexts_survive_the_supervisor_and_a_new_one_adopts_them(
+        backend, make_spec, started, wait, notified, run_sh, groups_of):
+    spec = started(make_spec())
+    old = backend.supervisor_pid()
+    os.kill(old, signal.SIGKILL)
+    wait(lambda: not os.path.exists(f"/proc/{old}") or _is_zombie(old))
+    assert backend.is_running(spec.xid)
+    # the next call starts a new supervisor, which finds the context in the cgroups
+    assert run_sh(spec.xid, "echo alive")[1] == "alive\n"
+    new = backend.supervisor_pid()
+    assert new != old
+    # its end is still noticed (through a pidfd: the old supervisor was the parent)
+    backend.kill(spec.xid, 1, signal.SIGKILL)
+    wait(lambda: backend.last_exit(spec.xid) is not None)
+    assert backend.last_exit(spec.xid)["reason"].startswith("unknown")
+    wait(lambda: notified(spec.xid) == ["shutdown"])
+    wait(lambda: groups_of(spec.xid) == [])
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_supervisor_is_single_threaded(backend, make_spec, started):
+    started(make_spec())
+    with open(f"/proc/{backend.supervisor_pid()}/status") as f:
+        threads = next(line for line in f if line.startswith("Threads:"))
+    assert threads.split()[1] == "1"
+
+
+def test_load_average_follows_busy_processes(backend, make_spec, started, wait):
+    spec = started(make_spec())
+    backend.exec(spec.xid, ["/bin/sh", "-c", "(while :; do :; done) & (while :; do :; done) &"])
+    st = wait(lambda: (s := backend.stat(spec.xid)).load1 > 0.3 and s)
+    assert st.load1 >= st.load5 >= st.load15 > 0
+    assert st.thr_running >= 1
+
+
+def test_calc_load_matches_the_kernel_decay():
+    load = 0
+    for _ in range(12):  # one minute of 5 s samples with one runnable task
+        load = calc_load(load, EXP[0], FIXED_1)
+    # 1 - e^-1 = 0.632: the 1-minute average of a constant load of 1 after one minute
+    assert abs(load / FIXED_1 - 0.632) < 0.01
+    assert actions_for("reboot") == ["restart", "shutdown"]
+    assert actions_for("halt") == ["shutdown"]
+    assert actions_for("signal 9") == ["shutdown"]
+
+
+def test_stat_reports_processes_memory_cpu_and_uptime(backend, make_spec, started, run_sh):
+    spec = started(make_spec())
+    run_sh(spec.xid, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 1000 &")
+    st = backend.stat(spec.xid)
+    assert st.running
+    assert st.nproc >= 3            # init, respawned sleep, our background sleep
+    assert st.thr_total >= st.nproc
+    assert st.forks_total >= 4
+    assert 0 <= st.uptime < 3600
+    assert st.mem_rss > 0
+    assert st.cpu_user + st.cpu_system > 0
+    types = {u.type for u in st.limits}
+    assert {"NPROC", "RSS"} <= types

@@ -1,0 +1,148 @@
+"""The Debian builder (debootstrap minbase + BusyBox init). Needs a reachable Debian mirror."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from templates import debian
+from templates.errors import BuildError
+from templates.fsutil import mounts_under
+from templates.metadata import TemplateMeta
+from templates.store import TemplateStore
+from tpl_helpers import needs_root
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _mirror_or_skip() -> str:
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap needs root")
+    if not Path("/usr/sbin/debootstrap").exists():
+        pytest.skip("debootstrap is not installed")
+    mirror = debian.host_mirror()
+    try:
+        debian.check_mirror(mirror, "bookworm", timeout=10)
+    except BuildError as e:
+        pytest.skip(f"no Debian mirror reachable: {e}")
+    return mirror
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def deb_store(tmp_path_factory) -> TemplateStore:
+    _mirror_or_skip()
+    td = tmp_path_factory.mktemp("debtemplates")
+    t0 = time.monotonic()
+    lines: list[str] = []
+    debian.build("deb", td, suite="bookworm", fmt="zst", progress=lines.append)
+    print(f"debian build {time.monotonic() - t0:.1f}s")
+    assert any("debootstrap" in ln for ln in lines)
+    return TemplateStore(td)
+
+
+@pytest.fixture(scope="module")
+def deb_vdir(deb_store, tmp_path_factory) -> Path:
+    vdir = tmp_path_factory.mktemp("debvs") / "d1"
+    t0 = time.monotonic()
+    deb_store.populate("deb", vdir)
+    print(f"debian populate {time.monotonic() - t0:.1f}s")
+    return vdir
+
+
+def test_debian_template_is_a_tar_zst_with_metadata(deb_store):
+    info = deb_store.get("deb")
+    assert info.path.name == "deb.tar.zst" and info.kind == "tarball"
+    assert 15e6 < info.path.stat().st_size < 120e6
+    meta = TemplateMeta.load(deb_store.templatedir / "deb.conf")
+    assert "Debian bookworm" in meta.description and meta.init == "/sbin/init"
+
+
+def test_debian_root_has_busybox_init_halt_reboot_and_no_devices_or_kernel(deb_vdir):
+    for applet in ("init", "halt", "reboot"):
+        assert os.readlink(deb_vdir / "usr/sbin" / applet) == "/bin/busybox"
+    assert (deb_vdir / "usr/bin/busybox").is_file()
+    assert "::sysinit:/etc/vcd/rc.boot" in (deb_vdir / "etc/inittab").read_text()
+    assert os.listdir(deb_vdir / "dev") == []
+    status = (deb_vdir / "var/lib/dpkg/status").read_text()
+    packages = {ln.split()[1] for ln in status.splitlines() if ln.startswith("Package: ")}
+    assert "apt" in packages and "busybox-static" in packages
+    assert not {p for p in packages if p.startswith(("linux-image", "udev", "systemd-sysv"))}
+    for dirpath, _, files in os.walk(deb_vdir):
+        for n in files:
+            m = os.lstat(os.path.join(dirpath, n)).st_mode
+            assert not (stat.S_ISCHR(m) or stat.S_ISBLK(m)), os.path.join(dirpath, n)
+    assert stat.S_IMODE(os.lstat(deb_vdir / "usr/bin/passwd").st_mode) & stat.S_ISUID
+
+
+def test_apt_get_runs_inside_the_debian_root(deb_vdir):
+    r = subprocess.run(["chroot", str(deb_vdir), "apt-get", "--version"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("apt "), r.stderr
+
+
+def test_debian_init_boots_as_pid1_and_reboot_ends_it(deb_vdir):
+    proc = subprocess.Popen(["unshare", "--fork", "--pid", "--uts", "--mount",
+                             f"--mount-proc={deb_vdir}/proc", "chroot", str(deb_vdir), "/sbin/init"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        init_pid = None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and init_pid is None:
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if kids and Path(f"/proc/{kids[0]}/task/{kids[0]}/children").read_text().split():
+                init_pid = int(kids[0])
+            time.sleep(0.05)
+        assert init_pid, "init did not reach its respawn process"
+        ns = ["nsenter", "-t", str(init_pid), "-p", "-u", "-m", "chroot", str(deb_vdir)]
+        r = subprocess.run(ns + ["/bin/sh", "-c", "hostname; cat /proc/1/comm"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.stdout.split() == ["vserver", "init"], r.stderr
+        subprocess.run(ns + ["/sbin/reboot"], timeout=10, check=True)
+        out, _ = proc.communicate(timeout=20)
+        assert b"Requesting system reboot" in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if os.path.ismount(deb_vdir / "proc"):
+            subprocess.run(["umount", "-l", str(deb_vdir / "proc")])
+
+
+def test_interrupted_debian_build_leaves_no_files_and_no_mounts(tmp_path):
+    _mirror_or_skip()
+    td = tmp_path / "t"
+    proc = subprocess.Popen([sys.executable, "-m", "templates.cli", "--templatedir", str(td),
+                             "build", "deb", "--from", "debian"], cwd=REPO,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            seen.append(line)
+            # dpkg runs inside the target from here on, with /proc mounted there
+            if "Installing core packages" in line or "Unpacking required" in line:
+                break
+        else:
+            pytest.fail("build ended before the install phase:\n" + "".join(seen))
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=90)
+        rest = proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 130, rest
+    assert "interrupted" in rest
+    assert mounts_under(td) == []
+    assert list(td.iterdir()) == []
+
+

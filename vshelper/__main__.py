@@ -1,0 +1,5 @@
+import sys
+
+from vshelper.main import main
+
+sys.exit(main())

@@ -192,7 +192,7 @@ def main() -> int:
         print("bench/api.py needs wrk: apt-get install wrk", file=sys.stderr)
         return 1
 
-    with tempfile.TemporaryDirectory(prefix="vcd-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="vcd-bench-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         vcd = Vcd(root / "vcd", args.workers)
         bare_port = free_port()
@@ -202,7 +202,8 @@ def main() -> int:
             vcd.start()
             creds = {"username": "admin", "password": vcd.password}
             admin = xmlrpc.client.ServerProxy(vcd.url, allow_none=True)
-            admin.vx.create(creds, {"name": "bench", "template": "mini"})
+            # a copy, not a shared (overlay-mounted) root: nothing to unmount if removal fails
+            admin.vx.create(creds, {"name": "bench", "template": "mini", "copy": True})
             workloads = {
                 "vcd.login": [body("vcd.login", creds, {})],
                 "vxdb.list": [body("vxdb.list", creds, {"username": ""})],

@@ -132,7 +132,7 @@ def _run_debootstrap(argv: list[str], root: Path, say: Progress) -> None:
                 step = _PHASES.get(word, word)
                 if step != phase:
                     if phase is not None and count > 1:
-                        say(f"  debootstrap: {count} x {phase}")
+                        say(f"  debootstrap: {phase} phase done ({count} steps)")
                     say(f"  debootstrap: {line[3:]}")
                     phase, count = step, 0
                 count += 1

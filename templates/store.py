@@ -16,7 +16,9 @@ so that ``users()`` and ``remove_template()`` know who still needs a template.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -67,8 +69,18 @@ class ExtractReport:
     skipped_devices: list[str] = field(default_factory=list)
 
 
+def canonical_vdir(vdir: Path) -> Path:
+    """``vdir`` with its parent's symlinks resolved but not its own last component.
+
+    Mount points in /proc/self/mountinfo are real paths; comparing against
+    them (and keying the sharing registry) needs the same spelling.
+    """
+    p = os.path.abspath(vdir)
+    return Path(os.path.realpath(os.path.dirname(p))) / os.path.basename(p)
+
+
 def overlay_state_dir(vdir: Path) -> Path:
-    vdir = Path(os.path.abspath(vdir))
+    vdir = canonical_vdir(vdir)
     return vdir.parent / f".{vdir.name}.overlay"
 
 
@@ -197,6 +209,22 @@ class TemplateStore:
     def __init__(self, templatedir: Path = DEFAULT_TEMPLATEDIR) -> None:
         self.templatedir = Path(templatedir)
 
+    @contextlib.contextmanager
+    def _lock(self, exclusive: bool):
+        """Serialise sharing against template removal across daemon workers.
+
+        Sharing takes it shared, remove_template exclusive, so a template can
+        never be removed between "nobody uses it" and its deletion while a new
+        vserver starts sharing it.
+        """
+        self.templatedir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        fd = os.open(self.templatedir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
     # -- lookup ----------------------------------------------------------------
 
     def _meta(self, name: str) -> TemplateMeta:
@@ -265,7 +293,7 @@ class TemplateStore:
         ``copy=False``. On failure everything written is removed again.
         """
         info = self.get(name)
-        vdir = Path(os.path.abspath(vdir))
+        vdir = canonical_vdir(vdir)
         created = False
         if os.path.lexists(vdir):
             st = os.lstat(vdir)
@@ -284,24 +312,24 @@ class TemplateStore:
             elif copy:
                 self._copy_dir(info.path, vdir)
             else:
-                self._share(info, vdir)
+                with self._lock(exclusive=False):
+                    info = self.get(name)  # it may have been removed while we waited
+                    if info.kind != "directory":
+                        raise PopulateError(f"template {name!r} changed while sharing it")
+                    self._share(info, vdir)
         except BaseException:
             self._undo(vdir, created)
             raise
 
     def _undo(self, vdir: Path, created: bool) -> None:
+        """Remove what a failed populate wrote into ``vdir`` (and ``vdir`` itself if it made it)."""
         try:
-            if is_mountpoint(vdir):
-                umount(vdir, lazy=True)
-            state = overlay_state_dir(vdir)
-            if os.path.lexists(state):
-                self._forget_share(vdir)
-                safe_rmtree(state, vdir.parent)
             if created:
                 safe_rmtree(vdir, vdir.parent)
             else:
                 for e in os.scandir(vdir):
-                    safe_rmtree(Path(e.path), vdir)
+                    if e.name != "lost+found":
+                        safe_rmtree(Path(e.path), vdir)
         except Exception:  # the original error matters more; log this one
             log.exception("cleaning up %s after a failed populate", vdir)
 
@@ -338,20 +366,31 @@ class TemplateStore:
                                     "which an overlay mount cannot take")
         if os.path.lexists(state):
             raise PopulateError(f"{state} already exists (left from an earlier vserver?); remove it first")
+        if is_mountpoint(vdir):
+            raise PopulateError(f"{vdir} is a mount point; a sharing vdir must be a plain directory")
+        reg_entry = self._registry(info.name) / self._key(vdir)
         state.mkdir(mode=0o700)
-        upper.mkdir()
-        work.mkdir()
-        # The merged root takes the upper root's attributes: make them the template's.
-        lst = os.stat(lower)
-        os.chown(upper, lst.st_uid, lst.st_gid)
-        os.chmod(upper, stat.S_IMODE(lst.st_mode))
-        record = {"template": info.name, "templatedir": str(os.path.realpath(self.templatedir)),
-                  "lower": str(lower), "vdir": str(vdir)}
-        (state / SHARE_FILE).write_text(json.dumps(record, indent=1) + "\n")
-        reg = self._registry(info.name)
-        reg.mkdir(mode=0o755, parents=True, exist_ok=True)
-        (reg / self._key(vdir)).write_text(str(vdir) + "\n")
-        self._mount_overlay(lower, upper, work, vdir)
+        try:
+            upper.mkdir()
+            work.mkdir()
+            # The merged root takes the upper root's attributes: make them the template's.
+            lst = os.stat(lower)
+            os.chown(upper, lst.st_uid, lst.st_gid)
+            os.chmod(upper, stat.S_IMODE(lst.st_mode))
+            record = {"template": info.name, "templatedir": str(os.path.realpath(self.templatedir)),
+                      "lower": str(lower), "vdir": str(vdir)}
+            (state / SHARE_FILE).write_text(json.dumps(record, indent=1) + "\n")
+            reg_entry.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            reg_entry.write_text(str(vdir) + "\n")
+            self._mount_overlay(lower, upper, work, vdir)
+        except BaseException:
+            # Only what this call made: the state dir is new (checked above).
+            if _overlay_mounted(vdir):
+                umount(vdir, lazy=True)
+            with contextlib.suppress(FileNotFoundError):
+                reg_entry.unlink()
+            safe_rmtree(state, state.parent)
+            raise
 
     @staticmethod
     def _mount_overlay(lower: Path, upper: Path, work: Path, vdir: Path) -> None:
@@ -363,6 +402,9 @@ class TemplateStore:
                 hint = " (no overlay support in this kernel: use copy=true)"
             elif e.errno == errno.EPERM:
                 hint = " (mounting needs CAP_SYS_ADMIN)"
+            elif e.errno == errno.EINVAL:
+                hint = (" (is the vdir's parent on a file system overlayfs takes as upper layer,"
+                        " e.g. ext4, XFS, btrfs, tmpfs, and not an overlay?)")
             raise PopulateError(f"overlay mount on {vdir} failed: {e.strerror}{hint}") from None
 
     def _forget_share(self, vdir: Path) -> None:
@@ -376,7 +418,7 @@ class TemplateStore:
 
     def sharing(self, vdir: Path) -> str | None:
         """The template ``vdir`` shares, or None if it is an independent tree."""
-        rec = _read_share(Path(os.path.abspath(vdir)))
+        rec = _read_share(canonical_vdir(vdir))
         return rec["template"] if rec else None
 
     def users(self, name: str) -> list[Path]:
@@ -397,7 +439,8 @@ class TemplateStore:
             if rec is not None and rec.get("template") == name:
                 out.append(vdir)
             else:
-                os.unlink(e.path)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
         return sorted(out)
 
     def ensure_mounted(self, vdir: Path) -> bool:
@@ -406,7 +449,7 @@ class TemplateStore:
         Returns True if ``vdir`` shares a template (and is now mounted), False
         for an independent vdir. The runtime calls this before every start.
         """
-        vdir = Path(os.path.abspath(vdir))
+        vdir = canonical_vdir(vdir)
         rec = _read_share(vdir)
         if rec is None:
             return False
@@ -423,7 +466,7 @@ class TemplateStore:
 
     def release(self, vdir: Path) -> None:
         """Unmount a sharing vdir's overlay (before removal); a no-op otherwise."""
-        vdir = Path(os.path.abspath(vdir))
+        vdir = canonical_vdir(vdir)
         while _overlay_mounted(vdir):
             try:
                 umount(vdir)
@@ -437,7 +480,7 @@ class TemplateStore:
 
         ``vdir`` must lie inside ``base`` (the vbasedir); see ``fsutil.safe_rmtree``.
         """
-        vdir = Path(os.path.abspath(vdir))
+        vdir = canonical_vdir(vdir)
         self.release(vdir)
         state = overlay_state_dir(vdir)
         safe_rmtree(vdir, base)
@@ -469,6 +512,11 @@ class TemplateStore:
     # -- removal of templates --------------------------------------------------
 
     def remove_template(self, name: str) -> None:
+        """Remove every cache of template ``name`` and its metadata; refused while vservers share it."""
+        with self._lock(exclusive=True):
+            self._remove_template(name)
+
+    def _remove_template(self, name: str) -> None:
         self.get(name)  # validates, raises TemplateNotFound
         users = self.users(name)
         if users:
@@ -489,10 +537,8 @@ class TemplateStore:
         reg = self._registry(name)
         if reg.is_dir():
             safe_rmtree(reg, self.templatedir)
-        try:
+        with contextlib.suppress(OSError):
             reg.parent.rmdir()  # .shares, once no template is shared any more
-        except OSError:
-            pass
 
 
 def _read_share(vdir: Path) -> dict | None:

@@ -38,7 +38,7 @@ def teardown_contexts(daemon: VcdDaemon) -> None:
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
-    daemon = VcdDaemon(tmp_path_factory.mktemp("runtime"), workers=3, exec_timeout=5.0)
+    daemon = VcdDaemon(tmp_path_factory.mktemp("runtime"), workers=6, exec_timeout=5.0)
     try:
         daemon.start()
         yield daemon
@@ -274,12 +274,13 @@ def test_group_actions_reach_every_member(rt, admin):
     assert fault_code(admin.vg.vx.start, group="no-such-group") == 203
 
 
-def test_many_vservers_start_and_stop_without_leaks(rt, admin):
-    names = [create_vserver(rt) for _ in range(20)]
-    for n in names:
-        admin.vx.start(name=n)
-    for n in names:
-        admin.vx.stop(name=n)
+def test_fifty_vservers_start_and_stop_without_leaks(rt, admin):
+    names = [create_vserver(rt) for _ in range(50)]
+    # several clients at once, as a panel would; each stop waits for a graceful halt
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda n: rt.proxy().vx.start(name=n), names))
+        assert all(admin.vx.status(name=n)["running"] for n in names)
+        list(pool.map(lambda n: rt.proxy().vx.stop(name=n), names))
     leftovers = []
     for controller in ("pids", "memory", "cpu", "freezer"):
         parent = Path("/sys/fs/cgroup") / controller / CGROUP_PARENT

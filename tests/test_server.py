@@ -167,6 +167,7 @@ def test_oversize_body_is_refused_with_413_and_daemon_keeps_serving(make_vcd: Ca
         proxy.system.methodHelp("x" * 10_000)
     assert refused.value.errcode == 413
     assert call_ok(daemon)
+    assert "HTTP 413" in daemon.log()
 
 
 def test_body_at_the_size_limit_is_accepted(make_vcd: Callable[..., VcdDaemon]) -> None:
@@ -200,6 +201,19 @@ def test_head_and_body_split_across_many_packets_are_reassembled(vcd_module: Vcd
         while chunk := s.recv(65536):
             answer += chunk
     assert status_of(answer) == 200
+
+
+def test_silent_connections_do_not_occupy_the_workers(make_vcd: Callable[..., VcdDaemon]) -> None:
+    daemon = make_vcd(workers=2, timeout=30.0)
+    silent = [socket.create_connection((daemon.host, daemon.port), timeout=10) for _ in range(6)]
+    try:
+        for _ in range(5):  # answered long before a silent connection's 30 s would run out
+            status, _, _ = http_request(daemon.host, daemon.port, "POST", "/RPC2", LISTMETHODS,
+                                        timeout=10.0)
+            assert status == 200
+    finally:
+        for s in silent:
+            s.close()
 
 
 def test_client_vanishing_mid_body_leaves_the_daemon_serving(vcd_module: VcdDaemon) -> None:

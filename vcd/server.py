@@ -33,6 +33,7 @@ import errno
 import gc
 import ipaddress
 import logging
+import math
 import os
 import select
 import signal
@@ -85,8 +86,13 @@ class Listener:
         self.sock.close()
 
 
-def tcp_listener(host: str, port: int, backlog: int = 1024) -> Listener:
-    """Bind and listen on host:port; an IPv6 literal host gives an IPv6 socket."""
+def tcp_listener(host: str, port: int, backlog: int = 1024, defer_accept: int = 0) -> Listener:
+    """Bind and listen on host:port; an IPv6 literal host gives an IPv6 socket.
+
+    With `defer_accept` seconds, the kernel hands a connection to a worker only once
+    its first data has arrived (XML-RPC clients always speak first), so connections
+    that are opened and left silent don't occupy workers.
+    """
     if host == "localhost":
         host = "127.0.0.1"
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
@@ -95,6 +101,8 @@ def tcp_listener(host: str, port: int, backlog: int = 1024) -> Listener:
         # a restarted daemon must be able to bind while old connections sit in TIME_WAIT
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        if defer_accept:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, defer_accept)
         sock.listen(backlog)
         # shared by all workers: accept must not block when another worker won the race
         sock.setblocking(False)
@@ -106,7 +114,7 @@ def tcp_listener(host: str, port: int, backlog: int = 1024) -> Listener:
 
 
 def listeners_for(config: Config) -> list[Listener]:
-    return [tcp_listener(config.host, config.port)]
+    return [tcp_listener(config.host, config.port, defer_accept=max(1, math.ceil(config.timeout)))]
 
 
 def listen_address(config: Config) -> tuple[str, int]:
@@ -174,7 +182,10 @@ class RequestHandler:
             try:
                 version, body = self._read_request(conn)
             except _Refuse as refusal:
-                self._refuse(conn, version if version else b"HTTP/1.0", refusal)
+                # logged here: the request never reaches the dispatcher, which logs the others
+                log.info("refused request from %s: HTTP %d %s", peer, refusal.status.value,
+                         refusal.status.phrase)
+                self._send_error(conn, version, refusal.status, refusal.extra, refusal.head_only)
                 return False
             if body is None:
                 return False  # the client closed the connection before finishing its request
@@ -312,10 +323,6 @@ class RequestHandler:
                 return version, None
             body += chunk
         return version, bytes(body)
-
-    def _refuse(self, conn: socket.socket, version: bytes, refusal: _Refuse) -> None:
-        log.debug("refused with %d %s", refusal.status.value, refusal.status.phrase)
-        self._send_error(conn, version, refusal.status, refusal.extra, refusal.head_only)
 
     def _send_error(self, conn: socket.socket, version: bytes, status: HTTPStatus,
                     extra: bytes = b"", head_only: bool = False) -> None:

@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import time
+from typing import Callable
 
 from ..api import ExecResult
 from . import limits, namespaces
@@ -40,13 +41,13 @@ def _ns_flags(init_pid: int) -> int:
     return flags
 
 
-def _exec_child(layout: Layout, xid: int, pidfd: int, flags: int, argv: list[str],
-                rl: list[limits.RlimitPlan], keep: set[int], out_w: int, pid_w: int) -> None:
+def _exec_child(enter_fn: Callable[[], None], argv: list[str],
+                rl: list[limits.RlimitPlan], keep: set[int] | None, out_w: int,
+                pid_w: int) -> None:
     """Body of E1; never returns."""
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        layout.join(xid)
-        namespaces.setns(pidfd, flags)
+        enter_fn()
         pid = os.fork()
         if pid == 0:
             try:
@@ -54,7 +55,8 @@ def _exec_child(layout: Layout, xid: int, pidfd: int, flags: int, argv: list[str
                 os.setsid()
                 os.chdir("/")
                 limits.apply_rlimits(rl)
-                namespaces.drop_bounding_set(keep)
+                if keep is not None:
+                    namespaces.drop_bounding_set(keep)
                 for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT,
                           signal.SIGTERM, signal.SIGHUP):
                     signal.signal(s, signal.SIG_DFL)
@@ -78,15 +80,31 @@ def _exec_child(layout: Layout, xid: int, pidfd: int, flags: int, argv: list[str
                  else 128 + os.WTERMSIG(status))
     except BaseException as e:
         try:
-            os.write(out_w, f"vx.exec: cannot enter context {xid}: {e}\n".encode())
+            os.write(out_w, f"vx.exec: cannot enter the context: {e}\n".encode())
         finally:
             os._exit(126)
 
 
 def run(layout: Layout, xid: int, init_pid: int, argv: list[str], timeout: float,
         output_cap: int, rl: list[limits.RlimitPlan], keep: set[int]) -> ExecResult:
+    """Enter the namespaces of init_pid and the cgroups of xid, run argv."""
     pidfd = os.pidfd_open(init_pid)
     flags = _ns_flags(init_pid)
+
+    def enter() -> None:
+        layout.join(xid)
+        namespaces.setns(pidfd, flags)
+
+    try:
+        return run_entered(enter, argv, timeout, output_cap, rl, keep)
+    finally:
+        os.close(pidfd)
+
+
+def run_entered(enter_fn: Callable[[], None], argv: list[str], timeout: float,
+                output_cap: int, rl: list[limits.RlimitPlan],
+                keep: set[int] | None) -> ExecResult:
+    """Fork E1, which calls enter_fn() and forks E2 for argv; collect E2's output."""
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
     try:
@@ -94,7 +112,7 @@ def run(layout: Layout, xid: int, init_pid: int, argv: list[str], timeout: float
         if e1 == 0:
             os.close(out_r)
             os.close(pid_r)
-            _exec_child(layout, xid, pidfd, flags, argv, rl, keep, out_w, pid_w)
+            _exec_child(enter_fn, argv, rl, keep, out_w, pid_w)
         os.close(out_w)
         os.close(pid_w)
         out_w = pid_w = -1
@@ -104,7 +122,7 @@ def run(layout: Layout, xid: int, init_pid: int, argv: list[str], timeout: float
         finally:
             os.close(e1fd)
     finally:
-        for fd in (pidfd, out_r, pid_r, out_w, pid_w):
+        for fd in (out_r, pid_r, out_w, pid_w):
             if fd >= 0:
                 os.close(fd)
 

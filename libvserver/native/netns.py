@@ -61,6 +61,7 @@ def _ipr():
 
 def create_host_side(p: NetPlan) -> None:
     """In the host namespace: the veth pair and proxy ARP on the host end."""
+    delete_host_side(p.host_if)  # a leftover of a context that died with its supervisor
     with _ipr() as ipr:
         ipr.link("add", ifname=p.host_if, kind="veth", peer={"ifname": p.peer_tmp})
     # sysctl writes go to the writer's namespace: done before the caller unshares
@@ -74,26 +75,33 @@ def create_host_side(p: NetPlan) -> None:
             pass
 
 
-def finish(p: NetPlan, host_ipr_fd_holder: "HostLink") -> None:
-    """Called after unshare(CLONE_NEWNET): move the peer in, configure both ends."""
-    netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+def move_peer(p: NetPlan, pid: int) -> None:
+    """Host side, once pid has its own network namespace: move the peer in, route to it."""
+    netns_fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        hipr = host_ipr_fd_holder.ipr
-        peer = hipr.link_lookup(ifname=p.peer_tmp)
-        host = hipr.link_lookup(ifname=p.host_if)
-        if not peer or not host:
-            raise NetworkError(f"veth pair {p.host_if} vanished")
-        hipr.link("set", index=peer[0], net_ns_fd=netns_fd)
-        hipr.link("set", index=host[0], state="up")
-        for addr, _prefix in p.addresses:
-            hipr.route("add", dst=addr, dst_len=128 if ":" in addr else 32, oif=host[0],
-                       family=10 if ":" in addr else 2)
+        with _ipr() as ipr:
+            peer = ipr.link_lookup(ifname=p.peer_tmp)
+            host = ipr.link_lookup(ifname=p.host_if)
+            if not peer or not host:
+                raise NetworkError(f"veth pair {p.host_if} vanished")
+            ipr.link("set", index=peer[0], net_ns_fd=netns_fd)
+            ipr.link("set", index=host[0], state="up")
+            for addr, _prefix in p.addresses:
+                ipr.route("add", dst=addr, dst_len=128 if ":" in addr else 32, oif=host[0],
+                          family=10 if ":" in addr else 2)
     finally:
         os.close(netns_fd)
+
+
+def configure_inside(p: NetPlan) -> None:
+    """Inside the context's namespace: eth0, its addresses, loopback, default route."""
     with _ipr() as ipr:
         lo = ipr.link_lookup(ifname="lo")[0]
         ipr.link("set", index=lo, state="up")
-        idx = ipr.link_lookup(ifname=p.peer_tmp)[0]
+        found = ipr.link_lookup(ifname=p.peer_tmp)
+        if not found:
+            raise NetworkError(f"the veth peer {p.peer_tmp} did not arrive in the context")
+        idx = found[0]
         ipr.link("set", index=idx, ifname=INNER_NAME)
         for addr, prefix in p.addresses:
             kw = {}
@@ -104,16 +112,6 @@ def finish(p: NetPlan, host_ipr_fd_holder: "HostLink") -> None:
         ipr.link("set", index=idx, state="up")
         if any(":" not in a for a, _ in p.addresses):
             ipr.route("add", dst="0.0.0.0", dst_len=0, oif=idx, scope=253, family=2)
-
-
-class HostLink:
-    """A netlink socket opened in the host namespace, usable after the caller unshares."""
-
-    def __init__(self) -> None:
-        self.ipr = _ipr()
-
-    def close(self) -> None:
-        self.ipr.close()
 
 
 def delete_host_side(host_if: str) -> None:

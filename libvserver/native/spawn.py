@@ -1,15 +1,17 @@
-"""Creating a context: the code of the two short-lived processes between supervisor and init.
+"""Creating a context: the code of its PID 1 between the supervisor's fork and init.
 
-supervisor ──fork──▶ C: joins the cgroups, builds the veth pair, unshares
-                        (mnt uts ipc pid [net] [time]), forks G, reports G's pid, exits.
-                     G: PID 1 of the new namespace: mounts, pivot_root, hostname,
-                        rlimits, bounding set, exec init.  G is re-parented to the
-                        supervisor (child subreaper) when C exits.
+supervisor: unshare(PID [TIME]) for its children only, fork G, setns back into its
+            own PID and time namespaces (it is single-threaded, so it may), then,
+            while G builds its mounts, moves G into the context's cgroups and the
+            veth peer into G's network namespace, and sends G "go".
+G:          PID 1 of the new namespace: unshares mnt uts ipc [net] for itself,
+            mounts, pivot_root, hostname, rlimits, bounding set, waits for "go",
+            execs init.
 
-The supervisor never unshares anything itself, so it stays in its own
-namespaces and may be as threaded as it likes.  Errors travel back as one
-line "Kind: message" on a close-on-exec pipe: EOF without a line means init
-was exec'd.
+One fork, and the slow kernel work (cgroup migration waits for an RCU grace
+period, so does detaching the old root) runs in two processes at once.
+Errors travel back as one line "Kind: message" on a close-on-exec pipe: EOF
+without a line means init was exec'd.
 """
 
 from __future__ import annotations
@@ -44,13 +46,17 @@ class Plan:
     keep_caps: set[int]
 
 
-def ns_flags(plan: Plan) -> int:
-    flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID
+def child_flags(plan: Plan) -> int:
+    """Namespaces G unshares for itself (PID and time come from the supervisor's fork)."""
+    flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
     if plan.new_net:
         flags |= CLONE_NEWNET
-    if plan.new_time:
-        flags |= CLONE_NEWTIME
     return flags
+
+
+def parent_flags(plan: Plan) -> int:
+    """Namespaces the supervisor unshares for its children around the fork."""
+    return CLONE_NEWPID | (CLONE_NEWTIME if plan.new_time else 0)
 
 
 def _report(fd: int, exc: BaseException) -> None:
@@ -72,41 +78,22 @@ def time_offsets() -> str:
     return f"monotonic -{mono} 0\nboottime -{boot} 0\n"
 
 
-def run_intermediate(plan: Plan, info_w: int, err_w: int) -> None:
-    """Body of C; never returns."""
-    try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        plan.layout.join(plan.spec.xid)
-        host = None
-        if plan.netplan is not None:
-            from . import netns
-            netns.create_host_side(plan.netplan)
-            host = netns.HostLink()
-        namespaces.unshare(ns_flags(plan))
-        if plan.new_time:
-            with open("/proc/self/timens_offsets", "w") as f:
-                f.write(time_offsets())
-        if plan.netplan is not None:
-            from . import netns
-            netns.finish(plan.netplan, host)
-            host.close()
-        pid = os.fork()
-        if pid == 0:
-            os.close(info_w)
-            run_init(plan, err_w)
-        os.write(info_w, f"{pid}\n".encode())
-        os._exit(0)
-    except BaseException as e:
-        _report(err_w, e)
-        os._exit(1)
+def _wait_go(go_r: int) -> None:
+    if os.read(go_r, 1) != b"g":
+        raise StartError("the supervisor gave up on this context")
+    os.close(go_r)
 
 
-def run_init(plan: Plan, err_w: int) -> None:
-    """Body of G, PID 1 of the context; execs init or reports and exits."""
+def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int) -> None:
+    """Body of G, PID 1 of the context; execs init or reports and exits. Never returns."""
     spec = plan.spec
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setsid()
         os.umask(0)
+        namespaces.unshare(child_flags(plan))
+        os.write(ready_w, b"r")
+        os.close(ready_w)
         for name, value in plan.ipc.items():
             with open(f"/proc/sys/kernel/{name}", "w") as f:
                 f.write(value)
@@ -116,6 +103,13 @@ def run_init(plan: Plan, err_w: int) -> None:
         namespaces.sethostname(spec.uname.get("NODENAME") or spec.name)
         if "DOMAINNAME" in spec.uname:
             namespaces.setdomainname(spec.uname["DOMAINNAME"])
+        go_pending = True
+        if plan.netplan is not None:
+            # the peer arrives with "go"; netlink code may import lazily: before pivot_root
+            _wait_go(go_r)
+            go_pending = False
+            from . import netns
+            netns.configure_inside(plan.netplan)
         rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev)
         os.umask(0o022)
         limits.apply_rlimits(plan.rlimits)
@@ -124,7 +118,8 @@ def run_init(plan: Plan, err_w: int) -> None:
         for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM,
                   signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(s, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        if go_pending:
+            _wait_go(go_r)  # in the context's cgroups from here on
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -139,7 +134,7 @@ def run_init(plan: Plan, err_w: int) -> None:
             raise
     except BaseException as e:
         _report(err_w, e)
-        os._exit(127)
+    os._exit(127)
 
 
 def keep_caps(spec: ContextSpec) -> set[int]:

@@ -104,6 +104,9 @@ class Supervisor:
         self.sel = selectors.DefaultSelector()
         self.stopping = False
         self.next_sample = time.monotonic() + load_interval
+        # our own namespaces, to return to after unsharing for a child
+        self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
+                       for n in ("pid", "time") if os.path.exists(f"/proc/self/ns/{n}")}
 
     # --- files ----------------------------------------------------------------------------
 
@@ -119,6 +122,12 @@ class Supervisor:
     def start(self, spec: ContextSpec, image: str | None) -> int:
         self.reap()
         xid = spec.xid
+        # A killed init leaves its cgroups before it becomes a zombie we can reap: when the
+        # groups are empty, wait a moment for the exit to reach us instead of refusing.
+        deadline = time.monotonic() + 2.0
+        while xid in self.ctxs and not self.layout.pids(xid) and time.monotonic() < deadline:
+            time.sleep(0.001)
+            self.reap()
         if xid in self.ctxs or self.layout.pids(xid):
             raise AlreadyRunning(f"context {xid} is already running")
         if self.layout.exists(xid) and not self.layout.remove(xid, wait=0.5):
@@ -128,7 +137,8 @@ class Supervisor:
         self.layout.create(xid)
         loopfd = None
         netplan = None
-        cpid = gpid = None
+        gpid = None
+        self._pipes: list[int] = []
         try:
             limits.apply_cgroup_limits(self.layout, spec)
             new_net = bool(spec.addresses) or "HIDE_NETIF" in spec.flags
@@ -144,33 +154,14 @@ class Supervisor:
                 new_time="VIRT_UPTIME" in spec.flags and namespaces.has_time_namespace(),
                 loopdev=loopdev, rlimits=limits.rlimit_plan(spec), ipc=limits.ipc_sysctls(spec),
                 keep_caps=spawn.keep_caps(spec))
-            info_r, info_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            cpid = os.fork()
-            if cpid == 0:
-                try:
-                    os.close(info_r)
-                    os.close(err_r)
-                    spawn.run_intermediate(plan, info_w, err_w)
-                finally:
-                    os._exit(1)
-            os.close(info_w)
-            os.close(err_w)
-            try:
-                info = _read_all(info_r, START_TIMEOUT)
-                _, cstatus = os.waitpid(cpid, 0)
-                cpid = None
-                if info.strip():
-                    gpid = int(info)
-                err = _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip()
-            finally:
-                os.close(info_r)
-                os.close(err_r)
-            if err or gpid is None:
-                raise _error_from(err or f"context {xid}: setup process failed ({cstatus})")
+            if netplan is not None:
+                from . import netns
+                netns.create_host_side(netplan)
+            gpid = self._fork_init(plan)
+            err = self._finish_start(plan, gpid)
+            if err:
+                raise _error_from(err)
         except BaseException:
-            if cpid:
-                _kill_wait(cpid)
             if gpid:
                 _kill_wait(gpid)
             self.layout.kill_all(xid)
@@ -180,11 +171,57 @@ class Supervisor:
                 netns.delete_host_side(netplan.host_if)
             raise
         finally:
+            for fd in self._pipes:
+                os.close(fd)
+            self._pipes = []
             if loopfd is not None:
                 os.close(loopfd)  # the mount holds the device now; autoclear does the rest
         self.ctxs[xid] = Ctx(xid, gpid, child=True)
         log.info("context %d started, init pid %d", xid, gpid)
         return gpid
+
+    def _fork_init(self, plan: spawn.Plan) -> int:
+        """Fork G into new PID (and time) namespaces; this process stays in its own."""
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        self._pipes = [ready_r, go_w, err_r]
+        flags = spawn.parent_flags(plan)
+        try:
+            namespaces.unshare(flags)
+            if plan.new_time:
+                with open("/proc/self/timens_offsets", "w") as f:
+                    f.write(spawn.time_offsets())
+            pid = os.fork()
+            if pid == 0:
+                for fd in self._pipes:
+                    os.close(fd)
+                spawn.run_init(plan, ready_w, go_r, err_w)
+        finally:
+            # pid_for_children/time_for_children back to ours (allowed: single-threaded)
+            namespaces.setns(self.own_ns["pid"], namespaces.CLONE_NEWPID)
+            if plan.new_time:
+                namespaces.setns(self.own_ns["time"], namespaces.CLONE_NEWTIME)
+            for fd in (ready_w, go_r, err_w):
+                os.close(fd)
+        return pid
+
+    def _finish_start(self, plan: spawn.Plan, gpid: int) -> str:
+        """Cgroups and veth for G while it mounts, then "go"; returns G's error or ''."""
+        ready_r, go_w, err_r = self._pipes
+        ready = _read_all(ready_r, START_TIMEOUT, limit=1)
+        if ready != b"r":
+            return _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip() or \
+                f"context {plan.spec.xid}: init process died during setup"
+        self.layout.join(plan.spec.xid, gpid)
+        if plan.netplan is not None:
+            from . import netns
+            netns.move_peer(plan.netplan, gpid)
+        try:
+            os.write(go_w, b"g")
+        except BrokenPipeError:
+            pass  # G failed already: its error is on err_r
+        return _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip()
 
     # --- exits ----------------------------------------------------------------------------
 
@@ -363,20 +400,21 @@ class Supervisor:
                 self.sample_loads()
 
 
-def _read_all(fd: int, timeout: float) -> bytes:
+def _read_all(fd: int, timeout: float, limit: int | None = None) -> bytes:
     deadline = time.monotonic() + timeout
     out = b""
-    while True:
+    while limit is None or len(out) < limit:
         left = deadline - time.monotonic()
         if left <= 0:
             raise StartError("timed out waiting for the context's setup")
         r, _, _ = select.select([fd], [], [], left)
         if not r:
             continue
-        chunk = os.read(fd, 65536)
+        chunk = os.read(fd, 65536 if limit is None else limit - len(out))
         if not chunk:
             return out
         out += chunk
+    return out
 
 
 def _kill_wait(pid: int) -> None:

@@ -11,6 +11,7 @@ import ctypes
 
 from .syscall import vc_cmd
 
+
 # --- categories (switch.h) ------------------------------------------------------------------
 VC_CAT_VERSION = 0
 VC_CAT_VSETUP = 1
@@ -135,11 +136,23 @@ RLIMIT_IDS = {
 }
 
 NXA_TYPE_IPV4 = 1
+NXA_TYPE_IPV6 = 2
+NXA_MOD_BCAST = 1 << 8
+
+# dlimit.h; the v0 structure has 32-bit fields, so the kernel compares against the low half
+CDLIM_UNSET = 0
+CDLIM_INFINITY = (1 << 64) - 1
+CDLIM_KEEP = (1 << 64) - 2
+CDLIM_KEEP32 = CDLIM_KEEP & 0xFFFFFFFF
 
 
 # --- data structures ------------------------------------------------------------------------
 class vcmd_vx_info_v0(ctypes.Structure):
     _fields_ = [("xid", ctypes.c_uint32), ("initpid", ctypes.c_uint32)]
+
+
+class vcmd_nx_info_v0(ctypes.Structure):
+    _fields_ = [("nid", ctypes.c_uint32)]
 
 
 class vcmd_ctx_stat_v0(ctypes.Structure):

@@ -114,3 +114,21 @@ def test_enosys_on_a_stock_kernel_is_detected_cleanly():
         s.call("ctx_create", c.VCMD_ctx_create, 42, c.vcmd_ctx_create(0))
     assert exc.value.errno == errno.ENOSYS
     assert "ctx_create" in str(exc.value) and "xid 42" in str(exc.value)
+
+
+def test_vserver_backend_fails_with_enosys_naming_the_command_on_a_stock_kernel():
+    if s.available():
+        pytest.skip("this kernel implements sys_vserver")
+    from libvserver.vserver.backend import VserverBackend
+    b = VserverBackend()
+    assert b.name == "vserver"
+    with pytest.raises(SyscallError, match="vx_info") as exc:
+        b.is_running(42)
+    assert exc.value.errno == errno.ENOSYS
+
+
+def test_vserver_backend_limits_convert_kib_to_pages():
+    from libvserver.vserver.backend import PAGE_KIB, _crlim
+    assert _crlim(None, True) == c.CRLIM_INFINITY
+    assert _crlim(1024 * PAGE_KIB, True) == 1024
+    assert _crlim(77, False) == 77

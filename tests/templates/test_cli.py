@@ -83,5 +83,6 @@ def test_unpack_makes_a_shareable_directory_template_with_the_same_files(tmp_pat
 
 def test_templatedir_is_accepted_after_the_subcommand_as_vcdadm_passes_it(tmp_path, capsys):
     assert main(["build", "bb", "--from", "busybox", "--templatedir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{tmp_path}/bb.tar.gz"
     assert main(["list", "--templatedir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith("bb ")

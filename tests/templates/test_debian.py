@@ -146,3 +146,63 @@ def test_interrupted_debian_build_leaves_no_files_and_no_mounts(tmp_path):
     assert list(td.iterdir()) == []
 
 
+
+
+@pytest.fixture
+def native_backend(tmp_path):
+    """A libvserver backend with its own state dir and cgroup parent, torn down completely."""
+    libvserver = pytest.importorskip("libvserver")
+    from libvserver.native.cgroups import discover
+    if not discover():
+        pytest.skip("no cgroup hierarchy is mounted")
+    b = libvserver.get_backend(state_dir=tmp_path / "state", cgroup_parent=f"vcdtpl-{os.getpid()}",
+                               image_dir=tmp_path / "images")
+    yield b
+    layout = getattr(b, "layout", None)
+    if layout is None:
+        return
+    for xid in layout.xids():
+        try:
+            layout.kill_all(xid)
+        except OSError:
+            pass
+    try:
+        b.client.call({"op": "quit"}, timeout=10)
+    except Exception:
+        pass
+    for xid in layout.xids():
+        layout.remove(xid, wait=5)
+    for h in layout.hierarchies:
+        try:
+            os.rmdir(layout.group(h))
+        except FileNotFoundError:
+            pass
+
+
+def test_debian_vserver_sharing_the_template_starts_and_runs_apt(deb_store, native_backend, tmp_path):
+    from libvserver import ContextSpec
+    if "deb-dir" not in {t.name for t in deb_store.list()}:
+        deb_store.unpack("deb", "deb-dir")
+    template = deb_store.get("deb-dir")
+    vdir = tmp_path / "vs" / "deb1"
+    deb_store.populate("deb-dir", vdir, copy=False)
+    deb_store.release(vdir)  # as after a host reboot: the runtime re-mounts before start
+    assert deb_store.ensure_mounted(vdir)
+    xid = 30000 + os.getpid() % 5000
+    meta = template.meta
+    spec = ContextSpec(xid=xid, name="deb1", vdir=vdir, init=[meta.init], bcaps=set(meta.bcaps))
+    native_backend.start(spec)
+    try:
+        r = native_backend.exec(xid, ["apt-get", "--version"], timeout=30)
+        assert r.status == 0 and r.output.startswith(b"apt "), r.output
+        r = native_backend.exec(xid, ["/bin/sh", "-c", "cat /proc/1/comm; hostname"], timeout=30)
+        assert r.output.decode().split()[0] == "init"
+        native_backend.stop(xid, [meta.halt], timeout=15)
+        assert not native_backend.is_running(xid)
+    finally:
+        if native_backend.is_running(xid):
+            native_backend.stop(xid, ["/sbin/halt"], timeout=5)
+    # whatever the runtime made inside (/dev nodes, pid files) went to the upper layer
+    assert os.listdir(template.path / "dev") == []
+    deb_store.remove_tree(vdir, tmp_path / "vs")
+    assert deb_store.users("deb-dir") == []

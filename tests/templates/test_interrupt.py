@@ -89,3 +89,26 @@ def test_signal_during_packing_leaves_nothing(tmp_path, sig):
             proc.wait()
     assert rc == 130
     assert list(td.iterdir()) == []
+
+
+@needs_root
+def test_debian_build_refuses_early_when_space_is_short(tmp_path):
+    from templates import debian
+    td = tmp_path / "small"
+    td.mkdir()
+    mount("tmpfs", td, "tmpfs", "size=64m,mode=0755")
+    with pytest.raises(BuildError, match=r"no space: .* has \d+ MiB free"):
+        debian.build("deb", td, mirror="http://127.0.0.1:9/debian")
+    assert list(td.iterdir()) == []
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"suite": "../../etc"}, "invalid suite"),
+    ({"include": ["less", "x;rm -rf /"]}, "invalid package name"),
+    ({"mirror": "ftp://host/debian --no-check-gpg"}, "invalid mirror"),
+])
+def test_debian_build_rejects_bad_arguments_before_doing_anything(tmp_path, kw, message):
+    from templates import debian
+    with pytest.raises(BuildError, match=message):
+        debian.build("deb", tmp_path / "t", **kw)
+    assert not (tmp_path / "t").exists()

@@ -1,0 +1,125 @@
+"""The clients' own settings: a TOML file, the command line, the environment.
+
+    host = "127.0.0.1"      # or url = "https://vcd.example:13386/RPC2" / "unix:///run/vcd/vcd.sock"
+    port = 13386
+    user = "admin"
+    password_file = "/root/.config/vcd/admin.password"   # or password = "..."
+    cacert = "/etc/vcd/ca.pem"                           # https:// only
+
+The password comes from the file, then $VCD_PASSWORD, then a prompt without echo;
+there is deliberately no option for it, so it never shows up in `ps` or shell history.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vcd.clients.transport import TLSOptions, url_for
+
+DEFAULT_FILES = (Path("~/.config/vcd/vcc.conf"), Path("/etc/vcd/vcc.conf"))
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 13386
+DEFAULT_USER = "admin"
+PASSWORD_ENV = "VCD_PASSWORD"
+
+KEYS: dict[str, type | tuple[type, ...]] = {
+    "host": str, "port": int, "url": str, "user": str, "username": str, "password": str,
+    "password_file": str, "cacert": str, "cert": str, "key": str, "timeout": (int, float),
+    "vcd_config": str,
+}
+
+
+class SettingsError(Exception):
+    """A config file or option that cannot be used (exit status: usage)."""
+
+
+@dataclass
+class Settings:
+    url: str
+    user: str
+    tls: TLSOptions = TLSOptions()
+    timeout: float = 300.0
+    vcd_config: str | None = None      # the daemon's config, for `vcc login` on its host
+    source: Path | None = None
+    _file_password: str | None = field(default=None, repr=False)
+    _file_user: str | None = None
+
+    def password(self, interactive: bool = True) -> str:
+        # a password from the file belongs to the file's user, not to a `-u` override
+        if self._file_password is not None and self.user == self._file_user:
+            return self._file_password
+        env = os.environ.get(PASSWORD_ENV)
+        if env:
+            return env
+        if not interactive:
+            raise SettingsError(f"no password for {self.user}: set it in the config file "
+                                f"or ${PASSWORD_ENV}")
+        try:
+            return getpass.getpass(f"Password for {self.user}: ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            raise SettingsError("no password given") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    for key, value in data.items():
+        if key not in KEYS:
+            raise SettingsError(f"{path}: unknown key '{key}' (known: {', '.join(KEYS)})")
+        if isinstance(value, bool) or not isinstance(value, KEYS[key]):
+            raise SettingsError(f"{path}: '{key}' has the wrong type")
+    return data
+
+
+def find_file(explicit: str | None) -> Path | None:
+    if explicit is not None:
+        return Path(explicit)
+    for candidate in DEFAULT_FILES:
+        path = candidate.expanduser()
+        if path.is_file():
+            return path
+    return None
+
+
+def _file_password(data: dict[str, Any], source: Path) -> str | None:
+    if "password" in data:
+        return data["password"]
+    if "password_file" in data:
+        path = Path(data["password_file"]).expanduser()
+        if not path.is_absolute():
+            path = source.parent / path
+        try:
+            return path.read_text().strip("\r\n")
+        except OSError as exc:
+            raise SettingsError(f"{source}: password_file {path}: {exc.strerror}") from None
+    return None
+
+
+def load(config: str | None = None, host: str | None = None, port: int | None = None,
+         user: str | None = None, url: str | None = None, cacert: str | None = None) -> Settings:
+    """Settings from the command line over the config file over the defaults."""
+    source = find_file(config)
+    data = _read_toml(source) if source is not None else {}
+    file_user = data.get("user", data.get("username"))
+    if url is None and host is None and port is None:
+        url = data.get("url")
+    if url is None:
+        url = url_for(host or data.get("host", DEFAULT_HOST), port or data.get("port", DEFAULT_PORT))
+    tls = TLSOptions(cacert=cacert or data.get("cacert"), cert=data.get("cert"),
+                     key=data.get("key"))
+    return Settings(url=url, user=user or file_user or DEFAULT_USER, tls=tls,
+                    timeout=float(data.get("timeout", 300.0)), vcd_config=data.get("vcd_config"),
+                    source=source,
+                    _file_password=_file_password(data, source) if source else None,
+                    _file_user=file_user or DEFAULT_USER)

@@ -37,7 +37,14 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest tests
 
+# Benchmarks compare against other tools; those are only needed here, not for run/test.
+BENCH_PACKAGES := wrk lxc
+
 bench: setup
+	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

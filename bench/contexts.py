@@ -155,7 +155,8 @@ def main() -> None:
         print(f"stop of all {args.contexts} contexts (kill-all): all processes gone after "
               f"{dead:.3f} s, cgroups removed after {clean:.3f} s")
 
-        # leak check over many cycles
+        # leak check over many cycles (after a pause: the last client connection closes)
+        time.sleep(0.1)
         fds0 = len(os.listdir(f"/proc/{sup}/fd"))
         groups0 = sum(1 for h in b.layout.hierarchies for _ in b.layout.group(h).iterdir()
                       if _.is_dir())
@@ -165,6 +166,7 @@ def main() -> None:
             b.start(s)
             stop_all(b, [s.xid])
         took = time.perf_counter() - t
+        time.sleep(0.1)
         fds1 = len(os.listdir(f"/proc/{sup}/fd"))
         groups1 = sum(1 for h in b.layout.hierarchies for _ in b.layout.group(h).iterdir()
                       if _.is_dir())

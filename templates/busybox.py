@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from .metadata import TemplateMeta
@@ -165,9 +164,6 @@ def build(name: str, templatedir: Path, *, fmt: str = DEFAULT_FORMAT, hostname: 
     Written under a temporary name and renamed at the end, so an interrupted
     build leaves no template behind.
     """
-    t0 = time.monotonic()
-    return build_into_store(
-        name, Path(templatedir), fmt,
-        populate=lambda root: build_rootfs(root, hostname),
-        meta=meta_for(name), progress=progress, t0=t0,
-    )
+    return build_into_store(name, Path(templatedir), fmt,
+                            populate=lambda root: build_rootfs(root, hostname),
+                            meta=meta_for(name), progress=progress)

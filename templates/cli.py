@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--format", dest="fmt", choices=sorted(FORMATS),
                    help="archive format, or 'dir' for a directory template that vservers can "
                         "share (default: gz for busybox, zst for debian)")
+    b.add_argument("--cache-dir", type=Path,
+                   help="keep downloaded packages here for later builds (debian only)")
     b.add_argument("--hostname", default="vserver", help="hostname written to /etc/hostname")
     u = sub.add_parser("unpack", help="make a directory template (shareable) from a tarball template",
                        parents=[common])
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             include = [x.strip() for x in args.include.split(",") if x.strip()]
             out = debian.build(args.name, args.templatedir, suite=args.suite, mirror=args.mirror,
                                include=include, fmt=args.fmt or "zst", hostname=args.hostname,
-                               progress=progress)
+                               cache_dir=args.cache_dir, progress=progress)
         print(out)
         return 0
     except KeyboardInterrupt:

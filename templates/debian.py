@@ -13,9 +13,9 @@ import glob
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -121,8 +121,11 @@ def _run_debootstrap(argv: list[str], root: Path, say: Progress) -> None:
     phase = None
     count = 0
     tail: list[str] = []
+    # Own process group: on interruption the whole tree (dpkg, maintainer
+    # scripts in the chroot) is signalled at once, not just debootstrap.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"})
+                            env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
+                            start_new_session=True)
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
             line = line.rstrip()
@@ -141,14 +144,15 @@ def _run_debootstrap(argv: list[str], root: Path, say: Progress) -> None:
         rc = proc.wait()
     finally:
         if proc.poll() is None:
-            # Interrupted: debootstrap's own exit trap unmounts /proc and /sys
-            # in the target; give it that chance before the caller cleans up.
-            proc.terminate()
+            # Interrupted: SIGTERM lets debootstrap's exit trap unmount /proc
+            # and /sys in the target; the caller unmounts whatever remains.
+            _signal_group(proc, signal.SIGTERM)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                pass
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
     if rc != 0:
         text = "\n".join(tail)
         logf = root / "debootstrap" / "debootstrap.log"
@@ -160,6 +164,13 @@ def _run_debootstrap(argv: list[str], root: Path, say: Progress) -> None:
                      r"Connection refused|Network is unreachable|unable to resolve", text):
             raise BuildError(f"debootstrap could not download from the mirror: {_last_error(text)}")
         raise BuildError(f"debootstrap failed (exit {rc}): {_last_error(text)}")
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _last_error(text: str) -> str:
@@ -244,7 +255,8 @@ def make_bootable(root: Path, suite: str, mirror: str, hostname: str = "vserver"
 
 def build(name: str, templatedir: Path, *, suite: str = DEFAULT_SUITE, mirror: str | None = None,
           include: list[str] | None = None, fmt: str = "zst", hostname: str = "vserver",
-          progress: Progress | None = None) -> Path:
+          cache_dir: Path | None = None, progress: Progress | None = None) -> Path:
+    """Build Debian template ``name``; ``cache_dir`` keeps downloaded .debs for the next build."""
     if not _SUITE_RE.match(suite):
         raise BuildError(f"invalid suite name {suite!r}")
     pkgs = ["busybox-static"] + [p for p in (include or []) if p]
@@ -263,18 +275,23 @@ def build(name: str, templatedir: Path, *, suite: str = DEFAULT_SUITE, mirror: s
     if free < MIN_FREE_BYTES:
         raise BuildError(f"no space: {templatedir} has {free // 2**20} MiB free, "
                          f"a Debian build needs about {MIN_FREE_BYTES // 2**20} MiB")
-    t0 = time.monotonic()
+    cache = None
+    if cache_dir is not None:
+        # debootstrap wants an absolute, existing directory
+        cache = Path(os.path.abspath(cache_dir))
+        cache.mkdir(mode=0o755, parents=True, exist_ok=True)
     say(f"checking mirror {mirror} for {suite}")
     check_mirror(mirror, suite)
 
     def populate(root: Path) -> None:
-        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(pkgs)}",
-                suite, str(root), mirror]
+        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(pkgs)}"]
+        if cache_dir is not None:
+            argv.append(f"--cache-dir={cache}")
+        argv += [suite, str(root), mirror]
         say(f"debootstrap --variant=minbase {suite} ({', '.join(pkgs)})")
         _run_debootstrap(argv, root, say)
         say("making it bootable as a vserver (busybox init, no devices, apt caches dropped)")
         make_bootable(root, suite, mirror, hostname)
 
     meta = TemplateMeta(name=name, description=f"Debian {suite} (debootstrap minbase) with BusyBox init")
-    return build_into_store(name, templatedir, fmt, populate=populate, meta=meta,
-                            progress=say, t0=t0)
+    return build_into_store(name, templatedir, fmt, populate=populate, meta=meta, progress=say)

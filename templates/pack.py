@@ -111,8 +111,7 @@ def pack_tree(root: Path, out: Path, fmt: str) -> None:
 
 def build_into_store(name: str, templatedir: Path, fmt: str, *,
                      populate: Callable[[Path], None], meta: TemplateMeta,
-                     progress: Progress | None = None, t0: float | None = None,
-                     replace: bool = False) -> Path:
+                     progress: Progress | None = None) -> Path:
     """Run ``populate(root)`` into a temp dir, pack it as ``fmt``, rename into place.
 
     Interrupted (KeyboardInterrupt, SIGTERM turned into an exception by the
@@ -125,7 +124,9 @@ def build_into_store(name: str, templatedir: Path, fmt: str, *,
     templatedir = Path(templatedir)
     templatedir.mkdir(mode=0o755, parents=True, exist_ok=True)
     existing = [p for p in template_paths(templatedir, name) if os.path.lexists(p)]
-    if existing and not replace:
+    if existing:
+        # Replacing in place could pull a lower layer from under sharing
+        # vservers; `template remove` first, which checks for them.
         raise TemplateExists(f"template {name!r} already exists: {existing[0]}")
     final = templatedir / (name + FORMATS[fmt])
     work = Path(tempfile.mkdtemp(prefix=f".build-{name}.", dir=templatedir))
@@ -149,12 +150,6 @@ def build_into_store(name: str, templatedir: Path, fmt: str, *,
             say(f"packing {final.name}")
             pack_tree(root, staged, fmt)
             say(f"packed {staged.stat().st_size / 1e6:.1f} MB")
-        if replace:
-            for p in existing:
-                if p.is_dir() and not p.is_symlink():
-                    safe_rmtree(p, templatedir)
-                else:
-                    p.unlink()
         # Metadata first, template last: the template's appearance is the
         # commit point; a lone .conf is ignored by the store and overwritten.
         os.replace(meta_tmp, templatedir / f"{name}.conf")

@@ -22,15 +22,17 @@ import fcntl
 import hashlib
 import json
 import logging
+import lzma
 import os
 import stat
 import subprocess
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import (MetadataError, PopulateError, TemplateError, TemplateExists, TemplateInUse,
-                     TemplateNotFound, UnsafeArchive, UnsafePath)
+                     TemplateNotFound, UnsafeArchive)
 from .fsutil import is_mountpoint, mount, mounts, safe_rmtree, umount
 from .metadata import TemplateMeta
 from .pack import FORMATS, validate_name
@@ -178,27 +180,42 @@ def extract_tarball(archive: Path, dest: Path) -> ExtractReport:
         raise PopulateError(f"{dest_s} is not a directory")
     report = ExtractReport()
     flt = _RootfsFilter(archive, report)
-    if archive.name.endswith(".tar.zst"):
-        proc = subprocess.Popen(["zstd", "-dcq", "--", str(archive)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        try:
+    proc = None
+    try:
+        if archive.name.endswith(".tar.zst"):
+            proc = subprocess.Popen(["zstd", "-dcq", "--", str(archive)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tf:
                 tf.extractall(dest_s, numeric_owner=True, filter=flt)
-        except tarfile.ReadError as e:
-            proc.kill()
+        else:
+            with tarfile.open(archive, mode="r|*") as tf:
+                tf.extractall(dest_s, numeric_owner=True, filter=flt)
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
+        detail = str(e) or type(e).__name__
+        if proc is not None:
+            # tar's "empty file" or "unexpected end" hides the real cause: zstd's
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.returncode:
+                text = proc.stderr.read().decode(errors="replace")  # type: ignore[union-attr]
+                lines = text.replace("\r", "\n").strip().splitlines()
+                detail = lines[-1].strip() if lines else f"zstd exit status {proc.returncode}"
+        raise PopulateError(f"{archive.name}: not a valid archive: {detail}") from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise PopulateError(f"no space left on device extracting {archive.name} into {dest_s}") from None
+        if e.errno is None:  # bz2 reports corrupt data as a bare OSError
             raise PopulateError(f"{archive.name}: not a valid archive: {e}") from None
-        finally:
+        raise PopulateError(f"extracting {archive.name} into {dest_s}: {e}") from None
+    finally:
+        if proc is not None:
             if proc.poll() is None:
                 proc.kill()
             _, err = proc.communicate()
-        if proc.returncode not in (0, -9):
-            raise PopulateError(f"{archive.name}: zstd failed: {err.decode(errors='replace').strip()}")
-    else:
-        try:
-            with tarfile.open(archive, mode="r|*") as tf:
-                tf.extractall(dest_s, numeric_owner=True, filter=flt)
-        except (tarfile.ReadError, tarfile.CompressionError, EOFError) as e:
-            raise PopulateError(f"{archive.name}: not a valid archive: {e}") from None
+    if proc is not None and proc.returncode != 0:
+        raise PopulateError(f"{archive.name}: zstd failed: {err.decode(errors='replace').strip()}")
     if report.skipped_devices:
         log.warning("%s: skipped %d device node(s), e.g. %s (devices are made at start)",
                     archive.name, len(report.skipped_devices), report.skipped_devices[0])

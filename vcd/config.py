@@ -268,4 +268,5 @@ def example_text() -> str:
             shown = '""'
         lines.append(f"{prefix}{key.name} = {shown}")
         lines.append("")
-    return "\n".join(lines)
+    from vstatd.config import example_text as vstatd_text  # late: vstatd.config imports this
+    return "\n".join(lines) + "\n" + vstatd_text()

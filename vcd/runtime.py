@@ -43,7 +43,8 @@ def build_spec(db: vxdb.Connection, vserver: VServer) -> tuple[ContextSpec, dict
     init = {"init": vocab.DEFAULT_INIT, "halt": vocab.DEFAULT_HALT,
             "reboot": vocab.DEFAULT_REBOOT, "timeout": vocab.DEFAULT_TIMEOUT}
     if row is not None:
-        init = {k: row[k] or init[k] for k in init}
+        # a timeout of 0 is a real value (kill at once); only empty strings mean default
+        init = {k: init[k] if row[k] in (None, "") else row[k] for k in init}
 
     def values(sql: str) -> list[Any]:
         return db.execute(sql, (xid,)).fetchall()

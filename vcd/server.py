@@ -197,7 +197,8 @@ class RequestHandler:
                 log.exception("request from %s failed in the dispatcher", peer)
                 self._send_error(conn, version, HTTPStatus.INTERNAL_SERVER_ERROR)
                 return True
-            conn.settimeout(self.timeout)
+            if conn.gettimeout() != self.timeout:  # shortened while reading a slow request
+                conn.settimeout(self.timeout)
             conn.sendall(_head(version, HTTPStatus.OK, b"text/xml", len(answer)) + answer)
             return True
         except TimeoutError:

@@ -1,5 +1,11 @@
-"""vcdadm: local administration (root, talks to the VXDB file directly).
+"""vcdadm: administration of vcd.
 
+Over XML-RPC (any host; -c is the client config, as for vcc): every vcd.* method as
+a command - hostinfo, status, user.set USER ADMIN [PASSWORD], user.get [USER],
+user.remove USER, user.caps.add USER CAP, user.caps.get USER, user.caps.remove USER [CAP].
+
+Locally, as root on the daemon's host (-c is the daemon's config, default
+/etc/vcd/vcd.conf; these open the VXDB file directly):
   vcdadm [-c FILE] init                      create (or migrate) VXDB, first users
   vcdadm [-c FILE] passwd USER [--password-stdin]
   vcdadm [-c FILE] template build|list|remove ...
@@ -9,8 +15,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import Callable
 
 from vcd import auth, config as configmod, dispatch, vxdb
+from vcd.clients import common, completion
+from vcd.clients.commands import Local, Program, Spec, collect, derived
+from vcd.clients.common import Client
+from vcd.clients.output import Output
 from vcd.config import Config, ConfigError
 from vcd.methods.vcd import MIN_PASSWORD
 from vcd.params import UserName
@@ -79,35 +90,67 @@ def cmd_template(config: Config, args: argparse.Namespace) -> int:
     return cli.main(rest)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vcdadm", description="Local administration of vcd.")
-    p.add_argument("-c", "--config", help=f"config file (default {configmod.DEFAULT_CONFIG})")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("init", help="create or migrate VXDB and the first users")
-    pw = sub.add_parser("passwd", help="change a user's password")
-    pw.add_argument("user")
-    pw.add_argument("--password-stdin", action="store_true",
-                    help="read the password from standard input instead of the terminal")
-    tp = sub.add_parser("template", help="build, list and remove templates", add_help=False)
-    tp.add_argument("rest", nargs=argparse.REMAINDER)
-    return p
+def _local(command: str, help_text: str, usage: str,
+           setup: Callable[[argparse.ArgumentParser], None],
+           func: Callable[[Config, argparse.Namespace], int], own_help: bool = False) -> Local:
+    def run(client: Client | None, ns: argparse.Namespace, out: Output) -> int:
+        try:
+            config = _load(ns.config)
+        except ConfigError as exc:
+            print(f"vcdadm: {exc}", file=sys.stderr)
+            return common.USAGE
+        try:
+            return func(config, ns)
+        except VcdError as exc:
+            print(f"vcdadm: {exc}", file=sys.stderr)
+            return common.ERROR
+    return Local(command, help_text, setup, run, usage=usage, needs_client=False,
+                 own_help=own_help)
 
 
-COMMANDS = {"init": cmd_init, "passwd": cmd_passwd, "template": cmd_template}
+def _passwd_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from standard input instead of the terminal")
+
+
+def _template_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+
+def _user_set(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
+    """The original's `user.set USER ADMIN [PASSWORD]`; `-` reads the password from
+    standard input, which keeps it out of `ps` and shell history."""
+    if ns.password == "-":
+        ns.password = sys.stdin.readline().rstrip("\r\n")
+    elif ns.password:
+        print("vcdadm: warning: a password on the command line is visible to other users "
+              "(use '-' to read it from standard input)", file=sys.stderr)
+    out.result(client.call(spec.method, collect(spec, ns)))
+    return common.OK
+
+
+OVERRIDES = (
+    Spec("user.set", "vcd.user.set", order=("username", "admin", "password?"), run=_user_set),
+)
+
+LOCALS = (
+    _local("init", "create or migrate VXDB and the first users (local, root)", "",
+           lambda p: None, cmd_init),
+    _local("passwd", "change a user's password in VXDB (local, root)",
+           "USER [--password-stdin]", _passwd_args, cmd_passwd),
+    _local("template", "build, list and remove templates (local)", "build|list|remove ...",
+           _template_args, cmd_template, own_help=True),
+    completion.local_command("vcdadm"),
+)
+
+PROGRAM = Program("vcdadm", "Administration of vcd: users, daemon status (over XML-RPC); "
+                            "VXDB set-up, passwords and templates (locally, -c = vcd.conf).",
+                  derived("vcd.", OVERRIDES), LOCALS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        print(f"vcdadm: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return COMMANDS[args.command](config, args)
-    except VcdError as exc:
-        print(f"vcdadm: {exc}", file=sys.stderr)
-        return 1
+    return PROGRAM.main(argv)
 
 
 if __name__ == "__main__":

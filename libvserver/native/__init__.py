@@ -1,4 +1,22 @@
-"""The stock-kernel backend: namespaces, cgroups, pyroute2 and one supervisor process."""
+"""The stock-kernel backend: namespaces, cgroups, pyroute2 and one supervisor process.
+
+Processes
+    daemon (NativeBackend) ──unix socket──▶ supervisor (one per state_dir, detached,
+    child subreaper, single-threaded) ──fork──▶ init of each context.  Commands run
+    inside (exec, halt) are forked by the caller itself (enter.py).
+
+Where things are
+    cgroups     <hierarchy>/<cgroup_parent>/<xid> in every mounted hierarchy
+                (v1 controllers, name=systemd, cgroup2): membership is "running".
+    state_dir   supervisor.sock, supervisor.lock (its pid), supervisor.log,
+                <xid>.exit (why the last init ended), <xid>.load (load averages).
+    image_dir   <xid>.img, the ext4 image of a context with a disk limit.
+
+Modules: backend (the Backend), supervisor, spawn (a context's PID 1 before init),
+rootfs (mounts, pivot_root), confine (symlink-safe paths in the vdir), cgroups,
+limits (limits → cgroups/rlimits/sysctls), netns (veth), quota (loop images),
+enter (exec inside), stat (counters), namespaces (syscall wrappers), client.
+"""
 
 from .backend import NativeBackend
 

@@ -33,7 +33,6 @@ FLAG_WHY = {
     "INFO_HIDE": "no stock-kernel counterpart",
     "SCHED_HARD": "cpu quota is always hard; the flag itself changes nothing",
     "SCHED_PRIO": "no stock-kernel counterpart of priority buckets",
-    "SCHED_PAUSE": "not applied at start (a freezer exists, pausing is not wired)",
     "VIRT_MEM": "/proc/meminfo shows the host's memory (would need a FUSE overlay like lxcfs)",
     "VIRT_CPU": "/proc/stat shows the host's CPUs (would need a FUSE overlay like lxcfs)",
     "VIRT_LOAD": "/proc/loadavg shows the host's load (would need a FUSE overlay like lxcfs)",
@@ -139,11 +138,14 @@ class NativeBackend(Backend):
             if sig == signal.SIGKILL:
                 self.layout.kill_all(xid)
                 return
+            # only the context's own processes: exec helpers in the group live in the
+            # host PID namespace and belong to a caller waiting for them
             for p in pids:
-                try:
-                    os.kill(p, sig)
-                except ProcessLookupError:
-                    pass
+                if self._in_context_pidns(p, pids):
+                    try:
+                        os.kill(p, sig)
+                    except ProcessLookupError:
+                        pass
             return
         for p in pids:
             info = stat.task_info(p)
@@ -215,6 +217,12 @@ def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:
                 not_enforced("this kernel has no time namespaces")
         elif flag == "HIDE_NETIF":
             out["flag:HIDE_NETIF"] = ENFORCED
+        elif flag == "SCHED_PAUSE":
+            has_freezer = layout.has("freezer") or (
+                layout.v2 is not None and (layout.v2.path / "cgroup.stat").exists()
+                and any(layout.v2.path.glob("*/cgroup.freeze")))
+            out["flag:SCHED_PAUSE"] = ENFORCED if has_freezer else not_enforced(
+                "no cgroup freezer on this host")
         else:
             out[f"flag:{flag}"] = not_enforced(FLAG_WHY.get(flag, "no stock-kernel counterpart"))
     plans = {p.type: p for p in limits.rlimit_plan(spec)}
@@ -271,6 +279,10 @@ def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:
             f"a stock kernel reports its own {key.lower()} in every UTS namespace")
     if spec.addresses:
         out["addresses"] = ENFORCED
+        if any(":" in a.addr for a in spec.addresses):
+            out["addresses:ipv6"] = not_enforced(
+                "IPv6 addresses are set inside, but the context has no route back to the "
+                "host (no NDP proxy for the host's addresses)")
     if spec.broadcast:
         out["broadcast"] = ENFORCED if spec.addresses else not_enforced("no address to go with")
     if spec.disk_limit is not None:

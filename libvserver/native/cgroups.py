@@ -50,10 +50,19 @@ def discover(mountinfo: str = "/proc/self/mountinfo") -> list[Hierarchy]:
                 ctrls = frozenset(ctrl_file.read_text().split()) if ctrl_file.exists() else frozenset()
                 found.append(Hierarchy(mnt, 2, ctrls))
             elif fstype == "cgroup":
-                ctrls = frozenset(o for o in superopts.split(",") if o in CONTROLLERS)
-                if not ctrls or ctrls in seen:
-                    continue  # named hierarchies (name=systemd) carry no controller
-                seen.add(ctrls)
+                opts = superopts.split(",")
+                ctrls = frozenset(o for o in opts if o in CONTROLLERS)
+                if not ctrls:
+                    # Of the named hierarchies only systemd's matters: a v1-only systemd
+                    # tracks (and kills) a service's processes there, so contexts must
+                    # leave the daemon's unit in it too.
+                    if "name=systemd" not in opts or "name=systemd" in seen:
+                        continue
+                    seen.add("name=systemd")
+                elif ctrls in seen:
+                    continue
+                else:
+                    seen.add(ctrls)
                 found.append(Hierarchy(mnt, 1, ctrls))
     return found
 
@@ -79,7 +88,8 @@ class Layout:
                 self.by_ctrl.setdefault(c, self.v2)
         # Membership from cgroup2 when it exists (cgroup.kill, populated events), else
         # from the pids or first v1 hierarchy.
-        self.primary = self.v2 or self.by_ctrl.get("pids") or self.hierarchies[0]
+        self.primary = self.v2 or self.by_ctrl.get("pids") or next(
+            (h for h in self.hierarchies if h.controllers), self.hierarchies[0])
 
     def has(self, ctrl: str) -> bool:
         return ctrl in self.by_ctrl
@@ -215,6 +225,8 @@ class Layout:
 
     def kill_all(self, xid: int) -> None:
         """SIGKILL every task of the group, atomically where cgroup.kill exists."""
+        if not self.group(self.primary, xid).is_dir():
+            return
         if self.v2 is not None:
             kf = self.group(self.v2, xid) / "cgroup.kill"
             if kf.exists():

@@ -83,9 +83,18 @@ def spec_mount(rootfd: int, m: Mount) -> None:
         fstype = None
         if not os.path.isabs(m.src):
             raise MountError(f"bind mount source {m.src!r} is not an absolute host path")
-    is_file = is_bind and os.path.exists(m.src) and not os.path.isdir(m.src)
+    srcfd = None
+    src = m.src or "none"
     try:
-        _mount_at(rootfd, m.dst, m.src or "none", fstype, flags & ~MS_RDONLY if is_bind else flags,
+        if is_bind:
+            # A source inside the vdir belongs to the guest: resolve it confined like a target.
+            vdir = os.readlink(confine.fd_path(rootfd))
+            rel = os.path.relpath(os.path.normpath(m.src), vdir)
+            if rel == "." or not rel.startswith(".."):
+                srcfd = confine.open_in_root(rootfd, rel, os.O_PATH)
+                src = confine.fd_path(srcfd)
+        is_file = is_bind and os.path.exists(src) and not os.path.isdir(src)
+        _mount_at(rootfd, m.dst, src, fstype, flags & ~MS_RDONLY if is_bind else flags,
                   data or None, file=is_file)
         if is_bind and flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC):
             # a bind mount takes its own flags only on a remount
@@ -93,6 +102,9 @@ def spec_mount(rootfd: int, m: Mount) -> None:
     except OSError as e:
         raise MountError(f"mount {m.src} on {m.dst} ({m.type or 'bind'}): "
                          f"{e.strerror or e}") from None
+    finally:
+        if srcfd is not None:
+            os.close(srcfd)
 
 
 def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = True) -> None:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 from ..api import CAP_NUMBERS, ContextSpec, InitMissing, StartError
 from . import limits, namespaces, rootfs
-from .cgroups import Layout
 from .namespaces import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
                          CLONE_NEWUTS)
 
@@ -36,7 +35,6 @@ INIT_ENV = {"PATH": "/sbin:/bin:/usr/sbin:/usr/bin", "TERM": "linux", "container
 class Plan:
     """Everything decided before forking, so the children only execute."""
     spec: ContextSpec
-    layout: Layout
     netplan: object | None      # netns.NetPlan
     new_net: bool
     new_time: bool
@@ -88,6 +86,8 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int) -> None:
     """Body of G, PID 1 of the context; execs init or reports and exits. Never returns."""
     spec = plan.spec
     try:
+        # a fork of the supervisor: its signal wake-up pipe is not ours to write to
+        signal.set_wakeup_fd(-1)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setsid()
         os.umask(0)

@@ -134,13 +134,11 @@ class Supervisor:
             raise StartError(f"stale cgroups of context {xid} cannot be removed")
         for stale in ("exit", "load"):
             (self.state_dir / f"{xid}.{stale}").unlink(missing_ok=True)
-        self.layout.create(xid)
         loopfd = None
         netplan = None
         gpid = None
         self._pipes: list[int] = []
         try:
-            limits.apply_cgroup_limits(self.layout, spec)
             new_net = bool(spec.addresses) or "HIDE_NETIF" in spec.flags
             if spec.addresses:
                 from . import netns
@@ -150,7 +148,7 @@ class Supervisor:
                 from . import quota
                 loopfd, loopdev = quota.attach(Path(image))
             plan = spawn.Plan(
-                spec=spec, layout=self.layout, netplan=netplan, new_net=new_net,
+                spec=spec, netplan=netplan, new_net=new_net,
                 new_time="VIRT_UPTIME" in spec.flags and namespaces.has_time_namespace(),
                 loopdev=loopdev, rlimits=limits.rlimit_plan(spec), ipc=limits.ipc_sysctls(spec),
                 keep_caps=spawn.keep_caps(spec))
@@ -177,6 +175,8 @@ class Supervisor:
             if loopfd is not None:
                 os.close(loopfd)  # the mount holds the device now; autoclear does the rest
         self.ctxs[xid] = Ctx(xid, gpid, child=True)
+        if "SCHED_PAUSE" in spec.flags:
+            self.layout.freeze(xid, True)  # the vserver flag unschedules the whole context
         log.info("context %d started, init pid %d", xid, gpid)
         return gpid
 
@@ -209,14 +209,25 @@ class Supervisor:
     def _finish_start(self, plan: spawn.Plan, gpid: int) -> str:
         """Cgroups and veth for G while it mounts, then "go"; returns G's error or ''."""
         ready_r, go_w, err_r = self._pipes
+        # made while G already works on its namespaces and mounts: off the critical path
+        self.layout.create(plan.spec.xid)
+        limits.apply_cgroup_limits(self.layout, plan.spec)
         ready = _read_all(ready_r, START_TIMEOUT, limit=1)
         if ready != b"r":
             return _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip() or \
                 f"context {plan.spec.xid}: init process died during setup"
-        self.layout.join(plan.spec.xid, gpid)
-        if plan.netplan is not None:
-            from . import netns
-            netns.move_peer(plan.netplan, gpid)
+        try:
+            self.layout.join(plan.spec.xid, gpid)
+            if plan.netplan is not None:
+                from . import netns
+                netns.move_peer(plan.netplan, gpid)
+        except OSError:
+            # G may have died on its own meanwhile: its own reason is the better message
+            _kill_wait(gpid)
+            err = _read_all(err_r, 5.0).decode(errors="replace").strip()
+            if err:
+                return err
+            raise
         try:
             os.write(go_w, b"g")
         except BrokenPipeError:
@@ -331,7 +342,9 @@ class Supervisor:
             return {"ok": True, "pid": os.getpid(), "contexts": sorted(self.ctxs)}
         if op == "start":
             spec = ContextSpec.from_dict(req["spec"])
-            return {"ok": True, "pid": self.start(spec, req.get("image"))}
+            t = time.perf_counter()
+            pid = self.start(spec, req.get("image"))
+            return {"ok": True, "pid": pid, "seconds": time.perf_counter() - t}
         if op == "reap":
             self.reap()
             return {"ok": True, "contexts": sorted(self.ctxs)}

@@ -22,12 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import libvserver  # noqa: E402
 from libvserver import ContextSpec  # noqa: E402
 from libvserver.native import NativeBackend  # noqa: E402
 from libvserver.native.cgroups import discover  # noqa: E402
 
-# What a new vserver gets by default (DESIGN.md), minus nothing: the tests check exactly this.
+# What a new vserver gets by default (DESIGN.md).
 DEFAULT_BCAPS = {"CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL",
                  "SETGID", "SETUID", "NET_BIND_SERVICE", "SYS_CHROOT", "SYS_PTRACE", "SYS_BOOT",
                  "SYS_TTY_CONFIG", "LEASE"}

@@ -220,3 +220,43 @@ def test_not_enforced_settings_are_listed_with_a_reason(backend, make_spec):
                                         uname={"VERSION": "x"}))
     for key in ("ccap:SYSLOG", "ccap:SECURE_MOUNT", "flag:VIRT_MEM", "uname:VERSION"):
         assert rep[key].startswith("not enforced: ") and len(rep[key]) > 20
+
+
+def test_hard_rlimit_above_the_hosts_is_reported_not_enforced(backend, make_spec):
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("the host's NOFILE hard limit is unlimited")
+    rep = backend.enforcement(make_spec(limits=[Limit("NOFILE", None, hard + 1000)]))
+    assert rep["limit:NOFILE"].startswith("not enforced:")
+    assert "CAP_SYS_RESOURCE" in rep["limit:NOFILE"]
+
+
+def test_sched_pause_freezes_the_context(backend, make_spec, started, wait):
+    spec = started(make_spec(flags={"SCHED_PAUSE"}))
+    lay = backend.layout
+    if lay.v2 is not None and (lay.group(lay.v2, spec.xid) / "cgroup.freeze").exists():
+        assert (lay.group(lay.v2, spec.xid) / "cgroup.freeze").read_text().strip() == "1"
+        wait(lambda: "frozen 1" in (lay.group(lay.v2, spec.xid) / "cgroup.events").read_text())
+    else:
+        wait(lambda: lay.read("freezer", spec.xid, "freezer.state").strip() == "FROZEN")
+    st = backend.stat(spec.xid)
+    assert st.running and st.thr_running == 0
+    assert backend.enforcement(spec)["flag:SCHED_PAUSE"] == "enforced"
+    backend.stop(spec.xid, ["/bin/true"], timeout=0.5)  # a frozen context still stops
+    assert not backend.is_running(spec.xid)
+
+
+def test_disk_limit_grows_offline_between_starts(backend, make_spec, started, run_sh):
+    spec = make_spec(disk_limit=DiskLimit(space_kib=16 * 1024, inodes=1024, reserved_pct=0))
+    started(spec)
+    run_sh(spec.xid, "echo kept > /root/marker")
+    _, out = run_sh(spec.xid, "df -k / | tail -1")
+    small = int(out.split()[1])
+    backend.stop(spec.xid, ["/bin/true"], timeout=0)
+    spec.disk_limit = DiskLimit(space_kib=48 * 1024, inodes=1024, reserved_pct=0)
+    started(spec)
+    _, out = run_sh(spec.xid, "df -k / | tail -1; cat /root/marker")
+    lines = out.splitlines()
+    assert int(lines[0].split()[1]) > small + 24 * 1024
+    assert lines[1] == "kept"  # the vserver's files live in the image and survive

@@ -114,3 +114,13 @@ def test_kill_init_with_sigkill_ends_the_context(backend, ctx, wait, groups_of, 
 def test_kill_all_ends_every_process(backend, ctx, wait):
     backend.kill(ctx.xid, 0, signal.SIGKILL)
     wait(lambda: not backend.is_running(ctx.xid))
+
+
+def test_signal_to_all_reaches_every_process_inside(backend, ctx, wait):
+    backend.exec(ctx.xid, ["/bin/sh", "-c", "sleep 1002 & sleep 1003 &"])
+    # SIGHUP: busybox init reloads its inittab (any other signal would end the context),
+    # the sleeps die of it
+    backend.kill(ctx.xid, 0, signal.SIGHUP)
+    wait(lambda: b"sleep 100" not in backend.exec(ctx.xid, ["/bin/ps"]).output)
+    assert backend.is_running(ctx.xid)
+    assert backend.last_exit(ctx.xid) is None

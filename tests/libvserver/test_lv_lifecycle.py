@@ -145,13 +145,43 @@ def test_many_start_stop_cycles_leak_nothing(backend, make_spec, groups_of):
                           text=True).stdout == before_loops
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert links.count("\n") == before_links.count("\n")
-    fds = len(os.listdir(f"/proc/{backend.supervisor_pid()}/fd"))
+    fds = _supervisor_files(backend)
     backend.start(spec)
     backend.stop(spec.xid, ["/bin/true"], timeout=0)
-    assert len(os.listdir(f"/proc/{backend.supervisor_pid()}/fd")) <= fds
+    assert _supervisor_files(backend) <= fds
+
+
+def _supervisor_files(backend) -> int:
+    """Open descriptors of the supervisor, less the client connection it is answering."""
+    pid = backend.supervisor_pid()
+    names = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            names.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            pass
+    return sum(1 for n in names if not n.startswith("socket:")) + 1  # + the listener
 
 
 def test_vdir_that_is_not_a_directory_is_refused(backend, make_spec, tmp_path):
     from libvserver import StartError
     with pytest.raises(StartError, match="not a directory"):
         backend.start(make_spec(vdir=Path(tmp_path / "nope")))
+
+
+def test_bind_source_inside_the_vdir_cannot_be_redirected_by_a_symlink(
+        backend, make_spec, started, run_sh, vdir, tmp_path):
+    secret = tmp_path / "hostsecret"
+    secret.mkdir()
+    (secret / "key").write_text("host only\n")
+    # the guest replaced the directory the admin shares with a link to a host path
+    os.symlink(str(secret), vdir / "srv-data")
+    spec = make_spec(mounts=[Mount(str(vdir / "srv-data"), "/mnt/data", "", "bind")])
+    with pytest.raises(MountError, match="srv-data"):
+        backend.start(spec)  # the link resolves inside the vdir, where nothing is
+    decoy = vdir / str(secret).lstrip("/")
+    decoy.mkdir(parents=True)
+    (decoy / "key").write_text("guest decoy\n")
+    started(spec)
+    status, out = run_sh(spec.xid, "cat /mnt/data/key")
+    assert out == "guest decoy\n"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +116,25 @@ def test_stat_reports_processes_memory_cpu_and_uptime(backend, make_spec, starte
     assert st.cpu_user + st.cpu_system > 0
     types = {u.type for u in st.limits}
     assert {"NPROC", "RSS"} <= types
+
+
+def test_context_outlives_the_process_that_started_it(backend, make_spec, run_sh, vdir):
+    """A daemon that starts a context and exits (or restarts) leaves it running."""
+    spec = make_spec()
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from libvserver import ContextSpec\n"
+        "from libvserver.native import NativeBackend\n"
+        f"b = NativeBackend(state_dir={str(backend.state_dir)!r}, "
+        f"cgroup_parent={backend.layout.parent!r})\n"
+        f"b.start(ContextSpec(xid={spec.xid}, name='detached', vdir=Path({str(vdir)!r}), "
+        "bcaps={'KILL', 'SYS_BOOT'}))\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=60)
+    try:
+        assert backend.is_running(spec.xid)
+        assert run_sh(spec.xid, "hostname")[1] == "detached\n"
+    finally:
+        if backend.is_running(spec.xid):
+            backend.stop(spec.xid, ["/bin/true"], timeout=0)

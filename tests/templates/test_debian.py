@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -14,18 +15,18 @@ import pytest
 
 from templates import debian
 from templates.errors import BuildError
-from templates.fsutil import mounts_under
+from templates.fsutil import mount, mounts_under, umount
 from templates.metadata import TemplateMeta
 from templates.store import TemplateStore
-from tpl_helpers import needs_root
 
 REPO = Path(__file__).resolve().parents[2]
+MS_BIND = 4096
 
 
 def _mirror_or_skip() -> str:
     if os.geteuid() != 0:
         pytest.skip("debootstrap needs root")
-    if not Path("/usr/sbin/debootstrap").exists():
+    if shutil.which("debootstrap") is None:
         pytest.skip("debootstrap is not installed")
     mirror = debian.host_mirror()
     try:
@@ -39,12 +40,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def deb_store(tmp_path_factory) -> TemplateStore:
+def deb_cache(tmp_path_factory) -> Path:
+    """Downloaded .debs, shared by this module's builds so only the first one downloads."""
+    return tmp_path_factory.mktemp("debcache")
+
+
+@pytest.fixture(scope="module")
+def deb_store(tmp_path_factory, deb_cache) -> TemplateStore:
     _mirror_or_skip()
     td = tmp_path_factory.mktemp("debtemplates")
     t0 = time.monotonic()
     lines: list[str] = []
-    debian.build("deb", td, suite="bookworm", fmt="zst", progress=lines.append)
+    debian.build("deb", td, suite="bookworm", fmt="zst", cache_dir=deb_cache, progress=lines.append)
     print(f"debian build {time.monotonic() - t0:.1f}s")
     assert any("debootstrap" in ln for ln in lines)
     return TemplateStore(td)
@@ -90,6 +97,30 @@ def test_apt_get_runs_inside_the_debian_root(deb_vdir):
     assert r.returncode == 0 and r.stdout.startswith("apt "), r.stderr
 
 
+def test_apt_inside_fetches_package_lists_from_the_configured_sources(deb_vdir):
+    """With network (here: the host's, through chroot) apt's sources, keys and dirs work as shipped."""
+    _mirror_or_skip()
+    resolv = deb_vdir / "etc/resolv.conf"
+    null = deb_vdir / "dev/null"
+    null.touch()
+    mount("/dev/null", null, "none", "", MS_BIND)
+    try:
+        resolv.write_text(Path("/etc/resolv.conf").read_text())
+        r = subprocess.run(["chroot", str(deb_vdir), "apt-get", "-q", "update"], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "bookworm-security" in r.stdout
+        r = subprocess.run(["chroot", str(deb_vdir), "apt-cache", "policy", "less"],
+                           capture_output=True, text=True, timeout=30)
+        assert "Candidate:" in r.stdout and "(none)" not in r.stdout.split("Candidate:")[1].split()[0]
+    finally:
+        umount(null)
+        null.unlink()
+        resolv.write_text("")
+        for p in (deb_vdir / "var/lib/apt/lists").glob("*_*"):
+            p.unlink()
+
+
 def test_debian_init_boots_as_pid1_and_reboot_ends_it(deb_vdir):
     proc = subprocess.Popen(["unshare", "--fork", "--pid", "--uts", "--mount",
                              f"--mount-proc={deb_vdir}/proc", "chroot", str(deb_vdir), "/sbin/init"],
@@ -118,11 +149,12 @@ def test_debian_init_boots_as_pid1_and_reboot_ends_it(deb_vdir):
             subprocess.run(["umount", "-l", str(deb_vdir / "proc")])
 
 
-def test_interrupted_debian_build_leaves_no_files_and_no_mounts(tmp_path):
+def test_interrupted_debian_build_leaves_no_files_and_no_mounts(tmp_path, deb_cache):
     _mirror_or_skip()
     td = tmp_path / "t"
     proc = subprocess.Popen([sys.executable, "-m", "templates.cli", "--templatedir", str(td),
-                             "build", "deb", "--from", "debian"], cwd=REPO,
+                             "build", "deb", "--from", "debian", "--cache-dir", str(deb_cache)],
+                            cwd=REPO,
                             stderr=subprocess.PIPE, text=True)
     seen = []
     try:
@@ -144,6 +176,7 @@ def test_interrupted_debian_build_leaves_no_files_and_no_mounts(tmp_path):
     assert "interrupted" in rest
     assert mounts_under(td) == []
     assert list(td.iterdir()) == []
+    assert list(deb_cache.glob("*.deb")), "the cache outside the template dir is kept"
 
 
 

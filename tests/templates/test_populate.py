@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import os
 import stat
-import tarfile
-from pathlib import Path
 
 import pytest
 
@@ -80,19 +77,23 @@ def test_populate_refuses_a_nonempty_vdir_and_leaves_it_alone(bb_templatedir, tm
     assert [p.name for p in vdir.iterdir()] == ["precious"]
 
 
-def test_failed_extraction_removes_the_vdir_it_created(tmp_path):
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_failed_extraction_removes_the_vdir_it_created(tmp_path, fmt):
+    """A truncated archive of each format: a clear error, and nothing left of the new vdir."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(50):
+        (src / f"f{i}").write_bytes(os.urandom(4096))
     td = tmp_path / "t"
     td.mkdir()
-    good = io.BytesIO()
-    with tarfile.open(fileobj=good, mode="w:gz") as tf:
-        for i in range(50):
-            data = os.urandom(4096)
-            ti = tarfile.TarInfo(f"f{i}")
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
-    (td / "broken.tar.gz").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    from templates.pack import FORMATS as SUFFIX
+    whole = td / f"whole{SUFFIX[fmt]}"
+    pack_tree(src, whole, fmt)
+    data = whole.read_bytes()
+    whole.unlink()
+    (td / f"broken{SUFFIX[fmt]}").write_bytes(data[: len(data) // 2])
     vdir = tmp_path / "vs" / "v"
-    with pytest.raises(PopulateError, match="broken.tar.gz"):
+    with pytest.raises(PopulateError, match=f"broken{SUFFIX[fmt]}"):
         TemplateStore(td).populate("broken", vdir)
     assert not vdir.exists()
     assert list((tmp_path / "vs").iterdir()) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -191,9 +190,7 @@ class TestRemoveTree:
     def test_removes_deep_trees_without_recursion_limits(self, tmp_path):
         base = tmp_path / "base"
         v = base / "v"
-        p = v
-        fd = None
-        p.mkdir(parents=True)
+        v.mkdir(parents=True)
         # 1500 levels, deeper than Python's default recursion limit
         cwd = os.getcwd()
         try:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 import sys
 import xmlrpc.client
@@ -39,14 +38,9 @@ EXIT_HELP = """exit status:
   8 system error (400, 401, 500)   9 daemon unreachable
   10 command inside the vserver failed (1000+N)"""
 
-COMMON_HELP = """options (before the command):
-  -c FILE     client config, TOML (default ~/.config/vcd/vcc.conf, then /etc/vcd/vcc.conf)
-  -h HOST     daemon host (default 127.0.0.1)      -p PORT   daemon port (default 13386)
-  -u USER     username (default admin)             --url URL http://, https:// or unix:// URL
-  --cacert F  CA certificate for https://          --json    machine-readable output
-  -q          terse output (no headers, first column only)
-  --non-interactive  never prompt for the password
-The password comes from the config (password or password_file), $VCD_PASSWORD, or a
+COMMON_HELP = """Options go before the command. The client config (-c, else
+~/.config/vcd/vcc.conf, else /etc/vcd/vcc.conf) is TOML with host, port or url, user,
+password or password_file, cacert. The password comes from the config, $VCD_PASSWORD or a
 prompt without echo; it is never taken from the command line."""
 
 

@@ -1,0 +1,106 @@
+"""cgroup discovery and the files each limit becomes, for v1, mixed and pure cgroup2 hosts.
+
+This machine has v1 controllers plus an empty cgroup2; a pure cgroup2 host cannot be
+made here, so its layout is checked on a directory tree shaped like one (plain files
+where the kernel would have its control files).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from libvserver import ContextSpec, CpuSet, Limit, Sched
+from libvserver.native import limits
+from libvserver.native.cgroups import Hierarchy, Layout, discover
+
+MIXED = """\
+25 24 0:22 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+26 24 0:23 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+27 24 0:24 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+28 24 0:25 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,xattr,name=systemd
+29 24 0:26 /sub /mnt/bindofsub rw - cgroup cgroup rw,pids
+"""
+PURE_V2 = "30 24 0:27 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+
+
+def test_discover_mixed_hierarchies(tmp_path):
+    mi = tmp_path / "mountinfo"
+    mi.write_text(MIXED)
+    found = discover(str(mi))
+    assert [(str(h.path), h.version) for h in found] == [
+        ("/sys/fs/cgroup/unified", 2), ("/sys/fs/cgroup/memory", 1),
+        ("/sys/fs/cgroup/cpu,cpuacct", 1), ("/sys/fs/cgroup/systemd", 1)]
+    # binds of a sub-group are skipped; systemd's named hierarchy is kept for membership
+    assert found[2].controllers == {"cpu", "cpuacct"}
+
+
+def test_discover_this_machine():
+    found = discover()
+    assert found, "no cgroup hierarchy mounted"
+    lay = Layout("vcdtest-discover")
+    assert lay.primary in found
+    assert lay.has("pids") and lay.has("memory")
+
+
+@pytest.fixture
+def pure_v2(tmp_path) -> Layout:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (root / "cgroup.subtree_control").write_text("")
+    h = Hierarchy(root, 2, frozenset({"cpuset", "cpu", "io", "memory", "pids"}))
+    lay = Layout("vcd", [h])
+    parent = root / "vcd"
+    parent.mkdir()
+    (parent / "cgroup.subtree_control").write_text("")
+    group = parent / "7"
+    group.mkdir()
+    for f in ("pids.max", "memory.max", "memory.high", "memory.swap.max", "cpu.max",
+              "cpu.max.burst", "cpu.weight", "cpuset.cpus", "cpuset.mems", "cgroup.procs"):
+        (group / f).write_text("")
+    return lay
+
+
+def test_pure_cgroup2_host_uses_v2_files(pure_v2):
+    assert pure_v2.primary.version == 2
+    spec = ContextSpec(xid=7, name="v2", vdir=Path("/"),
+                       limits=[Limit("NPROC", None, 50), Limit("RSS", 1024, 2048)],
+                       sched=[Sched(-1, 4, 1, 1, 3, 0, 10)], cpuset=CpuSet("0", "0"))
+    limits.apply_cgroup_limits(pure_v2, spec)
+    g = pure_v2.group(pure_v2.primary, 7)
+    assert (g / "pids.max").read_text() == "50"
+    assert (g / "memory.max").read_text() == str(2048 * 1024)
+    assert (g / "memory.high").read_text() == str(1024 * 1024)
+    assert (g / "memory.swap.max").read_text() == "0"
+    assert (g / "cpu.max").read_text() == "25000 100000"
+    assert (g / "cpu.max.burst").read_text() == "10000"
+    assert (g / "cpu.weight").read_text() == "300"
+    assert (g / "cpuset.cpus").read_text() == "0"
+    assert pure_v2.procs_file(7) == g / "cgroup.procs"
+    assert pure_v2.tasks_file(7) == g / "cgroup.threads"
+
+
+def test_cpu_plan_maps_tokens_to_quota_burst_and_shares():
+    p = limits.cpu_plan(Sched(-1, interval=100, fillrate=30, interval2=10, fillrate2=5,
+                              tokensmin=0, tokensmax=500))
+    assert (p.quota_us, p.period_us) == (30000, 100000)
+    assert p.burst_us == 30000  # 500 ms of tokens, capped at the quota as the kernel requires
+    assert p.shares == 512 and p.weight == 50
+    empty = limits.cpu_plan(Sched())
+    assert empty.quota_us is None and empty.shares is None
+
+
+def test_memory_limits_take_the_tightest_of_rss_as_anon():
+    spec = ContextSpec(xid=9, name="m", vdir=Path("/"),
+                       limits=[Limit("RSS", None, 4096), Limit("AS", 1000, 8192),
+                               Limit("ANON", None, None)])
+    assert limits.memory_limits(spec) == (4096 * 1024, 1000 * 1024)
+
+
+def test_parent_must_be_relative():
+    with pytest.raises(ValueError):
+        Layout("/abs", [])
+    with pytest.raises(ValueError):
+        Layout("a/../b", [])

@@ -1,0 +1,318 @@
+"""Subcommands derived from the method registry.
+
+A `Spec` names a CLI command and the method it calls; its positional arguments are
+the method's declared params in order, with their types, defaults and docs. Only
+where the original C clients ordered arguments differently does a Spec carry an
+`order` (e.g. `vce mount.set NAME SRC DST` while the method declares dst first).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from vcd.clients import common
+from vcd.clients.common import Client, ClientError
+from vcd.clients.output import Output
+from vcd.clients.settings import SettingsError, load as load_settings
+from vcd.errors import Fault, VcdError
+from vcd.params import Bool, Choice, Param, Signal
+from vcd.registry import Method, load_all
+
+Show = Callable[[Any, argparse.Namespace, Output], None]
+Run = Callable[[Client, argparse.Namespace, Output], int]
+SpecRun = Callable[["Spec", Client, argparse.Namespace, Output], int]
+
+
+@dataclass(frozen=True)
+class Spec:
+    command: str                         # the CLI name
+    method: str                          # the XML-RPC method it calls
+    order: tuple[str, ...] = ()          # CLI positional order where the original differs;
+                                         # "x?" marks an optional one
+    fill: dict[str, str] = field(default_factory=dict)  # absent param -> another's value
+    rest: str | None = None              # takes every remaining word (vcc exec CMD ARGS...)
+    options: tuple[str, ...] = ()        # params given as --option instead of positionally
+    show: Show | None = None             # how people see the result (default: by its shape)
+    setup: Callable[[argparse.ArgumentParser], None] | None = None   # extra CLI-only options
+    fallback: tuple[Param, ...] = ()     # params when the local registry lacks the method
+    run: SpecRun | None = None           # more than one call (vcc list)
+
+
+@dataclass(frozen=True)
+class Arg:
+    param: Param
+    required: bool
+    option: bool = False
+    rest: bool = False
+
+
+@dataclass(frozen=True)
+class Local:
+    """A command that is not one method call (vcc list, vcc login, completion)."""
+    command: str
+    help: str
+    setup: Callable[[argparse.ArgumentParser], None]
+    run: Run
+    usage: str = ""             # its arguments, for the command list
+    needs_client: bool = True   # False: runs without the client config (vcdadm init)
+    own_help: bool = False      # passes --help on (vcdadm template)
+
+
+def method_of(spec: Spec) -> Method | None:
+    return load_all().get(spec.method)
+
+
+def params_of(spec: Spec) -> tuple[Param, ...]:
+    method = method_of(spec)
+    return method.params if method is not None else spec.fallback
+
+
+def arguments(spec: Spec) -> list[Arg]:
+    """The positional (and --option) arguments of a command, from the method's params."""
+    params = {p.name: p for p in params_of(spec)}
+    if spec.order:
+        names = [(n.rstrip("?"), not n.endswith("?")) for n in spec.order]
+        unknown = [n for n, _ in names if n not in params]
+        if unknown:
+            raise ValueError(f"{spec.command}: {spec.method} has no param {unknown}")
+    else:
+        names = [(p.name, p.required) for p in params.values() if p.name not in spec.options]
+    args = [Arg(params[n], req, rest=(n == spec.rest)) for n, req in names]
+    args += [Arg(params[n], False, option=True) for n in spec.options if n in params]
+    seen_optional = False
+    for a in args:
+        if a.option:
+            continue
+        if a.required and seen_optional:
+            raise ValueError(f"{spec.command}: required {a.param.name} after an optional one")
+        seen_optional = seen_optional or not a.required
+    return args
+
+
+def metavar(param: Param) -> str:
+    return param.name.upper()
+
+
+def usage_line(spec: Spec) -> str:
+    words = []
+    closing = 0
+    for a in arguments(spec):
+        if a.option:
+            words.append(f"[--{a.param.name} {metavar(a.param)}]")
+        elif a.rest:
+            words.append(f"{metavar(a.param)} [ARGS...]")
+        elif a.required:
+            words.append(metavar(a.param))
+        else:
+            words.append(f"[{metavar(a.param)}")
+            closing += 1
+    text = " ".join(words) + "]" * closing
+    return text
+
+
+def _signal_number(text: str) -> str:
+    # vcc kill takes numbers like the original, and names (TERM, SIGTERM) for people
+    name = text.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    try:
+        return str(int(signal.Signals[name]))
+    except KeyError:
+        return text
+
+
+def to_wire(param: Param, text: str | list[str]) -> Any:
+    """A command-line word as the daemon wants it, checked with the param's own type
+    so a bad value fails here with the same message the daemon would give."""
+    if isinstance(text, list):
+        text = shlex.join(text)
+    if isinstance(param.type, Signal):
+        text = _signal_number(text)
+    if isinstance(param.type, Bool) and text.lower() in ("yes", "no", "on", "off"):
+        text = "true" if text.lower() in ("yes", "on") else "false"
+    if text == "" and not param.empty_is_value:
+        return ""
+    return param.type.convert(param.name, text)
+
+
+def collect(spec: Spec, ns: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    try:
+        for a in arguments(spec):
+            given = getattr(ns, a.param.name, None)
+            if given is None or (a.rest and not given):
+                continue
+            values[a.param.name] = to_wire(a.param, given)
+    except VcdError as exc:
+        raise ClientError(spec.method, exc.message, exc.code) from None
+    for target, source in spec.fill.items():
+        if target not in values and source in values:
+            values[target] = values[source]
+    return values
+
+
+def _doc(spec: Spec) -> str:
+    method = method_of(spec)
+    return method.doc.strip() if method is not None else spec.method
+
+
+def summary(doc: str) -> str:
+    """The first sentence of a docstring, on one line."""
+    text = " ".join(doc.split())
+    end = text.find(". ")
+    return (text[:end] if end >= 0 else text).rstrip(".")
+
+
+def _arg_help(param: Param) -> str:
+    text = param.doc or param.type.description
+    if isinstance(param.type, Choice):
+        text += f" (one of {', '.join(param.type.values)})"
+    if not param.required and param.default not in (None, ""):
+        text += f"; default {param.default}"
+    return text
+
+
+def add_spec(sub: Any, spec: Spec) -> None:
+    doc = _doc(spec)
+    parser = sub.add_parser(spec.command, add_help=False,
+                            description=f"{doc}\n\nCalls {spec.method}.",
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            usage=f"%(prog)s {usage_line(spec)}")
+    parser.add_argument("--help", action="help", help="show this help and exit")
+    for a in arguments(spec):
+        if a.option:
+            parser.add_argument(f"--{a.param.name}", metavar=metavar(a.param),
+                                help=_arg_help(a.param))
+        elif a.rest:
+            parser.add_argument(a.param.name, metavar=metavar(a.param), nargs=argparse.REMAINDER,
+                                help=_arg_help(a.param))
+        else:
+            parser.add_argument(a.param.name, metavar=metavar(a.param),
+                                nargs=None if a.required else "?", help=_arg_help(a.param))
+    if spec.setup is not None:
+        spec.setup(parser)
+    parser.set_defaults(_spec=spec)
+
+
+def derived(prefix: str, overrides: Sequence[Spec] = (), skip: Sequence[str] = ()) -> list[Spec]:
+    """A Spec for every registered method under `prefix`, named by the rest of the
+    method name; `overrides` replace the plain ones where the original CLI differs, and
+    are kept even when the method is not registered here (their `fallback` params then
+    describe it: a newer daemon may have it)."""
+    by_method = {s.method: s for s in overrides}
+    specs = []
+    for name in sorted(load_all()):
+        if not name.startswith(prefix) or name in skip:
+            continue
+        specs.append(by_method.pop(name, None) or Spec(name[len(prefix):], name))
+    specs += list(by_method.values())
+    return specs
+
+
+def run_spec(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
+    if spec.rest and not getattr(ns, spec.rest, None):
+        raise ClientError(spec.method, f"missing {metavar(params_by_name(spec)[spec.rest])}",
+                          int(Fault.MEINVAL))
+    if spec.run is not None:
+        return spec.run(spec, client, ns, out)
+    result = client.call(spec.method, collect(spec, ns))
+    if spec.show is not None:
+        spec.show(result, ns, out)    # handles --json itself
+    else:
+        out.result(result)
+    return common.OK
+
+
+def params_by_name(spec: Spec) -> dict[str, Param]:
+    return {p.name: p for p in params_of(spec)}
+
+
+# -- the program ------------------------------------------------------------------------
+
+def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    # -h is the host, as in the original clients; help is --help only
+    p = argparse.ArgumentParser(prog=prog, description=description, add_help=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"{common.COMMON_HELP}\n\n{common.EXIT_HELP}")
+    p.add_argument("--help", action="help", help="show this help and exit")
+    p.add_argument("-c", dest="config", metavar="FILE", help="client config file (TOML)")
+    p.add_argument("-h", dest="host", metavar="HOST", help="daemon host")
+    p.add_argument("-p", dest="port", metavar="PORT", type=int, help="daemon port")
+    p.add_argument("-u", dest="user", metavar="USER", help="username")
+    p.add_argument("--url", metavar="URL", help="daemon URL: http://, https:// or unix://")
+    p.add_argument("--cacert", metavar="FILE", help="CA certificate for https://")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("-q", dest="quiet", action="store_true", help="terse output")
+    p.add_argument("--non-interactive", action="store_true",
+                   help="never prompt for a password (fail instead)")
+    return p
+
+
+@dataclass
+class Program:
+    prog: str
+    description: str
+    specs: Sequence[Spec]
+    locals: Sequence[Local] = ()
+
+    def entries(self) -> list[Spec | Local]:
+        return sorted([*self.specs, *self.locals], key=lambda e: e.command)
+
+    def commands_text(self) -> str:
+        """The command list, usage first as the original clients printed it."""
+        lines = []
+        for e in self.entries():
+            usage = usage_line(e) if isinstance(e, Spec) else e.usage
+            what = summary(_doc(e)) if isinstance(e, Spec) else e.help
+            lines.append(f"  {e.command} {usage}".rstrip())
+            lines.append(f"      {what}")
+        return "commands:\n" + "\n".join(lines)
+
+    def parser(self) -> argparse.ArgumentParser:
+        p = base_parser(self.prog, f"{self.description}\n\n{self.commands_text()}")
+        sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+        for entry in self.entries():
+            if isinstance(entry, Spec):
+                add_spec(sub, entry)
+            else:
+                # no help= here: the command list above is the one shown
+                lp = sub.add_parser(entry.command, description=entry.help, add_help=False,
+                                    usage=f"%(prog)s {entry.usage}")
+                if not entry.own_help:
+                    lp.add_argument("--help", action="help", help="show this help and exit")
+                entry.setup(lp)
+                lp.set_defaults(_local=entry)
+        return p
+
+    def main(self, argv: list[str] | None = None) -> int:
+        parser = self.parser()
+        ns, extra = parser.parse_known_args(argv)
+        local: Local | None = getattr(ns, "_local", None)
+        if extra and local is not None and local.own_help:
+            # argparse leaves an option-like first word (template --help) out of REMAINDER
+            ns.rest = extra + list(getattr(ns, "rest", []))
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        out = Output(json_mode=ns.json, quiet=ns.quiet)
+        if local is not None and not local.needs_client:
+            return local.run(None, ns, out)  # type: ignore[arg-type]
+        try:
+            settings = load_settings(ns.config, ns.host, ns.port, ns.user, ns.url, ns.cacert)
+        except SettingsError as exc:
+            print(f"{self.prog}: {exc}", file=sys.stderr)
+            return common.USAGE
+        client = Client(settings, interactive=not ns.non_interactive)
+        try:
+            if local is not None:
+                return local.run(client, ns, out)
+            return run_spec(ns._spec, client, ns, out)
+        except ClientError as error:
+            return common.fail(self.prog, error)
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return 130
+        except BrokenPipeError:
+            return common.OK

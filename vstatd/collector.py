@@ -1,0 +1,69 @@
+"""One step of vstatd: names from VXDB, one sampling pass, one update per database."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vcd import vxdb
+from vcd.errors import VcdError
+
+from vstatd.sample import Sampler, records
+from vstatd.store import Identity, Store
+
+log = logging.getLogger("vcd.vstatd")
+
+
+@dataclass
+class StepResult:
+    t: int
+    contexts: int = 0
+    files: int = 0
+    cpu_seconds: float = 0.0
+
+
+class Collector:
+    def __init__(self, vxdb_path: Path, sampler: Sampler, store: Store) -> None:
+        self.vxdb_path = vxdb_path
+        self.sampler = sampler
+        self.store = store
+        self._db = None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def vservers(self) -> dict[int, tuple[Identity, str]]:
+        """xid -> (identity, name) of every vserver in VXDB, read-only."""
+        if self._db is None:
+            self._db = vxdb.connect(self.vxdb_path)
+        rows = self._db.execute("SELECT xid, name, created FROM vservers").fetchall()
+        return {r["xid"]: (Identity(r["xid"], r["created"]), r["name"]) for r in rows}
+
+    def step(self, t: int) -> StepResult:
+        cpu0 = time.process_time()
+        result = StepResult(t)
+        try:
+            known = self.vservers()
+        except (vxdb.Error, VcdError) as exc:
+            # VXDB missing, busy or being migrated: skip this step, not the whole daemon
+            log.warning("cannot read VXDB: %s", exc)
+            self.close()
+            return result
+        self.store.reconcile({ident: name for ident, name in known.values()})
+        for xid, st in self.sampler.sample().items():
+            entry = known.get(xid)
+            if entry is None:
+                continue  # a context vcd does not know (another cgroup user, or mid-create)
+            ident, name = entry
+            try:
+                directory = self.store.claim(name, ident, t)
+            except OSError as exc:
+                log.error("statistics directory of %s: %s", name, exc)
+                continue
+            result.files += self.store.write(directory, t, records(st))
+            result.contexts += 1
+        result.cpu_seconds = time.process_time() - cpu0
+        return result

@@ -1,0 +1,188 @@
+"""Writing samples into ``<rrddir>/<name>/<db>.rrd``, and keeping the directories
+in step with VXDB: a rename moves a vserver's directory, a removal keeps or deletes it.
+
+Each directory holds a small marker ``.vserver`` ({xid, created} from VXDB) naming
+the vserver it belongs to, so a rename or removal that happened while vstatd was
+not running is still recognised, and a new vserver that reuses a name (or an xid)
+never continues someone else's history.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import rrdtool
+
+from vstatd.layout import create_args, database, valid_name, vserver_dir
+from vstatd.sample import Records, Value
+
+log = logging.getLogger("vcd.vstatd.store")
+
+MARKER = ".vserver"
+ARCHIVE = ".removed"       # not a valid vserver name, so it never clashes with one
+DIR_MODE = 0o750
+FILE_MODE = 0o640
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One vserver across renames: VXDB's xid and creation time (xids are reused)."""
+    xid: int
+    created: int
+
+
+def _fmt(v: Value) -> str:
+    if v is None:
+        return "U"
+    if isinstance(v, float):
+        return repr(v) if v == v else "U"
+    return str(int(v))
+
+
+class Store:
+    def __init__(self, rrddir: Path, step: int, on_remove: str) -> None:
+        self.rrddir = rrddir
+        self.step = step
+        self.on_remove = on_remove
+        self._last: dict[str, int] = {}           # rrd path -> its last update time
+        self.owner: dict[str, Identity] = {}      # directory name -> vserver it holds
+        self.kept: set[str] = set()               # directories of removed vservers
+        rrddir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        self._scan()
+
+    # -- directories ------------------------------------------------------------------
+
+    def _scan(self) -> None:
+        for entry in os.scandir(self.rrddir):
+            if not valid_name(entry.name) or not entry.is_dir(follow_symlinks=False):
+                continue
+            ident = _read_marker(Path(entry.path))
+            if ident is not None:
+                self.owner[entry.name] = ident
+
+    def reconcile(self, vservers: dict[Identity, str]) -> None:
+        """Follow renames and removals in VXDB (`vservers`: identity -> current name)."""
+        for name, ident in list(self.owner.items()):
+            new = vservers.get(ident)
+            if new is not None and new != name and self.owner.get(name) == ident:
+                self._rename(name, new, ident)
+        for name, ident in list(self.owner.items()):
+            if ident in vservers or name in self.kept:
+                continue
+            if self.on_remove == "delete":
+                self._forget(name)
+                shutil.rmtree(self.rrddir / name, ignore_errors=True)
+                del self.owner[name]
+                log.info("vserver %s (xid %d) was removed: deleted its statistics", name,
+                         ident.xid)
+            else:
+                self.kept.add(name)
+                log.info("vserver %s (xid %d) was removed: its statistics stay in %s", name,
+                         ident.xid, self.rrddir / name)
+
+    def _rename(self, old: str, new: str, ident: Identity) -> None:
+        if (self.rrddir / new).exists():
+            self._archive(new)
+        self._forget(old)
+        os.rename(self.rrddir / old, self.rrddir / new)
+        del self.owner[old]
+        self.kept.discard(old)
+        self.owner[new] = ident
+        log.info("vserver %s was renamed to %s: moved its statistics", old, new)
+
+    def _archive(self, name: str) -> None:
+        """Move a directory out of the way of a vserver that now has its name."""
+        ident = self.owner.get(name)
+        tag = f"{ident.xid}-{ident.created}" if ident else time.strftime("%Y%m%dT%H%M%S")
+        base = self.rrddir / ARCHIVE
+        base.mkdir(mode=DIR_MODE, exist_ok=True)
+        target = base / f"{name}.{tag}"
+        n = 0
+        while target.exists():
+            n += 1
+            target = base / f"{name}.{tag}.{n}"
+        self._forget(name)
+        os.rename(self.rrddir / name, target)
+        self.owner.pop(name, None)
+        self.kept.discard(name)
+        log.info("statistics of an earlier vserver named %s moved to %s", name, target)
+
+    def claim(self, name: str, ident: Identity, t: int) -> Path:
+        """The directory of a running vserver, made (or taken over) for it at step t."""
+        d = vserver_dir(self.rrddir, name)
+        if self.owner.get(name) == ident:
+            return d
+        if name in self.owner or (d.exists() and _read_marker(d) not in (None, ident)):
+            self._archive(name)
+        if d.is_symlink():
+            raise OSError(f"{d} is a symbolic link; refusing to write through it")
+        d.mkdir(mode=DIR_MODE, exist_ok=True)
+        _write_marker(d, ident, since=t)
+        self.owner[name] = ident
+        self.kept.discard(name)
+        return d
+
+    def _forget(self, name: str) -> None:
+        prefix = str(self.rrddir / name) + "/"
+        for path in [p for p in self._last if p.startswith(prefix)]:
+            del self._last[path]
+
+    # -- samples ----------------------------------------------------------------------
+
+    def write(self, directory: Path, t: int, recs: Records) -> int:
+        """Update every database of one vserver at step time t; returns files written."""
+        written = 0
+        for metric, values in recs.items():
+            path = str(directory / f"{metric}.rrd")
+            try:
+                last = self._last.get(path)
+                if last is None:
+                    last = self._open(path, metric, t)
+                if t <= last:
+                    continue  # this step is in the file already (a restart within a step)
+                rrdtool.update(path, f"{t}:" + ":".join(_fmt(v) for v in values))
+                self._last[path] = t
+                written += 1
+            except rrdtool.OperationalError as exc:
+                log.error("%s: %s", path, exc)
+                self._last.pop(path, None)
+        return written
+
+    def _open(self, path: str, metric: str, t: int) -> int:
+        if os.path.exists(path):
+            return rrdtool.last(path)
+        # aligned to the step and just before the first sample, which lands on a step
+        start = t - self.step
+        rrdtool.create(path, *create_args(database(metric), self.step, start))
+        os.chmod(path, FILE_MODE)
+        return start
+
+
+def _read_marker(d: Path) -> Identity | None:
+    try:
+        data = json.loads((d / MARKER).read_text())
+        return Identity(int(data["xid"]), int(data["created"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_since(d: Path) -> int | None:
+    """When vstatd began recording this vserver (graphs need not show time before it)."""
+    try:
+        return int(json.loads((d / MARKER).read_text())["since"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_marker(d: Path, ident: Identity, since: int) -> None:
+    tmp = d / f"{MARKER}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                  FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"xid": ident.xid, "created": ident.created, "since": since}, f)
+    os.rename(tmp, d / MARKER)

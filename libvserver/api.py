@@ -312,6 +312,11 @@ class Backend(abc.ABC):
     def stat(self, xid: int) -> ContextStat:
         """Counters of a context; ``ContextStat(running=False)`` when it is not running."""
 
+    def last_exit(self, xid: int) -> dict | None:
+        """Why the last init of xid ended ({reason, status, time}); None when unknown
+        (the vserver kernel tells vshelper instead)."""
+        return None
+
     @abc.abstractmethod
     def enforcement(self, spec: ContextSpec) -> dict[str, str]:
         """Each setting of spec → "enforced" or "not enforced: <why>"."""

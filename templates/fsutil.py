@@ -164,20 +164,3 @@ def _remove_contents(top_fd: int, dev: int, where: str) -> None:
             finally:
                 os.close(fd)
 
-
-def tree_size(path: Path) -> int:
-    """Bytes allocated on disk below ``path`` (like ``du -s --block-size=1``), hard links once."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for root, dirs, files, rootfd in os.fwalk(path):
-        for n in dirs + files:
-            try:
-                st = os.stat(n, dir_fd=rootfd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-            total += st.st_blocks * 512
-    return total

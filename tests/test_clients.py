@@ -449,6 +449,13 @@ def test_login_opens_a_shell_on_a_pty_with_our_window_size_and_ends_with_exit(d)
     name = create_vserver(d, unique("lg"))
     ok(d, "vcc", "start", name)
     try:
+        # a config naming another daemon (here: the defaults) is refused, not entered
+        err = fails(d, 2, "vcc", "login", name, "--vcd-config", str(d.root / "other.conf"),
+                    extra_env={})
+        assert "other.conf" in err
+        (d.root / "other.conf").write_text('vbasedir = "/srv/elsewhere"\n')
+        assert "is not the daemon" in fails(d, 2, "vcc", "login", name, "--vcd-config",
+                                            str(d.root / "other.conf"))
         hostname = ok(d, "vcc", "exec", name, "hostname").strip()
         nproc = d.proxy().vx.status(name=name)["nproc"]
         term = Pty([str(BIN / "vcc"), "-p", str(d.port), "login", name,

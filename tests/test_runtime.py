@@ -307,3 +307,19 @@ def test_helper_methods_need_the_helper_capability(rt, admin):
     admin.vx.stop(name=name)
     helper.helper.shutdown(xid=xid)       # nothing requested: stays stopped
     assert admin.vx.status(name=name)["running"] is False
+
+
+def test_group_actions_never_touch_vservers_the_caller_does_not_own(rt, admin):
+    group = unique("mixed")
+    mine, theirs = create_vserver(rt), create_vserver(rt)
+    user = unique("grpuser")
+    admin.vcd.user.set(username=user, password="password1", admin=False)
+    admin.vcd.user.caps.add(username=user, cap="INIT")
+    admin.vxdb.owner.add(name=mine, username=user)
+    admin.vg.add(group=group, name=mine)
+    admin.vg.add(group=group, name=theirs)
+    f = fault(rt.proxy(user, "password1").vg.vx.start, group=group)
+    assert f.faultCode == 202 and theirs in f.faultString
+    assert admin.vx.status(name=mine)["running"] is True
+    assert admin.vx.status(name=theirs)["running"] is False
+    admin.vx.stop(name=mine)

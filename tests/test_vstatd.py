@@ -98,7 +98,8 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("vstatd")
     rrddir = root / "rrd"
-    daemon = StatsVcd(root / "vcd", {"rrddir": str(rrddir), "step": STEP,
+    # samples wait up to 2 s in memory: batched writes are part of every test below
+    daemon = StatsVcd(root / "vcd", {"rrddir": str(rrddir), "step": STEP, "flush_interval": 2,
                                      "pidfile": str(root / "vstatd.pid"),
                                      "logfile": str(root / "vstatd.log"),
                                      "loglevel": "debug"}, workers=3, exec_timeout=10.0)
@@ -379,3 +380,21 @@ def test_unknown_vstatd_key_is_refused_with_exit_2_naming_it(tmp_path):
     r = subprocess.run([sys.executable, "-m", "vstatd.main", "-c", str(conf), "-f"],
                        capture_output=True, text=True, cwd=REPO, timeout=30)
     assert r.returncode == 2 and "'step'" in r.stderr
+
+
+def test_batched_samples_reach_the_file_in_one_update_on_their_turn_or_on_flush(tmp_path):
+    from vstatd.store import Identity, Store
+    store = Store(tmp_path, step=1, on_remove="keep", flush_interval=10)
+    d = store.claim("vs", Identity(2, 1), 1000)
+    t0 = (int(time.time()) // 1) * 1
+    for k in range(5):
+        store.write(d, t0 + k, {"thread_TOTAL": (k,)})
+    path = d / "thread_TOTAL.rrd"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert rrdtool.last(str(path)) == t0 - 1          # created, aligned, nothing written yet
+    written = sum(store.flush(t) for t in range(t0, t0 + 10))   # one full interval
+    assert written == 5 and rrdtool.last(str(path)) == t0 + 4
+    store.write(d, t0 + 5, {"thread_TOTAL": (7,)})
+    assert store.flush_all() == 1
+    _, _, rows = rrdtool.fetch(str(path), "AVERAGE", "-s", str(t0 - 1), "-e", str(t0 + 5))
+    assert [r[0] for r in rows][:6] == [0.0, 1.0, 2.0, 3.0, 4.0, 7.0]

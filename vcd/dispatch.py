@@ -18,6 +18,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.xmlrpc import DefusedExpatParser
 
 from vcd import auth, stats, vxdb
+from vcd.audit import AuditLog
 from vcd.config import Config
 from vcd.errors import Fault, VcdError
 from vcd.locks import vserver_lock
@@ -125,10 +126,13 @@ class Dispatcher:
         self.db = vxdb.connect(config.vxdb_path)
         self.auth = auth.Authenticator(self.db)
         self.stats = stats.Stats(config.rundir)
+        self.audit = AuditLog(config.audit_log) if config.audit_log else None
 
     def close(self) -> None:
         self.db.close()
         self.stats.close()
+        if self.audit is not None:
+            self.audit.close()
 
     def handle(self, body: bytes, peer: str) -> bytes:
         started = time.monotonic()
@@ -171,9 +175,22 @@ class Dispatcher:
         if method is None:
             self.stats.add("nomethod")
             raise VcdError(Fault.METHOD_NOT_FOUND, text=f"Method not found: {name}")
-        user = self.authenticate(params, peer)
-        self.user = user.username
-        return self.invoke(method, user, params[1] if len(params) > 1 else {}, peer)
+        given = params[1] if len(params) > 1 else {}
+        if self.audit is None or not method.mutating:
+            user = self.authenticate(params, peer)
+            self.user = user.username
+            return self.invoke(method, user, given, peer)
+        claimed = params[0].get("username") if params and isinstance(params[0], dict) else None
+        try:
+            user = self.authenticate(params, peer)
+            self.user = user.username
+            result = self.invoke(method, user, given, peer)
+        except Exception as exc:
+            fault = fault_of(exc)
+            self.audit.record(method, str(claimed), peer, given, (fault.code, str(fault)))
+            raise
+        self.audit.record(method, user.username, peer, given, None)
+        return result
 
     def authenticate(self, params: tuple[Any, ...], peer: str) -> auth.User:
         creds = params[0] if params else None

@@ -246,6 +246,7 @@ class Param:
     aliases: tuple[str, ...] = ()
     doc: str = ""
     empty_is_value: bool = False  # "" is a real value, not "absent"
+    secret: bool = False          # never logged or audited
 
     def take(self, given: dict[str, Any]) -> Any:
         for key in (self.name, *self.aliases):

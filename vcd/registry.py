@@ -70,6 +70,11 @@ class Method:
     doc: str
 
     @property
+    def mutating(self) -> bool:
+        """Changes VXDB or a running vserver: audited. Read-only methods use Txn.READ."""
+        return self.txn is not Txn.READ
+
+    @property
     def caps(self) -> tuple[str, ...]:
         if self.cap is None:
             return ()

@@ -19,7 +19,8 @@ log = logging.getLogger("vcd.vstatd")
 class StepResult:
     t: int
     contexts: int = 0
-    files: int = 0
+    queued: int = 0         # samples taken into the write queue
+    written: int = 0        # samples written to files this step
     cpu_seconds: float = 0.0
 
 
@@ -31,6 +32,8 @@ class Collector:
         self._db = None
 
     def close(self) -> None:
+        """Write everything pending and let go of VXDB."""
+        self.store.flush_all()
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -50,7 +53,9 @@ class Collector:
         except (vxdb.Error, VcdError) as exc:
             # VXDB missing, busy or being migrated: skip this step, not the whole daemon
             log.warning("cannot read VXDB: %s", exc)
-            self.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
             return result
         self.store.reconcile({ident: name for ident, name in known.values()})
         for xid, st in self.sampler.sample().items():
@@ -63,7 +68,8 @@ class Collector:
             except OSError as exc:
                 log.error("statistics directory of %s: %s", name, exc)
                 continue
-            result.files += self.store.write(directory, t, records(st))
+            result.queued += self.store.write(directory, t, records(st))
             result.contexts += 1
+        result.written = self.store.flush(t)
         result.cpu_seconds = time.process_time() - cpu0
         return result

@@ -33,6 +33,12 @@ def _step(value: Any) -> int:
     return value
 
 
+def _flush(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3600:
+        raise ValueError("must be an integer number of seconds between 0 and 3600")
+    return value
+
+
 def _choice(values: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in values:
@@ -59,6 +65,9 @@ KEYS: tuple[Key, ...] = (
         "Round Robin Databases, one directory per vserver: <rrddir>/<name>/<db>.rrd."),
     Key("step", 5, _step,
         "Seconds between two samples (1-60). Files keep the step they were created with."),
+    Key("flush_interval", 60, _flush,
+        "Seconds samples may wait in memory before they are written, many per file in one "
+        "update (0 = write every step). Spread over the interval; flushed on exit."),
     Key("logfile", "", _optional_abspath,
         "Log file of vstatd; empty means standard error.", example='"/var/log/vstatd.log"'),
     Key("loglevel", "info", _loglevel, "debug, info, warning or error."),
@@ -73,6 +82,7 @@ KEYS: tuple[Key, ...] = (
 class Settings:
     rrddir: Path = Path("/var/lib/vcd/rrd")
     step: int = 5
+    flush_interval: int = 60
     logfile: Path | None = None
     loglevel: str = "info"
     pidfile: Path = Path("/run/vcd/vstatd.pid")

@@ -94,7 +94,7 @@ class Runtime:
         backend = libvserver.get_backend(state_dir=self.config.rundir / "libvserver",
                                          cgroup_parent=self.config.cgroup_parent,
                                          image_dir=self.config.datadir / "images")
-        store = Store(self.st.rrddir, self.st.step, self.st.on_remove)
+        store = Store(self.st.rrddir, self.st.step, self.st.on_remove, self.st.flush_interval)
         return Collector(self.config.vxdb_path, sampler_for(backend), store)
 
 
@@ -169,8 +169,8 @@ class Daemon:
                 continue
             try:
                 r = self.collector.step(next_t)
-                log.debug("step %d: %d contexts, %d files, %.1f ms CPU", r.t, r.contexts,
-                          r.files, r.cpu_seconds * 1000)
+                log.debug("step %d: %d contexts, %d samples queued, %d written, %.1f ms CPU",
+                          r.t, r.contexts, r.queued, r.written, r.cpu_seconds * 1000)
             except Exception:
                 log.exception("sampling step %d failed", next_t)
             now = time.time()

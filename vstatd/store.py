@@ -1,6 +1,13 @@
 """Writing samples into ``<rrddir>/<name>/<db>.rrd``, and keeping the directories
 in step with VXDB: a rename moves a vserver's directory, a removal keeps or deletes it.
 
+Writes are batched the way rrdcached does it, in process: each file collects its
+samples for up to `flush_interval` seconds and gets them in one ``rrdtool.update``
+(one open, lock and header write for many values: about 5 µs instead of 35 µs per
+value). Files are spread over the interval by a hash of their path, so every step
+writes about the same share; everything pending is written on exit, reload,
+rename and removal.
+
 Each directory holds a small marker ``.vserver`` ({xid, created} from VXDB) naming
 the vserver it belongs to, so a rename or removal that happened while vstatd was
 not running is still recognised, and a new vserver that reuses a name (or an xid)
@@ -13,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +53,14 @@ def _fmt(v: Value) -> str:
 
 
 class Store:
-    def __init__(self, rrddir: Path, step: int, on_remove: str) -> None:
+    def __init__(self, rrddir: Path, step: int, on_remove: str, flush_interval: int = 0) -> None:
         self.rrddir = rrddir
         self.step = step
         self.on_remove = on_remove
-        self._last: dict[str, int] = {}           # rrd path -> its last update time
+        self.slots = max(1, flush_interval // step)
+        self._last: dict[str, int] = {}           # rrd path -> time of its last sample
+        self._pending: dict[str, list[str]] = {}  # rrd path -> samples not yet written
+        self._due: list[set[str]] = [set() for _ in range(self.slots)]
         self.owner: dict[str, Identity] = {}      # directory name -> vserver it holds
         self.kept: set[str] = set()               # directories of removed vservers
         rrddir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -75,7 +86,7 @@ class Store:
             if ident in vservers or name in self.kept:
                 continue
             if self.on_remove == "delete":
-                self._forget(name)
+                self._forget(name, write=False)
                 shutil.rmtree(self.rrddir / name, ignore_errors=True)
                 del self.owner[name]
                 log.info("vserver %s (xid %d) was removed: deleted its statistics", name,
@@ -127,31 +138,66 @@ class Store:
         self.kept.discard(name)
         return d
 
-    def _forget(self, name: str) -> None:
+    def _forget(self, name: str, write: bool = True) -> None:
+        """Drop what is known of a directory's files (writing what is pending first)."""
         prefix = str(self.rrddir / name) + "/"
+        for path in [p for p in self._pending if p.startswith(prefix)]:
+            if write:
+                self._flush_file(path)
+            else:
+                self._pending.pop(path, None)
         for path in [p for p in self._last if p.startswith(prefix)]:
             del self._last[path]
 
     # -- samples ----------------------------------------------------------------------
 
     def write(self, directory: Path, t: int, recs: Records) -> int:
-        """Update every database of one vserver at step time t; returns files written."""
-        written = 0
+        """Queue one vserver's sample of step t for every database; returns how many."""
+        queued = 0
+        prefix = str(directory) + "/"
         for metric, values in recs.items():
-            path = str(directory / f"{metric}.rrd")
+            path = f"{prefix}{metric}.rrd"
             try:
                 last = self._last.get(path)
                 if last is None:
                     last = self._open(path, metric, t)
-                if t <= last:
-                    continue  # this step is in the file already (a restart within a step)
-                rrdtool.update(path, f"{t}:" + ":".join(_fmt(v) for v in values))
-                self._last[path] = t
-                written += 1
             except rrdtool.OperationalError as exc:
                 log.error("%s: %s", path, exc)
-                self._last.pop(path, None)
+                continue
+            if t <= last:
+                continue  # this step is in the file already (a restart within a step)
+            pending = self._pending.get(path)
+            if pending is None:
+                pending = self._pending[path] = []
+                self._due[zlib.crc32(path.encode()) % self.slots].add(path)
+            pending.append(f"{t}:" + ":".join(_fmt(v) for v in values))
+            self._last[path] = t
+            queued += 1
+        return queued
+
+    def flush(self, t: int) -> int:
+        """Write the files whose turn it is at step t; returns the samples written."""
+        slot = self._due[(t // self.step) % self.slots]
+        written = 0
+        for path in list(slot):
+            written += self._flush_file(path)
         return written
+
+    def flush_all(self) -> int:
+        return sum(self._flush_file(path) for path in list(self._pending))
+
+    def _flush_file(self, path: str) -> int:
+        samples = self._pending.pop(path, None)
+        self._due[zlib.crc32(path.encode()) % self.slots].discard(path)
+        if not samples:
+            return 0
+        try:
+            rrdtool.update(path, *samples)
+        except rrdtool.OperationalError as exc:
+            log.error("%s: %s", path, exc)
+            self._last.pop(path, None)  # read back from the file next time
+            return 0
+        return len(samples)
 
     def _open(self, path: str, metric: str, t: int) -> int:
         if os.path.exists(path):

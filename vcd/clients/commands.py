@@ -8,6 +8,7 @@ where the original C clients ordered arguments differently does a Spec carry an
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -23,7 +24,7 @@ from vcd.params import Bool, Choice, Param, Signal
 from vcd.registry import Method, load_all
 
 Show = Callable[[Any, argparse.Namespace, Output], None]
-Run = Callable[[Client, argparse.Namespace, Output], int]
+Run = Callable[[Client | None, argparse.Namespace, Output], int]   # None: needs_client=False
 SpecRun = Callable[["Spec", Client, argparse.Namespace, Output], int]
 
 
@@ -52,7 +53,7 @@ class Arg:
 
 @dataclass(frozen=True)
 class Local:
-    """A command that is not one method call (vcc list, vcc login, completion)."""
+    """A command that is not a method call (vcc login, completion, vcdadm init)."""
     command: str
     help: str
     setup: Callable[[argparse.ArgumentParser], None]
@@ -197,7 +198,7 @@ def add_spec(sub: Any, spec: Spec) -> None:
     parser.set_defaults(_spec=spec)
 
 
-def derived(prefix: str, overrides: Sequence[Spec] = (), skip: Sequence[str] = ()) -> list[Spec]:
+def derived(prefix: str, overrides: Sequence[Spec] = ()) -> list[Spec]:
     """A Spec for every registered method under `prefix`, named by the rest of the
     method name; `overrides` replace the plain ones where the original CLI differs, and
     are kept even when the method is not registered here (their `fallback` params then
@@ -205,7 +206,7 @@ def derived(prefix: str, overrides: Sequence[Spec] = (), skip: Sequence[str] = (
     by_method = {s.method: s for s in overrides}
     specs = []
     for name in sorted(load_all()):
-        if not name.startswith(prefix) or name in skip:
+        if not name.startswith(prefix):
             continue
         specs.append(by_method.pop(name, None) or Spec(name[len(prefix):], name))
     specs += list(by_method.values())
@@ -298,7 +299,7 @@ class Program:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         out = Output(json_mode=ns.json, quiet=ns.quiet)
         if local is not None and not local.needs_client:
-            return local.run(None, ns, out)  # type: ignore[arg-type]
+            return local.run(None, ns, out)
         try:
             settings = load_settings(ns.config, ns.host, ns.port, ns.user, ns.url, ns.cacert)
         except SettingsError as exc:
@@ -315,4 +316,6 @@ class Program:
             print(file=sys.stderr)
             return 130
         except BrokenPipeError:
+            # the reader (| head) is gone: keep the interpreter's final flush quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return common.OK

@@ -50,8 +50,8 @@ def _copy_winsize(src: int, dst: int) -> None:
         fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
 
 
-def _backend(vcd_config: str | None) -> Any:
-    """The daemon's libvserver backend, configured from the daemon's config file."""
+def _backend(vcd_config: str | None) -> tuple[Any, Path]:
+    """The daemon's libvserver backend and vbasedir, from the daemon's config file."""
     from vcd import config as configmod
     import libvserver
     from libvserver.native import NativeBackend
@@ -61,14 +61,14 @@ def _backend(vcd_config: str | None) -> Any:
     try:
         cfg = configmod.load(path)
     except configmod.ConfigError as exc:
-        raise ClientError("vcc login", f"the daemon's config: {exc}", status=common.USAGE) from None
+        raise ClientError("login", f"the daemon's config: {exc}", status=common.USAGE) from None
     backend = libvserver.get_backend(state_dir=cfg.rundir / "libvserver",
                                      cgroup_parent=cfg.cgroup_parent,
                                      image_dir=cfg.datadir / "images")
     if not isinstance(backend, NativeBackend):
-        raise ClientError("vcc login", f"not supported with the {backend.name} backend",
+        raise ClientError("login", f"not supported with the {backend.name} backend",
                           status=common.SYSTEM)
-    return backend
+    return backend, cfg.vbasedir
 
 
 def _shell_env() -> dict[str, str]:
@@ -175,7 +175,7 @@ def attach(backend: Any, xid: int) -> int:
         init = backend.init_pid(xid)
         pidfd = os.pidfd_open(init)
     except (LibvserverError, ProcessLookupError):
-        raise ClientError("vcc login", f"context {xid} is not running", 300) from None
+        raise ClientError("login", f"context {xid} is not running", 300) from None
     try:
         flags = enter._ns_flags(init)
         rl, keep = backend._init_rlimits(init), backend._init_caps(init)
@@ -207,13 +207,29 @@ def attach(backend: Any, xid: int) -> int:
         os.close(master)
 
 
-def run(client: Client, ns: argparse.Namespace, out: Output) -> int:
+def run(client: Client | None, ns: argparse.Namespace, out: Output) -> int:
+    assert client is not None
     if os.geteuid() != 0:
-        raise ClientError("vcc login", "needs root on the daemon's host", status=common.PERMISSION)
-    xid = client.call("vxdb.xid.get", {"name": ns.name})
-    if not client.call("vx.status", {"name": ns.name}).get("running"):
+        raise ClientError("login", "needs root on the daemon's host", status=common.PERMISSION)
+    # one round trip: which context, is it running, and is that daemon this host's
+    answers = client.multicall([("vxdb.xid.get", {"name": ns.name}),
+                                ("vx.status", {"name": ns.name}), ("vcd.hostinfo", {})])
+    for answer in answers:
+        if isinstance(answer, ClientError):
+            raise answer
+    xid, status, host = answers
+    if not status.get("running"):
         raise ClientError("vx.status", f"Virtual server not running: {ns.name}", 300)
-    return attach(_backend(ns.vcd_config or client.settings.vcd_config), int(xid))
+    config_path = ns.vcd_config or client.settings.vcd_config
+    backend, vbasedir = _backend(config_path)
+    # a remote daemon's xid means nothing here, and a config of another daemon on this
+    # host would name another daemon's contexts: both would enter the wrong vserver
+    if host.get("hostname") != os.uname().nodename or host.get("vbasedir") != str(vbasedir):
+        raise ClientError("login", f"{client.settings.url} is not the daemon of this host's "
+                                   f"config {config_path or '(defaults)'} (hostname "
+                                   f"{host.get('hostname')}, vbasedir {host.get('vbasedir')})",
+                          status=common.USAGE)
+    return attach(backend, int(xid))
 
 
 def _setup(parser: argparse.ArgumentParser) -> None:

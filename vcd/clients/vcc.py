@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from vcd.clients import common, completion, login
-from vcd.clients.commands import Local, Program, Spec, derived
+from vcd.clients.commands import Program, Spec, collect, derived
 from vcd.clients.common import Client, ClientError
 from vcd.clients.output import Output
 from vcd.params import Param, Text, VServerName
@@ -20,7 +20,6 @@ from vcd.params import Param, Text, VServerName
 
 def _list(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
     """Names from vxdb.list, then xid and status of all of them in one system.multicall."""
-    from vcd.clients.commands import collect
     names = client.call(spec.method, collect(spec, ns))
     if out.quiet and not out.json:
         for name in names:
@@ -47,7 +46,6 @@ def _list(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> in
 def _exec(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
     """Like running the command: its output on stdout whether or not it failed; a
     non-zero exit N (fault 1000+N) is reported and gives exit status EXEC."""
-    from vcd.clients.commands import collect
     try:
         out.text(client.call(spec.method, collect(spec, ns)))
     except ClientError as error:

@@ -104,7 +104,7 @@ def user_get(call: Call, username: str | None) -> list[dict]:
 
 @method("vcd.user.set", cap="AUTH", txn=Txn.WRITE,
         params=(USERNAME,
-                Param("password", Text(max_len=1024), required=False,
+                Param("password", Text(max_len=1024), required=False, secret=True,
                       doc="new users need at least 8 characters; \"\" keeps the password"),
                 Param("admin", Bool(), required=False, doc="administrator flag")))
 def user_set(call: Call, username: str, password: str | None, admin: bool | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from vcd import vxdb
-from vcd.dispatch import find_vserver
+from vcd.dispatch import find_vserver, is_owner
 from vcd.errors import Fault, VcdError
 from vcd.locks import vserver_lock
 from vcd.params import Param, VServerName
@@ -80,8 +80,13 @@ def _each(call: Call, group: str, action: Callable[[VServer], Any]) -> None:
         try:
             with vserver_lock(call.config.rundir, [name]):
                 vserver = find_vserver(call.db, name)
-                if vserver is not None:
-                    action(vserver)
+                if vserver is None:
+                    continue
+                # a group never widens what the caller may do: members it doesn't own
+                # are refused like any owner-checked call
+                if not call.user.admin and not is_owner(call.db, vserver.xid, call.user.uid):
+                    raise VcdError(Fault.MENOVPS, name)
+                action(vserver)
         except VcdError as exc:
             failures.append(f"{name}: {exc}")
             first = first or exc

@@ -259,7 +259,7 @@ def kill(call: Call, name: str, pid: int, sig: int) -> None:
     call.runtime.kill(call.vserver, pid, sig)
 
 
-@method("vx.status", cap=("INIT", "INFO"), owner=Owner.OWNER, txn=Txn.SELF, params=(NAME,),
+@method("vx.status", cap=("INIT", "INFO"), owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
         returns="struct")
 def status(call: Call, name: str) -> dict:
     """{running, nproc, uptime} plus thr_total, thr_running, thr_unintr, thr_onhold,
@@ -283,7 +283,7 @@ def _running_stat(call: Call):
     return st
 
 
-@method("vx.load", cap="INFO", owner=Owner.OWNER, txn=Txn.SELF, params=(NAME,), returns="struct")
+@method("vx.load", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,), returns="struct")
 def load(call: Call, name: str) -> dict:
     """Load average of a vserver (runnable + uninterruptible tasks, decayed like the
     kernel's) over 1, 5 and 15 minutes, as strings."""
@@ -295,7 +295,7 @@ def _u64(value: int | None) -> str:
     return "" if value is None else str(int(value))
 
 
-@method("vx.limstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.SELF, params=(NAME,),
+@method("vx.limstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
         returns="array")
 def limstatus(call: Call, name: str) -> list[dict]:
     """Usage of each limit the kernel counts: [{type, min, cur, max}] (decimal strings;
@@ -305,7 +305,7 @@ def limstatus(call: Call, name: str) -> list[dict]:
             for u in st.limits]
 
 
-@method("vx.netstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.SELF, params=(NAME,),
+@method("vx.netstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
         returns="array")
 def netstatus(call: Call, name: str) -> list[dict]:
     """Network counters of a running vserver: [{type, recvp, recvb, sendp, sendb, failp,

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import CGROUP_PARENT, VcdDaemon  # noqa: E402
+from vcdtest import CGROUP_PARENT, VcdDaemon  # noqa: E402
 from templates.busybox import build_rootfs  # noqa: E402
 
 

@@ -10,7 +10,7 @@ import xmlrpc.client
 import pytest
 
 from api_helpers import create_vserver, fault, fault_code, unique
-from conftest import http_request
+from vcdtest import http_request
 
 
 def test_writes_survive_a_restart_and_a_sigkill(vcd):

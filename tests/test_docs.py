@@ -1,7 +1,7 @@
 """The README's generated tables match the registry and the config keys."""
 from vcd import docs
 from vcd.config import example_text
-from conftest import REPO
+from vcdtest import REPO
 
 
 def test_readme_method_and_config_tables_are_current():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from api_helpers import create_vserver, fault, fault_code, unique
-from conftest import CGROUP_PARENT, VcdDaemon
+from vcdtest import CGROUP_PARENT, VcdDaemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
@@ -323,3 +323,37 @@ def test_group_actions_never_touch_vservers_the_caller_does_not_own(rt, admin):
     assert admin.vx.status(name=mine)["running"] is True
     assert admin.vx.status(name=theirs)["running"] is False
     admin.vx.stop(name=mine)
+
+
+def test_mounts_from_vxdb_are_made_inside_and_confined(rt, admin, tmp_path):
+    name = create_vserver(rt)
+    vdir = rt.vbasedir / name
+    (vdir / "srv" / "data").mkdir(parents=True)
+    (vdir / "mnt" / "data").mkdir(parents=True)
+    (vdir / "mnt" / "scratch").mkdir(parents=True)
+    admin.vxdb.mount.set(name=name, dst="/mnt/data", src="/srv/data")       # a bind mount
+    admin.vxdb.mount.set(name=name, dst="/mnt/scratch", src="none", type="tmpfs", opts="size=1m")
+    # a symlink in the guest cannot make the bind source a host directory
+    secret = tmp_path / "host-secret"
+    secret.mkdir()
+    (secret / "key").write_text("host only")
+    (vdir / "mnt" / "evil").mkdir()
+    os.symlink(str(secret), vdir / "srv" / "escape")
+    admin.vx.start(name=name)
+    try:
+        admin.vx.exec(name=name, command="sh -c 'echo from-inside > /mnt/data/file'")
+        assert (vdir / "srv" / "data" / "file").read_text() == "from-inside\n"
+        assert "tmpfs" in admin.vx.exec(name=name, command="sh -c 'grep /mnt/scratch /proc/mounts'")
+    finally:
+        admin.vx.stop(name=name)
+    admin.vxdb.mount.set(name=name, dst="/mnt/evil", src="/srv/escape")
+    code = None
+    try:
+        admin.vx.start(name=name)
+        out = admin.vx.exec(name=name, command="ls /mnt/evil")
+        assert "key" not in out
+        admin.vx.stop(name=name)
+    except xmlrpc.client.Fault as f:
+        code = f.faultCode
+    assert code in (None, 500)
+    assert (secret / "key").read_text() == "host only"

@@ -15,7 +15,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import REPO, VcdDaemon, _alive, free_port, http_request
+from vcdtest import REPO, VcdDaemon, _alive, free_port, http_request
 
 LISTMETHODS = (b"<?xml version='1.0'?><methodCall><methodName>system.listMethods</methodName>"
                b"<params></params></methodCall>")

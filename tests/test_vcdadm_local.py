@@ -5,7 +5,7 @@ import stat
 import subprocess
 import sys
 
-from conftest import REPO
+from vcdtest import REPO
 from vcd import vxdb
 from vcd.vxdb import schema
 

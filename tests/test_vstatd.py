@@ -20,7 +20,7 @@ import pytest
 import rrdtool
 
 from api_helpers import create_vserver, fault_code, unique
-from conftest import REPO, VcdDaemon, _alive, _toml
+from vcdtest import REPO, VcdDaemon, _alive, _toml
 from test_runtime import teardown_contexts
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
@@ -292,8 +292,8 @@ def test_stats_and_graph_check_capability_owner_metric_and_period(env, running):
     daemon, _, rrddir = env
     admin = daemon.proxy()
     wait_until((rrddir / running / "mem.rrd").exists, 5, "mem.rrd")
-    wait_until(lambda: admin.vx.stats(name=running, metric="mem", period="1h")["timestamps"],
-               5, "mem history")
+    wait_until(lambda: any(admin.vx.stats(name=running, metric="mem", period="1h")
+                           ["series"][0]["values"]), 5, "mem history")
     user = unique("viewer")
     admin.vcd.user.set(username=user, password="password1", admin=False)
     client = daemon.proxy(user, "password1")

@@ -83,19 +83,16 @@ def _mount(vdir: Path, row: Any) -> Mount:
     """A VXDB mount row as the backend wants it.
 
     The manual's `src` of a bind mount is a path *inside* the vserver; it becomes the
-    host path below the vdir, and must stay there once symlinks are resolved, so a
-    vserver owner can never bind a host directory into the vserver.
+    path below the vdir, so a vserver owner can never bind a host directory into it.
     """
     opts = "" if row["opts"] == "defaults" else row["opts"]
     fstype = "" if row["type"] == "auto" else row["type"]
     is_bind = fstype in BIND_TYPES and (row["src"].startswith("/") or "bind" in opts.split(","))
     src = row["src"]
     if is_bind:
-        root = os.path.realpath(vdir)
-        host = os.path.realpath(os.path.join(root, src.lstrip("/")))
-        if os.path.commonpath([root, host]) != root:
-            raise VcdError(Fault.MEINVAL, f"mount source {src} leaves the vserver")
-        src = host
+        # lexically below the vdir; libvserver resolves it confined to the vdir
+        # (RESOLVE_IN_ROOT), so a symlink in the guest means what the guest sees
+        src = os.path.join(str(vdir), os.path.normpath(src).lstrip("/"))
         if "bind" not in opts.split(","):
             opts = ",".join(filter(None, ["bind", opts]))
         fstype = ""

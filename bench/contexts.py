@@ -174,19 +174,7 @@ def main() -> None:
               f"{fds1}, cgroups left {groups1 - groups0}, supervisor PSS "
               f"{pss_kib(sup) / 1024:.1f} MiB")
     finally:
-        for x in b.layout.xids():
-            b.layout.kill_all(x)
-        try:
-            b.client.call({"op": "quit"})
-        except Exception:
-            pass
-        for x in b.layout.xids():
-            b.layout.remove(x, wait=5)
-        for h in b.layout.hierarchies:
-            try:
-                os.rmdir(b.layout.group(h))
-            except OSError:
-                pass
+        b.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

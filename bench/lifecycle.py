@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -167,19 +166,9 @@ def main() -> int:
     finally:
         daemon.cleanup()
         import libvserver
-        backend = libvserver.get_backend(state_dir=daemon.rundir / "libvserver",
-                                         cgroup_parent=CGROUP_PARENT,
-                                         image_dir=daemon.datadir / "images")
-        for xid in backend.running():
-            try:
-                backend.kill(xid, 0, signal.SIGKILL)
-            except libvserver.LibvserverError:
-                pass
-        try:
-            import os
-            os.kill(backend.supervisor_pid(), signal.SIGTERM)
-        except Exception:
-            pass
+        libvserver.get_backend(state_dir=daemon.rundir / "libvserver",
+                               cgroup_parent=CGROUP_PARENT,
+                               image_dir=daemon.datadir / "images").shutdown()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

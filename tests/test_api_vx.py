@@ -167,3 +167,16 @@ def test_templates_lists_name_and_description(admin, vcd_module):
     assert busybox and "BusyBox" in busybox[0]["description"]
     assert admin.vx.templates(name="busybox") == busybox
     assert admin.vx.templates(name="nothing-here") == []
+
+
+def test_create_after_a_crash_mid_extraction_reuses_the_name(admin, vcd_module):
+    # what a SIGKILL during extraction leaves: a half-filled vdir, its marker, no VXDB row
+    name = unique("crashed")
+    vdir = vcd_module.vbasedir / name
+    (vdir / "bin").mkdir(parents=True)
+    (vdir / "bin" / "half-written").write_text("x")
+    (vcd_module.vbasedir / f".{name}.vcd-partial").touch()
+    admin.vx.create(name=name, template="busybox")
+    assert (vdir / "bin" / "busybox").is_file()
+    assert not (vdir / "bin" / "half-written").exists()
+    assert not (vcd_module.vbasedir / f".{name}.vcd-partial").exists()

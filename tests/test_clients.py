@@ -214,6 +214,7 @@ def test_vcc_list_shows_every_column_in_two_requests_however_many_vservers(d):
         assert re.fullmatch(r"\d+\.\d\d", rows[names[0]]["LOAD"])
         assert rows[names[1]]["RUNNING"] == "no" and rows[names[1]]["UPTIME"] == "-"
         listed = json.loads(ok(d, "vcc", "--json", "list"))
+        assert json.loads(ok(d, "vcc", "list", "--json")) == listed   # after the command too
         by_name = {r["name"]: r for r in listed}
         assert by_name[names[0]]["xid"] == d.proxy().vxdb.xid.get(name=names[0])
         assert by_name[names[0]]["running"] is True and by_name[names[2]]["running"] is False
@@ -463,11 +464,20 @@ def test_login_opens_a_shell_on_a_pty_with_our_window_size_and_ends_with_exit(d)
         assert term.expect(b"# "), term.output
         term.send(b"hostname; stty size; echo in-$((6*7))\n")
         assert term.expect(b"in-42"), term.output
+        # a resized window reaches the shell too (SIGWINCH relayed to the inner pty)
+        fcntl.ioctl(term.master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        time.sleep(0.3)
+        term.send(b"stty size\n")
+        assert term.expect(b"40 120"), term.output
         term.send(b"exit\n")
         assert term.finish() == 0, term.output
         text = term.output.decode(errors="replace")
         assert f"\n{hostname}\r\n" in text.replace("\r\r", "\r")
         assert "33 101" in text
+        # input from a pipe: the shell reads it, and its end ends the shell
+        r = run(d, "vcc", "login", name, "--vcd-config", str(d.config_path),
+                stdin="echo piped-$((2+3))\n")
+        assert r.returncode == 0 and "piped-5" in r.stdout, r.stderr
         # the shell and its helpers are gone; the vserver runs on
         status = d.proxy().vx.status(name=name)
         assert status["running"] is True and status["nproc"] == nproc

@@ -19,21 +19,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 def teardown_contexts(daemon: VcdDaemon) -> None:
     """Kill every context the daemon's backend started, then its supervisor."""
     import libvserver
-    backend = libvserver.get_backend(state_dir=daemon.rundir / "libvserver",
-                                     cgroup_parent=CGROUP_PARENT,
-                                     image_dir=daemon.datadir / "images")
-    for xid in backend.running():
-        try:
-            backend.kill(xid, 0, signal.SIGKILL)
-        except libvserver.LibvserverError:
-            pass
-    deadline = time.monotonic() + 10
-    while backend.running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    try:
-        os.kill(backend.supervisor_pid(), signal.SIGTERM)
-    except (OSError, libvserver.LibvserverError):
-        pass
+    libvserver.get_backend(state_dir=daemon.rundir / "libvserver", cgroup_parent=CGROUP_PARENT,
+                           image_dir=daemon.datadir / "images").shutdown()
 
 
 @pytest.fixture(scope="module")

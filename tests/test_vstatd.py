@@ -235,8 +235,8 @@ def test_rrd_files_appear_within_two_steps_with_the_reference_layout(env, runnin
     assert rrdtool.last(str(d / "thread_TOTAL.rrd")) % STEP == 0
     wait_until(lambda: (last_values(d / "thread_TOTAL.rrd")["value"] or 0) >= 2, 5,
                "init and its respawned sleep counted")
-    assert last_values(d / "mem.rrd")["rss"] > 0
-    assert last_values(d / "sys_NPROC.rrd")["cur"] >= 2
+    wait_until(lambda: (last_values(d / "mem.rrd")["rss"] or 0) > 0, 5, "memory in use")
+    wait_until(lambda: (last_values(d / "sys_NPROC.rrd")["cur"] or 0) >= 2, 5, "nproc >= 2")
     assert (d / "cpu.rrd").stat().st_mode & 0o777 == 0o640
 
 
@@ -249,14 +249,33 @@ def test_ten_sleeping_processes_show_thread_total_of_at_least_ten(env, running):
                "thread_TOTAL >= 10")
 
 
+def test_traffic_in_the_vservers_own_network_namespace_is_counted(env, running):
+    daemon, _, rrddir = env
+    path = rrddir / running / "net_lo.rrd"     # HIDE_NETIF: a network namespace of its own
+    wait_until(lambda: path.exists() and last_values(path)["recvb"] is not None, 5,
+               "a first net_lo sample")
+    before = last_values(path)["recvb"]
+    exec_in(daemon, running, "ping -c 5 -i 0.2 -s 1000 127.0.0.1")
+    wait_until(lambda: last_values(path)["recvb"] >= before + 5 * 1000, 5, "counted traffic")
+    rates = daemon.proxy().vx.stats(name=running, metric="net_lo", period="1h")["series"]
+    assert max(v or 0 for v in next(s for s in rates if s["ds"] == "recvb")["values"]) > 0
+    # the host's interfaces are not the vserver's
+    assert not any((rrddir / running).glob("net_eth*.rrd"))
+
+
 def test_busy_loop_shows_cpu_rising_in_the_file_and_in_vx_stats(env, running):
     daemon, _, rrddir = env
     path = rrddir / running / "cpu.rrd"
-    wait_until(path.exists, 5, "cpu.rrd")
-    before = last_values(path)["user"]
-    exec_in(daemon, running, "timeout 3 sh -c 'while :; do :; done'")
-    time.sleep(2 * STEP)
-    assert last_values(path)["user"] > before + 1_000_000   # over a second of user time, in µs
+    before = wait_until(lambda: path.exists() and last_values(path)["user"] is not None, 5,
+                        "a first cpu sample") and last_values(path)["user"]
+    # longer than the 5 s of the supervisor's load sampling, so the load must rise too
+    exec_in(daemon, running, "timeout 6 sh -c 'while :; do :; done'")
+    # over a second of user time (µs) more than before
+    wait_until(lambda: last_values(path)["user"] > before + 1_000_000, 5, "cpu rising")
+    # one load average, decayed once by libvserver's supervisor: vx.load and sys_LOADAVG
+    loadavg = rrddir / running / "sys_LOADAVG.rrd"
+    wait_until(lambda: (last_values(loadavg)["1MIN"] or 0) > 0, 5, "sys_LOADAVG rising")
+    assert float(daemon.proxy().vx.load(name=running)["1m"]) > 0
     stats = daemon.proxy().vx.stats(name=running, metric="cpu", period="1h")
     user = next(s for s in stats["series"] if s["ds"] == "user")
     assert user["unit"] == "% of one CPU"
@@ -350,6 +369,20 @@ def test_rename_moves_the_directory_and_remove_keeps_then_deletes_as_configured(
     admin.vx.remove(name=new)
     time.sleep(3 * STEP)
     assert (rrddir / new / "cpu.rrd").exists(), "on_remove = keep lost the files"
+
+    # a new vserver of that name sees none of the kept history, and gets files of its own
+    create_vserver(daemon, name=new)
+    assert fault_code(admin.vx.stats, name=new, metric="cpu") == 200
+    admin.vx.start(name=new)
+    try:
+        wait_until(lambda: any((rrddir / ".removed").glob(f"{new}.*/cpu.rrd")), 5,
+                   "the old files moved aside")
+        wait_until(lambda: any(admin.vx.stats(name=new, metric="thread_TOTAL")["series"][0]
+                               ["values"]) if (rrddir / new / "thread_TOTAL.rrd").exists()
+                   else False, 5, "history of the new vserver")
+    finally:
+        admin.vx.stop(name=new)
+    admin.vx.remove(name=new)
 
     # SIGHUP picks up on_remove = delete
     daemon.vstatd_table["on_remove"] = "delete"

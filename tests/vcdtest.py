@@ -10,6 +10,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -83,11 +84,12 @@ class VcdProxy:
     """An XML-RPC client that sends the `{username, password}` struct as param 1
     and the named params as the struct of param 2."""
 
-    def __init__(self, url: str, username: str, password: str) -> None:
+    def __init__(self, url: str, username: str, password: str,
+                 context: "ssl.SSLContext | None" = None) -> None:
         self.url = url
         self.username = username
         self.password = password
-        self.server = xmlrpc.client.ServerProxy(url, allow_none=True)
+        self.server = xmlrpc.client.ServerProxy(url, allow_none=True, context=context)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -131,6 +133,8 @@ class VcdDaemon:
         self.overrides: dict[str, Any] = {"workers": 2, "timeout": 10.0, **config}
         self.process: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
+        # HTTPS daemons (tls_cert set): the client context of proxy() and the readiness probe
+        self.client_ssl: ssl.SSLContext | None = None
         self._known_workers: set[int] = set()
         self.templatedir.mkdir(parents=True, exist_ok=True)
         self.vbasedir.mkdir(parents=True, exist_ok=True)
@@ -139,9 +143,13 @@ class VcdDaemon:
     # -- config --------------------------------------------------------------------------
 
     @property
+    def tls(self) -> bool:
+        return bool(self.overrides.get("tls_cert"))
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/RPC2"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/RPC2"
 
     def config_values(self) -> dict[str, Any]:
         return {
@@ -211,10 +219,19 @@ class VcdDaemon:
         body = (b"<?xml version='1.0'?><methodCall><methodName>system.listMethods</methodName>"
                 b"<params></params></methodCall>")
         try:
-            status, _, _ = http_request(self.host, self.port, "POST", "/RPC2", body, timeout=2.0)
+            status, _, _ = http_request(self.host, self.port, "POST", "/RPC2", body, timeout=2.0,
+                                        context=self.probe_context() if self.tls else None)
         except OSError:
             return False
         return status == 200
+
+    def probe_context(self) -> ssl.SSLContext:
+        if self.client_ssl is not None:
+            return self.client_ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # a readiness probe only; tests verify with their CA
+        return ctx
 
     def worker_pids(self) -> list[int]:
         return children_of(self.pid) if self.pid else []
@@ -313,7 +330,8 @@ class VcdDaemon:
             user = "admin"
             if password is None:
                 password = self.admin_password
-        return VcdProxy(self.url, user, password if password is not None else "")
+        return VcdProxy(self.url, user, password if password is not None else "",
+                        context=self.probe_context() if self.tls else None)
 
     def log(self) -> str:
         try:
@@ -330,9 +348,11 @@ class VcdDaemon:
 
 def http_request(host: str, port: int, method: str, path: str, body: bytes | None = None,
                  headers: dict[str, str] | None = None,
-                 timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    """One plain HTTP request; returns (status, headers with lower-case names, body)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+                 timeout: float = 10.0,
+                 context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request (HTTPS with `context`); returns (status, headers with lower-case names, body)."""
+    conn = (http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+            if context is not None else http.client.HTTPConnection(host, port, timeout=timeout))
     try:
         hdrs = {"Content-Type": "text/xml"}
         hdrs.update(headers or {})

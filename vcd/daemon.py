@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from vcd import __version__, log as vlog, server
+from vcd import __version__, listeners as vlisteners, log as vlog, server
 from vcd.config import DEFAULT_CONFIG, Config, ConfigError, load
 
 EXIT_CONFIG = 2
@@ -180,14 +180,15 @@ class Supervisor:
             return
         if new.pidfile != self.config.pidfile:
             log.warning("a changed pidfile takes effect at the next start, not on reload")
-        listeners = None
-        if server.listen_address(new) != server.listen_address(self.config):
-            try:
-                listeners = server.listeners_for(new)
-            except OSError as exc:
-                log.error("cannot listen on %s:%d (%s); keeping the running configuration",
-                          new.host, new.port, exc.strerror)
-                return
+        try:
+            listeners = vlisteners.reconcile(self.listeners, new)
+        except OSError as exc:  # ssl.SSLError is one too
+            log.error("%s; keeping the running configuration", vlisteners.describe_error(new, exc))
+            return
+        if [li.key for li in listeners] == [li.key for li in self.listeners]:
+            kept: list[server.Listener] | None = None  # same sockets (TLS contexts were refreshed)
+        else:
+            kept = listeners
         try:
             # prepare() is once per start (it also restarts the vcd.status counters);
             # only a new datadir or rundir needs it again before workers can use them
@@ -195,12 +196,13 @@ class Supervisor:
                 dispatch.prepare(new)
         except Exception:
             log.exception("preparing the new configuration failed; keeping the running one")
-            if listeners:
-                for listener in listeners:
+            for listener in listeners:
+                if all(listener is not old for old in self.listeners):
                     listener.close()
             return
         assert self.pool is not None
-        self.pool.restart(new, listeners)
+        self.pool.restart(new, kept)
+        self.listeners = self.pool.listeners
         self.config = new
         log.info("configuration reloaded; %d workers restarting on %s", new.worker_count,
                  ", ".join(li.name for li in self.pool.listeners))
@@ -263,6 +265,22 @@ class Supervisor:
         return 0
 
 
+def _check_files(config: Config) -> str | None:
+    """What --check-config can verify beyond the syntax without binding anything:
+    the TLS files load and the Unix socket's group exists."""
+    import grp
+    try:
+        vlisteners.tls_context(config)
+    except OSError as exc:
+        return vlisteners.describe_error(config, exc)
+    if config.unix_socket_group is not None:
+        try:
+            grp.getgrnam(config.unix_socket_group)
+        except KeyError:
+            return f"unix_socket_group: group {config.unix_socket_group!r} does not exist"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config_path = _config_path(args)
@@ -272,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vcd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check_config:
+        problem = _check_files(config)
+        if problem:
+            print(f"vcd: {config_path or 'built-in defaults'}: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
         print(f"vcd: {config_path or 'built-in defaults'}: configuration is valid")
         return 0
 
@@ -291,11 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vcd: cannot open pidfile {config.pidfile}: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILURE
 
-    # Bind before detaching so "address in use" is an error the caller sees.
+    # Bind before detaching so "address in use" or a bad certificate is an error the caller sees.
     try:
-        listeners = server.listeners_for(config)
-    except OSError as exc:
-        print(f"vcd: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        listeners = vlisteners.listeners_for(config)
+    except OSError as exc:  # ssl.SSLError is one too
+        print(f"vcd: {vlisteners.describe_error(config, exc)}", file=sys.stderr)
         pidfile.release()
         return EXIT_FAILURE
 

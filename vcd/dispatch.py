@@ -307,6 +307,22 @@ def find_vserver(db: vxdb.Connection, name: str) -> VServer | None:
     return VServer(row["xid"], row["name"], row["vdir"], row["template"], bool(row["shared"]))
 
 
+def xid_of(db: vxdb.Connection, name: str) -> int:
+    """The xid of an existing vserver, or MENOVPS."""
+    row = db.execute("SELECT xid FROM vservers WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise VcdError(Fault.MENOVPS, name)
+    return row[0]
+
+
+def uid_of(db: vxdb.Connection, username: str) -> int:
+    """The uid of an existing user, or MENOUSER."""
+    row = db.execute("SELECT uid FROM users WHERE username = ?", (username,)).fetchone()
+    if row is None:
+        raise VcdError(Fault.MENOUSER, username)
+    return row[0]
+
+
 def is_owner(db: vxdb.Connection, xid: int, uid: int) -> bool:
     return db.execute("SELECT 1 FROM owners WHERE xid = ? AND uid = ?",
                       (xid, uid)).fetchone() is not None

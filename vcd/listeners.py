@@ -92,6 +92,14 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     """
     if config.tls_cert is None or config.tls_key is None:
         return None
+    for path in (config.tls_cert, config.tls_key, config.tls_client_ca):
+        # ssl reports a missing file without its name; name it for the operator
+        if path is not None:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # Renegotiation only serves attacks on a one-request-per-connection service.
@@ -161,6 +169,15 @@ def _remove_stale_socket(path: Path) -> None:
     raise OSError(errno.EADDRINUSE, "another process serves this socket", str(path))
 
 
+def _group_id(group: str | None, path: Path) -> int:
+    if group is None:
+        return -1
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise OSError(errno.EINVAL, f"group {group!r} does not exist", str(path)) from None
+
+
 def unix_listener(path: Path, mode: int, group: str | None, backlog: int = BACKLOG) -> Listener:
     """Bind a Unix stream socket at `path` with `mode`, owned by `group` if given.
 
@@ -168,12 +185,7 @@ def unix_listener(path: Path, mode: int, group: str | None, backlog: int = BACKL
     only then chowned and chmodded, so there is no moment at which a client the
     mode would refuse could connect.
     """
-    gid = -1
-    if group is not None:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise OSError(errno.EINVAL, f"group {group!r} does not exist", str(path)) from None
+    gid = _group_id(group, path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     _remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -198,8 +210,17 @@ def unix_listener(path: Path, mode: int, group: str | None, backlog: int = BACKL
             except OSError:
                 pass
         raise
-    return Listener(sock, f"unix:{path}", key=("unix", str(path), mode, gid), unix_path=path,
+    return Listener(sock, f"unix:{path}", key=("unix", str(path)), unix_path=path,
                     _unix_inode=(st.st_dev, st.st_ino))
+
+
+def _set_unix_access(listener: Listener, mode: int, group: str | None) -> None:
+    """A reload that changes only mode or group: applied to the bound socket in place."""
+    assert listener.unix_path is not None
+    gid = _group_id(group, listener.unix_path)
+    # chown to root when the group was removed from the config
+    os.chown(listener.unix_path, -1, gid if gid != -1 else 0)
+    os.chmod(listener.unix_path, mode)
 
 
 # --------------------------------------------------------------------------- from the config
@@ -248,13 +269,7 @@ def listen_address(config: Config) -> tuple[Hashable, ...]:
     keys: list[Hashable] = [("tcp", "127.0.0.1" if config.host == "localhost" else config.host,
                              config.port)]
     if config.unix_socket is not None:
-        gid = -1
-        if config.unix_socket_group is not None:
-            try:
-                gid = grp.getgrnam(config.unix_socket_group).gr_gid
-            except KeyError:
-                gid = None
-        keys.append(("unix", str(config.unix_socket), config.unix_socket_mode, gid))
+        keys.append(("unix", str(config.unix_socket)))
     return tuple(keys)
 
 
@@ -266,6 +281,9 @@ def reconcile(current: list[Listener], config: Config) -> list[Listener]:
     """
     by_key = {listener.key: listener for listener in current}
     tls = tls_context(config)  # first: a bad certificate must not leave half-made sockets
+    for listener in current:
+        if listener.unix_path is not None and listener.key in listen_address(config):
+            _set_unix_access(listener, config.unix_socket_mode, config.unix_socket_group)
     made: list[Listener] = []
     result: list[Listener] = []
     try:

@@ -157,7 +157,7 @@ class Runtime:
         log.info("started %s (xid %d)", vserver.name, vserver.xid)
 
     def stop(self, db: vxdb.Connection, vserver: VServer) -> str:
-        with vxdb.transaction(db):
+        with vxdb.transaction(db, immediate=True):
             _, init = build_spec(db, vserver)
             # an explicit stop supersedes a reboot requested from inside
             db.execute("DELETE FROM restart WHERE xid = ?", (vserver.xid,))

@@ -1,59 +1,63 @@
-"""The XML-RPC transport: HTTP on a listening socket, served by a pre-forked pool.
+"""The XML-RPC transport: HTTP(S) on listening sockets, served by a pre-forked pool.
 
 Shape:
 
-* The supervisor (the `vcd` parent process) creates the listening socket(s), forks
-  `worker_count` workers and then only supervises them (`Pool`): it respawns a
-  worker that dies, replaces one that retired after `max_requests`, starts a new
+* The supervisor (the `vcd` parent process) creates the listening sockets
+  (`vcd.listeners`: TCP, HTTPS when a certificate is configured, a Unix socket),
+  forks `worker_count` workers and then only supervises them (`Pool`): it respawns
+  a worker that dies, replaces one that retired after `max_requests`, starts a new
   generation on reload and stops them all on exit. It never touches a request.
-* Each worker (`Worker`) waits for connections on every listener with an epoll set
-  (EPOLLEXCLUSIVE, so a new connection wakes one idle worker, not all of them),
-  accepts one, serves exactly one request on it (`RequestHandler`) and closes it.
-  One request per connection is what XML-RPC clients expect, and it keeps a
-  persistent client from pinning a worker.
+* Each worker (`Worker`) runs an event loop over one epoll set: the listeners
+  (EPOLLEXCLUSIVE, so a new connection wakes one idle worker, not all of them) and
+  every connection it has accepted (`vcd.httpconn.Connection`, non-blocking). It
+  reads requests from many clients at once and calls the dispatcher for one
+  complete request at a time. One request per connection is what XML-RPC clients
+  expect, and it keeps a persistent client from pinning a worker.
 * A worker's SQLite connection and everything else the dispatcher needs is made in
   the worker after fork (`make_dispatcher(config)`).
 
-The HTTP request is parsed here rather than with `http.server.BaseHTTPRequestHandler`
-because that class reads through a buffered file whose socket timeout applies to each
-recv separately: a client sending one byte a second would hold a worker forever.
-Here the whole request (head and body) must arrive within `timeout`, the head is
-capped at 64 KiB, the body is refused (413) from its Content-Length before a byte of
-it is read, and each step is a few string operations, which matters at thousands of
-requests a second per core.
+Why an event loop and not one blocking connection per worker: a client that sends
+one byte a second would then hold a whole worker for `timeout` seconds, and as many
+such clients as there are workers would stop the service. Here such a client costs
+an epoll entry until its deadline (TLS handshake, head and body together must
+arrive within `timeout`). The HTTP request is parsed by `vcd.httpconn` rather than
+`http.server`, whose buffered reads can't be driven this way.
 
-Listeners are a list so that TLS and a Unix socket (issue 8) are more entries served
-by the same workers: a `Listener` carries its socket and how to name the peer; a TLS
-listener will also carry the context to wrap accepted connections with.
+Fairness: complete requests are dispatched round-robin by peer (source address,
+or uid on the Unix socket), and one peer may hold at most a quarter of a worker's
+connections, so a flood from one address neither queues ahead of nor locks out
+another. Failed logins are throttled per address by the dispatcher.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import gc
-import ipaddress
+import heapq
+import itertools
 import logging
-import math
 import os
+import resource
 import select
 import signal
-import socket
 import time
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable, Protocol
 
 from vcd.config import Config
+from vcd.httpconn import WANT_NOTHING, Connection, State, error_answer
+from vcd.listeners import Listener
 
 log = logging.getLogger("vcd.server")
 
-MAX_HEAD_BYTES = 65536      # request line + headers, as http.server allows per line
-MAX_HEADERS = 100           # as http.client's limit
-RECV_SIZE = 65536
-LINGER_SECONDS = 1.0        # after an early refusal, how long to swallow what the client still sends
-LINGER_BYTES = 4 * 1048576  # ... and how much of it at most
 PARENT_CHECK_SECONDS = 2.0  # an idle worker checks this often that its supervisor is alive
+ACCEPT_BATCH = 64           # connections taken per listener per loop turn
+MAX_CONNECTIONS = 1024      # open connections per worker (bounded further by RLIMIT_NOFILE)
+PEER_SHARE = 4              # one peer may hold at most 1/PEER_SHARE of a worker's connections
+FD_RESERVE = 64             # descriptors kept for VXDB, logs, locks, vx.exec pipes
+ACCEPT_PAUSE = 0.1          # after EMFILE and the like, before trying accept again
 
 # worker exit codes the supervisor tells apart
 EXIT_STOPPED = 0    # asked to stop (SIGTERM): not replaced unless it is a current-generation worker
@@ -71,361 +75,252 @@ class Dispatcher(Protocol):
 DispatcherFactory = Callable[[Config], Dispatcher]
 
 
-# --------------------------------------------------------------------------- listeners
-
-@dataclass
-class Listener:
-    """A listening socket the workers accept on."""
-    sock: socket.socket
-    name: str  # for log messages: "127.0.0.1:13386", "[::1]:13386", later "unix:/run/vcd/vcd.sock"
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def tcp_listener(host: str, port: int, backlog: int = 1024, defer_accept: int = 0) -> Listener:
-    """Bind and listen on host:port; an IPv6 literal host gives an IPv6 socket.
-
-    With `defer_accept` seconds, the kernel hands a connection to a worker only once
-    its first data has arrived (XML-RPC clients always speak first), so connections
-    that are opened and left silent don't occupy workers.
-    """
-    if host == "localhost":
-        host = "127.0.0.1"
-    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        # a restarted daemon must be able to bind while old connections sit in TIME_WAIT
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        if defer_accept:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, defer_accept)
-        sock.listen(backlog)
-        # shared by all workers: accept must not block when another worker won the race
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-    return Listener(sock, shown)
-
-
-def listeners_for(config: Config) -> list[Listener]:
-    return [tcp_listener(config.host, config.port, defer_accept=max(1, math.ceil(config.timeout)))]
-
-
-def listen_address(config: Config) -> tuple[str, int]:
-    """What `listeners_for` binds; a reload that changes it needs new sockets."""
-    return (config.host, config.port)
-
-
-def _peer_name(addr: object) -> str:
-    # The dispatcher throttles failed logins per source address, so the peer is
-    # the address alone; an IPv4-mapped IPv6 address is the IPv4 client it is.
-    if isinstance(addr, tuple) and addr:
-        host = addr[0]
-        if host.startswith("::ffff:") and "." in host:
-            return host[7:]
-        return host
-    return "local"
-
-
-# --------------------------------------------------------------------------- HTTP
-
-class _Refuse(Exception):
-    """Answer with an HTTP error instead of calling the dispatcher."""
-
-    def __init__(self, status: HTTPStatus, extra: bytes = b"", head_only: bool = False) -> None:
-        super().__init__(status.phrase)
-        self.status = status
-        self.extra = extra
-        self.head_only = head_only  # the answer to a HEAD request has no body
-
-
-_date_cache: tuple[int, bytes] = (0, b"")
-
-
-def _http_date() -> bytes:
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
-    return _date_cache[1]
-
-
-def _head(version: bytes, status: HTTPStatus, ctype: bytes, length: int, extra: bytes = b"") -> bytes:
-    return b"%s %d %s\r\nServer: vcd\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" \
-           b"Connection: close\r\n%s\r\n" % (
-               version, status.value, status.phrase.encode("ascii"), _http_date(), ctype, length, extra)
-
-
-class RequestHandler:
-    """Serves one HTTP request on one accepted connection."""
-
-    def __init__(self, dispatcher: Dispatcher, timeout: float, max_body: int) -> None:
-        self.dispatcher = dispatcher
-        self.timeout = timeout
-        self.max_body = max_body
-
-    def serve(self, conn: socket.socket, peer: str) -> bool:
-        """Answer one request and close the connection.
-
-        Returns True when the dispatcher was called. Never raises: whatever goes
-        wrong is logged and, where the connection still works, answered without
-        details.
-        """
-        version = b"HTTP/1.0"
-        try:
-            try:
-                version, body = self._read_request(conn)
-            except _Refuse as refusal:
-                # logged here: the request never reaches the dispatcher, which logs the others
-                log.info("refused request from %s: HTTP %d %s", peer, refusal.status.value,
-                         refusal.status.phrase)
-                self._send_error(conn, version, refusal.status, refusal.extra, refusal.head_only)
-                return False
-            if body is None:
-                return False  # the client closed the connection before finishing its request
-            try:
-                answer = self.dispatcher.handle(body, peer)
-                if not isinstance(answer, (bytes, bytearray)):
-                    raise TypeError(f"dispatcher returned {type(answer).__name__}, not bytes")
-            except Exception:
-                log.exception("request from %s failed in the dispatcher", peer)
-                self._send_error(conn, version, HTTPStatus.INTERNAL_SERVER_ERROR)
-                return True
-            if conn.gettimeout() != self.timeout:  # shortened while reading a slow request
-                conn.settimeout(self.timeout)
-            conn.sendall(_head(version, HTTPStatus.OK, b"text/xml", len(answer)) + answer)
-            return True
-        except TimeoutError:
-            log.info("request from %s timed out after %gs; connection dropped", peer, self.timeout)
-            self._send_error(conn, version, HTTPStatus.REQUEST_TIMEOUT)
-            return False
-        except OSError as exc:
-            log.debug("connection from %s: %s", peer, exc)
-            return False
-        except Exception:
-            log.exception("request from %s failed", peer)
-            self._send_error(conn, version, HTTPStatus.INTERNAL_SERVER_ERROR)
-            return False
-        finally:
-            conn.close()
-
-    # Returns (version, body); body None when the client went away mid-request.
-    def _read_request(self, conn: socket.socket) -> tuple[bytes, bytes | None]:
-        timeout = self.timeout
-        deadline = time.monotonic() + timeout
-        conn.settimeout(timeout)
-        buf = conn.recv(RECV_SIZE)
-        if not buf:
-            return b"HTTP/1.0", None
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            # the head came in pieces (or with bare LFs): collect it, searching only the new part
-            data = bytearray(buf)
-            scanned = 0
-            while True:
-                end = data.find(b"\r\n\r\n", max(0, scanned - 3))
-                if end >= 0:
-                    skip = 4
-                    break
-                end = data.find(b"\n\n", max(0, scanned - 1))
-                if end >= 0:
-                    skip = 2
-                    break
-                scanned = len(data)
-                if scanned > MAX_HEAD_BYTES:
-                    raise _Refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                conn.settimeout(remaining)
-                chunk = conn.recv(RECV_SIZE)
-                if not chunk:
-                    return b"HTTP/1.0", None
-                data += chunk
-            buf = bytes(data)
-        else:
-            skip = 4
-        if end > MAX_HEAD_BYTES:
-            raise _Refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
-
-        lines = buf[:end].decode("latin-1").split("\n")
-        parts = lines[0].rstrip("\r").split(" ")
-        if len(parts) != 3:
-            raise _Refuse(HTTPStatus.BAD_REQUEST)
-        method, target, proto = parts
-        if proto == "HTTP/1.1":
-            version = b"HTTP/1.1"
-        elif proto == "HTTP/1.0":
-            version = b"HTTP/1.0"
-        elif proto.startswith("HTTP/"):
-            raise _Refuse(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED)
-        else:
-            raise _Refuse(HTTPStatus.BAD_REQUEST)
-        if len(lines) > MAX_HEADERS + 1:
-            raise _Refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
-        length: str | None = None
-        expect: str | None = None
-        chunked = False
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name[-1] in " \t" or name[0] in " \t":
-                # no colon, or whitespace around the name (obsolete line folding, smuggling tricks)
-                raise _Refuse(HTTPStatus.BAD_REQUEST)
-            name = name.lower()
-            if name == "content-length":
-                value = value.strip()
-                if length is not None and length != value:
-                    raise _Refuse(HTTPStatus.BAD_REQUEST)
-                length = value
-            elif name == "transfer-encoding":
-                chunked = True
-            elif name == "expect":
-                expect = value.strip().lower()
-
-        path = target.partition("?")[0]
-        if path != "/RPC2":
-            raise _Refuse(HTTPStatus.NOT_FOUND, head_only=method == "HEAD")
-        if method != "POST":
-            raise _Refuse(HTTPStatus.METHOD_NOT_ALLOWED, b"Allow: POST\r\n", method == "HEAD")
-        if chunked:
-            # a body without a length (or with two framings) is not something XML-RPC clients send
-            raise _Refuse(HTTPStatus.BAD_REQUEST if length is not None else HTTPStatus.LENGTH_REQUIRED)
-        if length is None:
-            raise _Refuse(HTTPStatus.LENGTH_REQUIRED)
-        if not (length.isascii() and length.isdigit()):
-            raise _Refuse(HTTPStatus.BAD_REQUEST)
-        size = int(length)
-        if size > self.max_body:
-            raise _Refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-
-        start = end + skip
-        have = len(buf) - start
-        if have >= size:
-            return version, buf[start:start + size]
-        if expect is not None:
-            if expect != "100-continue":
-                raise _Refuse(HTTPStatus.EXPECTATION_FAILED)
-            if version == b"HTTP/1.1" and have == 0:
-                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = bytearray(buf[start:])
-        while len(body) < size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            conn.settimeout(remaining)
-            chunk = conn.recv(min(size - len(body), RECV_SIZE))
-            if not chunk:
-                return version, None
-            body += chunk
-        return version, bytes(body)
-
-    def _send_error(self, conn: socket.socket, version: bytes, status: HTTPStatus,
-                    extra: bytes = b"", head_only: bool = False) -> None:
-        """Answer an error and close gently.
-
-        The client may still be sending a body we refused to read; closing a socket
-        with unread data makes the kernel send a reset, which would destroy our answer
-        before the client reads it. So: answer, half-close, and swallow (briefly,
-        boundedly) what still arrives.
-        """
-        text = status.phrase.encode("ascii") + b"\n"
-        try:
-            conn.settimeout(min(self.timeout, 5.0))
-            conn.sendall(_head(version, status, b"text/plain", len(text), extra)
-                         + (b"" if head_only else text))
-            conn.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + LINGER_SECONDS
-            swallowed = 0
-            while swallowed < LINGER_BYTES:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                conn.settimeout(remaining)
-                chunk = conn.recv(RECV_SIZE)
-                if not chunk:
-                    break
-                swallowed += len(chunk)
-        except OSError:
-            pass
-
 
 # --------------------------------------------------------------------------- worker
 
+def raise_fd_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard one (every connection is a descriptor);
+    returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def connection_limits() -> tuple[int, int]:
+    """(connections per worker, connections per peer and worker)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    total = max(8, min(MAX_CONNECTIONS, soft - FD_RESERVE))
+    return total, max(2, total // PEER_SHARE)
+
+
 class Worker:
-    """The body of a worker process: accept, serve, repeat; until told to stop or retired."""
+    """The body of a worker process: an event loop over listeners and connections,
+    until told to stop or retired; then it finishes the connections it holds."""
 
     def __init__(self, config: Config, listeners: list[Listener], dispatcher: Dispatcher,
                  supervisor_pid: int) -> None:
         self.listeners = listeners
-        self.handler = RequestHandler(dispatcher, config.timeout, config.max_request_size)
+        self.dispatcher = dispatcher
+        self.timeout = config.timeout
+        self.max_body = config.max_request_size
         self.max_requests = config.max_requests
         self.supervisor_pid = supervisor_pid
+        self.max_open, self.max_per_peer = connection_limits()
         self.stopping = False
         self.served = 0
+        self.conns: dict[int, Connection] = {}
+        self.per_peer: Counter[str] = Counter()
+        # complete requests by peer; served round-robin across peers
+        self.ready: OrderedDict[str, deque[tuple[int, Connection]]] = OrderedDict()
+        self.deadlines: list[tuple[float, int, int, Connection]] = []
+        self._seq = itertools.count()
+        self.listening = False
+        self.accept_resume_at = 0.0
+        self.poller: select.epoll | None = None
+        self.refused_by_share = 0
 
     def _on_term(self, signum: int, frame: object) -> None:
-        # Only a flag: a request being served finishes, the loop then ends. An idle
-        # worker is woken by the signal's byte on the wakeup pipe.
+        # Only a flag: the loop stops accepting and ends once its connections are done.
+        # An idle worker is woken by the signal's byte on the wakeup pipe.
         self.stopping = True
 
     def run(self) -> int:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_term)
-        poller = select.epoll()
-        by_fd: dict[int, Listener] = {}
-        for listener in self.listeners:
-            poller.register(listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
-            by_fd[listener.fileno()] = listener
+        self.poller = poller = select.epoll()
+        listener_fds = {listener.fileno() for listener in self.listeners}
         poller.register(wake_r, select.EPOLLIN)
-        handler = self.handler
-        max_requests = self.max_requests
+        retired = False
         try:
-            while not self.stopping:
-                # Try the listeners first: under load a connection is usually waiting,
-                # and this saves the epoll round trip.
-                accepted = False
-                for listener in self.listeners:
-                    try:
-                        conn, addr = listener.sock.accept()
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError as exc:
-                        if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
-                            continue
-                        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                            log.error("accept on %s: %s", listener.name, exc)
-                            time.sleep(0.1)
-                            continue
-                        raise
-                    accepted = True
-                    handler.serve(conn, _peer_name(addr))
-                    self.served += 1
-                    if max_requests and self.served >= max_requests:
-                        return EXIT_RETIRED
-                    if self.stopping:
-                        break
-                if accepted:
-                    continue
-                events = poller.poll(PARENT_CHECK_SECONDS)
-                if not events and os.getppid() != self.supervisor_pid:
-                    log.warning("supervisor is gone; worker exiting")
-                    return EXIT_STOPPED
-                for fd, _ in events:
+            while True:
+                if self.max_requests and self.served >= self.max_requests:
+                    retired = True
+                wanted = not (self.stopping or retired) and len(self.conns) < self.max_open \
+                    and time.monotonic() >= self.accept_resume_at
+                self._listen(wanted)
+                if not wanted and (self.stopping or retired) and not self.conns:
+                    return EXIT_RETIRED if retired and not self.stopping else EXIT_STOPPED
+                if wanted and not self.ready:
+                    # under load a connection is usually waiting: skip the epoll round trip
+                    self._accept()
+                timeout = 0.0 if self.ready else self._poll_timeout()
+                events = poller.poll(timeout)
+                for fd, mask in events:
                     if fd == wake_r:
                         try:
                             os.read(wake_r, 512)
                         except BlockingIOError:
                             pass
-            return EXIT_STOPPED
+                        continue
+                    if fd in listener_fds:
+                        continue  # accepted at the top of the next turn
+                    conn = self.conns.get(fd)
+                    if conn is None:
+                        continue
+                    if mask & select.EPOLLOUT and not mask & select.EPOLLIN:
+                        conn.on_writable()
+                    else:
+                        conn.on_readable()
+                    self._settle(fd, conn)
+                self._expire()
+                if self.ready:
+                    self._dispatch_one()
+                elif not events and timeout > 0 and os.getppid() != self.supervisor_pid:
+                    log.warning("supervisor is gone; worker exiting")
+                    return EXIT_STOPPED
         finally:
+            for fd, conn in list(self.conns.items()):
+                conn.close()
+            self.conns.clear()
             poller.close()
+
+    # -- accepting -----------------------------------------------------------------------
+
+    def _listen(self, wanted: bool) -> None:
+        """(Un)register the listeners: a worker that can't take connections must not be
+        woken for them (and level-triggered epoll would spin)."""
+        if wanted == self.listening:
+            return
+        assert self.poller is not None
+        for listener in self.listeners:
+            if wanted:
+                self.poller.register(listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            else:
+                self.poller.unregister(listener.fileno())
+        self.listening = wanted
+
+    def _accept(self) -> None:
+        for listener in self.listeners:
+            for _ in range(ACCEPT_BATCH):
+                if len(self.conns) >= self.max_open:
+                    return
+                try:
+                    sock, addr = listener.sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                        continue
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        log.error("accept on %s: %s", listener.name, exc)
+                        self.accept_resume_at = time.monotonic() + ACCEPT_PAUSE
+                        return
+                    raise
+                peer = listener.peer_name(sock, addr)
+                if self.per_peer[peer] >= self.max_per_peer:
+                    # this peer already holds its share: others must still get in
+                    self.refused_by_share += 1
+                    if self.refused_by_share in (1, 10, 100) or self.refused_by_share % 1000 == 0:
+                        log.warning("%s holds %d connections to this worker; refused %d so far",
+                                    peer, self.per_peer[peer], self.refused_by_share)
+                    sock.close()
+                    continue
+                sock.setblocking(False)
+                fd = sock.fileno()
+                conn = Connection(sock, peer, listener.tls, self.timeout, self.max_body)
+                self.conns[fd] = conn
+                self.per_peer[peer] += 1
+                # with TCP_DEFER_ACCEPT the request has usually arrived already
+                conn.on_readable()
+                self._settle(fd, conn)
+
+    # -- after each step of a connection -------------------------------------------------------
+
+    def _settle(self, fd: int, conn: Connection) -> None:
+        """Bring the epoll registration, the deadline queue and the ready queue in line
+        with what the connection now waits for."""
+        assert self.poller is not None
+        state = conn.state
+        want = WANT_NOTHING if state in (State.READY, State.CLOSED) else conn.want
+        if want != conn.registered:
+            try:
+                if conn.registered == 0:
+                    self.poller.register(fd, want)
+                elif want == 0:
+                    self.poller.unregister(fd)
+                else:
+                    self.poller.modify(fd, want)
+            except OSError:
+                pass  # a closed descriptor has left the epoll set by itself
+            conn.registered = want
+        if state is State.CLOSED:
+            self._forget(fd, conn)
+        elif state is State.READY:
+            self.ready.setdefault(conn.peer, deque()).append((fd, conn))
+        elif conn.deadline != conn.pushed:
+            # only connections that wait get here: the fast path never touches the heap
+            conn.pushed = conn.deadline
+            heapq.heappush(self.deadlines, (conn.deadline, next(self._seq), fd, conn))
+
+    def _forget(self, fd: int, conn: Connection) -> None:
+        if self.conns.get(fd) is conn:
+            del self.conns[fd]
+            self.per_peer[conn.peer] -= 1
+            if self.per_peer[conn.peer] <= 0:
+                del self.per_peer[conn.peer]
+
+    def _poll_timeout(self) -> float:
+        heap = self.deadlines
+        while heap and (heap[0][3].state in (State.CLOSED, State.READY)
+                        or heap[0][3].deadline != heap[0][0]):
+            heapq.heappop(heap)  # stale: the connection ended or got a new deadline
+        wait = PARENT_CHECK_SECONDS
+        if heap:
+            wait = min(wait, max(0.0, heap[0][0] - time.monotonic()))
+        if self.accept_resume_at:
+            wait = min(wait, max(0.0, self.accept_resume_at - time.monotonic()))
+        return wait
+
+    def _expire(self) -> None:
+        heap = self.deadlines
+        if not heap:
+            return
+        now = time.monotonic()
+        while heap and heap[0][0] <= now:
+            deadline, _, fd, conn = heapq.heappop(heap)
+            if conn.state in (State.CLOSED, State.READY) or conn.deadline != deadline:
+                continue
+            conn.expire()
+            self._settle(fd, conn)
+        if len(heap) > 4 * len(self.conns) + 1024:
+            # mostly stale entries of connections that finished early: start over
+            self.deadlines = [(c.deadline, next(self._seq), fd, c) for fd, c in self.conns.items()
+                              if c.state not in (State.CLOSED, State.READY)]
+            heapq.heapify(self.deadlines)
+
+    # -- dispatching ---------------------------------------------------------------------
+
+    def _dispatch_one(self) -> None:
+        peer, queue = next(iter(self.ready.items()))
+        fd, conn = queue.popleft()
+        if queue:
+            self.ready.move_to_end(peer)
+        else:
+            del self.ready[peer]
+        body = conn.body
+        conn.body = None
+        assert body is not None
+        try:
+            answer = self.dispatcher.handle(body, conn.peer)
+            if not isinstance(answer, (bytes, bytearray)):
+                raise TypeError(f"dispatcher returned {type(answer).__name__}, not bytes")
+        except Exception:
+            log.exception("request from %s failed in the dispatcher", conn.peer)
+            conn.answer_error(error_answer(HTTPStatus.INTERNAL_SERVER_ERROR))
+        else:
+            conn.answer(answer)
+        self.served += 1
+        self._settle(fd, conn)
 
 
 def _set_parent_death_signal(sig: int) -> None:
@@ -499,6 +394,7 @@ class Pool:
         # Objects made so far are shared copy-on-write with every worker; keeping the
         # collector away from them keeps those pages shared and its passes short.
         gc.freeze()
+        raise_fd_limit()
         self.fill()
 
     def workers(self, generation: int | None = None) -> list[int]:
@@ -618,30 +514,31 @@ class Pool:
         """Start a new generation with `config`, then retire the old one gracefully.
 
         The new workers accept on the same sockets while the old ones finish their
-        requests, so a reload drops no connection.
+        requests, so a reload drops no connection. `listeners`, when given, replaces
+        the list: sockets in both lists are kept, the others closed here once the
+        new generation is forked without them.
         """
         old_listeners = self.listeners
         self.config = config
+        dropped: list[Listener] = []
         if listeners is not None:
             self.listeners = listeners
+            dropped = [old for old in old_listeners if all(old is not new for new in listeners)]
         old = self.workers()
         self.generation += 1
         self.backoff = 0.0
         self.next_spawn = 0.0
-        if listeners is not None:
-            self.retiring_fds = [listener.fileno() for listener in old_listeners]
+        self.retiring_fds = [listener.fileno() for listener in dropped]
         try:
             self.fill()
         finally:
             self.retiring_fds = []
         for pid in old:
             self._signal(pid, signal.SIGTERM)
-        if listeners is not None:
-            # Old workers hold their own copies until they exit; the supervisor's
-            # are no longer needed, and once those workers are gone the old
-            # address stops accepting.
-            for listener in old_listeners:
-                listener.close()
+        # Old workers hold their own copies until they exit; the supervisor's are no
+        # longer needed, and once those workers are gone the old address stops accepting.
+        for listener in dropped:
+            listener.close()
 
     def _signal(self, pid: int, sig: int) -> None:
         try:

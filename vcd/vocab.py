@@ -1,42 +1,19 @@
 """Value vocabularies of the API (case-sensitive), and the defaults of a new vserver."""
 from __future__ import annotations
 
+# The kernel's vocabulary (capabilities in bit order, context caps, flags, limit and uname
+# types) is libvserver's: it is what a backend can be asked for.
+from libvserver.api import (BCAPS, CCAPS, FLAGS, LIMIT_TYPES as LIMITS,  # noqa: F401
+                            MEMORY_LIMIT_TYPES as MEMORY_LIMITS, UNAME_TYPES as UNAMES)
+
+__all__ = ["BCAPS", "CCAPS", "FLAGS", "LIMITS", "MEMORY_LIMITS", "UNAMES", "USER_CAPS",
+           "DEFAULT_BCAPS", "DEFAULT_CCAPS", "DEFAULT_FLAGS", "DEFAULT_INIT", "DEFAULT_HALT",
+           "DEFAULT_REBOOT", "DEFAULT_TIMEOUT", "DEFAULT_NETMASK", "UINT64_MAX"]
+
 USER_CAPS: tuple[str, ...] = (
     "AUTH", "DLIM", "INIT", "MOUNT", "NET", "BCAP", "CCAP", "CFLAG", "RLIM", "SCHED",
     "UNAME", "CREATE", "EXEC", "INFO", "HELPER",
 )
-
-# Linux capability names without CAP_, in kernel bit order (include/uapi/linux/capability.h).
-BCAPS: tuple[str, ...] = (
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
-    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
-    "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
-    "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
-    "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
-    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
-)
-
-CCAPS: tuple[str, ...] = (
-    "SET_UTSNAME", "SET_RLIMIT", "RAW_ICMP", "SYSLOG", "SECURE_MOUNT", "SECURE_REMOUNT",
-    "BINARY_MOUNT", "QUOTA_CTL", "ADMIN_MAPPER", "ADMIN_CLOOP",
-)
-
-FLAGS: tuple[str, ...] = (
-    "INFO_PRIVATE", "INFO_INIT", "INFO_HIDE", "SCHED_HARD", "SCHED_PRIO", "SCHED_PAUSE",
-    "VIRT_MEM", "VIRT_UPTIME", "VIRT_CPU", "VIRT_LOAD", "VIRT_TIME", "HIDE_MOUNT",
-    "HIDE_NETIF", "HIDE_VINFO", "FORK_RSS",
-)
-
-LIMITS: tuple[str, ...] = (
-    "CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
-    "LOCKS", "SIGPENDING", "MSGQUEUE", "NSOCK", "OPENFD", "ANON", "SHMEM", "SEMARY",
-    "NSEMS", "DENTRY", "MAPPED",
-)
-# Limits measured in KiB; the rest are counts.
-MEMORY_LIMITS = frozenset({"RSS", "AS", "ANON", "MAPPED", "MEMLOCK", "SHMEM"})
-
-UNAMES: tuple[str, ...] = ("SYSNAME", "NODENAME", "RELEASE", "VERSION", "MACHINE", "DOMAINNAME")
 
 DEFAULT_BCAPS: tuple[str, ...] = (
     "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",

@@ -16,6 +16,7 @@ from pathlib import Path
 from vcd import config as configmod
 from vcd.config import Config, ConfigError
 from vcd.errors import Fault
+from vcd.transport import server_proxy
 
 # action -> helper method; the reboot(2) actions other than restart need no record:
 # the `shutdown` the kernel (or supervisor) sends next does the work.
@@ -31,10 +32,24 @@ def url_of(config: Config) -> str:
     section = config.sections.get("vshelper", {})
     if "url" in section:
         return str(section["url"])
+    if config.unix_socket is not None:
+        # local, so no TCP needed (nor TLS, nor a client certificate)
+        return f"unix://{config.unix_socket}"
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.host, config.host)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{config.port}/RPC2"
+    scheme = "https" if config.tls_cert is not None else "http"
+    return f"{scheme}://{host}:{config.port}/RPC2"
+
+
+def cacert_of(config: Config) -> str | None:
+    """The CA for an https:// URL: [vshelper] cacert, else vcd's own (self-signed) certificate."""
+    section = config.sections.get("vshelper", {})
+    if "cacert" in section:
+        return str(section["cacert"])
+    if url_of(config).startswith("https:") and config.tls_cert is not None:
+        return str(config.tls_cert)
+    return None
 
 
 def password_of(config: Config) -> str:
@@ -48,7 +63,7 @@ def call(config: Config, method: str, xid: int) -> None:
             "password": password_of(config)}
     deadline = time.monotonic() + RETRY_FOR
     while True:
-        proxy = xmlrpc.client.ServerProxy(url_of(config), allow_none=True)
+        proxy = server_proxy(url_of(config), cacert=cacert_of(config), timeout=RETRY_FOR)
         try:
             getattr(proxy, method)(auth, {"xid": xid})
             return

@@ -15,13 +15,16 @@ import rrdtool
 
 from libvserver import MEMORY_LIMIT_TYPES
 from vstatd.layout import LIMIT_OF_DB, LOADAVG_DB, RAW_COVERAGE, THREAD_DBS, rrd_path
-from vstatd.store import read_since
+from vstatd.store import Identity, read_identity, read_since
 
 PERIODS = {"1h": 3600, "1d": 86400, "1w": 7 * 86400, "1m": 30 * 86400, "1y": 365 * 86400}
 PERIOD_TEXT = {"1h": "last hour", "1d": "last day", "1w": "last week", "1m": "last month",
                "1y": "last year"}
 COLORS = ("#0066CC", "#CC3300", "#009933", "#9933CC", "#CC9900", "#666666")
 MAX_ROWS = 800
+# Only a Linux-VServer kernel keeps a low watermark; elsewhere the line would be a
+# legend of "nan" (vx.stats still has the series)
+MIN_DRAWN = False
 FINE_ROWS_MAX = 200_000
 
 
@@ -64,10 +67,11 @@ def view(metric: str) -> View:
         if ltype in MEMORY_LIMIT_TYPES:
             return View(f"limit {ltype}", "bytes", (Line("cur", "current", 1024),
                                                     Line("max", "peak", 1024),
-                                                    Line("min", "minimum", 1024)), base=1024)
+                                                    Line("min", "minimum", 1024, MIN_DRAWN)),
+                        base=1024)
         unit = "processes" if ltype == "NPROC" else "count"
         return View(f"limit {ltype}", unit, (Line("cur", "current"), Line("max", "peak"),
-                                             Line("min", "minimum")))
+                                             Line("min", "minimum", graph=MIN_DRAWN)))
     if metric.startswith("net_"):
         return View(f"network {metric[4:]}", "bytes/s", (
             Line("recvb", "received"), Line("sendb", "sent"),
@@ -127,17 +131,20 @@ def _step_of(path: Path) -> int:
     return int(rrdtool.info(str(path))["step"])
 
 
-def _path(rrddir: Path, name: str, metric: str) -> Path:
+def _path(rrddir: Path, name: str, metric: str, owner: Identity | None) -> Path:
+    """The file, only if it belongs to `owner` (when given): a kept directory of a
+    removed vserver must not show its history to the next owner of the name."""
     path = rrd_path(rrddir, name, metric)
-    if not path.is_file():
+    if not path.is_file() or (owner is not None and read_identity(path.parent) != owner):
         raise NoData(f"no statistics of {metric} for {name}")
     return path
 
 
 def render(rrddir: Path, name: str, metric: str, period: str = "1d",
-           now: float | None = None, width: int = 640, height: int = 200) -> bytes:
+           now: float | None = None, width: int = 640, height: int = 200,
+           owner: Identity | None = None) -> bytes:
     """The PNG of one metric of one vserver over a period."""
-    path = _path(rrddir, name, metric)
+    path = _path(rrddir, name, metric, owner)
     v = view(metric)
     step = _step_of(path)
     start, end, clamped = _window(path, step, period, now)
@@ -160,10 +167,10 @@ def render(rrddir: Path, name: str, metric: str, period: str = "1d",
 
 
 def series(rrddir: Path, name: str, metric: str, period: str = "1d",
-           now: float | None = None) -> dict:
+           now: float | None = None, owner: Identity | None = None) -> dict:
     """{start, end, step, timestamps, series: [{ds, label, unit, values}]}; an unknown
     value is None."""
-    path = _path(rrddir, name, metric)
+    path = _path(rrddir, name, metric, owner)
     v = view(metric)
     step = _step_of(path)
     start, end, _ = _window(path, step, period, now)

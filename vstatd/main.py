@@ -17,12 +17,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vcd import log as vlog
 from vcd.config import DEFAULT_CONFIG, Config, ConfigError, load
 from vcd.daemon import READY, AlreadyRunning, PidFile, _detach
 
 from vstatd import graph
+
+if TYPE_CHECKING:
+    from vstatd.collector import Collector
 from vstatd.config import Settings, settings
 from vstatd.layout import valid_metric, valid_name
 
@@ -84,7 +88,7 @@ class Runtime:
     config: Config
     st: Settings
 
-    def build(self):
+    def build(self) -> "Collector":
         import libvserver
         from vstatd.collector import Collector
         from vstatd.sample import sampler_for

@@ -39,7 +39,13 @@ def _read(path: str) -> bytes | None:
     except OSError:
         return None
     try:
-        return os.read(fd, 65536)
+        data = os.read(fd, 65536)
+        while len(data) % 65536 == 0 and data:  # a long task list: read to the end
+            more = os.read(fd, 65536)
+            if not more:
+                break
+            data += more
+        return data
     except OSError:
         return None
     finally:
@@ -56,7 +62,8 @@ def _fast_layout(base: "Layout") -> "Layout":
     from libvserver.native.cgroups import Layout
 
     class FastLayout(Layout):
-        def __init__(self) -> None:  # noqa: D401 - a copy of base, not a new discovery
+        def __init__(self) -> None:
+            # a copy of base: the hierarchies are discovered once, by libvserver
             self.__dict__.update(base.__dict__)
             self.files: dict[tuple[str, int, str], str] = {}
 
@@ -110,6 +117,7 @@ class NativeSampler:
         self._init: dict[int, int] = {}          # xid -> pid of its init
         self._own_net: dict[int, bool] = {}      # init pid -> in a network namespace of its own
         self._host_net = os.readlink("/proc/self/ns/net")
+        self._live: set[int] = set()
 
     def sample(self) -> dict[int, ContextStat]:
         out: dict[int, ContextStat] = {}
@@ -123,9 +131,12 @@ class NativeSampler:
             if st is not None:
                 out[xid] = st
         live = set(out)
-        for xid in [x for x in self._init if x not in live]:
-            self._own_net.pop(self._init.pop(xid), None)
+        for xid in self._live - live:
+            init = self._init.pop(xid, None)
+            if init is not None:
+                self._own_net.pop(init, None)
             self.layout.forget(xid)
+        self._live = live
         return out
 
     def _one(self, xid: int) -> ContextStat | None:

@@ -63,6 +63,7 @@ class Store:
         self._due: list[set[str]] = [set() for _ in range(self.slots)]
         self.owner: dict[str, Identity] = {}      # directory name -> vserver it holds
         self.kept: set[str] = set()               # directories of removed vservers
+        self.seen: set[Identity] = set()          # vservers VXDB listed during this run
         rrddir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self._scan()
 
@@ -72,12 +73,17 @@ class Store:
         for entry in os.scandir(self.rrddir):
             if not valid_name(entry.name) or not entry.is_dir(follow_symlinks=False):
                 continue
-            ident = _read_marker(Path(entry.path))
+            ident = read_identity(Path(entry.path))
             if ident is not None:
                 self.owner[entry.name] = ident
 
     def reconcile(self, vservers: dict[Identity, str]) -> None:
-        """Follow renames and removals in VXDB (`vservers`: identity -> current name)."""
+        """Follow renames and removals in VXDB (`vservers`: identity -> current name).
+
+        Only a vserver seen in VXDB during this run and gone since counts as removed
+        for deletion: pointed at the wrong (or an empty) VXDB, vstatd keeps every file.
+        """
+        self.seen.update(vservers)
         for name, ident in list(self.owner.items()):
             new = vservers.get(ident)
             if new is not None and new != name and self.owner.get(name) == ident:
@@ -85,7 +91,7 @@ class Store:
         for name, ident in list(self.owner.items()):
             if ident in vservers or name in self.kept:
                 continue
-            if self.on_remove == "delete":
+            if self.on_remove == "delete" and ident in self.seen:
                 self._forget(name, write=False)
                 shutil.rmtree(self.rrddir / name, ignore_errors=True)
                 del self.owner[name]
@@ -128,7 +134,7 @@ class Store:
         d = vserver_dir(self.rrddir, name)
         if self.owner.get(name) == ident:
             return d
-        if name in self.owner or (d.exists() and _read_marker(d) not in (None, ident)):
+        if name in self.owner or (d.exists() and read_identity(d) not in (None, ident)):
             self._archive(name)
         if d.is_symlink():
             raise OSError(f"{d} is a symbolic link; refusing to write through it")
@@ -161,7 +167,7 @@ class Store:
                 last = self._last.get(path)
                 if last is None:
                     last = self._open(path, metric, t)
-            except rrdtool.OperationalError as exc:
+            except (rrdtool.OperationalError, OSError) as exc:
                 log.error("%s: %s", path, exc)
                 continue
             if t <= last:
@@ -209,7 +215,8 @@ class Store:
         return start
 
 
-def _read_marker(d: Path) -> Identity | None:
+def read_identity(d: Path) -> Identity | None:
+    """The vserver a directory belongs to, from its marker."""
     try:
         data = json.loads((d / MARKER).read_text())
         return Identity(int(data["xid"]), int(data["created"]))

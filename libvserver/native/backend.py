@@ -86,6 +86,37 @@ class NativeBackend(Backend):
     def supervisor_pid(self) -> int:
         return int(self.client.call({"op": "ping"})["pid"])
 
+    def shutdown(self) -> None:
+        """Kill every context under this cgroup parent, stop the supervisor and remove
+        the parent's cgroups and veth pairs: for tests, benchmarks and decommissioning a
+        host. The daemon never calls it; contexts outlive vcd by design."""
+        for xid in self.layout.xids():
+            try:
+                self.layout.kill_all(xid)
+            except OSError:
+                pass
+        try:
+            self.client.call({"op": "quit"}, timeout=10)
+        except Exception:  # a supervisor that is gone already is what we want
+            pass
+        for xid in self.layout.xids():
+            self.layout.remove(xid, wait=5)
+        for h in self.layout.hierarchies:
+            try:
+                os.rmdir(self.layout.group(h))
+            except (FileNotFoundError, OSError):
+                pass
+        if self.net_tag:
+            from pyroute2 import IPRoute
+            with IPRoute() as ipr:
+                for link in ipr.get_links():
+                    name = link.get_attr("IFLA_IFNAME") or ""
+                    if name.startswith("vx") and name.endswith(f"-{self.net_tag}"):
+                        try:
+                            ipr.link("del", index=link["index"])
+                        except Exception:  # the peer's end may have taken it along
+                            pass
+
     # --- Backend --------------------------------------------------------------------------
 
     def start(self, spec: ContextSpec) -> None:

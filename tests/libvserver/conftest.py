@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -100,28 +99,7 @@ def backend(session_dir, notify_log):
 
 
 def _teardown_backend(b: NativeBackend) -> None:
-    for xid in b.layout.xids():
-        try:
-            b.layout.kill_all(xid)
-        except OSError:
-            pass
-    try:
-        b.client.call({"op": "quit"}, timeout=10)
-    except Exception:
-        pass
-    for xid in b.layout.xids():
-        b.layout.remove(xid, wait=5)
-    for h in b.layout.hierarchies:
-        try:
-            os.rmdir(b.layout.group(h))
-        except FileNotFoundError:
-            pass
-    if b.net_tag:
-        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-        for line in links.splitlines():
-            name = line.split(":")[1].strip().split("@")[0]
-            if name.startswith("vx") and name.endswith(f"-{b.net_tag}"):
-                subprocess.run(["ip", "link", "del", name], check=False)
+    b.shutdown()
 
 
 _xids = itertools.count(40000 + os.getpid() % 5000)

@@ -82,18 +82,3 @@ def test_store_lists_a_template_with_bad_metadata_but_get_refuses_it(tmp_path):
     assert "bcaps" in rows["bad"].error
     with pytest.raises(MetadataError, match="bcaps"):
         store.get("bad")
-
-
-def test_vocabularies_and_defaults_agree_with_the_daemon_and_libvserver():
-    """Three packages spell DESIGN.md's vocabularies; a template must never accept what they refuse."""
-    from templates import metadata as m
-    vocab = pytest.importorskip("vcd.vocab")
-    assert m.BCAPS == set(vocab.BCAPS) and m.CCAPS == set(vocab.CCAPS)
-    assert m.FLAGS == set(vocab.FLAGS) and m.LIMIT_TYPES == set(vocab.LIMITS)
-    assert m.DEFAULT_BCAPS == list(vocab.DEFAULT_BCAPS)
-    assert m.DEFAULT_CCAPS == list(vocab.DEFAULT_CCAPS)
-    assert m.DEFAULT_FLAGS == list(vocab.DEFAULT_FLAGS)
-    assert m.DEFAULT_TIMEOUT == vocab.DEFAULT_TIMEOUT
-    api = pytest.importorskip("libvserver.api")
-    assert m.BCAPS == set(api.BCAPS) and m.CCAPS == set(api.CCAPS)
-    assert m.FLAGS == set(api.FLAGS) and m.LIMIT_TYPES == set(api.LIMIT_TYPES)

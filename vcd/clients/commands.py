@@ -176,6 +176,14 @@ def _arg_help(param: Param) -> str:
     return text
 
 
+def output_options(parser: argparse.ArgumentParser) -> None:
+    """--json and -q also after the command (`vcc list --json`), as people type them."""
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the result as JSON")
+    parser.add_argument("-q", dest="quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="terse output")
+
+
 def add_spec(sub: Any, spec: Spec) -> None:
     doc = _doc(spec)
     parser = sub.add_parser(spec.command, add_help=False,
@@ -183,6 +191,7 @@ def add_spec(sub: Any, spec: Spec) -> None:
                             formatter_class=argparse.RawDescriptionHelpFormatter,
                             usage=f"%(prog)s {usage_line(spec)}")
     parser.add_argument("--help", action="help", help="show this help and exit")
+    output_options(parser)
     for a in arguments(spec):
         if a.option:
             parser.add_argument(f"--{a.param.name}", metavar=metavar(a.param),
@@ -284,6 +293,7 @@ class Program:
                                     usage=f"%(prog)s {entry.usage}")
                 if not entry.own_help:
                     lp.add_argument("--help", action="help", help="show this help and exit")
+                    output_options(lp)
                 entry.setup(lp)
                 lp.set_defaults(_local=entry)
         return p

@@ -128,6 +128,7 @@ def _relay(master: int, child: int) -> int:
     child_fd = os.pidfd_open(child)
     fds = [master, child_fd, stdin]
     status: int | None = None
+    input_ended = False
     try:
         while True:
             ready, _, _ = select.select(fds, [], [])
@@ -136,7 +137,10 @@ def _relay(master: int, child: int) -> int:
                 if data:
                     os.write(master, data)
                 else:
-                    fds.remove(stdin)   # input ended: the shell sees nothing more, no hang-up
+                    # input ended (a pipe): end the shell's input the way a terminal does
+                    fds.remove(stdin)
+                    input_ended = True
+                    os.write(master, b"\x04")
             if master in ready:
                 try:
                     data = os.read(master, 65536)
@@ -147,12 +151,14 @@ def _relay(master: int, child: int) -> int:
                 if not data:
                     break
                 os.write(stdout, data)
+                if input_ended:
+                    # a ^D typed ahead is lost when the shell switches its line editor on;
+                    # repeat it whenever the shell has spoken (a new prompt) until it ends
+                    os.write(master, b"\x04")
             if child_fd in ready and status is None:
                 _, st = os.waitpid(child, 0)
                 status = os.waitstatus_to_exitcode(st)
-                fds.remove(child_fd)
-                # a background job may keep the pty open; drain what is there and stop
-                fds = [master]
+                # a background job may keep the pty open: take what is there and stop
                 os.set_blocking(master, False)
                 try:
                     while chunk := os.read(master, 65536):

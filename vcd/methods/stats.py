@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import xmlrpc.client
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vcd.config import ConfigError
@@ -18,6 +19,7 @@ from vcd.registry import Call, Owner, Txn, method
 from vstatd import graph
 from vstatd.config import settings
 from vstatd.layout import metric_vocabulary, valid_metric
+from vstatd.store import Identity
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,20 @@ PARAMS = (Param("name", VServerName, doc="vserver name"),
                 default="1d", doc="1h, 1d, 1w, 1m (30 days) or 1y"))
 
 
-def _rrddir(call: Call):
+def _rrddir(call: Call) -> Path:
     try:
         return settings(call.config).rrddir
     except ConfigError as exc:
         raise VcdError(Fault.MECONF, str(exc)) from None
+
+
+def _identity(call: Call) -> Identity:
+    # the files vstatd marked for this very vserver, not a removed namesake's
+    row = call.db.execute("SELECT created FROM vservers WHERE xid = ?",
+                          (call.vserver.xid,)).fetchone()
+    if row is None:
+        raise VcdError(Fault.MENOVPS, call.vserver.name)
+    return Identity(call.vserver.xid, row[0])
 
 
 @method("vx.stats", cap="INFO", owner=Owner.OWNER, txn=Txn.SELF, params=PARAMS,
@@ -53,7 +64,7 @@ def stats(call: Call, name: str, metric: str, period: str) -> dict:
     timestamps, series: [{ds, label, unit, values}]}; values are what vx.graph draws
     (rates for counters, percent of one CPU for cpu), nil where unknown."""
     try:
-        data = graph.series(_rrddir(call), name, metric, period)
+        data = graph.series(_rrddir(call), name, metric, period, owner=_identity(call))
     except graph.NoData as exc:
         raise VcdError(Fault.MEINVAL, f"{exc} (is vstatd running?)") from None
     return {"name": name, "metric": metric, "period": period, **data}
@@ -64,7 +75,7 @@ def stats(call: Call, name: str, metric: str, period: str) -> dict:
 def graph_png(call: Call, name: str, metric: str, period: str) -> xmlrpc.client.Binary:
     """A PNG graph (titled, with units and legend) of one metric over a period."""
     try:
-        png = graph.render(_rrddir(call), name, metric, period)
+        png = graph.render(_rrddir(call), name, metric, period, owner=_identity(call))
     except graph.NoData as exc:
         raise VcdError(Fault.MEINVAL, f"{exc} (is vstatd running?)") from None
     return xmlrpc.client.Binary(png)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from vcd import auth
+from vcd.dispatch import uid_of
 from vcd.errors import Fault, VcdError
 from vcd.params import Bool, Choice, Param, Text, UserName
 from vcd.registry import Call, Txn, method
@@ -77,13 +78,6 @@ def _meminfo() -> dict[str, int]:
 
 # -- users ------------------------------------------------------------------------------
 
-def _uid(call: Call, username: str) -> int:
-    row = call.db.execute("SELECT uid FROM users WHERE username = ?", (username,)).fetchone()
-    if row is None:
-        raise VcdError(Fault.MENOUSER, username)
-    return row[0]
-
-
 @method("vcd.user.get", cap="AUTH", returns="array",
         params=(Param("username", UserName, required=False, doc='"" = all users'),))
 def user_get(call: Call, username: str | None) -> list[dict]:
@@ -132,7 +126,7 @@ def user_set(call: Call, username: str, password: str | None, admin: bool | None
 @method("vcd.user.remove", cap="AUTH", txn=Txn.WRITE, params=(USERNAME,))
 def user_remove(call: Call, username: str) -> None:
     """Remove a user, its capabilities and its ownerships."""
-    uid = _uid(call, username)
+    uid = uid_of(call.db, username)
     if uid == call.user.uid:
         raise VcdError(Fault.MEPERM, "a user cannot remove itself")
     call.db.execute("DELETE FROM users WHERE uid = ?", (uid,))
@@ -143,21 +137,21 @@ def user_remove(call: Call, username: str) -> None:
 def user_caps_add(call: Call, username: str, cap: str) -> None:
     """Grant a capability to a user."""
     call.db.execute("INSERT OR IGNORE INTO user_caps (uid, cap) VALUES (?, ?)",
-                    (_uid(call, username), cap))
+                    (uid_of(call.db, username), cap))
 
 
 @method("vcd.user.caps.get", cap="AUTH", returns="array", params=(USERNAME,))
 def user_caps_get(call: Call, username: str) -> list[str]:
     """The capabilities of a user, as an array of strings."""
     return [r[0] for r in call.db.execute("SELECT cap FROM user_caps WHERE uid = ? ORDER BY cap",
-                                          (_uid(call, username),))]
+                                          (uid_of(call.db, username),))]
 
 
 @method("vcd.user.caps.remove", cap="AUTH", txn=Txn.WRITE,
         params=(USERNAME, Param("cap", CAP, required=False, doc='"" = all')))
 def user_caps_remove(call: Call, username: str, cap: str | None) -> None:
     """Take a capability (or all of them) from a user."""
-    uid = _uid(call, username)
+    uid = uid_of(call.db, username)
     if cap is None:
         call.db.execute("DELETE FROM user_caps WHERE uid = ?", (uid,))
     else:

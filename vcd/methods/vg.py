@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from vcd import vxdb
-from vcd.dispatch import find_vserver, is_owner
+from vcd.dispatch import find_vserver, is_owner, xid_of
 from vcd.errors import Fault, VcdError
 from vcd.locks import vserver_lock
 from vcd.params import Param, VServerName
@@ -17,13 +17,6 @@ def _gid(call: Call, group: str) -> int:
     row = call.db.execute("SELECT gid FROM groups WHERE name = ?", (group,)).fetchone()
     if row is None:
         raise VcdError(Fault.MENOVG, group)
-    return row[0]
-
-
-def _xid(call: Call, name: str) -> int:
-    row = call.db.execute("SELECT xid FROM vservers WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        raise VcdError(Fault.MENOVPS, name)
     return row[0]
 
 
@@ -42,7 +35,7 @@ def vg_add(call: Call, group: str, name: str | None) -> None:
     call.db.execute("INSERT OR IGNORE INTO groups (name) VALUES (?)", (group,))
     if name is not None:
         call.db.execute("INSERT OR IGNORE INTO group_members (gid, xid) VALUES (?, ?)",
-                        (_gid(call, group), _xid(call, name)))
+                        (_gid(call, group), xid_of(call.db, name)))
 
 
 @method("vg.list", cap="AUTH", returns="array",
@@ -64,7 +57,7 @@ def vg_remove(call: Call, group: str, name: str | None) -> None:
         call.db.execute("DELETE FROM groups WHERE gid = ?", (gid,))
     else:
         call.db.execute("DELETE FROM group_members WHERE gid = ? AND xid = ?",
-                        (gid, _xid(call, name)))
+                        (gid, xid_of(call.db, name)))
 
 
 # -- acting on every member -------------------------------------------------------------

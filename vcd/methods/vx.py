@@ -42,6 +42,24 @@ def is_running(call: Call, xid: int) -> bool:
     return call.runtime.is_running(xid)
 
 
+def partial_marker(vdir: Path) -> Path:
+    """Beside a vdir while vx.create fills it: a crash leaves it, and the next create of
+    that vdir knows the tree is its own half-written work (no VXDB row refers to it)."""
+    return vdir.parent / f".{vdir.name}.vcd-partial"
+
+
+def clear_partial(call: Call, vdir: Path) -> None:
+    marker = partial_marker(vdir)
+    if not marker.exists():
+        return
+    if os.path.lexists(vdir):
+        try:
+            store(call).remove_tree(vdir, removal_base(call, vdir))
+        except TemplateError as exc:
+            raise template_fault(exc) from None
+    marker.unlink()
+
+
 def check_vdir(call: Call, vdir: Path) -> None:
     """A vdir must be a place whose removal can only ever delete the vserver itself."""
     for p in PROTECTED:
@@ -55,6 +73,7 @@ def check_vdir(call: Call, vdir: Path) -> None:
     clash = call.db.execute("SELECT name FROM vservers WHERE vdir = ?", (str(vdir),)).fetchone()
     if clash is not None:
         raise VcdError(Fault.MEEXIST, f"{vdir} is already the vdir of {clash[0]}")
+    clear_partial(call, vdir)
     if os.path.islink(vdir):
         raise VcdError(Fault.MEINVAL, f"'vdir' {vdir} is a symbolic link")
     if vdir.exists() and any(e.name != "lost+found" for e in os.scandir(vdir)):
@@ -138,10 +157,17 @@ def create(call: Call, name: str, template: str, rebuild: bool, copy: bool,
     shared = info.kind == "directory" and not copy
     call.db.execute("UPDATE vservers SET template = ?, shared = ? WHERE xid = ?",
                     (template, int(shared), xid))
+    marker = partial_marker(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
     try:
         templates.populate(template, target, copy=not shared)
     except TemplateError as exc:
         raise template_fault(exc) from None
+    finally:
+        # populate cleans up its own failures; a crash before this line leaves the marker
+        marker.unlink()
 
 
 @method("vx.remove", cap="CREATE", owner=Owner.OWNER, lock=True, txn=Txn.WRITE, params=(NAME,))

@@ -14,6 +14,7 @@ from vcd import vocab
 from vcd.errors import Fault, VcdError
 from vcd.params import (AbsPath, Bool, Choice, CpuList, Int, IPv4, Netmask, Param, Text,
                         UInt64, UserName, VServerName)
+from vcd.dispatch import uid_of, xid_of
 from vcd.registry import Call, Method, Owner, Txn, method, register
 
 NAME = Param("name", VServerName, doc="vserver name")
@@ -310,26 +311,9 @@ def vxdb_list(call: Call, username: str | None) -> list[str]:
         username = call.user.username
     if username is None:
         return [r[0] for r in call.db.execute("SELECT name FROM vservers ORDER BY name")]
-    row = call.db.execute("SELECT uid FROM users WHERE username = ?", (username,)).fetchone()
-    if row is None:
-        raise VcdError(Fault.MENOUSER, username)
     return [r[0] for r in call.db.execute(
         "SELECT v.name FROM vservers v JOIN owners o ON o.xid = v.xid WHERE o.uid = ? "
-        "ORDER BY v.name", (row[0],))]
-
-
-def _existing(call: Call, name: str) -> int:
-    row = call.db.execute("SELECT xid FROM vservers WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        raise VcdError(Fault.MENOVPS, name)
-    return row[0]
-
-
-def _user(call: Call, username: str) -> int:
-    row = call.db.execute("SELECT uid FROM users WHERE username = ?", (username,)).fetchone()
-    if row is None:
-        raise VcdError(Fault.MENOUSER, username)
-    return row[0]
+        "ORDER BY v.name", (uid_of(call.db, username),))]
 
 
 @method("vxdb.owner.add", cap="AUTH", txn=Txn.WRITE,
@@ -337,7 +321,7 @@ def _user(call: Call, username: str) -> int:
 def owner_add(call: Call, name: str, username: str) -> None:
     """Add a user to the owners of a vserver."""
     call.db.execute("INSERT OR IGNORE INTO owners (xid, uid) VALUES (?, ?)",
-                    (_existing(call, name), _user(call, username)))
+                    (xid_of(call.db, name), uid_of(call.db, username)))
 
 
 @method("vxdb.owner.get", cap="AUTH", returns="array", params=(NAME,))
@@ -345,18 +329,18 @@ def owner_get(call: Call, name: str) -> list[str]:
     """The owners of a vserver, as an array of usernames."""
     return [r[0] for r in call.db.execute(
         "SELECT u.username FROM owners o JOIN users u ON u.uid = o.uid WHERE o.xid = ? "
-        "ORDER BY u.username", (_existing(call, name),))]
+        "ORDER BY u.username", (xid_of(call.db, name),))]
 
 
 @method("vxdb.owner.remove", cap="AUTH", txn=Txn.WRITE,
         params=(NAME, Param("username", UserName, required=False, doc='"" = all owners')))
 def owner_remove(call: Call, name: str, username: str | None) -> None:
     """Remove a user (or all users) from the owners of a vserver."""
-    xid = _existing(call, name)
+    xid = xid_of(call.db, name)
     if username is None:
         call.db.execute("DELETE FROM owners WHERE xid = ?", (xid,))
     else:
-        call.db.execute("DELETE FROM owners WHERE xid = ? AND uid = ?", (xid, _user(call, username)))
+        call.db.execute("DELETE FROM owners WHERE xid = ? AND uid = ?", (xid, uid_of(call.db, username)))
 
 
 @method("vxdb.name.get", cap="INFO", returns="string", params=(Param("xid", Int(2, 65534)),))
@@ -371,7 +355,7 @@ def name_get(call: Call, xid: int) -> str:
 @method("vxdb.xid.get", cap="INFO", returns="int", params=(NAME,))
 def xid_get(call: Call, name: str) -> int:
     """The context id of a vserver."""
-    return _existing(call, name)
+    return xid_of(call.db, name)
 
 
 @method("vxdb.vdir.get", cap="INFO", returns="string", params=(NAME,))

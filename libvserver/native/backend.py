@@ -134,9 +134,21 @@ class NativeBackend(Backend):
              output_cap: int = 1 << 20) -> ExecResult:
         if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
             raise InvalidSpec("argv is empty or has a NUL byte")
+        entry = self.entry(xid)
+        try:
+            return enter.run(entry, argv, timeout, output_cap)
+        finally:
+            entry.close()
+
+    def entry(self, xid: int) -> enter.Entry:
+        """What a new process needs to join context xid (namespaces, cgroups, and init's
+        rlimits and bounding set, read back from the kernel). Caller closes it."""
         pid = self.init_pid(xid)
-        return enter.run(self.layout, xid, pid, argv, timeout, output_cap,
-                         self._init_rlimits(pid), self._init_caps(pid))
+        try:
+            return enter.open_entry(self.layout, xid, pid, self._init_rlimits(pid),
+                                    self._init_caps(pid))
+        except ProcessLookupError:
+            raise NotRunning(f"context {xid} is not running") from None
 
     def stop(self, xid: int, halt_argv: list[str], timeout: float = 15.0) -> str:
         self.init_pid(xid)

@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from ..api import ExecResult
@@ -85,20 +86,45 @@ def _exec_child(enter_fn: Callable[[], None], argv: list[str],
             os._exit(126)
 
 
-def run(layout: Layout, xid: int, init_pid: int, argv: list[str], timeout: float,
-        output_cap: int, rl: list[limits.RlimitPlan], keep: set[int]) -> ExecResult:
-    """Enter the namespaces of init_pid and the cgroups of xid, run argv."""
-    pidfd = os.pidfd_open(init_pid)
-    flags = _ns_flags(init_pid)
+@dataclass
+class Entry:
+    """How a new process joins a running context: vx.exec uses it, and so does an
+    interactive login (which brings its own terminal handling)."""
+    layout: Layout
+    xid: int
+    init_pid: int
+    pidfd: int
+    flags: int
+    rlimits: list[limits.RlimitPlan]
+    keep: set[int] | None
 
-    def enter() -> None:
-        layout.join(xid)
-        namespaces.setns(pidfd, flags)
+    def join(self) -> None:
+        """In a child of the caller: the context's cgroups and namespaces. The PID
+        namespace applies to this process's children only: fork once more after it."""
+        self.layout.join(self.xid)
+        namespaces.setns(self.pidfd, self.flags)
 
-    try:
-        return run_entered(enter, argv, timeout, output_cap, rl, keep)
-    finally:
-        os.close(pidfd)
+    def confine(self) -> None:
+        """In that grandchild, before exec: init's rlimits and bounding set."""
+        limits.apply_rlimits(self.rlimits)
+        if self.keep is not None:
+            namespaces.drop_bounding_set(self.keep)
+
+    def close(self) -> None:
+        os.close(self.pidfd)
+
+
+def open_entry(layout: Layout, xid: int, init_pid: int, rlimits: list[limits.RlimitPlan],
+               keep: set[int] | None) -> Entry:
+    """An Entry for init_pid's namespaces (held through a pidfd, so a recycled pid can't
+    redirect it); close() it when done."""
+    return Entry(layout, xid, init_pid, os.pidfd_open(init_pid), _ns_flags(init_pid),
+                 rlimits, keep)
+
+
+def run(entry: Entry, argv: list[str], timeout: float, output_cap: int) -> ExecResult:
+    """Run argv inside the context of entry."""
+    return run_entered(entry.join, argv, timeout, output_cap, entry.rlimits, entry.keep)
 
 
 def run_entered(enter_fn: Callable[[], None], argv: list[str], timeout: float,

@@ -3,8 +3,7 @@
 The daemon answers which context the name is (vxdb.xid.get) and whether it runs;
 the rest is local and needs root: libvserver's native backend finds the context's
 init (`NativeBackend.init_pid`, from the context's cgroup) and the limits and
-bounding set entered commands get (`_init_rlimits`, `_init_caps`), and its
-`Layout.join`, `namespaces.setns` and `enter._ns_flags` put a process into the
+bounding set entered commands get, and `NativeBackend.entry(xid)` puts a process into the
 context exactly as vx.exec does. What libvserver has no part for - a terminal -
 is here: a pty whose slave becomes the shell's controlling terminal, the window
 size copied to it (and again on SIGWINCH), and a relay between it and ours.
@@ -76,9 +75,8 @@ def _shell_env() -> dict[str, str]:
             "TERM": os.environ.get("TERM") or "vt100"}
 
 
-def _e2(slave: int, rl: Any, keep: set[int]) -> None:
+def _e2(slave: int, entry: Any) -> None:
     """Inside the context; never returns."""
-    from libvserver.native import limits, namespaces
     try:
         os.setsid()
         fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
@@ -86,8 +84,7 @@ def _e2(slave: int, rl: Any, keep: set[int]) -> None:
             os.dup2(slave, fd)
         os.closerange(3, 65536)
         os.chdir("/")
-        limits.apply_rlimits(rl)
-        namespaces.drop_bounding_set(keep)
+        entry.confine()
         for s in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                   signal.SIGTSTP, signal.SIGWINCH, signal.SIGCHLD):
             signal.signal(s, signal.SIG_DFL)
@@ -99,18 +96,15 @@ def _e2(slave: int, rl: Any, keep: set[int]) -> None:
     os._exit(127)
 
 
-def _e1(backend: Any, xid: int, pidfd: int, flags: int, master: int, slave: int,
-        rl: Any, keep: set[int]) -> None:
+def _e1(entry: Any, master: int, slave: int) -> None:
     """Enters the context and waits for the shell; never returns."""
-    from libvserver.native import namespaces
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.close(master)
-        backend.layout.join(xid)
-        namespaces.setns(pidfd, flags)
+        entry.join()
         shell = os.fork()     # a PID namespace applies to children only
         if shell == 0:
-            _e2(slave, rl, keep)
+            _e2(slave, entry)
         os.close(slave)
         for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)
@@ -176,18 +170,14 @@ def _relay(master: int, child: int) -> int:
 
 def attach(backend: Any, xid: int) -> int:
     from libvserver import LibvserverError
-    from libvserver.native import enter
     try:
-        init = backend.init_pid(xid)
-        pidfd = os.pidfd_open(init)
-    except (LibvserverError, ProcessLookupError):
+        entry = backend.entry(xid)
+    except LibvserverError:
         raise ClientError("login", f"context {xid} is not running", 300) from None
     try:
-        flags = enter._ns_flags(init)
-        rl, keep = backend._init_rlimits(init), backend._init_caps(init)
         master, slave = os.openpty()
     except BaseException:
-        os.close(pidfd)
+        entry.close()
         raise
     interactive = os.isatty(sys.stdin.fileno())
     if interactive:
@@ -195,9 +185,9 @@ def attach(backend: Any, xid: int) -> int:
     sys.stdout.flush()
     child = os.fork()
     if child == 0:
-        _e1(backend, xid, pidfd, flags, master, slave, rl, keep)
+        _e1(entry, master, slave)
     os.close(slave)
-    os.close(pidfd)
+    entry.close()
     saved = termios.tcgetattr(sys.stdin.fileno()) if interactive else None
     previous = signal.getsignal(signal.SIGWINCH)
     try:

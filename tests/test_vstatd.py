@@ -249,23 +249,29 @@ def test_ten_sleeping_processes_show_thread_total_of_at_least_ten(env, running):
                "thread_TOTAL >= 10")
 
 
-def test_traffic_in_the_vservers_own_network_namespace_is_counted(env, running):
+def test_traffic_in_the_vservers_own_network_namespace_is_counted(env):
     daemon, _, rrddir = env
-    path = rrddir / running / "net_lo.rrd"     # HIDE_NETIF: a network namespace of its own
-    wait_until(lambda: path.exists() and last_values(path)["recvb"] is not None, 5,
-               "a first net_lo sample")
-    before = last_values(path)["recvb"]
-    print(daemon.proxy().vx.exec(name=running, command="ip addr"))
-    # busybox's httpd and wget: TCP over the vserver's own loopback, no capability needed
-    daemon.proxy().vx.exec(name=running, command="sh -c 'httpd -p 127.0.0.1:8080 -h / && "
-                                                 "wget -q -O /dev/null "
-                                                 "http://127.0.0.1:8080/bin/busybox'")
-    size = (Path(daemon.vbasedir) / running / "bin/busybox").stat().st_size
-    wait_until(lambda: last_values(path)["recvb"] >= before + size, 5, "counted traffic")
-    rates = daemon.proxy().vx.stats(name=running, metric="net_lo", period="1h")["series"]
-    assert max(v or 0 for v in next(s for s in rates if s["ds"] == "recvb")["values"]) > 0
-    # the host's interfaces are not the vserver's
-    assert not any((rrddir / running).glob("net_eth*.rrd"))
+    admin = daemon.proxy()
+    name = create_vserver(daemon)
+    # an address: a network namespace with loopback up and eth0 on a veth pair
+    admin.vxdb.nx.addr.set(name=name, addr="10.213.0.2", netmask="255.255.255.0")
+    admin.vx.start(name=name)
+    try:
+        path = rrddir / name / "net_lo.rrd"
+        wait_until(lambda: path.exists() and last_values(path)["recvb"] is not None, 5,
+                   "a first net_lo sample")
+        before = last_values(path)["recvb"]
+        # busybox's httpd and wget: TCP over the vserver's own loopback
+        admin.vx.exec(name=name, command="sh -c 'httpd -p 127.0.0.1:8080 -h / && wget -q "
+                                         "-O /dev/null http://127.0.0.1:8080/bin/busybox'")
+        size = (daemon.vbasedir / name / "bin/busybox").stat().st_size
+        wait_until(lambda: last_values(path)["recvb"] >= before + size, 5, "counted traffic")
+        rates = admin.vx.stats(name=name, metric="net_lo", period="1h")["series"]
+        assert max(v or 0 for v in next(s for s in rates if s["ds"] == "recvb")["values"]) > 0
+        assert (rrddir / name / "net_eth0.rrd").exists()
+        assert not any((rrddir / name).glob("net_veth*.rrd")), "a host interface counted"
+    finally:
+        admin.vx.stop(name=name)
 
 
 def test_busy_loop_shows_cpu_rising_in_the_file_and_in_vx_stats(env, running):

@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config, items):
         reason = "no cgroup hierarchy is mounted"
     if reason:
         for item in items:
-            if "tests/libvserver" in str(item.fspath) and "vserver_syscall" not in str(item.fspath):
+            if "tests/backend" in str(item.fspath) and "vserver_syscall" not in str(item.fspath):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 

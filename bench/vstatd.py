@@ -102,19 +102,7 @@ def main() -> None:
                   f"{step:>7.1f} ms {worst:>6.1f} ms {step / (STEP * 1000) * 100:>9.2f}%")
     finally:
         db.close()
-        for x in b.layout.xids():
-            b.layout.kill_all(x)
-        try:
-            b.client.call({"op": "quit"})
-        except Exception:
-            pass
-        for x in b.layout.xids():
-            b.layout.remove(x, wait=5)
-        for h in b.layout.hierarchies:
-            try:
-                os.rmdir(b.layout.group(h))
-            except OSError:
-                pass
+        b.shutdown()    # every context, the supervisor and the cgroups of this parent
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -213,3 +213,13 @@ def test_unix_urls_are_checked() -> None:
         server_proxy("ftp://127.0.0.1/RPC2")
     with pytest.raises(ValueError):
         server_proxy("http://127.0.0.1:13386", cacert="/etc/ssl/certs/ca-certificates.crt")
+
+
+def test_check_config_rejects_a_group_that_does_not_exist(make_vcd: Callable[..., VcdDaemon],
+                                                          tmp_path: Path) -> None:
+    daemon = make_vcd(start=False, unix_socket=str(tmp_path / "vcd.sock"),
+                      unix_socket_group="no-such-group-here")
+    result = subprocess.run([sys.executable, "-m", "vcd.daemon", "-c", str(daemon.config_path),
+                             "--check-config"], capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert result.returncode == 2
+    assert "no-such-group-here" in result.stderr and "Traceback" not in result.stderr

@@ -29,7 +29,8 @@ class Collector:
         self.vxdb_path = vxdb_path
         self.sampler = sampler
         self.store = store
-        self._db = None
+        self._db: vxdb.Connection | None = None
+        self._vxdb_failing = False
 
     def close(self) -> None:
         """Write everything pending and let go of VXDB."""
@@ -52,11 +53,16 @@ class Collector:
             known = self.vservers()
         except (vxdb.Error, VcdError) as exc:
             # VXDB missing, busy or being migrated: skip this step, not the whole daemon
-            log.warning("cannot read VXDB: %s", exc)
+            if not self._vxdb_failing:  # once per outage, not every step
+                log.warning("cannot read VXDB, not sampling until it can be read: %s", exc)
+                self._vxdb_failing = True
             if self._db is not None:
                 self._db.close()
                 self._db = None
             return result
+        if self._vxdb_failing:
+            log.info("VXDB readable again; sampling")
+            self._vxdb_failing = False
         self.store.reconcile({ident: name for ident, name in known.values()})
         for xid, st in self.sampler.sample().items():
             entry = known.get(xid)

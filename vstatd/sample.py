@@ -158,9 +158,9 @@ class NativeSampler:
             elif state in (b"T", b"t"):
                 st.thr_onhold += 1
         self._load(xid, st)
-        self._stat._memory(self.layout, xid, st)
-        self._stat._cpu(self.layout, xid, st)
-        self._stat._limits(self.layout, xid, st)
+        self._stat.read_memory(self.layout, xid, st)
+        self._stat.read_cpu(self.layout, xid, st)
+        self._stat.read_limits(self.layout, xid, st)
         init = self._init_of(xid, tids)
         if init is not None and self._has_own_net(init):
             st.net = {name: NetCounters(*c)

@@ -93,11 +93,26 @@ def move_peer(p: NetPlan, pid: int) -> None:
         os.close(netns_fd)
 
 
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def loopback_up() -> None:
+    """Inside a new network namespace: `lo` up. An ioctl, not netlink: every default
+    vserver (HIDE_NETIF) gets its own namespace, and importing pyroute2 in the start
+    path would cost more than the whole start; the guest can't do it without NET_ADMIN."""
+    import fcntl
+    import socket
+    import struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        req = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, req)[:18])[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
+
+
 def configure_inside(p: NetPlan) -> None:
     """Inside the context's namespace: eth0, its addresses, loopback, default route."""
+    loopback_up()
     with _ipr() as ipr:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
         found = ipr.link_lookup(ifname=p.peer_tmp)
         if not found:
             raise NetworkError(f"the veth peer {p.peer_tmp} did not arrive in the context")

@@ -110,6 +110,9 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int) -> None:
             go_pending = False
             from . import netns
             netns.configure_inside(plan.netplan)
+        elif plan.new_net:
+            from . import netns
+            netns.loopback_up()
         rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev)
         os.umask(0o022)
         limits.apply_rlimits(plan.rlimits)

@@ -85,13 +85,13 @@ def collect(layout: Layout, xid: int, init_pid: int | None, state_dir: Path) -> 
         st.load1, st.load5, st.load15 = load
     except (OSError, ValueError, KeyError):
         pass
-    _memory(layout, xid, st)
-    _cpu(layout, xid, st)
-    _limits(layout, xid, st)
+    read_memory(layout, xid, st)
+    read_cpu(layout, xid, st)
+    read_limits(layout, xid, st)
     return st
 
 
-def _memory(layout: Layout, xid: int, st: ContextStat) -> None:
+def read_memory(layout: Layout, xid: int, st: ContextStat) -> None:
     if not layout.has("memory"):
         return
     m = _kv(layout.read("memory", xid, "memory.stat"))
@@ -105,7 +105,7 @@ def _memory(layout: Layout, xid: int, st: ContextStat) -> None:
         st.mem_swap = _int(layout.read("memory", xid, "memory.swap.current")) or 0
 
 
-def _cpu(layout: Layout, xid: int, st: ContextStat) -> None:
+def read_cpu(layout: Layout, xid: int, st: ContextStat) -> None:
     if layout.has("cpuacct") and layout.by_ctrl["cpuacct"].version == 1:
         c = _kv(layout.read("cpuacct", xid, "cpuacct.stat"))
         st.cpu_user = c.get("user", 0) / CLK_TCK
@@ -120,7 +120,7 @@ def _cpu(layout: Layout, xid: int, st: ContextStat) -> None:
         st.cpu_system = c.get("system_usec", 0) / 1e6
 
 
-def _limits(layout: Layout, xid: int, st: ContextStat) -> None:
+def read_limits(layout: Layout, xid: int, st: ContextStat) -> None:
     if layout.has("pids"):
         cur = _int(layout.read("pids", xid, "pids.current"))
         if cur is not None:

@@ -260,3 +260,12 @@ def test_disk_limit_grows_offline_between_starts(backend, make_spec, started, ru
     lines = out.splitlines()
     assert int(lines[0].split()[1]) > small + 24 * 1024
     assert lines[1] == "kept"  # the vserver's files live in the image and survive
+
+
+def test_loopback_is_up_in_a_private_network_namespace_without_addresses(started, make_spec, run_sh):
+    spec = started(make_spec(flags={"HIDE_NETIF"}))
+    status, out = run_sh(spec.xid, "ip link show lo")
+    assert status == 0 and "UP" in out.split(">")[0], out
+    # a TCP round trip over loopback, as daemons inside need
+    status, out = run_sh(spec.xid, "nc -l -p 7777 -e echo via-lo & sleep 0.3; nc 127.0.0.1 7777")
+    assert status == 0 and "via-lo" in out, out

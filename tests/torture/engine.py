@@ -92,6 +92,7 @@ class Client:
                                                transport=_SourceTransport(source, timeout))
         self.auth = {"username": username, "password": password}
         self.tally = Tally()
+        self.last_fault = ""
 
     def call(self, method: str, params: dict[str, Any] | None = None,
              expect: set[int] | frozenset[int] = frozenset()) -> tuple[bool, Any]:
@@ -101,6 +102,7 @@ class Client:
             return True, getattr(self.proxy, method)(self.auth, params or {})
         except xmlrpc.client.Fault as fault:
             self.tally.faults[fault.faultCode] += 1
+            self.last_fault = fault.faultString
             if fault.faultCode not in expect:
                 self.tally.note(f"{method}({params}): fault {fault.faultCode} {fault.faultString}")
             return False, fault.faultCode
@@ -142,7 +144,7 @@ class MixedReport:
 
 
 def mixed_load(daemon: VcdDaemon, clients: int, seconds: float, *, runtime_vservers: int = 2,
-               data_vservers: int = 4, seed: int = 0) -> MixedReport:
+               data_vservers: int = 4, seed: int = 0, runtime_share: float = 0.12) -> MixedReport:
     """`clients` threads for `seconds`: reads, VXDB writes on shared vservers (each
     client its own keys, so the final state is known), user writes, and start / stop
     / status of `runtime_vservers` running vservers. Stops them all afterwards."""
@@ -166,6 +168,9 @@ def mixed_load(daemon: VcdDaemon, clients: int, seconds: float, *, runtime_vserv
         local_ops: Counter = Counter()
         while time.monotonic() < deadline:
             roll = rng.random()
+            # the other kinds keep their proportions below 0.88; runtime calls take the rest
+            roll = 0.88 + (roll - (1 - runtime_share)) if roll >= 1 - runtime_share \
+                else roll / (1 - runtime_share) * 0.88
             if roll < 0.45:
                 method, params = rng.choice([
                     ("vxdb.list", {"username": ""}), ("vcd.login", {}), ("vcd.status", {}),
@@ -193,19 +198,21 @@ def mixed_load(daemon: VcdDaemon, clients: int, seconds: float, *, runtime_vserv
                 local_ops["write"] += 1
             elif roll < 0.80:
                 vs = rng.choice(data)
-                c.call(rng.choice(["vxdb.vx.uname.set", "vxdb.vx.limit.set"]),
-                       {"name": vs, "uname": "NODENAME", "value": f"c{index}-{counter}"}
-                       if roll < 0.76 else {"name": vs, "limit": "NPROC", "max": rng.randint(100, 1000)})
+                if roll < 0.76:
+                    c.call("vxdb.vx.uname.set", {"name": vs, "uname": "NODENAME", "value": f"c{index}-{counter}"})
+                else:
+                    c.call("vxdb.vx.limit.set", {"name": vs, "limit": "NPROC", "max": rng.randint(100, 1000)})
                 local_ops["write"] += 1
             elif roll < 0.88:
                 counter += 1
-                username = f"t{index}x{counter}"
-                if mine_users and rng.random() < 0.3:
-                    username = rng.choice(list(mine_users))
+                present = [u for u, there in mine_users.items() if there]
+                if present and rng.random() < 0.3:
+                    username = rng.choice(present)
                     ok, _ = c.call("vcd.user.remove", {"username": username})
                     mine_users[username] = False if ok else None
                 else:
-                    ok, _ = c.call("vcd.user.set", {"username": username, "password": "pw-" + username,
+                    username = f"t{index}x{counter}"
+                    ok, _ = c.call("vcd.user.set", {"username": username, "password": "password-" + username,
                                                     "admin": False})
                     mine_users[username] = True if ok else None
                 local_ops["write"] += 1
@@ -320,7 +327,7 @@ def kill_recovery(daemon: VcdDaemon, kills: int, *, writers: int = 4, seed: int 
                 kind = ("user", "addr", "group")[n % 3]
                 key = f"k{round_no}w{w}n{n}"
                 if kind == "user":
-                    method, params = "vcd.user.set", {"username": key, "password": "pw-" + key}
+                    method, params = "vcd.user.set", {"username": key, "password": "password-" + key}
                 elif kind == "addr":
                     key = f"10.{round_no % 250}.{w * 40 + n // 250 % 40}.{n % 250 + 1}"
                     method, params = "vxdb.nx.addr.set", {"name": data, "addr": key}
@@ -459,10 +466,14 @@ def flood(daemon: VcdDaemon, seconds: float, *, attacker: str = "127.0.0.2", vic
         except OSError:
             refused += 1
 
+    throttled = [0]
+
     def hammer() -> None:
         c = Client(daemon.url, "admin", "wrong-password", source=attacker, timeout=10.0)
         while not stop.is_set():
-            c.call("vxdb.list", {"username": ""}, expect={100})
+            ok, code = c.call("vxdb.list", {"username": ""}, expect={100})
+            if code == 100 and "too many failed logins" in c.last_fault:
+                throttled[0] += 1
         hammer_tallies.append(c.tally)
 
     threads = [threading.Thread(target=hammer, daemon=True) for _ in range(hammer_threads)]
@@ -495,7 +506,8 @@ def flood(daemon: VcdDaemon, seconds: float, *, attacker: str = "127.0.0.2", vic
     hammered = Tally()
     for t in hammer_tallies:
         hammered.merge(t)
-    report.extra.update(attacker_requests=hammered.requests, attacker_faults=dict(hammered.faults),
+    report.extra.update(attacker_requests=hammered.requests, attacker_throttled=throttled[0],
+                        attacker_faults=dict(hammered.faults),
                         attacker_errors=dict(hammered.errors), held_connections=len(held),
                         held_refused_at_connect=refused, held_cut_by_server=cut,
                         victim_requests=victim_client.tally.requests)
@@ -584,7 +596,11 @@ def fuzz(daemon: VcdDaemon, examples: int, *, seed: int = 0, vserver: str | None
     values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                           | st.dictionaries(safe_text(), inner, max_size=4), max_leaves=12)
     params = st.dictionaries(st.sampled_from(param_names) | safe_text(), values, max_size=6)
-    auths = st.sampled_from([admin, admin, helper, {"username": "admin", "password": "nope"}]) | values
+    # mostly real credentials and real method names, so most calls get past the
+    # login and the lookup into parameter validation, owner checks and VXDB
+    known_auth = st.sampled_from([admin, admin, helper, {"username": "admin", "password": "nope"}])
+    auths = known_auth | known_auth | values
+    methods = st.sampled_from(names) | st.sampled_from(names) | st.sampled_from(names) | safe_text()
 
     def send(what: str, body: bytes) -> None:
         try:
@@ -600,7 +616,7 @@ def fuzz(daemon: VcdDaemon, examples: int, *, seed: int = 0, vserver: str | None
 
     @hypothesis_seed(seed)
     @common
-    @given(method=st.sampled_from(names) | safe_text(), auth=auths, args=params,
+    @given(method=methods, auth=auths, args=params,
            extra=st.lists(values, max_size=2), shape=st.integers(0, 3))
     def calls(method: str, auth: Any, args: dict[str, Any], extra: list[Any], shape: int) -> None:
         if method.startswith(RUNTIME_PREFIXES) and vserver and vserver in repr(args):
@@ -626,7 +642,7 @@ def fuzz(daemon: VcdDaemon, examples: int, *, seed: int = 0, vserver: str | None
         for _ in range(data.draw(st.integers(1, 6))):
             op = data.draw(st.integers(0, 4))
             at = data.draw(st.integers(0, max(0, len(body) - 1)))
-            if op == 0:      # flip a byte
+            if op == 0 and body:      # flip a byte
                 body[at] = data.draw(st.integers(0, 255))
             elif op == 1:    # cut a piece out
                 del body[at:at + data.draw(st.integers(1, 40))]

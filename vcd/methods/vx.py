@@ -335,8 +335,9 @@ def limstatus(call: Call, name: str) -> list[dict]:
         returns="array")
 def netstatus(call: Call, name: str) -> list[dict]:
     """Network counters of a running vserver: [{type, recvp, recvb, sendp, sendb, failp,
-    failb}] (decimal strings), one per family or interface the kernel counts."""
+    failb}] (decimal strings), one per interface of its network namespace; failb is ""
+    because a stock kernel counts no failed bytes."""
     st = _running_stat(call)
     return [{"type": f"net_{key}", "recvp": str(c.rx_packets), "recvb": str(c.rx_bytes),
              "sendp": str(c.tx_packets), "sendb": str(c.tx_bytes), "failp": str(c.errors),
-             "failb": "0"} for key, c in sorted(st.net.items())]
+             "failb": ""} for key, c in sorted(st.net.items())]

@@ -30,7 +30,7 @@ def _host(value: Any) -> str:
     return value
 
 
-def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+def int_range(lo: int, hi: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("must be an integer")
@@ -50,16 +50,16 @@ def _number_range(lo: float, hi: float) -> Callable[[Any], float]:
     return check
 
 
-def _abspath(value: Any) -> Path:
+def abspath(value: Any) -> Path:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ValueError("must be an absolute path")
     return Path(os.path.normpath(value))
 
 
-def _optional_abspath(value: Any) -> Path | None:
+def optional_abspath(value: Any) -> Path | None:
     if value == "":
         return None
-    return _abspath(value)
+    return abspath(value)
 
 
 def _bool(value: Any) -> bool:
@@ -68,11 +68,16 @@ def _bool(value: Any) -> bool:
     return value
 
 
-def _loglevel(value: Any) -> str:
-    levels = ("debug", "info", "warning", "error")
-    if value not in levels:
-        raise ValueError(f"must be one of {', '.join(levels)}")
-    return value
+def choice(values: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in values:
+            raise ValueError(f"must be one of {', '.join(values)}")
+        return value
+    return check
+
+
+def loglevel(value: Any) -> str:
+    return choice(("debug", "info", "warning", "error"))(value)
 
 
 def _octal_mode(value: Any) -> int:
@@ -81,7 +86,7 @@ def _octal_mode(value: Any) -> int:
             value = int(value, 8)
         except ValueError:
             raise ValueError("must be an octal mode like \"0660\"") from None
-    return _int_range(0, 0o777)(value)
+    return int_range(0, 0o777)(value)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -103,43 +108,43 @@ class Key:
 KEYS: tuple[Key, ...] = (
     Key("host", "127.0.0.1", _host,
         "Address to listen on (IPv4 or IPv6). Never expose it on an untrusted network."),
-    Key("port", 13386, _int_range(1, 65535), "TCP port of the XML-RPC server."),
+    Key("port", 13386, int_range(1, 65535), "TCP port of the XML-RPC server."),
     Key("timeout", 30.0, _number_range(0.1, 3600),
         "Socket timeout in seconds for one client connection (a slow client is dropped)."),
-    Key("workers", 0, _int_range(0, 256),
+    Key("workers", 0, int_range(0, 256),
         "Pre-forked worker processes; 0 means 2 x the number of CPUs."),
-    Key("max_requests", 10000, _int_range(0, 10**9),
+    Key("max_requests", 10000, int_range(0, 10**9),
         "A worker is recycled after serving this many requests (0 = never)."),
-    Key("max_request_size", 1048576, _int_range(1024, 64 * 1048576),
+    Key("max_request_size", 1048576, int_range(1024, 64 * 1048576),
         "Largest request body in bytes; larger ones are refused."),
-    Key("datadir", "/var/lib/vcd", _abspath,
+    Key("datadir", "/var/lib/vcd", abspath,
         "Where VXDB (the SQLite file 'vxdb') and the first-start password files live."),
-    Key("templatedir", "/var/lib/vcd/templates", _abspath,
+    Key("templatedir", "/var/lib/vcd/templates", abspath,
         "Template caches: <name>.tar[.gz|.bz2|.xz|.zst] or a directory <name>/, "
         "with optional metadata <name>.conf."),
-    Key("vbasedir", "/vservers", _abspath, "Default parent of vserver root directories."),
-    Key("rundir", "/run/vcd", _abspath, "Runtime state: locks, supervisor socket, pidfiles."),
-    Key("logfile", "", _optional_abspath,
+    Key("vbasedir", "/vservers", abspath, "Default parent of vserver root directories."),
+    Key("rundir", "/run/vcd", abspath, "Runtime state: locks, supervisor socket, pidfiles."),
+    Key("logfile", "", optional_abspath,
         "Log file; empty means standard error (foreground) or syslog-less stderr of the daemon.",
         example='"/var/log/vcd.log"'),
-    Key("loglevel", "info", _loglevel, "debug, info, warning or error."),
-    Key("pidfile", "/run/vcd/vcd.pid", _abspath, "Pidfile of the detached daemon."),
+    Key("loglevel", "info", loglevel, "debug, info, warning or error."),
+    Key("pidfile", "/run/vcd/vcd.pid", abspath, "Pidfile of the detached daemon."),
     Key("exec_timeout", 60.0, _number_range(0.1, 86400),
         "Seconds a vx.exec command may run before it is killed."),
-    Key("exec_output_cap", 1048576, _int_range(1024, 64 * 1048576),
+    Key("exec_output_cap", 1048576, int_range(1024, 64 * 1048576),
         "Bytes of combined stdout+stderr vx.exec returns at most."),
     Key("boot", False, _bool, "Start every member of the group 'onboot' when the daemon starts."),
     Key("cgroup_parent", "vcd", lambda v: _name_like(v, "cgroup_parent"),
         "Parent cgroup (in each controller) of every vserver's cgroup."),
-    Key("unix_socket", "", _optional_abspath,
+    Key("unix_socket", "", optional_abspath,
         "Also serve XML-RPC on this Unix socket (empty = off)."),
     Key("unix_socket_mode", "0660", _octal_mode, "Permissions of the Unix socket."),
     Key("unix_socket_group", "", _optional_str, "Group owning the Unix socket (empty = root)."),
-    Key("tls_cert", "", _optional_abspath, "PEM certificate: serve HTTPS instead of HTTP."),
-    Key("tls_key", "", _optional_abspath, "PEM private key for tls_cert."),
-    Key("tls_client_ca", "", _optional_abspath,
+    Key("tls_cert", "", optional_abspath, "PEM certificate: serve HTTPS instead of HTTP."),
+    Key("tls_key", "", optional_abspath, "PEM private key for tls_cert."),
+    Key("tls_client_ca", "", optional_abspath,
         "When set, clients must present a certificate signed by this CA."),
-    Key("audit_log", "", _optional_abspath,
+    Key("audit_log", "", optional_abspath,
         "Append one JSON line per mutating call (who, from where, method, params "
         "without secrets, result) to this file (empty = off)."),
 )
@@ -201,26 +206,33 @@ assert [k.name for k in KEYS] == [f.name for f in fields(Config)][: len(KEYS)], 
     "KEYS and Config must list the same keys in the same order"
 
 
-def parse(data: dict[str, Any], source: Path | None = None) -> Config:
-    known = {k.name: k for k in KEYS}
+def parse_keys(keys: tuple[Key, ...], data: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Check a table against its declared keys: every value converted, defaults filled
+    in, and a ConfigError naming the key (and the table, `where`) otherwise."""
+    known = {k.name: k for k in keys}
     values: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {}
     for name, raw in data.items():
-        if name in SECTIONS:
-            if not isinstance(raw, dict):
-                raise ConfigError(f"[{name}] must be a table")
-            sections[name] = raw
-            continue
         key = known.get(name)
         if key is None:
-            raise ConfigError(f"unknown key '{name}'")
+            raise ConfigError(f"unknown key '{name}'{where}")
         try:
             values[name] = key.check(raw)
         except ValueError as exc:
-            raise ConfigError(f"bad value for '{name}': {exc}") from None
-    for key in KEYS:
+            raise ConfigError(f"bad value for '{name}'{where}: {exc}") from None
+    for key in keys:
         if key.name not in values:
             values[key.name] = key.check(key.default) if key.default != "" else None
+    return values
+
+
+def parse(data: dict[str, Any], source: Path | None = None) -> Config:
+    sections: dict[str, dict[str, Any]] = {}
+    for name in SECTIONS:
+        if name in data:
+            if not isinstance(data[name], dict):
+                raise ConfigError(f"[{name}] must be a table")
+            sections[name] = data[name]
+    values = parse_keys(KEYS, {k: v for k, v in data.items() if k not in SECTIONS})
     if (values["tls_cert"] is None) != (values["tls_key"] is None):
         raise ConfigError("'tls_cert' and 'tls_key' must be given together")
     if values["tls_client_ca"] is not None and values["tls_cert"] is None:
@@ -248,7 +260,7 @@ def load(path: Path | str | None) -> Config:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -256,17 +268,23 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def example_lines(keys: tuple[Key, ...], commented: bool = False) -> list[str]:
+    """Each key's doc and its default (or example) for an example config."""
+    lines = []
+    for key in keys:
+        lines.append(f"# {key.doc}")
+        shown = key.example if key.example is not None else toml_value(key.default)
+        prefix = "# " if commented or key.example is not None else ""
+        if key.default == "" and key.example is None:
+            prefix, shown = "# ", '""'
+        lines.append(f"{prefix}{key.name} = {shown}")
+        lines.append("")
+    return lines
+
+
 def example_text() -> str:
     """The documented example config: every key, its default, what it does."""
     lines = ["# vcd configuration (TOML). Every key is optional; shown with its default.", ""]
-    for key in KEYS:
-        lines.append(f"# {key.doc}")
-        shown = key.example if key.example is not None else _toml_value(key.default)
-        prefix = "" if key.example is None else "# "
-        if key.default == "" and key.example is None:
-            prefix = "# "
-            shown = '""'
-        lines.append(f"{prefix}{key.name} = {shown}")
-        lines.append("")
+    lines += example_lines(KEYS)
     from vstatd.config import example_text as vstatd_text  # late: vstatd.config imports this
     return "\n".join(lines) + "\n" + vstatd_text()

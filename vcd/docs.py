@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from vcd.config import KEYS, _toml_value
+from vcd.config import KEYS, toml_value
 from vcd.registry import method_table_markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -16,7 +16,7 @@ MARKERS = {
     "methods": method_table_markdown,
     "config": lambda: "\n".join(
         ["| key | default | meaning |", "|---|---|---|"]
-        + [f"| `{k.name}` | `{_toml_value(k.default) if k.default != '' else '(unset)'}` | {k.doc} |"
+        + [f"| `{k.name}` | `{toml_value(k.default) if k.default != '' else '(unset)'}` | {k.doc} |"
            for k in KEYS]),
 }
 

@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# bench/ itself must not shadow the project's packages (bench/templates.py vs templates)
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO / "tests"))
 
 from vcdtest import CGROUP_PARENT, VcdDaemon  # noqa: E402

@@ -98,7 +98,7 @@ def phase_fuzz(daemon: VcdDaemon, args: argparse.Namespace) -> bool:
     vserver = create_vserver(daemon, "fz1")
     r = fuzz(daemon, args.fuzz, seed=args.seed, vserver=vserver)
     alive = daemon.answers()
-    print(f"  cases run {r.cases}, HTTP statuses {dict(r.statuses)}")
+    print(f"  cases run {r.cases}, HTTP statuses {dict(r.statuses)}, answered with a result {r.results}")
     print(f"  faults by code {dict(sorted(r.faults.items()))}")
     print(f"  failures {len(r.failures)}; daemon answers afterwards: {alive}")
     for note in r.failures[:5]:

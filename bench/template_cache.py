@@ -5,7 +5,7 @@ vx.create spends on the file system) and the disk space each vserver adds
 (``du -sx`` of its vdir and overlay state, i.e. not counting the shared
 template), plus the template's own size.
 
-    python bench/templates.py [--templatedir DIR] [-n 5] [--no-debian]
+    python bench/template_cache.py [--templatedir DIR] [-n 5] [--no-debian]
 
 Templates are built once into --templatedir (default /var/tmp/vcd-bench/templates)
 and reused by later runs; vdirs go to a temporary directory and are removed.
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-debian", action="store_true", help="skip the Debian template")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
-        print("bench/templates.py needs root (overlay mounts)", file=sys.stderr)
+        print("bench/template_cache.py needs root (overlay mounts)", file=sys.stderr)
         return 1
     store = TemplateStore(args.templatedir)
     pairs = ensure_templates(store, not args.no_debian)

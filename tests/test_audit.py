@@ -92,3 +92,25 @@ def test_each_call_of_a_multicall_is_audited(audited) -> None:
 def test_without_audit_log_nothing_is_written(vcd: VcdDaemon) -> None:
     vcd.proxy().call("vcd.user.set", username="frank", password=SECRET, admin=False)
     assert not [p for p in vcd.root.rglob("*audit*")]
+
+
+def test_a_claimed_username_of_any_length_is_cut_in_the_audit_log(audited) -> None:
+    daemon, path = audited
+    assert fault_code(daemon.proxy("x" * 100_000, "guess").call, "vx.remove", name="web1") == 100
+    (entry,) = lines(path)
+    assert len(entry["user"]) <= 65
+    assert len(path.read_bytes()) < 2000
+
+
+def test_an_unwritable_audit_log_is_reported_in_the_log_and_the_call_still_answers(
+        make_vcd: Callable[..., VcdDaemon], tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    daemon = make_vcd(audit_log=str(blocker / "audit.log"))
+    admin = daemon.proxy()
+    admin.call("vcd.user.set", username="grace", password=SECRET, admin=False)  # no fault
+    assert [u["username"] for u in admin.call("vcd.user.get", username="grace")] == ["grace"]
+    assert fault_code(admin.call, "vx.remove", name="nosuchvserver") == 202  # the real fault
+    log = daemon.log()
+    assert "cannot record vcd.user.set by 'admin'" in log
+    assert SECRET not in log

@@ -227,3 +227,26 @@ def test_check_config_and_start_reject_an_unreadable_certificate(make_vcd: Calla
     start = subprocess.run(daemon.command(), capture_output=True, text=True, timeout=30, cwd=REPO)
     assert start.returncode == 1
     assert "TLS" in start.stderr and "Traceback" not in start.stderr
+
+
+def test_sighup_turns_the_tcp_port_into_https_and_back(make_vcd: Callable[..., VcdDaemon], pki: Pki,
+                                                       server_pair: Pair) -> None:
+    daemon = make_vcd()
+    port = daemon.port
+    daemon.write_config(tls_cert=str(server_pair.cert), tls_key=str(server_pair.key))
+    daemon.send_signal(signal.SIGHUP)
+    proxy = server_proxy(f"https://127.0.0.1:{port}/RPC2", cacert=pki.ca.cert, timeout=10)
+    deadline = time.monotonic() + 20
+    while True:  # old workers may still answer plain HTTP for a moment
+        try:
+            admin_call(daemon, proxy)
+            break
+        except (OSError, xmlrpc.client.ProtocolError):  # ssl.SSLError is an OSError
+            assert time.monotonic() < deadline, "HTTPS never came up after the reload"
+            time.sleep(0.1)
+    assert daemon.port == port
+    daemon.write_config(tls_cert=None, tls_key=None)
+    daemon.send_signal(signal.SIGHUP)
+    while not daemon.answers():
+        assert time.monotonic() < deadline + 20, "plain HTTP never came back"
+        time.sleep(0.1)

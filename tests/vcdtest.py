@@ -208,19 +208,20 @@ class VcdDaemon:
             if self.foreground and self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"vcd exited with {self.process.returncode}: {self.stderr()}"
                                    f"\n--- log ---\n{self.log()}")
-            if self.answers():
+            if self.answers(tls=self.tls):
                 self._known_workers.update(self.worker_pids())
                 return
             time.sleep(0.05)
         raise RuntimeError(f"vcd did not answer within {timeout}s\n{self.stderr()}\n{self.log()}")
 
-    def answers(self) -> bool:
-        """True when a POST /RPC2 gets an HTTP 200 (any XML-RPC answer, fault or not)."""
+    def answers(self, tls: bool = False) -> bool:
+        """True when a POST /RPC2 gets an HTTP 200 (any XML-RPC answer, fault or not);
+        over plain HTTP unless `tls` (then with `probe_context()`)."""
         body = (b"<?xml version='1.0'?><methodCall><methodName>system.listMethods</methodName>"
                 b"<params></params></methodCall>")
         try:
             status, _, _ = http_request(self.host, self.port, "POST", "/RPC2", body, timeout=2.0,
-                                        context=self.probe_context() if self.tls else None)
+                                        context=self.probe_context() if tls else None)
         except OSError:
             return False
         return status == 200

@@ -10,6 +10,7 @@ from typing import Any
 from vcd.registry import Method
 
 MAX_VALUE = 256  # long values (a command line, a description) are cut in the log
+MAX_USER = 64    # the longest valid username
 
 
 def _clean(method: Method, given: Any) -> dict[str, Any]:
@@ -39,6 +40,8 @@ class AuditLog:
     def record(self, method: Method, user: str, peer: str, given: Any,
                fault: tuple[int, str] | None) -> None:
         params = _clean(method, given)
+        if len(user) > MAX_USER:  # a claimed name of a failed login is whatever the client sent
+            user = user[:MAX_USER] + "…"
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "user": user, "peer": peer,
                  "method": method.name, "vserver": params.get("name"),
                  "params": params, "result": "ok" if fault is None else "fault"}

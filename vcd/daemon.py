@@ -181,6 +181,15 @@ class Supervisor:
         if new.pidfile != self.config.pidfile:
             log.warning("a changed pidfile takes effect at the next start, not on reload")
         try:
+            # prepare() is once per start (it also restarts the vcd.status counters);
+            # only a new datadir or rundir needs it again before workers can use them
+            if (new.datadir, new.rundir) != (self.config.datadir, self.config.rundir):
+                dispatch.prepare(new)
+        except Exception:
+            log.exception("preparing the new configuration failed; keeping the running one")
+            return
+        # last, because it changes the kept sockets in place (TLS context, socket mode)
+        try:
             listeners = vlisteners.reconcile(self.listeners, new)
         except OSError as exc:  # ssl.SSLError is one too
             log.error("%s; keeping the running configuration", vlisteners.describe_error(new, exc))
@@ -189,17 +198,6 @@ class Supervisor:
             kept: list[server.Listener] | None = None  # same sockets (TLS contexts were refreshed)
         else:
             kept = listeners
-        try:
-            # prepare() is once per start (it also restarts the vcd.status counters);
-            # only a new datadir or rundir needs it again before workers can use them
-            if (new.datadir, new.rundir) != (self.config.datadir, self.config.rundir):
-                dispatch.prepare(new)
-        except Exception:
-            log.exception("preparing the new configuration failed; keeping the running one")
-            for listener in listeners:
-                if all(listener is not old for old in self.listeners):
-                    listener.close()
-            return
         assert self.pool is not None
         self.pool.restart(new, kept)
         self.listeners = self.pool.listeners

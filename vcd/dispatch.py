@@ -187,10 +187,22 @@ class Dispatcher:
             result = self.invoke(method, user, given, peer)
         except Exception as exc:
             fault = fault_of(exc)
-            self.audit.record(method, str(claimed), peer, given, (fault.code, str(fault)))
+            self._audit(method, str(claimed), peer, given, (fault.code, str(fault)))
             raise
-        self.audit.record(method, user.username, peer, given, None)
+        self._audit(method, user.username, peer, given, None)
         return result
+
+    def _audit(self, method: Method, user: str, peer: str, given: Any,
+               fault: tuple[int, str] | None) -> None:
+        # The call has happened (and is committed) by now: a full disk or a removed
+        # directory must not turn its answer into a fault naming the audit file, nor
+        # replace the fault the caller should see. The operator learns it from the log.
+        assert self.audit is not None
+        try:
+            self.audit.record(method, user, peer, given, fault)
+        except OSError as exc:
+            log.error("audit log %s: cannot record %s by %r: %s", self.audit.path, method.name,
+                      user[:64], exc.strerror or exc)
 
     def authenticate(self, params: tuple[Any, ...], peer: str) -> auth.User:
         creds = params[0] if params else None

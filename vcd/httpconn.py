@@ -258,6 +258,10 @@ class Connection:
         or an answer already queued)."""
         buf = self.buf
         if self.body_start < 0:
+            if buf[0] == TLS_RECORD_HANDSHAKE:
+                # a TLS client on the plain port (or at a reload that turned TLS off):
+                # refuse at once instead of waiting for a head that never comes
+                raise Refuse(HTTPStatus.BAD_REQUEST, text=b"This port speaks plain HTTP.\n")
             end = buf.find(b"\r\n\r\n", max(0, self.scanned - 3))
             skip = 4
             if end < 0:

@@ -104,8 +104,11 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # Renegotiation only serves attacks on a one-request-per-connection service.
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    # Clients make one request per connection and don't resume; tickets would be wasted work.
-    ctx.num_tickets = 0
+    # One ticket, so a client that resumes (one request per connection!) skips the full
+    # handshake: the context is made before the workers fork, so they share the
+    # ticket key and any worker can resume any session (about 1.5x the HTTPS rate
+    # with wrk; bench/transports.py).
+    ctx.num_tickets = 1
     ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
     if config.tls_client_ca is not None:
         ctx.verify_mode = ssl.CERT_REQUIRED
@@ -280,10 +283,11 @@ def reconcile(current: list[Listener], config: Config) -> list[Listener]:
     picked up by a reload. Raises like `listeners_for`; nothing is changed then.
     """
     by_key = {listener.key: listener for listener in current}
-    tls = tls_context(config)  # first: a bad certificate must not leave half-made sockets
-    for listener in current:
-        if listener.unix_path is not None and listener.key in listen_address(config):
-            _set_unix_access(listener, config.unix_socket_mode, config.unix_socket_group)
+    # first what can fail without side effects: a bad certificate or group must not
+    # leave half-made sockets behind
+    tls = tls_context(config)
+    if config.unix_socket is not None:
+        _group_id(config.unix_socket_group, config.unix_socket)
     made: list[Listener] = []
     result: list[Listener] = []
     try:
@@ -301,7 +305,10 @@ def reconcile(current: list[Listener], config: Config) -> list[Listener]:
             listener.close()
         raise
     for listener in result:
-        if listener.unix_path is None:
+        if listener.unix_path is not None:
+            if any(listener is old for old in current):
+                _set_unix_access(listener, config.unix_socket_mode, config.unix_socket_group)
+        else:
             listener.tls = tls
             host_port = listener.name.removeprefix("https://")
             listener.name = f"https://{host_port}" if tls is not None else host_port

@@ -79,15 +79,19 @@ DispatcherFactory = Callable[[Config], Dispatcher]
 # --------------------------------------------------------------------------- worker
 
 def raise_fd_limit() -> int:
-    """Lift the soft RLIMIT_NOFILE to the hard one (every connection is a descriptor);
-    returns the soft limit in force."""
+    """Lift the soft RLIMIT_NOFILE to what the workers' connections need (each is a
+    descriptor); returns the soft limit in force.
+
+    Only that far and no further: vservers started by vcd inherit the limit, and
+    software inside them may still use select() with its 1024-descriptor sets.
+    """
+    want = MAX_CONNECTIONS + FD_RESERVE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft != resource.RLIM_INFINITY and soft < hard:
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
         except (ValueError, OSError):
             pass
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
@@ -233,6 +237,10 @@ class Worker:
                 # with TCP_DEFER_ACCEPT the request has usually arrived already
                 conn.on_readable()
                 self._settle(fd, conn)
+                if self.ready:
+                    # a request to serve: leave further connections to idle workers,
+                    # which EPOLLEXCLUSIVE wakes for them
+                    return
 
     # -- after each step of a connection -------------------------------------------------------
 

@@ -70,3 +70,13 @@ def test_a_newer_schema_is_refused(tmp_path):
     conn.close()
     out = vcdadm(conf, "init")
     assert out.returncode != 0 and "newer" in out.stderr
+
+
+def test_tls_init_makes_a_certificate_and_a_private_key(tmp_path):
+    conf = _config(tmp_path)
+    cert, key = tmp_path / "vcd.crt", tmp_path / "vcd.key"
+    out = vcdadm(conf, "tls", "init", "--cert", str(cert), "--key", str(key))
+    assert out.returncode == 0, out.stderr
+    assert cert.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert vcdadm(conf, "tls", "bogus").returncode == 2

@@ -21,8 +21,8 @@ RPC_PATH = "/RPC2"
 
 
 class _HTTPTransport(xmlrpc.client.Transport):
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
+    def __init__(self, timeout: float, use_builtin_types: bool = False) -> None:
+        super().__init__(use_builtin_types=use_builtin_types)
         self.timeout = timeout
 
     def make_connection(self, host: str) -> http.client.HTTPConnection:  # type: ignore[override]
@@ -32,8 +32,9 @@ class _HTTPTransport(xmlrpc.client.Transport):
 
 
 class _HTTPSTransport(xmlrpc.client.SafeTransport):
-    def __init__(self, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(context=context)
+    def __init__(self, timeout: float, context: ssl.SSLContext,
+                 use_builtin_types: bool = False) -> None:
+        super().__init__(use_builtin_types=use_builtin_types, context=context)
         self.timeout = timeout
 
     def make_connection(self, host: str) -> http.client.HTTPSConnection:  # type: ignore[override]
@@ -59,8 +60,8 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class _UnixTransport(xmlrpc.client.Transport):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__()
+    def __init__(self, path: str, timeout: float, use_builtin_types: bool = False) -> None:
+        super().__init__(use_builtin_types=use_builtin_types)
         self.socket_path = path
         self.timeout = timeout
 
@@ -82,31 +83,39 @@ def client_context(cacert: str | Path | None = None, cert: str | Path | None = N
     return ctx
 
 
-def server_proxy(url: str, *, cacert: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 cert: str | Path | None = None, key: str | Path | None = None,
-                 allow_none: bool = True) -> xmlrpc.client.ServerProxy:
-    """A ServerProxy for `url`: http://HOST:PORT[/RPC2], https://... (verified against
-    `cacert`, with a client certificate `cert`/`key` if given), or unix:///PATH/TO/SOCKET.
+def make_transport(url: str, *, cacert: str | Path | None = None,
+                   timeout: float = DEFAULT_TIMEOUT, cert: str | Path | None = None,
+                   key: str | Path | None = None,
+                   use_builtin_types: bool = False) -> tuple[str, xmlrpc.client.Transport]:
+    """The URI a ServerProxy wants and the transport that reaches `url`: http://HOST:PORT
+    [/RPC2], https://... (verified against `cacert`, with a client certificate `cert`/
+    `key` if given), or unix:///PATH/TO/SOCKET.
 
-    Raises ValueError for a URL it cannot use.
+    Raises ValueError for a URL it cannot use; OSError/ssl.SSLError for unusable
+    certificate files.
     """
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "unix":
         if parts.netloc or not parts.path.startswith("/"):
             raise ValueError(f"{url}: a Unix socket URL is unix:///absolute/path/to/socket")
-        return xmlrpc.client.ServerProxy(f"http://localhost{RPC_PATH}",
-                                         transport=_UnixTransport(parts.path, timeout),
-                                         allow_none=allow_none)
+        return (f"http://localhost{RPC_PATH}",
+                _UnixTransport(urllib.parse.unquote(parts.path), timeout, use_builtin_types))
     if scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{url}: expected http://HOST:PORT, https://HOST:PORT or unix:///PATH")
     if scheme == "http" and (cacert is not None or cert is not None):
         raise ValueError(f"{url}: a CA or client certificate needs an https:// URL")
     target = url if parts.path not in ("", "/") else urllib.parse.urlunsplit(
         (scheme, parts.netloc, RPC_PATH, parts.query, ""))
-    transport: xmlrpc.client.Transport
     if scheme == "https":
-        transport = _HTTPSTransport(timeout, client_context(cacert, cert, key))
-    else:
-        transport = _HTTPTransport(timeout)
+        return target, _HTTPSTransport(timeout, client_context(cacert, cert, key),
+                                       use_builtin_types)
+    return target, _HTTPTransport(timeout, use_builtin_types)
+
+
+def server_proxy(url: str, *, cacert: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 cert: str | Path | None = None, key: str | Path | None = None,
+                 allow_none: bool = True) -> xmlrpc.client.ServerProxy:
+    """A ServerProxy for `url` (see make_transport). Raises ValueError for a URL it cannot use."""
+    target, transport = make_transport(url, cacert=cacert, timeout=timeout, cert=cert, key=key)
     return xmlrpc.client.ServerProxy(target, transport=transport, allow_none=allow_none)

@@ -90,6 +90,18 @@ def cmd_template(config: Config, args: argparse.Namespace) -> int:
     return cli.main(rest)
 
 
+def cmd_tls(config: Config, args: argparse.Namespace) -> int:
+    from vcd import tls
+    rest = list(args.rest)
+    if not rest or rest[0] != "init":
+        print("vcdadm: usage: vcdadm [-c vcd.conf] tls init [--cert PATH] [--key PATH] "
+              "[--name HOST ...] [--days N] [--force]", file=sys.stderr)
+        return common.USAGE
+    if args.config and "-c" not in rest and "--config" not in rest:
+        rest += ["-c", args.config]
+    return tls.main(rest[1:])
+
+
 def _local(command: str, help_text: str, usage: str,
            setup: Callable[[argparse.ArgumentParser], None],
            func: Callable[[Config, argparse.Namespace], int], own_help: bool = False) -> Local:
@@ -141,6 +153,9 @@ LOCALS = (
            "USER [--password-stdin]", _passwd_args, cmd_passwd),
     _local("template", "build, list and remove templates (local)", "build|list|remove ...",
            _template_args, cmd_template, own_help=True),
+    _local("tls", "make a self-signed certificate and key for HTTPS (local, root)",
+           "init [--cert PATH] [--key PATH] [--name HOST ...] [--days N] [--force]",
+           _template_args, cmd_tls, own_help=True),
     completion.local_command("vcdadm"),
 )
 

@@ -1,18 +1,13 @@
-"""How a client reaches the daemon: http://, https:// and unix:// URLs.
-
-Every transport speaks the same XML-RPC over HTTP to `/RPC2`; only the socket
-differs, so each scheme is a small `xmlrpc.client.Transport` and adding one is one
-entry in `SCHEMES`.
-"""
+"""How a client reaches the daemon: http://, https:// and unix:// URLs, through the
+transports of `vcd.transport`, with the clients' error type and config shapes."""
 from __future__ import annotations
 
-import http.client
-import socket
 import ssl
 import urllib.parse
 import xmlrpc.client
 from dataclasses import dataclass
-from typing import Callable
+
+from vcd.transport import make_transport
 
 
 class TransportError(Exception):
@@ -33,106 +28,20 @@ class TLSOptions:
     key: str | None = None
 
 
-class _TimeoutTransport(xmlrpc.client.Transport):
-    def __init__(self, timeout: float) -> None:
-        super().__init__(use_builtin_types=True)
-        self._timeout = timeout
-
-    def make_connection(self, host: str) -> http.client.HTTPConnection:
-        conn = super().make_connection(host)
-        conn.timeout = self._timeout
-        return conn
-
-
-class _TLSTransport(xmlrpc.client.SafeTransport):
-    def __init__(self, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(use_builtin_types=True, context=context)
-        self._timeout = timeout
-
-    def make_connection(self, host: str) -> http.client.HTTPConnection:
-        conn = super().make_connection(host)
-        conn.timeout = self._timeout
-        return conn
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        # the Host header needs some name; the daemon ignores it
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _UnixTransport(xmlrpc.client.Transport):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__(use_builtin_types=True)
-        self._socket_path = path
-        self._timeout = timeout
-
-    def make_connection(self, host: str) -> http.client.HTTPConnection:
-        # one connection per request: the daemon's workers close after answering
-        return _UnixConnection(self._socket_path, self._timeout)
-
-
-def _path_of(parts: urllib.parse.SplitResult) -> str:
-    return parts.path if parts.path and parts.path != "/" else "/RPC2"
-
-
-def _http(parts: urllib.parse.SplitResult, url: str, timeout: float,
-          tls: TLSOptions) -> Endpoint:
-    if not parts.hostname:
-        raise TransportError(f"{url}: no host")
-    return Endpoint(url, f"http://{parts.netloc}{_path_of(parts)}", _TimeoutTransport(timeout))
-
-
-def tls_context(tls: TLSOptions) -> ssl.SSLContext:
+def endpoint(url: str, timeout: float = 300.0, tls: TLSOptions = TLSOptions()) -> Endpoint:
+    """How to reach `url`; the transports themselves are vcd.transport's, shared with
+    vshelper. TLS settings from a client config only apply to https:// URLs."""
+    https = urllib.parse.urlsplit(url).scheme.lower() == "https"
     try:
-        context = ssl.create_default_context(cafile=tls.cacert)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if tls.cert:
-            context.load_cert_chain(tls.cert, tls.key)
+        uri, transport = make_transport(
+            url, timeout=timeout, use_builtin_types=True,
+            cacert=tls.cacert if https else None, cert=tls.cert if https else None,
+            key=tls.key if https else None)
+    except ValueError as exc:
+        raise TransportError(str(exc)) from None
     except (OSError, ssl.SSLError) as exc:
         raise TransportError(f"TLS setup: {exc}") from None
-    return context
-
-
-def _https(parts: urllib.parse.SplitResult, url: str, timeout: float,
-           tls: TLSOptions) -> Endpoint:
-    if not parts.hostname:
-        raise TransportError(f"{url}: no host")
-    return Endpoint(url, f"https://{parts.netloc}{_path_of(parts)}",
-                    _TLSTransport(timeout, tls_context(tls)))
-
-
-def _unix(parts: urllib.parse.SplitResult, url: str, timeout: float,
-          tls: TLSOptions) -> Endpoint:
-    # unix:///run/vcd/vcd.sock - the socket path is the URL's path; requests go to /RPC2
-    path = urllib.parse.unquote(parts.path)
-    if parts.netloc or not path.startswith("/"):
-        raise TransportError(f"{url}: expected unix:///absolute/path/of/socket")
-    return Endpoint(url, "http://localhost/RPC2", _UnixTransport(path, timeout))
-
-
-SCHEMES: dict[str, Callable[[urllib.parse.SplitResult, str, float, TLSOptions], Endpoint]] = {
-    "http": _http, "https": _https, "unix": _unix,
-}
-
-
-def endpoint(url: str, timeout: float = 300.0, tls: TLSOptions = TLSOptions()) -> Endpoint:
-    parts = urllib.parse.urlsplit(url)
-    make = SCHEMES.get(parts.scheme)
-    if make is None:
-        raise TransportError(f"{url}: unsupported scheme (use {', '.join(s + '://' for s in SCHEMES)})")
-    return make(parts, url, timeout, tls)
+    return Endpoint(url, uri, transport)
 
 
 def url_for(host: str, port: int) -> str:

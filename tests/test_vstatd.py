@@ -442,3 +442,13 @@ def test_batched_samples_reach_the_file_in_one_update_on_their_turn_or_on_flush(
     assert store.flush_all() == 1
     _, _, rows = rrdtool.fetch(str(path), "AVERAGE", "-s", str(t0 - 1), "-e", str(t0 + 5))
     assert [r[0] for r in rows][:6] == [0.0, 1.0, 2.0, 3.0, 4.0, 7.0]
+
+
+def test_check_config_of_vcd_also_validates_the_vstatd_table(tmp_path):
+    import subprocess
+    import sys
+    conf = tmp_path / "vcd.conf"
+    conf.write_text("[vstatd]\nstepp = 5\n")
+    out = subprocess.run([sys.executable, "-m", "vcd.daemon", "--check-config", "-c", str(conf)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "stepp" in out.stderr

@@ -44,8 +44,9 @@ class PidFile:
     a dead daemon is simply taken over and a reused pid can't fool us.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, program: str = "vcd") -> None:
         self.path = path
+        self.program = program
         self.fd: int | None = None
 
     def acquire(self) -> None:
@@ -56,7 +57,7 @@ class PidFile:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
             os.close(fd)
-            raise AlreadyRunning(f"another vcd (pid {holder}) holds {self.path}") from None
+            raise AlreadyRunning(f"another {self.program} (pid {holder}) holds {self.path}") from None
         self.fd = fd
 
     def write(self, pid: int) -> None:
@@ -96,6 +97,27 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     if args.config is not None:
         return args.config
     return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def start_logging_and_lock(program: str, logfile: Path | None, loglevel: str, debug: bool,
+                           pidfile_path: Path) -> PidFile | int:
+    """The first steps every daemon of ours takes: open the log, take the pidfile.
+    Returns the held PidFile, or the exit status after saying what went wrong."""
+    try:
+        vlog.setup(logfile, loglevel, debug=debug)
+    except OSError as exc:
+        print(f"{program}: cannot open log file {logfile}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
+    pidfile = PidFile(pidfile_path, program)
+    try:
+        pidfile.acquire()
+    except AlreadyRunning as exc:
+        print(f"{program}: not starting: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"{program}: cannot open pidfile {pidfile_path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
+    return pidfile
 
 
 def _detach(keep: list[object]) -> Callable[[bytes], None]:
@@ -265,8 +287,15 @@ class Supervisor:
 
 def _check_files(config: Config) -> str | None:
     """What --check-config can verify beyond the syntax without binding anything:
-    the TLS files load and the Unix socket's group exists."""
+    the TLS files load, the Unix socket's group exists, and the [vstatd] table that
+    vstatd and vx.stats read from this file is valid too."""
     import grp
+
+    from vstatd.config import settings as vstatd_settings
+    try:
+        vstatd_settings(config)
+    except ConfigError as exc:
+        return str(exc)
     try:
         vlisteners.tls_context(config)
     except OSError as exc:
@@ -295,21 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vcd: {config_path or 'built-in defaults'}: configuration is valid")
         return 0
 
-    try:
-        vlog.setup(config.logfile, config.loglevel, debug=args.debug)
-    except OSError as exc:
-        print(f"vcd: cannot open log file {config.logfile}: {exc.strerror}", file=sys.stderr)
-        return EXIT_FAILURE
-
-    pidfile = PidFile(config.pidfile)
-    try:
-        pidfile.acquire()
-    except AlreadyRunning as exc:
-        print(f"vcd: not starting: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:
-        print(f"vcd: cannot open pidfile {config.pidfile}: {exc.strerror}", file=sys.stderr)
-        return EXIT_FAILURE
+    pidfile = start_logging_and_lock("vcd", config.logfile, config.loglevel, args.debug,
+                                     config.pidfile)
+    if isinstance(pidfile, int):
+        return pidfile
 
     # Bind before detaching so "address in use" or a bad certificate is an error the caller sees.
     try:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from vcd import log as vlog
 from vcd.config import DEFAULT_CONFIG, Config, ConfigError, load
-from vcd.daemon import READY, AlreadyRunning, PidFile, _detach
+from vcd.daemon import READY, _detach, start_logging_and_lock
 
 from vstatd import graph
 
@@ -203,20 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_graph(args, st)
 
     os.umask(UMASK)
-    try:
-        vlog.setup(st.logfile, st.loglevel, debug=args.debug)
-    except OSError as exc:
-        print(f"vstatd: cannot open log file {st.logfile}: {exc.strerror}", file=sys.stderr)
-        return EXIT_FAILURE
-    pidfile = PidFile(st.pidfile)
-    try:
-        pidfile.acquire()
-    except AlreadyRunning as exc:
-        print(f"vstatd: not starting: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:
-        print(f"vstatd: cannot open pidfile {st.pidfile}: {exc.strerror}", file=sys.stderr)
-        return EXIT_FAILURE
+    pidfile = start_logging_and_lock("vstatd", st.logfile, st.loglevel, args.debug, st.pidfile)
+    if isinstance(pidfile, int):
+        return pidfile
 
     notify = None
     if not args.foreground:

@@ -25,6 +25,11 @@ THROTTLE_CAP = 60.0
 _DUMMY_HASH = "0" * 128
 
 
+class Throttled(VcdError):
+    """A login refused, unchecked, because its address failed too often: nothing was
+    tried, so it is not audited (a flood would only grow the audit log)."""
+
+
 def hash_password(password: str) -> str:
     """WHIRLPOOL of the UTF-8 password as 128 uppercase hex digits."""
     return whirlpool.new(password.encode("utf-8")).hexdigest().upper()
@@ -80,8 +85,8 @@ class Authenticator:
             wait = failed["last"] + penalty(failed["count"]) - now
             if wait > 0:
                 # not counted: a refused attempt was never checked, so waiting it out works
-                raise VcdError(Fault.MEAUTH, f"too many failed logins from {peer}, "
-                                             f"retry in {wait:.0f} s")
+                raise Throttled(Fault.MEAUTH, f"too many failed logins from {peer}, "
+                                              f"retry in {wait:.0f} s")
         found = load_user(self.conn, username) if username else None
         stored = found[1] if found else _DUMMY_HASH
         ok = hmac.compare_digest(given_hash(password).encode(), stored.encode())

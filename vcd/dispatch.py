@@ -185,6 +185,8 @@ class Dispatcher:
             user = self.authenticate(params, peer)
             self.user = user.username
             result = self.invoke(method, user, given, peer)
+        except auth.Throttled:
+            raise
         except Exception as exc:
             fault = fault_of(exc)
             self._audit(method, str(claimed), peer, given, (fault.code, str(fault)))

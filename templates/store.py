@@ -209,10 +209,15 @@ def extract_tarball(archive: Path, dest: Path) -> ExtractReport:
         if e.errno is None:  # bz2 reports corrupt data as a bare OSError
             raise PopulateError(f"{archive.name}: not a valid archive: {e}") from None
         raise PopulateError(f"extracting {archive.name} into {dest_s}: {e}") from None
+    except BaseException:
+        if proc is not None and proc.poll() is None:
+            proc.kill()  # extraction failed: the rest of the stream is of no use
+        raise
     finally:
         if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
+            # tarfile stops at the end-of-archive marker; zstd may still be writing the
+            # archive's zero padding: read it off so zstd ends normally instead of being
+            # killed (a kill here would read as "zstd failed")
             _, err = proc.communicate()
     if proc is not None and proc.returncode != 0:
         raise PopulateError(f"{archive.name}: zstd failed: {err.decode(errors='replace').strip()}")

@@ -99,6 +99,19 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
 
 
+def wait_signals(sig_r: int, timeout: float | None) -> set[int]:
+    """The signals that arrived through the wakeup pipe `sig_r` within `timeout` (a daemon's
+    main loop acts on them outside the handler, where anything is safe to do)."""
+    try:
+        select.select([sig_r], [], [], timeout)
+    except InterruptedError:
+        pass
+    try:
+        return set(os.read(sig_r, 4096))
+    except BlockingIOError:
+        return set()
+
+
 def start_logging_and_lock(program: str, logfile: Path | None, loglevel: str, debug: bool,
                            pidfile_path: Path) -> PidFile | int:
     """The first steps every daemon of ours takes: open the log, take the pidfile.
@@ -262,14 +275,7 @@ class Supervisor:
             pool.close_in_children.remove(notify_fd)
 
         while True:
-            try:
-                select.select([sig_r], [], [], pool.tick())
-            except InterruptedError:
-                pass
-            try:
-                received = set(os.read(sig_r, 4096))
-            except BlockingIOError:
-                received = set()
+            received = wait_signals(sig_r, pool.tick())
             if signal.SIGTERM in received or signal.SIGINT in received:
                 name = "SIGTERM" if signal.SIGTERM in received else "SIGINT"
                 log.info("%s: stopping", name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
 import signal
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from vcd import log as vlog
 from vcd.config import DEFAULT_CONFIG, Config, ConfigError, load
-from vcd.daemon import READY, _detach, start_logging_and_lock
+from vcd.daemon import READY, _detach, start_logging_and_lock, wait_signals
 
 from vstatd import graph
 
@@ -153,15 +152,7 @@ class Daemon:
                  self.runtime.st.rrddir, os.getpid())
         next_t = (int(time.time()) // self.step + 1) * self.step
         while True:
-            timeout = max(0.0, next_t - time.time())
-            try:
-                select.select([sig_r], [], [], timeout)
-            except InterruptedError:
-                pass
-            try:
-                received = set(os.read(sig_r, 4096))
-            except BlockingIOError:
-                received = set()
+            received = wait_signals(sig_r, max(0.0, next_t - time.time()))
             if signal.SIGTERM in received or signal.SIGINT in received:
                 log.info("%s: stopping", "SIGTERM" if signal.SIGTERM in received else "SIGINT")
                 break

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from vcdtest import CGROUP_PARENT, VcdDaemon  # noqa: E402
+from vcdtest import VcdDaemon  # noqa: E402
 from templates.busybox import build_rootfs  # noqa: E402
 
 
@@ -163,10 +163,6 @@ def main() -> int:
         print(f"stopped {args.running} vservers over the API in {time.perf_counter() - t:.2f} s")
     finally:
         daemon.cleanup()
-        import libvserver
-        libvserver.get_backend(state_dir=daemon.rundir / "libvserver",
-                               cgroup_parent=CGROUP_PARENT,
-                               image_dir=daemon.datadir / "images").shutdown()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

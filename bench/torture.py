@@ -32,8 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests" / "torture"), str(REPO / "tests"), str(REPO)]
 
 from api_helpers import create_vserver  # noqa: E402
-from engine import (flood, fuzz, kill_recovery, mixed_load, slow_clients,  # noqa: E402
-                    teardown_contexts)
+from engine import flood, fuzz, kill_recovery, mixed_load, slow_clients  # noqa: E402
 from vcdtest import VcdDaemon  # noqa: E402
 
 PHASES = ("mixed", "kill", "fuzz", "slow", "flood")
@@ -62,10 +61,7 @@ def run_phase(name: str, root: Path, args: argparse.Namespace) -> bool:
         print(f"  {'PASS' if ok else 'FAIL'} in {time.monotonic() - started:.0f}s\n", flush=True)
         return ok
     finally:
-        try:
-            daemon.cleanup()
-        finally:
-            teardown_contexts(daemon)
+        daemon.cleanup()
 
 
 def phase_mixed(daemon: VcdDaemon, args: argparse.Namespace) -> bool:

@@ -9,7 +9,7 @@ import xmlrpc.client
 
 import pytest
 
-from api_helpers import create_vserver, fault, fault_code, unique
+from api_helpers import create_vserver, fault_code, unique
 from vcdtest import http_request
 
 

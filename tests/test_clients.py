@@ -19,7 +19,6 @@ import pytest
 
 from api_helpers import create_vserver, ensure_busybox_template, unique
 from vcdtest import REPO, VcdDaemon
-from test_runtime import teardown_contexts
 
 BIN = Path(sys.executable).parent
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
@@ -34,8 +33,6 @@ def d(tmp_path_factory: pytest.TempPathFactory):
         yield daemon
     finally:
         daemon.cleanup()
-        if os.geteuid() == 0:
-            teardown_contexts(daemon)
 
 
 def env(daemon: VcdDaemon | None = None, **extra: str) -> dict[str, str]:
@@ -538,7 +535,7 @@ def test_stats_and_graph_show_what_vstatd_recorded(make_vcd, tmp_path):
         stats.terminate()
         stats.wait(timeout=20)
         run(daemon, "vcc", "stop", name)
-        teardown_contexts(daemon)
+        daemon.teardown_contexts()
 
 
 # -- transports ---------------------------------------------------------------------------------

@@ -16,13 +16,6 @@ from vcdtest import CGROUP_PARENT, VcdDaemon
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
 
-def teardown_contexts(daemon: VcdDaemon) -> None:
-    """Kill every context the daemon's backend started, then its supervisor."""
-    import libvserver
-    libvserver.get_backend(state_dir=daemon.rundir / "libvserver", cgroup_parent=CGROUP_PARENT,
-                           image_dir=daemon.datadir / "images").shutdown()
-
-
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
     daemon = VcdDaemon(tmp_path_factory.mktemp("runtime"), workers=6, exec_timeout=5.0)
@@ -31,7 +24,6 @@ def rt(tmp_path_factory):
         yield daemon
     finally:
         daemon.cleanup()
-        teardown_contexts(daemon)
 
 
 @pytest.fixture
@@ -150,15 +142,24 @@ def test_configuration_is_enforced_inside_after_a_start(rt, admin):
         admin.vx.stop(name=name)
 
 
-def test_reboot_from_inside_brings_the_vserver_back(rt, admin, running):
-    before = admin.vx.exec(name=running, command="cat /proc/1/stat").split()[21]
-    admin.vx.exec(name=running, command="sh -c 'reboot -f &'")
+def init_started(admin, name: str) -> str:
+    """When the vserver's init started (field 22 of /proc/1/stat): a new value = a new init."""
+    return admin.vx.exec(name=name, command="cat /proc/1/stat").split()[21]
+
+
+def wait_for_new_init(admin, name: str, before: str) -> None:
     def restarted() -> bool:
         try:
-            return admin.vx.exec(name=running, command="cat /proc/1/stat").split()[21] != before
+            return init_started(admin, name) != before
         except xmlrpc.client.Fault:
             return False
     wait_until(restarted, timeout=30, what="the vserver to come back")
+
+
+def test_reboot_from_inside_brings_the_vserver_back(rt, admin, running):
+    before = init_started(admin, running)
+    admin.vx.exec(name=running, command="sh -c 'reboot -f &'")
+    wait_for_new_init(admin, running, before)
     assert admin.vx.status(name=running)["running"]
 
 
@@ -171,15 +172,9 @@ def test_halt_from_inside_leaves_it_stopped(rt, admin, running):
 
 def test_vx_reboot_runs_the_reboot_command_and_it_comes_back(rt, admin, running):
     admin.vxdb.init.set(name=running, reboot="/bin/sh -c 'reboot -f &'")
-    before = admin.vx.exec(name=running, command="cat /proc/1/stat").split()[21]
+    before = init_started(admin, running)
     assert isinstance(admin.vx.reboot(name=running), str)
-
-    def restarted() -> bool:
-        try:
-            return admin.vx.exec(name=running, command="cat /proc/1/stat").split()[21] != before
-        except xmlrpc.client.Fault:
-            return False
-    wait_until(restarted, timeout=30, what="the vserver to come back")
+    wait_for_new_init(admin, running, before)
 
 
 def test_restart_waits_for_stop_and_start(admin, running):
@@ -244,7 +239,6 @@ def test_onboot_group_starts_with_the_daemon(make_vcd):
         admin.vx.stop(name=name)
     finally:
         daemon.cleanup()
-        teardown_contexts(daemon)
 
 
 def test_group_actions_reach_every_member(rt, admin):

@@ -1,7 +1,7 @@
 """vstatd: real contexts sampled into real RRD files, graphs, and the vx.stats/vx.graph API.
 
 One vcd and one vstatd (step 1 s) are shared by the module; every vserver a test
-starts is stopped by the test (or by `teardown_contexts` at the end, whatever failed).
+starts is stopped by the test (or by the daemon's cleanup at the end, whatever failed).
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import rrdtool
 
 from api_helpers import create_vserver, fault_code, unique
 from vcdtest import REPO, VcdDaemon, _alive, _toml
-from test_runtime import teardown_contexts
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
@@ -111,7 +110,6 @@ def env(tmp_path_factory):
     finally:
         stats.stop()
         daemon.cleanup()
-        teardown_contexts(daemon)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import sys
 import time
 import xmlrpc.client
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -283,11 +283,23 @@ class VcdDaemon:
         return self.start()
 
     def cleanup(self) -> None:
-        """Never leave a process behind, whatever state the test left the daemon in."""
+        """Never leave a process behind, whatever state the test left the daemon in:
+        the daemon, its workers, and the contexts it started (which outlive vcd by design)."""
         try:
             self.stop(timeout=10.0)
         finally:
-            self._kill_leftovers()
+            try:
+                self._kill_leftovers()
+            finally:
+                self.teardown_contexts()
+
+    def teardown_contexts(self) -> None:
+        """Kill every context this daemon's backend started, then its supervisor."""
+        if os.geteuid() != 0:
+            return  # only root starts contexts
+        import libvserver
+        libvserver.get_backend(state_dir=self.rundir / "libvserver", cgroup_parent=CGROUP_PARENT,
+                               image_dir=self.datadir / "images").shutdown()
 
     def _kill_leftovers(self) -> None:
         pids = set(self._known_workers)

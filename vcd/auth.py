@@ -55,12 +55,14 @@ class User:
 
 
 def load_user(conn: Connection, username: str) -> tuple[User, str] | None:
-    row = conn.execute("SELECT uid, username, password, admin FROM users WHERE username = ?",
-                       (username,)).fetchone()
+    # one query on every request's path: the user and its capabilities together
+    row = conn.execute(
+        "SELECT u.uid, u.username, u.password, u.admin, group_concat(c.cap) AS caps "
+        "FROM users u LEFT JOIN user_caps c ON c.uid = u.uid WHERE u.username = ? "
+        "GROUP BY u.uid", (username,)).fetchone()
     if row is None:
         return None
-    caps = frozenset(r[0] for r in conn.execute("SELECT cap FROM user_caps WHERE uid = ?",
-                                                (row["uid"],)))
+    caps = frozenset(row["caps"].split(",")) if row["caps"] else frozenset()
     return User(row["uid"], row["username"], bool(row["admin"]), caps), row["password"]
 
 

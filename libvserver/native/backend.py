@@ -96,7 +96,8 @@ class NativeBackend(Backend):
             except OSError:
                 pass
         try:
-            self.client.call({"op": "quit"}, timeout=10)
+            # never start a supervisor only to stop it
+            self.client.call({"op": "quit"}, timeout=10, spawn=False)
         except Exception:  # a supervisor that is gone already is what we want
             pass
         for xid in self.layout.xids():

@@ -63,10 +63,14 @@ class SupervisorClient:
                 time.sleep(0.02)
         raise SupervisorError(f"the supervisor does not answer on {self.sock}")
 
-    def call(self, req: dict, timeout: float = 120.0) -> dict:
+    def call(self, req: dict, timeout: float = 120.0, spawn: bool = True) -> dict:
+        """One request; starts the supervisor first if none answers, unless `spawn` is
+        false (then SupervisorError: there is nobody to ask)."""
         try:
             s = self._connect()
         except OSError:
+            if not spawn:
+                raise SupervisorError(f"no supervisor answers on {self.sock}") from None
             self.ensure()
             s = self._connect()
         with s:

@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent.parent)]
 
 from api_helpers import create_vserver  # noqa: E402
-from vcdtest import CGROUP_PARENT, VcdDaemon  # noqa: E402
+from vcdtest import VcdDaemon  # noqa: E402
 
 MAX_NOTES = 20
 CLIENT_TIMEOUT = 60.0
@@ -110,13 +110,6 @@ class Client:
             self.tally.errors[type(exc).__name__] += 1
             self.tally.note(f"{method}({params}): {type(exc).__name__}: {exc}")
             return False, None
-
-
-def teardown_contexts(daemon: VcdDaemon) -> None:
-    """Kill every context the daemon's backend started, then its supervisor."""
-    import libvserver
-    libvserver.get_backend(state_dir=daemon.rundir / "libvserver", cgroup_parent=CGROUP_PARENT,
-                           image_dir=daemon.datadir / "images").shutdown()
 
 
 def _run_threads(targets: list[Callable[[], None]]) -> None:

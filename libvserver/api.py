@@ -158,6 +158,10 @@ class ContextSpec:
     addresses: list[NetAddr] = field(default_factory=list)
     broadcast: str | None = None
     disk_limit: DiskLimit | None = None
+    # Security settings (issue "Unprivileged vservers"): both admin-only in the API.
+    # privileged: no user namespace (guest root is host root); seccomp: the default filter.
+    privileged: bool = False
+    seccomp: bool = True
 
     def validate(self) -> None:
         """Raise :class:`InvalidSpec` naming the first bad value."""
@@ -219,7 +223,8 @@ class ContextSpec:
             cpuset=CpuSet(**d["cpuset"]) if d["cpuset"] else None, uname=dict(d["uname"]),
             mounts=[Mount(**x) for x in d["mounts"]],
             addresses=[NetAddr(**x) for x in d["addresses"]], broadcast=d["broadcast"],
-            disk_limit=DiskLimit(**d["disk_limit"]) if d["disk_limit"] else None)
+            disk_limit=DiskLimit(**d["disk_limit"]) if d["disk_limit"] else None,
+            privileged=bool(d.get("privileged", False)), seccomp=bool(d.get("seccomp", True)))
 
 
 @dataclass(frozen=True)

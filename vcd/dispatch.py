@@ -22,8 +22,9 @@ from vcd.audit import AuditLog
 from vcd.config import Config
 from vcd.errors import Fault, VcdError
 from vcd.locks import vserver_lock
-from vcd.registry import REGISTRY, Call, Method, Owner, Txn, VServer, load_all
+from vcd.registry import REGISTRY, Call, Method, Owner, Txn, load_all
 from vcd.vocab import USER_CAPS
+from vcd.vxdb.lookup import VServer, find_vserver, is_owner
 
 log = logging.getLogger("vcd")
 request_log = logging.getLogger("vcd.request")
@@ -311,35 +312,6 @@ SYSTEM_METHODS: dict[str, tuple[str, Any]] = {
                          "{username, password}. Returns [[result] or fault struct, ...].",
                          [["array", "array"]]),
 }
-
-
-def find_vserver(db: vxdb.Connection, name: str) -> VServer | None:
-    row = db.execute("SELECT xid, name, vdir, template, shared FROM vservers WHERE name = ?",
-                     (name,)).fetchone()
-    if row is None:
-        return None
-    return VServer(row["xid"], row["name"], row["vdir"], row["template"], bool(row["shared"]))
-
-
-def xid_of(db: vxdb.Connection, name: str) -> int:
-    """The xid of an existing vserver, or MENOVPS."""
-    row = db.execute("SELECT xid FROM vservers WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        raise VcdError(Fault.MENOVPS, name)
-    return row[0]
-
-
-def uid_of(db: vxdb.Connection, username: str) -> int:
-    """The uid of an existing user, or MENOUSER."""
-    row = db.execute("SELECT uid FROM users WHERE username = ?", (username,)).fetchone()
-    if row is None:
-        raise VcdError(Fault.MENOUSER, username)
-    return row[0]
-
-
-def is_owner(db: vxdb.Connection, xid: int, uid: int) -> bool:
-    return db.execute("SELECT 1 FROM owners WHERE xid = ? AND uid = ?",
-                      (xid, uid)).fetchone() is not None
 
 
 def _short(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable
 
 from vcd.params import Param, signature_of
+from vcd.vxdb.lookup import VServer
 
 if TYPE_CHECKING:
     from vcd.auth import User
@@ -30,15 +31,6 @@ class Txn(Enum):
     READ = "read"        # one read transaction
     WRITE = "write"      # one write transaction, taken up front (BEGIN IMMEDIATE)
     SELF = "self"        # the method runs kernel work outside any transaction and opens its own
-
-
-@dataclass(frozen=True)
-class VServer:
-    xid: int
-    name: str
-    vdir: str
-    template: str | None = None
-    shared: bool = False
 
 
 @dataclass

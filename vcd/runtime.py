@@ -22,7 +22,7 @@ from templates.store import TemplateStore
 from vcd import vocab, vxdb
 from vcd.config import Config
 from vcd.errors import Fault, VcdError
-from vcd.registry import VServer
+from vcd.vxdb.lookup import VServer, find_vserver
 
 log = logging.getLogger("vcd.runtime")
 
@@ -219,7 +219,6 @@ def get(config: Config) -> Runtime:
 
 def boot(config: Config) -> None:
     """Start every member of the group `onboot` that is not running (vcd -b)."""
-    from vcd.dispatch import find_vserver
     from vcd.locks import vserver_lock
     db = vxdb.connect(config.vxdb_path)
     try:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 
 from vcd import vxdb
-from vcd.dispatch import find_vserver
 from vcd.errors import Fault, VcdError
 from vcd.locks import vserver_lock
 from vcd.params import Int, Param
-from vcd.registry import Call, Txn, VServer, method
+from vcd.registry import Call, Txn, method
+from vcd.vxdb.lookup import VServer, find_vserver
 
 log = logging.getLogger("vcd.helper")
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from vcd import auth
-from vcd.dispatch import uid_of
+from vcd.vxdb.lookup import uid_of
 from vcd.errors import Fault, VcdError
 from vcd.params import Bool, Choice, Param, Text, UserName
 from vcd.registry import Call, Txn, method

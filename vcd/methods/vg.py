@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from vcd import vxdb
-from vcd.dispatch import find_vserver, is_owner, xid_of
 from vcd.errors import Fault, VcdError
 from vcd.locks import vserver_lock
 from vcd.params import Param, VServerName
-from vcd.registry import Call, Txn, VServer, method
+from vcd.registry import Call, Txn, method
+from vcd.vxdb.lookup import VServer, find_vserver, is_owner, xid_of
 
 GROUP = Param("group", VServerName, doc="group name")
 

@@ -12,7 +12,8 @@ from templates.store import TemplateStore
 from vcd import vocab, vxdb
 from vcd.errors import Fault, VcdError
 from vcd.params import AbsPath, Bool, Int, Param, Pattern, Signal, Text, VServerName
-from vcd.registry import Call, Owner, Txn, VServer, method
+from vcd.registry import Call, Owner, Txn, method
+from vcd.vxdb.lookup import VServer
 
 NAME = Param("name", VServerName, doc="vserver name")
 

@@ -14,7 +14,7 @@ from vcd import vocab
 from vcd.errors import Fault, VcdError
 from vcd.params import (AbsPath, Bool, Choice, CpuList, Int, IPv4, Netmask, Param, Text,
                         UInt64, UserName, VServerName)
-from vcd.dispatch import uid_of, xid_of
+from vcd.vxdb.lookup import uid_of, xid_of
 from vcd.registry import Call, Method, Owner, Txn, method, register
 
 NAME = Param("name", VServerName, doc="vserver name")

@@ -291,27 +291,29 @@ class Supervisor:
         return 0
 
 
-def _check_files(config: Config) -> str | None:
-    """What --check-config can verify beyond the syntax without binding anything:
-    the TLS files load, the Unix socket's group exists, and the [vstatd] table that
-    vstatd and vx.stats read from this file is valid too."""
+def _check_files(config: Config) -> list[str]:
+    """What --check-config can verify beyond the keys (load checked those, [vstatd]
+    included) without binding anything: the TLS files load, the Unix socket's group
+    exists. Every problem, not only the first."""
     import grp
 
-    from vstatd.config import settings as vstatd_settings
-    try:
-        vstatd_settings(config)
-    except ConfigError as exc:
-        return str(exc)
+    problems = []
     try:
         vlisteners.tls_context(config)
     except OSError as exc:
-        return vlisteners.describe_error(config, exc)
+        problems.append(vlisteners.describe_error(config, exc))
     if config.unix_socket_group is not None:
         try:
             grp.getgrnam(config.unix_socket_group)
         except KeyError:
-            return f"unix_socket_group: group {config.unix_socket_group!r} does not exist"
-    return None
+            problems.append(f"unix_socket_group: group {config.unix_socket_group!r} "
+                            "does not exist")
+    return problems
+
+
+def _report(problems: list[str]) -> None:
+    for line in problems:
+        print(f"vcd: {line}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,12 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load(config_path)
     except ConfigError as exc:
-        print(f"vcd: {exc}", file=sys.stderr)
+        _report(exc.problems)
         return EXIT_CONFIG
     if args.check_config:
-        problem = _check_files(config)
-        if problem:
-            print(f"vcd: {config_path or 'built-in defaults'}: {problem}", file=sys.stderr)
+        problems = _check_files(config)
+        if problems:
+            _report([f"{config_path or 'built-in defaults'}: {p}" for p in problems])
             return EXIT_CONFIG
         print(f"vcd: {config_path or 'built-in defaults'}: configuration is valid")
         return 0

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Protocol
 
-from vcd.config import (Config, Key, abspath, choice, example_lines, int_range, loglevel,
-                        optional_abspath, parse_keys)
+from vcd.configkeys import (Key, abspath, check_keys, choice, example_lines, int_range, loglevel,
+                            optional_abspath, parse_keys)
 
 ON_REMOVE = ("keep", "delete")
 
@@ -46,12 +46,26 @@ class Settings:
     on_remove: str = "keep"
 
 
+WHERE = " in [vstatd]"
+
+
+class HasSections(Protocol):
+    """A loaded vcd config (`vcd.config.Config`): its raw tables by name."""
+    sections: Mapping[str, dict[str, Any]]
+
+
+def check(table: dict[str, Any]) -> list[str]:
+    """Every problem of a raw [vstatd] table, one line per bad key (vcd.config's load
+    reports them beside its own)."""
+    return check_keys(KEYS, table, WHERE)[1]
+
+
 def parse(table: dict[str, Any]) -> Settings:
-    """Validate a raw [vstatd] table; ConfigError names the offending key."""
-    return Settings(**parse_keys(KEYS, table, " in [vstatd]"))
+    """Validate a raw [vstatd] table; ConfigError names every offending key."""
+    return Settings(**parse_keys(KEYS, table, WHERE))
 
 
-def settings(config: Config) -> Settings:
+def settings(config: HasSections) -> Settings:
     return parse(config.sections.get("vstatd", {}))
 
 

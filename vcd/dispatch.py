@@ -18,6 +18,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.xmlrpc import DefusedExpatParser
 
 from vcd import auth, stats, vxdb
+from vcd.listeners import local_uid
 from vcd.audit import AuditLog
 from vcd.config import Config
 from vcd.errors import Fault, VcdError
@@ -28,6 +29,9 @@ from vcd.vxdb.lookup import VServer, find_vserver, is_owner
 
 log = logging.getLogger("vcd")
 request_log = logging.getLogger("vcd.request")
+
+# Whom a trusted local uid is on the Unix socket when it sends no credentials.
+LOCAL_ADMIN = "admin"
 
 FIRST_USERS = (
     ("admin", True, tuple(c for c in USER_CAPS if c != "HELPER")),
@@ -209,6 +213,9 @@ class Dispatcher:
 
     def authenticate(self, params: tuple[Any, ...], peer: str) -> auth.User:
         creds = params[0] if params else None
+        uid = local_uid(peer)
+        if uid is not None and _no_credentials(creds):
+            return self.local_user(uid)
         if not isinstance(creds, dict) or not isinstance(creds.get("username"), str) \
                 or not isinstance(creds.get("password"), str):
             self.stats.add("flogins")
@@ -218,6 +225,21 @@ class Dispatcher:
         except VcdError:
             self.stats.add("flogins")
             raise
+
+    def local_user(self, uid: int) -> auth.User:
+        """The Incus convention: a trusted local uid (root by default) that sends no
+        credentials on the Unix socket is the admin; anyone else is asked for them.
+        A trusted uid that does send credentials is checked like everybody else."""
+        if uid not in self.config.unix_socket_trusted_uids:
+            self.stats.add("flogins")
+            raise VcdError(Fault.MEAUTH, f"no username and password given, and uid {uid} is "
+                                         "not trusted on the Unix socket "
+                                         "(unix_socket_trusted_uids)")
+        found = auth.load_user(self.db, LOCAL_ADMIN)
+        if found is None:
+            raise VcdError(Fault.MEAUTH, f"uid {uid} is trusted on the Unix socket as user "
+                                         f"{LOCAL_ADMIN!r}, which does not exist")
+        return found[0]
 
     def invoke(self, method: Method, user: auth.User, given: Any, peer: str) -> Any:
         if method.caps and not any(cap in user.caps for cap in method.caps):
@@ -312,6 +334,14 @@ SYSTEM_METHODS: dict[str, tuple[str, Any]] = {
                          "{username, password}. Returns [[result] or fault struct, ...].",
                          [["array", "array"]]),
 }
+
+
+def _no_credentials(creds: Any) -> bool:
+    """No params at all, an empty struct, or an empty username and password."""
+    if creds is None or creds == "":
+        return True
+    return isinstance(creds, dict) and set(creds) <= {"username", "password"} \
+        and not creds.get("username") and not creds.get("password")
 
 
 def _short(exc: BaseException) -> str:

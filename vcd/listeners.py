@@ -31,6 +31,17 @@ log = logging.getLogger("vcd.server")
 
 BACKLOG = 1024
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+LOCAL_PEER = "local:uid="        # how a Unix socket peer is named: LOCAL_PEER + its uid
+
+
+def local_uid(peer: str) -> int | None:
+    """The uid the kernel vouched for (SO_PEERCRED) of a peer `peer_name` named on the
+    Unix socket; None for TCP peers and for a Unix peer whose credentials were unreadable.
+    A TCP peer's name is an address, which never starts with LOCAL_PEER."""
+    if not peer.startswith(LOCAL_PEER):
+        return None
+    text = peer[len(LOCAL_PEER):]
+    return int(text) if text.isdigit() else None
 
 
 @dataclass
@@ -56,7 +67,7 @@ class Listener:
             try:
                 _, uid, _ = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                              _PEERCRED.size))
-                return f"local:uid={uid}"
+                return f"{LOCAL_PEER}{uid}"
             except OSError:
                 return "local"
         # The address alone (failed logins are throttled per source address); an

@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from vcd import auth, config as configmod, dispatch, vxdb
-from vcd.clients import common, completion
+from vcd.clients import common
 from vcd.clients.commands import Local, Program, Spec, collect, derived
 from vcd.clients.common import Client
 from vcd.clients.output import Output
@@ -142,7 +142,18 @@ def _user_set(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -
     return common.OK
 
 
+def _show_status(result: Any, ns: argparse.Namespace, out: Output) -> None:
+    """vcd.status answers each counter under two names (its own and the reference
+    implementation's, for scripts of either); a person reads each once."""
+    if isinstance(result, dict) and not out.json:
+        result = {k: v for k, v in result.items() if k not in STATUS_ALIASES}
+    out.result(result)
+
+
+STATUS_ALIASES = ("failedlogins", "nosuchmethod")
+
 OVERRIDES = (
+    Spec("status", "vcd.status", show=_show_status),
     Spec("user.set", "vcd.user.set", order=("username", "admin", "password?"), run=_user_set),
 )
 
@@ -156,7 +167,6 @@ LOCALS = (
     _local("tls", "make a self-signed certificate and key for HTTPS (local, root)",
            "init [--cert PATH] [--key PATH] [--name HOST ...] [--days N] [--force]",
            _template_args, cmd_tls, own_help=True),
-    completion.local_command("vcdadm"),
 )
 
 PROGRAM = Program("vcdadm", "Administration of vcd: users, daemon status (over XML-RPC); "

@@ -46,19 +46,23 @@ class View:
     unit: str
     lines: tuple[Line, ...]
     base: int = 1000
+    # rrdtool's legend format: %s scales to an SI prefix, which reads well for bytes
+    # but turns 0.2 % into "200.00m"; percentages and loads are plain numbers
+    legend: str = "%8.2lf %s"
 
 
 def view(metric: str) -> View:
     if metric in THREAD_DBS:
         return View(f"threads {metric.split('_', 1)[1].lower()}", "threads",
-                    (Line("value", "threads"),))
+                    (Line("value", "threads"),), legend="%6.0lf")
     if metric == LOADAVG_DB:
         return View("load average", "load", (Line("1MIN", "1 min"), Line("5MIN", "5 min"),
-                                             Line("15MIN", "15 min")))
+                                             Line("15MIN", "15 min")), legend="%6.2lf")
     if metric == "cpu":
         # stored in microseconds per second: /10^4 is percent of one CPU
         return View("CPU usage", "% of one CPU", (Line("user", "user", 1e-4),
-                                                  Line("system", "system", 1e-4)))
+                                                  Line("system", "system", 1e-4)),
+                    legend="%6.2lf%%")
     if metric == "mem":
         return View("memory", "bytes", (Line("rss", "rss"), Line("cache", "cache"),
                                         Line("swap", "swap")), base=1024)
@@ -71,7 +75,8 @@ def view(metric: str) -> View:
                         base=1024)
         unit = "processes" if ltype == "NPROC" else "count"
         return View(f"limit {ltype}", unit, (Line("cur", "current"), Line("max", "peak"),
-                                             Line("min", "minimum", graph=MIN_DRAWN)))
+                                             Line("min", "minimum", graph=MIN_DRAWN)),
+                    legend="%8.0lf")
     if metric.startswith("net_"):
         return View(f"network {metric[4:]}", "bytes/s", (
             Line("recvb", "received"), Line("sendb", "sent"),
@@ -160,9 +165,9 @@ def render(rrddir: Path, name: str, metric: str, period: str = "1d",
             continue
         color = COLORS[i % len(COLORS)]
         args += [f"LINE2:v{i}{color}:{line.label:<10}",
-                 f"GPRINT:v{i}:LAST:last %8.2lf%s",
-                 f"GPRINT:v{i}:AVERAGE:avg %8.2lf%s",
-                 f"GPRINT:v{i}:MAX:max %8.2lf%s\\n"]
+                 f"GPRINT:v{i}:LAST:last {v.legend}",
+                 f"GPRINT:v{i}:AVERAGE:avg {v.legend}",
+                 f"GPRINT:v{i}:MAX:max {v.legend}\\n"]
     return bytes(rrdtool.graphv(*args)["image"])
 
 

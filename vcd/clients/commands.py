@@ -41,6 +41,8 @@ class Spec:
     setup: Callable[[argparse.ArgumentParser], None] | None = None   # extra CLI-only options
     fallback: tuple[Param, ...] = ()     # params when the local registry lacks the method
     run: SpecRun | None = None           # more than one call (vcc list)
+    usage: str = ""                      # CLI-only options for the usage line (-o FILE)
+    doc: str = ""                        # what the command does, where not the method's doc
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def usage_line(spec: Spec) -> str:
             words.append(f"[{metavar(a.param)}")
             closing += 1
     text = " ".join(words) + "]" * closing
-    return text
+    return f"{text} {spec.usage}" if spec.usage else text
 
 
 def _signal_number(text: str) -> str:
@@ -156,6 +158,8 @@ def collect(spec: Spec, ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def _doc(spec: Spec) -> str:
+    if spec.doc:
+        return spec.doc
     method = method_of(spec)
     return method.doc.strip() if method is not None else spec.method
 
@@ -190,7 +194,8 @@ def add_spec(sub: Any, spec: Spec) -> None:
                             description=f"{doc}\n\nCalls {spec.method}.",
                             formatter_class=argparse.RawDescriptionHelpFormatter,
                             usage=f"%(prog)s {usage_line(spec)}")
-    parser.add_argument("--help", action="help", help="show this help and exit")
+    # -h is only the host before the command; after it, it is help as everywhere
+    parser.add_argument("-h", "--help", action="help", help="show this help and exit")
     output_options(parser)
     for a in arguments(spec):
         if a.option:
@@ -212,13 +217,16 @@ def derived(prefix: str, overrides: Sequence[Spec] = ()) -> list[Spec]:
     method name; `overrides` replace the plain ones where the original CLI differs, and
     are kept even when the method is not registered here (their `fallback` params then
     describe it: a newer daemon may have it)."""
-    by_method = {s.method: s for s in overrides}
+    # an override named like the method replaces its plain command; one named otherwise
+    # (vcc launch calls vx.create) is a command of its own beside it
+    by_method = {s.method: s for s in overrides if s.command == s.method[len(prefix):]}
+    extra = [s for s in overrides if s.command != s.method[len(prefix):]]
     specs = []
     for name in sorted(load_all()):
         if not name.startswith(prefix):
             continue
         specs.append(by_method.pop(name, None) or Spec(name[len(prefix):], name))
-    specs += list(by_method.values())
+    specs += list(by_method.values()) + extra
     return specs
 
 
@@ -228,12 +236,38 @@ def run_spec(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) ->
                           int(Fault.MEINVAL))
     if spec.run is not None:
         return spec.run(spec, client, ns, out)
-    result = client.call(spec.method, collect(spec, ns))
+    values = collect(spec, ns)
+    result = client.call(spec.method, values)
     if spec.show is not None:
         spec.show(result, ns, out)    # handles --json itself
     else:
         out.result(result)
+    method = method_of(spec)
+    if method is not None and method.mutating and result in (None, "", True):
+        out.done(confirmation(spec, values))
     return common.OK
+
+
+PAST = {"add": "added", "create": "created", "kill": "signalled", "reboot": "rebooted",
+        "remove": "removed", "rename": "renamed", "restart": "restarted", "set": "set",
+        "start": "started", "stop": "stopped"}
+
+
+def confirmation(spec: Spec, values: dict[str, Any]) -> str:
+    """One line saying what a successful change did: `web: started`, `web: vx.limit set`,
+    `web: renamed to web2`, `alice: user set`."""
+    area, _, verb = spec.command.rpartition(".")
+    past = PAST.get(verb, verb + ("d" if verb.endswith("e") else "ed"))
+    subject = next((str(values[k]) for k in ("name", "group", "username") if k in values), "")
+    what = f"{area} {past}" if area and area != "vx" else past
+    if "newname" in values:
+        what += f" to {values['newname']}"
+    if verb == "kill" and "pid" in values:
+        what = f"signal {values.get('sig')} sent to pid {values['pid']}"
+    elif spec.method.startswith("vg.") and "name" in values and "group" in values:
+        what += f" {values['name']}"
+        subject = str(values["group"])
+    return f"{subject}: {what}" if subject else what
 
 
 def params_by_name(spec: Spec) -> dict[str, Param]:
@@ -242,8 +276,12 @@ def params_by_name(spec: Spec) -> dict[str, Param]:
 
 # -- the program ------------------------------------------------------------------------
 
+def _help_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("topic", metavar="COMMAND", nargs="?", help="the command to explain")
+
+
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    # -h is the host, as in the original clients; help is --help only
+    # -h HOST is the host, as in the original clients; `-h` alone, --help and `help` are help
     p = argparse.ArgumentParser(prog=prog, description=description, add_help=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=f"{common.COMMON_HELP}\n\n{common.EXIT_HELP}")
@@ -267,6 +305,22 @@ class Program:
     description: str
     specs: Sequence[Spec]
     locals: Sequence[Local] = ()
+
+    def __post_init__(self) -> None:
+        self.locals = [*self.locals, Local("help", "show the commands, or one command's help",
+                                           _help_args, self._help, usage="[COMMAND]",
+                                           needs_client=False)]
+
+    def _help(self, client: Client | None, ns: argparse.Namespace, out: Output) -> int:
+        parser = self.parser()
+        if not ns.topic:
+            parser.print_help()
+            return common.OK
+        try:
+            parser.parse_args([ns.topic, "--help"])
+        except SystemExit as exc:   # argparse's help action ends in exit(0)
+            return int(exc.code or 0) and common.USAGE
+        return common.OK
 
     def entries(self) -> list[Spec | Local]:
         return sorted([*self.specs, *self.locals], key=lambda e: e.command)
@@ -292,7 +346,8 @@ class Program:
                 lp = sub.add_parser(entry.command, description=entry.help, add_help=False,
                                     usage=f"%(prog)s {entry.usage}")
                 if not entry.own_help:
-                    lp.add_argument("--help", action="help", help="show this help and exit")
+                    lp.add_argument("-h", "--help", action="help",
+                                    help="show this help and exit")
                     output_options(lp)
                 entry.setup(lp)
                 lp.set_defaults(_local=entry)
@@ -300,6 +355,12 @@ class Program:
 
     def main(self, argv: list[str] | None = None) -> int:
         parser = self.parser()
+        argv = sys.argv[1:] if argv is None else list(argv)
+        commands = {e.command for e in self.entries()}
+        if argv and argv[-1] == "-h" and not commands & set(argv[:-1]):
+            # `-h` with no host after it (and no command): a person typing it wants help
+            parser.print_help()
+            return common.OK
         ns, extra = parser.parse_known_args(argv)
         local: Local | None = getattr(ns, "_local", None)
         if extra and local is not None and local.own_help:

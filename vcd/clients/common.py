@@ -75,9 +75,13 @@ class Client:
         self.interactive = interactive
         self._password: str | None = None
         self._endpoint: Endpoint | None = None
+        # local root on the Unix socket: no credentials until the daemon asks for them
+        self._anonymous = settings.without_password()
 
     @property
     def auth(self) -> dict[str, str]:
+        if self._anonymous:
+            return {}
         if self._password is None:
             self._password = self.settings.password(self.interactive)
         return {"username": self.settings.user, "password": self._password}
@@ -95,10 +99,16 @@ class Client:
         """One round trip for many calls; each result is a value or a ClientError."""
         if not calls:
             return []
-        auth = self.auth
-        entries = [{"methodName": m, "params": [auth, p]} for m, p in calls]
-        answers = self._send("system.multicall",
-                             lambda proxy: proxy.system.multicall(entries))
+        def send(proxy: xmlrpc.client.ServerProxy) -> Any:
+            auth = self.auth
+            answers = proxy.system.multicall([{"methodName": m, "params": [auth, p]}
+                                              for m, p in calls])
+            # each entry authenticates on its own: a refused anonymous one asks for a password
+            if self._anonymous and any(isinstance(a, dict) and a.get("faultCode") == 100
+                                       for a in answers):
+                raise xmlrpc.client.Fault(100, "Unauthorized")
+            return answers
+        answers = self._send("system.multicall", send)
         results: list[Any] = []
         for (method, _), answer in zip(calls, answers):
             if isinstance(answer, dict) and "faultCode" in answer:
@@ -110,7 +120,14 @@ class Client:
 
     def _send(self, method: str, send: Any) -> Any:
         try:
-            return send(self._proxy())
+            try:
+                return send(self._proxy())
+            except xmlrpc.client.Fault as fault:
+                if fault.faultCode != 100 or not self._anonymous:
+                    raise
+                # our uid is not trusted on the socket: ask for the password and retry
+                self._anonymous = False
+                return send(self._proxy())
         except xmlrpc.client.Fault as fault:
             raise ClientError(method, fault.faultString, fault.faultCode) from None
         except SettingsError as exc:

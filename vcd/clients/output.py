@@ -100,10 +100,22 @@ class Output:
     """Where and how a command's result goes: `--json`, `-q` or tables for people."""
 
     def __init__(self, json_mode: bool = False, quiet: bool = False,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, err: TextIO | None = None) -> None:
         self.json = json_mode
         self.quiet = quiet
         self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def done(self, line: str) -> None:
+        """The one-line confirmation of a successful change (not with -q or --json)."""
+        if not self.quiet and not self.json:
+            self.out.write(line + "\n")
+
+    def nothing(self) -> None:
+        """An empty answer says so, on standard error: standard output stays what a
+        script reading it expects (nothing), a person sees why there is no output."""
+        if not self.quiet and not self.json:
+            self.err.write("(none)\n")
 
     def json_value(self, value: Any) -> None:
         json.dump(to_json(value), self.out, indent=2, sort_keys=False)
@@ -115,7 +127,7 @@ class Output:
         if self.json:
             return self.json_value(records)
         if not records:
-            return
+            return self.nothing()
         columns = list(columns or records[0].keys())
         cells = [[cell(c, r.get(c), human) for c in columns] for r in records]
         if self.quiet:
@@ -149,7 +161,9 @@ class Output:
         if isinstance(value, dict):
             return self.mapping(value)
         if isinstance(value, list):
-            if value and all(isinstance(v, dict) for v in value):
+            if not value:
+                return self.nothing()
+            if all(isinstance(v, dict) for v in value):
                 return self.rows(value)
             for item in value:
                 self.out.write(cell("", item) + "\n")

@@ -3,16 +3,21 @@
     host = "127.0.0.1"      # or url = "https://vcd.example:13386/RPC2" / "unix:///run/vcd/vcd.sock"
     port = 13386
     user = "admin"
-    password_file = "/root/.config/vcd/admin.password"   # or password = "..."
+    password_file = "/var/lib/vcd/admin.password"       # or password = "..."
     cacert = "/etc/vcd/ca.pem"                           # https:// only
 
-The password comes from the file, then $VCD_PASSWORD, then a prompt without echo;
-there is deliberately no option for it, so it never shows up in `ps` or shell history.
+Where nothing names the daemon (no URL, host or port on the command line or in the
+file), the local Unix socket is used when it exists ($VCD_SOCKET, else
+/run/vcd/vcd.sock), as Incus clients do; there a trusted local user (root) needs no
+password. Otherwise the password comes from the file, then $VCD_PASSWORD, then a
+prompt without echo; there is deliberately no option for it, so it never shows up in
+`ps` or shell history.
 """
 from __future__ import annotations
 
 import getpass
 import os
+import stat
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -26,6 +31,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 13386
 DEFAULT_USER = "admin"
 PASSWORD_ENV = "VCD_PASSWORD"
+SOCKET_ENV = "VCD_SOCKET"
+DEFAULT_SOCKET = Path("/run/vcd/vcd.sock")
+# where `make run` (vcd.conf.example) and a default install keep the first-start passwords
+DEFAULT_DATADIR = Path("/var/lib/vcd")
 
 KEYS: dict[str, type | tuple[type, ...]] = {
     "host": str, "port": int, "url": str, "user": str, "username": str, "password": str,
@@ -48,6 +57,27 @@ class Settings:
     source: Path | None = None
     _file_password: str | None = field(default=None, repr=False)
     _file_user: str | None = None
+    user_named: bool = False           # -u or the file named the user
+
+    @property
+    def local_socket(self) -> bool:
+        return self.url.lower().startswith("unix:")
+
+    def without_password(self) -> bool:
+        """Try the call with no credentials first: on the local socket, with no user
+        named and no password at hand, the daemon may trust our uid (local root)."""
+        return self.local_socket and not self.user_named and self._file_password is None \
+            and not os.environ.get(PASSWORD_ENV)
+
+    def password_hint(self) -> str:
+        """Where a person finds the password, shown before the prompt."""
+        where = "the first start of vcd wrote admin's password to " \
+                f"{DEFAULT_DATADIR / 'admin.password'} (datadir) on the daemon's host"
+        if self.user != DEFAULT_USER:
+            where = f"the password of {self.user} is the one its admin set"
+        return (f"No password for {self.user} at {self.url} in a client config or "
+                f"${PASSWORD_ENV}; {where}. To skip this prompt, put password_file = \"...\" "
+                "in ~/.config/vcd/vcc.conf.")
 
     def password(self, interactive: bool = True) -> str:
         # a password from the file belongs to the file's user, not to a `-u` override
@@ -59,6 +89,7 @@ class Settings:
         if not interactive:
             raise SettingsError(f"no password for {self.user}: set it in the config file "
                                 f"or ${PASSWORD_ENV}")
+        print(self.password_hint(), file=sys.stderr)
         try:
             return getpass.getpass(f"Password for {self.user}: ")
         except (EOFError, KeyboardInterrupt):
@@ -114,6 +145,8 @@ def load(config: str | None = None, host: str | None = None, port: int | None = 
     file_user = data.get("user", data.get("username"))
     if url is None and host is None and port is None:
         url = data.get("url")
+        if url is None and "host" not in data and "port" not in data:
+            url = local_socket_url()
     if url is None:
         url = url_for(host or data.get("host", DEFAULT_HOST), port or data.get("port", DEFAULT_PORT))
     tls = TLSOptions(cacert=cacert or data.get("cacert"), cert=data.get("cert"),
@@ -122,4 +155,15 @@ def load(config: str | None = None, host: str | None = None, port: int | None = 
                     timeout=float(data.get("timeout", 300.0)), vcd_config=data.get("vcd_config"),
                     source=source,
                     _file_password=_file_password(data, source) if source else None,
-                    _file_user=file_user or DEFAULT_USER)
+                    _file_user=file_user or DEFAULT_USER, user_named=bool(user or file_user))
+
+
+def local_socket_url() -> str | None:
+    """unix:// of the local daemon's socket ($VCD_SOCKET, else the default) if it is there."""
+    path = Path(os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
+    try:
+        if stat.S_ISSOCK(path.stat().st_mode):
+            return f"unix://{path}"
+    except OSError:
+        pass
+    return None

@@ -11,15 +11,16 @@ import sys
 import time
 from typing import Any
 
-from vcd.clients import common, completion, login
+from vcd.clients import common, login
 from vcd.clients.commands import Program, Spec, collect, derived
 from vcd.clients.common import Client, ClientError
-from vcd.clients.output import Output
+from vcd.clients.output import Output, human_kib
 from vcd.params import Param, Text, VServerName
 
 
 def _list(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
-    """Names from vxdb.list, then xid and status of all of them in one system.multicall."""
+    """Names from vxdb.list, then xid, status and addresses of all of them in one
+    system.multicall (an address the caller may not read, without NET, shows as -)."""
     names = client.call(spec.method, collect(spec, ns))
     if out.quiet and not out.json:
         for name in names:
@@ -27,19 +28,31 @@ def _list(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> in
         return common.OK
     calls: list[tuple[str, dict[str, Any]]] = []
     for name in names:
-        calls += [("vxdb.xid.get", {"name": name}), ("vx.status", {"name": name})]
+        calls += [("vxdb.xid.get", {"name": name}), ("vx.status", {"name": name}),
+                  ("vxdb.nx.addr.get", {"name": name})]
     answers = client.multicall(calls)
     rows = []
     for i, name in enumerate(names):
-        xid, status = answers[2 * i], answers[2 * i + 1]
+        xid, status, addrs = answers[3 * i: 3 * i + 3]
         status = status if isinstance(status, dict) else {}
+        addrs = addrs if isinstance(addrs, list) else []
         rows.append({"name": name, "xid": None if isinstance(xid, ClientError) else xid,
-                     "running": status.get("running"), "nproc": status.get("nproc"),
+                     "running": status.get("running"),
+                     "address": [a.get("addr") for a in addrs if isinstance(a, dict)],
+                     "nproc": status.get("nproc"),
                      "uptime": status.get("uptime") if status.get("running") else None,
                      "load": status.get("load1m") if status.get("running") else None})
-    if not rows and not out.json:
-        return common.OK
-    out.rows(rows, ["name", "xid", "running", "nproc", "uptime", "load"])
+    out.rows(rows, ["name", "xid", "running", "address", "nproc", "uptime", "load"])
+    return common.OK
+
+
+def _launch(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
+    """Create and start in one command (as `incus launch`): vx.create, then vx.start."""
+    values = collect(spec, ns)
+    client.call("vx.create", values)
+    out.done(f"{values['name']}: created from {values['template']}")
+    client.call("vx.start", {"name": values["name"]})
+    out.done(f"{values['name']}: started")
     return common.OK
 
 
@@ -100,6 +113,24 @@ def _show_stats(result: Any, ns: argparse.Namespace, out: Output) -> None:
         out.out.write(f"{result.get('name')} {result.get('metric')} over {result.get('period')}"
                       f" (step {result.get('step')} s)\n")
     out.rows(rows, columns)
+    if not out.quiet and any(v is None for r in rows for k, v in r.items() if k != "time"):
+        out.err.write("- = no sample for that time: vstatd was not running, or the vserver "
+                      "had not run long enough (rates need two samples, averages a minute "
+                      "of them)\n")
+
+
+def _show_limstatus(result: Any, ns: argparse.Namespace, out: Output) -> None:
+    """The peak beside the configured limit, memory with a unit (KiB from the daemon)."""
+    if out.json or not isinstance(result, list):
+        return out.result(result)
+    rows = []
+    for r in result:
+        memory = isinstance(r, dict) and r.get("unit") == "KiB"
+        shown = {k: (human_kib(v) if memory and v not in ("", "inf", None) else v)
+                 for k, v in r.items()}
+        rows.append({"type": shown.get("type"), "current": shown.get("cur"),
+                     "peak": shown.get("max"), "limit": shown.get("limit", "")})
+    out.rows(rows, ["type", "current", "peak", "limit"])
 
 
 _METRIC = (Param("name", VServerName, doc="vserver name"),
@@ -111,15 +142,18 @@ _METRIC = (Param("name", VServerName, doc="vserver name"),
 OVERRIDES = (
     Spec("exec", "vx.exec", rest="command", run=_exec),
     Spec("list", "vxdb.list", run=_list),
+    Spec("launch", "vx.create", order=("name", "template"), run=_launch,
+         doc="Create a vserver from a template and start it (vx.create, then vx.start)."),
+    Spec("limstatus", "vx.limstatus", show=_show_limstatus),
     Spec("graph", "vx.graph", options=("period",), setup=_graph_options, show=_write_graph,
-         fallback=_METRIC),
+         fallback=_METRIC, usage="-o FILE"),
     Spec("stats", "vx.stats", options=("period",), show=_show_stats, fallback=_METRIC),
 )
 
 PROGRAM = Program(
     "vcc", "VServer Control Client: create, start, stop, enter and watch vservers.",
     derived("vx.", OVERRIDES),
-    [login.LOCAL, completion.local_command("vcc")])
+    [login.LOCAL])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 
-from vcd.clients import completion
 from vcd.clients.commands import Program, Spec, derived
 
 OVERRIDES = (
@@ -19,7 +18,7 @@ OVERRIDES = (
 )
 
 PROGRAM = Program("vce", "VServer Configuration Editor: the settings of vservers in VXDB.",
-                  derived("vxdb.", OVERRIDES), [completion.local_command("vce")])
+                  derived("vxdb.", OVERRIDES))
 
 
 def main(argv: list[str] | None = None) -> int:

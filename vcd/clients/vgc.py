@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from vcd.clients import completion
 from vcd.clients.commands import Program, derived
 
 PROGRAM = Program("vgc", "VServer Group Client: groups of vservers, started and stopped together.",
-                  derived("vg."), [completion.local_command("vgc")])
+                  derived("vg."))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ import os
 import shlex
 from pathlib import Path
 
+from libvserver import MEMORY_LIMIT_TYPES
 from templates.errors import (InvalidTemplateName, MetadataError, PopulateError, TemplateError,
                               TemplateNotFound, UnsafeArchive)
 from templates.metadata import TemplateMeta
@@ -325,10 +326,16 @@ def _u64(value: int | None) -> str:
 @method("vx.limstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
         returns="array")
 def limstatus(call: Call, name: str) -> list[dict]:
-    """Usage of each limit the kernel counts: [{type, min, cur, max}] (decimal strings;
-    "" where the kernel keeps no such watermark)."""
+    """Usage of each limit the kernel counts: [{type, min, cur, max, limit, unit}]
+    (decimal strings). min and max are the observed low and high watermarks as in the
+    manual ("" where the kernel keeps none); limit is the configured hard limit
+    (vxdb.vx.limit.set; "inf" when none); unit is "KiB" for memory limits, "" for counts."""
     st = _running_stat(call)
-    return [{"type": u.type, "min": _u64(u.min), "cur": _u64(u.cur), "max": _u64(u.max)}
+    configured = {r["type"]: r["max"] for r in call.db.execute(
+        "SELECT type, max FROM vx_limit WHERE xid = ?", (call.vserver.xid,))}
+    return [{"type": u.type, "min": _u64(u.min), "cur": _u64(u.cur), "max": _u64(u.max),
+             "limit": configured.get(u.type) or "inf",
+             "unit": "KiB" if u.type in MEMORY_LIMIT_TYPES else ""}
             for u in st.limits]
 
 

@@ -28,6 +28,15 @@ class Field:
     to_wire: Callable[[Any], Any] = lambda v: v
 
 
+
+def plural(noun: str) -> str:
+    """'address' -> 'addresses', 'capability' -> 'capabilities', 'limit' -> 'limits'."""
+    if noun.endswith(("s", "x", "sh", "ch")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + "s"
+
 def _field(param: Param, column: str | None = None, result: str | None = None,
            to_wire: Callable[[Any], Any] = lambda v: v) -> Field:
     return Field(param, column or param.name, result or param.name, to_wire)
@@ -47,7 +56,7 @@ def keyed_area(prefix: str, *, cap: str, table: str, what: str, key: Field,
     columns = [key.column, *(f.column for f in fields)]
     select = f"SELECT {', '.join(columns)} FROM {table} WHERE xid = ?"
     optional_key = Param(key.param.name, key.param.type, required=False,
-                         aliases=key.param.aliases, doc=f'"" = all {what}s')
+                         aliases=key.param.aliases, doc=f'"" = all {plural(what)}')
 
     def to_struct(row: Any) -> dict[str, Any]:
         out = {key.result: key.to_wire(row[key.column])}
@@ -82,7 +91,7 @@ def keyed_area(prefix: str, *, cap: str, table: str, what: str, key: Field,
 
     result_keys = ", ".join([key.result, *(f.result for f in fields)])
     _method(f"{prefix}.get", cap, get, (optional_key,), returns="array",
-            doc=f"The configured {what}s of a vserver as [{{{result_keys}}}]; "
+            doc=f"The configured {plural(what)} of a vserver as [{{{result_keys}}}]; "
                 f"an empty {key.param.name} returns all, an unknown one [].")
     _method(f"{prefix}.set", cap, set_, (key.param, *(f.param for f in fields)), write=True,
             doc=f"Add or change a {what} of a vserver.")
@@ -147,7 +156,7 @@ def flag_area(prefix: str, *, cap: str, table: str, column: str, what: str,
 
     _method(f"{prefix}.add", cap, add, (param,), write=True, doc=f"Add a {what} to a vserver.")
     _method(f"{prefix}.get", cap, get, (), returns="array",
-            doc=f"The {what}s of a vserver, as an array of strings.")
+            doc=f"The {plural(what)} of a vserver, as an array of strings.")
     _method(f"{prefix}.remove", cap, remove,
             (Param(column, Choice(values, what), required=False, doc='"" = all'),), write=True,
             doc=f"Remove a {what} (an empty value removes all) from a vserver.")

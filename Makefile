@@ -5,13 +5,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONF ?= vcd.conf.example
+# where `make run` links the programs, so `vcc list` works in any shell
+BINDIR ?= /usr/local/bin
+PROGRAMS := vcd vstatd vcc vce vgc vcdadm vshelper
 
 # Debian packages the project needs at build, run or test time.
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config librrd-dev rrdtool \
 	busybox-static bzip2 e2fsprogs iproute2 util-linux zstd xz-utils debootstrap \
 	librpc-xml-perl libcap2-bin procps openssl
 
-.PHONY: setup run test bench clean apt
+.PHONY: setup run links test bench clean apt
 setup: $(VENV)/.installed
 
 # Installs only what is missing, so a second run costs one dpkg query.
@@ -30,9 +33,25 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.apt
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
-run: setup
+# vcd and vstatd in the foreground, side by side: Ctrl-C (or SIGTERM to make) stops both.
+run: setup links
 	$(BIN)/python -m vcd.firstrun -c $(CONF)
-	exec $(BIN)/vcd -f -c $(CONF)
+	@echo "vcd and vstatd start now; Ctrl-C stops both. In another shell (as root): vcc list"
+	@$(BIN)/vstatd -f -c $(CONF) & vstatd=$$!; \
+	trap 'kill -TERM $$vstatd 2>/dev/null; wait $$vstatd' EXIT; \
+	trap 'exit 130' INT TERM; \
+	$(BIN)/vcd -f -c $(CONF)
+
+# A link per program in BINDIR (an existing file that is not our link is left alone).
+links: setup
+	@mkdir -p $(BINDIR)
+	@for p in $(PROGRAMS); do \
+		target=$$(readlink -f $(BIN)/$$p); link=$(BINDIR)/$$p; \
+		if [ -e "$$link" ] && [ ! -L "$$link" ]; then \
+			echo "$$link exists and is not a link: not replaced (use $(BIN)/$$p)"; \
+		else ln -sfn "$$target" "$$link"; fi; \
+	done
+	@echo "vcd's programs are linked in $(BINDIR) (or use: . $(VENV)/bin/activate)"
 
 test: setup
 	$(BIN)/python -m pytest tests

@@ -131,7 +131,9 @@ def test_every_method_of_a_namespace_is_a_command_with_its_params_in_order():
     methods = load_all()
     for program, prefix in ((vcc.PROGRAM, "vx."), (vce.PROGRAM, "vxdb."), (vgc.PROGRAM, "vg."),
                             (vcdadm.PROGRAM, "vcd.")):
-        by_method = {s.method: s for s in program.specs}
+        # vcc launch (vx.create, then vx.start) is a command beside create
+        by_method = {s.method: s for s in program.specs if s.command == s.method[len(prefix):]
+                     or not s.method.startswith(prefix)}
         for name, method in methods.items():
             if not name.startswith(prefix):
                 continue
@@ -170,7 +172,9 @@ def test_original_argument_orders_are_kept_where_they_differ_from_the_methods():
 @needs_root
 def test_vcc_runs_a_vserver_through_its_whole_life(d):
     name = unique("cli")
-    assert ok(d, "vcc", "create", name, "busybox") == ""
+    assert ok(d, "vcc", "create", name, "busybox") == f"{name}: created\n"
+    assert ok(d, "vcc", "-q", "remove", name) == ""                 # -q: no confirmation
+    ok(d, "vcc", "create", name, "busybox")
     assert "busybox" in ok(d, "vcc", "templates")
     assert json.loads(ok(d, "vcc", "--json", "templates", "busybox"))[0]["name"] == "busybox"
     ok(d, "vcc", "start", name)
@@ -204,7 +208,8 @@ def test_vcc_list_shows_every_column_in_two_requests_however_many_vservers(d):
         out = ok(d, "vcc", "list")
         after = json.loads(ok(d, "vcdadm", "--json", "status"))["requests"]
         assert after - before == 3   # vxdb.list + one system.multicall + this vcd.status
-        assert out.splitlines()[0].split() == ["NAME", "XID", "RUNNING", "NPROC", "UPTIME", "LOAD"]
+        assert out.splitlines()[0].split() == ["NAME", "XID", "RUNNING", "ADDRESS", "NPROC",
+                                               "UPTIME", "LOAD"]
         rows = {r["NAME"]: r for r in table(out)}
         assert rows[names[0]]["RUNNING"] == "yes" and int(rows[names[0]]["NPROC"]) >= 1
         assert re.fullmatch(r"\d+s|\d+m \d+s", rows[names[0]]["UPTIME"])

@@ -149,6 +149,22 @@ def render(rrddir: Path, name: str, metric: str, period: str = "1d",
            now: float | None = None, width: int = 640, height: int = 200,
            owner: Identity | None = None) -> bytes:
     """The PNG of one metric of one vserver over a period."""
+    args = graph_args(rrddir, name, metric, period, now, width, height, owner)
+    return bytes(rrdtool.graphv(*args)["image"])
+
+
+def legends(rrddir: Path, name: str, metric: str, period: str = "1d",
+            now: float | None = None) -> list[str]:
+    """The legend texts the PNG shows ("user", "last   0.20%", ...), in order."""
+    info = rrdtool.graphv(*graph_args(rrddir, name, metric, period, now))
+    count = sum(1 for k in info if k.startswith("legend["))
+    return [str(info[f"legend[{i}]"]) for i in range(count)]
+
+
+def graph_args(rrddir: Path, name: str, metric: str, period: str = "1d",
+               now: float | None = None, width: int = 640, height: int = 200,
+               owner: Identity | None = None) -> list[str]:
+    """rrdtool graph's arguments for `render`."""
     path = _path(rrddir, name, metric, owner)
     v = view(metric)
     step = _step_of(path)
@@ -168,7 +184,7 @@ def render(rrddir: Path, name: str, metric: str, period: str = "1d",
                  f"GPRINT:v{i}:LAST:last {v.legend}",
                  f"GPRINT:v{i}:AVERAGE:avg {v.legend}",
                  f"GPRINT:v{i}:MAX:max {v.legend}\\n"]
-    return bytes(rrdtool.graphv(*args)["image"])
+    return args
 
 
 def series(rrddir: Path, name: str, metric: str, period: str = "1d",

@@ -1,0 +1,364 @@
+"""A new user's first hour, reading only the README: every stumble reported in issue 14
+(clients not found, no hint where the password is, -h/help, silent changes, missing
+columns, units, vstatd not started, one config error at a time) as the fixed behaviour,
+with the clients run as programs the way a person types them."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api_helpers import ensure_busybox_template, unique
+from test_clients import Pty
+from vcdtest import CGROUP_PARENT, REPO, VcdDaemon, free_port
+
+BIN = Path(sys.executable).parent
+README = (REPO / "README.md").read_text()
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory: pytest.TempPathFactory):
+    """A daemon with its Unix socket, as `make run` serves it."""
+    sockdir = Path(tempfile.mkdtemp(prefix="vcd-first-", dir="/tmp"))
+    daemon = VcdDaemon(tmp_path_factory.mktemp("first"), unix_socket=str(sockdir / "vcd.sock"),
+                       exec_timeout=20.0)
+    try:
+        daemon.start()
+        ensure_busybox_template(daemon.templatedir)
+        yield daemon
+    finally:
+        daemon.cleanup()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def user_env(daemon: VcdDaemon | None = None, **extra: str) -> dict[str, str]:
+    """A root shell with nothing configured: no client config, no password; the daemon's
+    socket stands in for /run/vcd/vcd.sock."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VCD_PASSWORD", "VCD_SOCKET")}
+    env["HOME"] = tempfile.gettempdir() + "/vcd-no-home"
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    if daemon is not None:
+        env["VCD_SOCKET"] = str(daemon.overrides["unix_socket"])
+    env.update(extra)
+    return env
+
+
+def typed(daemon: VcdDaemon | None, line: str, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(shlex.split(line), capture_output=True, text=True,
+                          env=user_env(daemon, **extra), timeout=180)
+
+
+def ok(daemon: VcdDaemon | None, line: str, **extra: str) -> str:
+    r = typed(daemon, line, **extra)
+    assert r.returncode == 0, f"{line}: {r.returncode} {r.stdout} {r.stderr}"
+    return r.stdout
+
+
+def readme_block(heading: str, lang: str) -> str:
+    """The first ```lang block after a heading of the README."""
+    section = README.split(heading, 1)[1]
+    return section.split(f"```{lang}\n", 1)[1].split("```", 1)[0]
+
+
+# -- 1. finding the clients, the password, the config ----------------------------------------
+
+def test_make_links_puts_the_clients_where_a_user_finds_them(tmp_path):
+    bindir = tmp_path / "bin"
+    r = subprocess.run(["make", "-s", "-o", "setup", "links", f"BINDIR={bindir}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert str(bindir) in r.stdout and ". .venv/bin/activate" in r.stdout
+    for prog in ("vcc", "vce", "vgc", "vcdadm", "vcd", "vstatd"):
+        assert (bindir / prog).is_symlink(), prog
+    # a shell whose PATH has only the link directory and the system finds and runs them
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    r = subprocess.run(["vcc", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and "launch NAME TEMPLATE" in r.stdout, r.stderr
+    # a file of someone else's is never replaced
+    (bindir / "vgc").unlink()
+    (bindir / "vgc").write_text("#!/bin/sh\necho mine\n")
+    r = subprocess.run(["make", "-s", "-o", "setup", "links", f"BINDIR={bindir}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "not replaced" in r.stdout
+    assert (bindir / "vgc").read_text() == "#!/bin/sh\necho mine\n"
+
+
+def test_the_readme_client_config_points_at_the_password_file_make_run_writes():
+    from vcd.config import load
+    example = load(REPO / "vcd.conf.example")
+    conf = tomllib.loads(readme_block("read from `-c`", "toml"))
+    assert conf["password_file"] == str(example.password_file("admin"))
+    assert conf["url"] == f"http://{example.host}:{example.port}/RPC2"
+    # and make run's config serves the socket the clients look for first
+    assert str(example.unix_socket) == "/run/vcd/vcd.sock"
+    assert example.unix_socket_trusted_uids == (0,)
+
+
+def test_a_password_prompt_says_where_the_first_start_password_is(d):
+    term = Pty([str(BIN / "vcc"), "-p", str(d.port), "-q", "list"], user_env())
+    assert term.expect(b"Password for admin: "), term.output
+    assert b"admin.password" in term.output and b"password_file" in term.output
+    term.send(d.admin_password.encode() + b"\n")
+    assert term.finish() == 0, term.output
+
+
+# -- 2. help ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prog", ["vcc", "vce", "vgc", "vcdadm"])
+def test_help_dash_h_alone_and_dash_dash_help_all_print_the_help(prog):
+    for line in (f"{prog} help", f"{prog} -h", f"{prog} --help"):
+        out = ok(None, line)
+        assert out.startswith(f"usage: {prog}") and "commands:" in out, line
+        assert "help [COMMAND]" in out
+
+
+def test_help_of_one_command_and_dash_h_after_a_command():
+    assert ok(None, "vcc help exec").startswith("usage: vcc exec NAME COMMAND [ARGS...]")
+    assert ok(None, "vcc start -h").startswith("usage: vcc start NAME")
+    assert ok(None, "vce help vx.limit.set").startswith("usage: vce vx.limit.set NAME LIMIT SOFT")
+    r = typed(None, "vcc help no-such-command")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_dash_h_with_a_host_is_still_the_host(d):
+    out = ok(None, f"vcc -h 127.0.0.1 -p {d.port} --json list", VCD_PASSWORD=d.admin_password)
+    assert isinstance(json.loads(out), list)
+
+
+def test_vce_help_reads_without_typos():
+    text = ok(None, "vce --help")
+    assert not re.search(r"addresss|capabilitys|\bys\b", text)
+    assert "network addresses" in text and "system capabilities" in text
+
+
+# -- 3. first commands, confirmations, columns -----------------------------------------------
+
+@needs_root
+def test_the_readme_first_commands_work_verbatim_as_local_root(d):
+    lines = [ln.split("#")[0].strip() for ln in readme_block("## First commands", "sh").splitlines()]
+    lines = [ln for ln in lines if ln]
+    assert lines[:3] == ["vcc list", "vcc launch web busybox", "vcc exec web hostname"]
+    outputs = {}
+    try:
+        for line in lines:
+            outputs[line] = ok(d, line)
+    finally:
+        typed(d, "vcc stop web")
+        typed(d, "vcc remove web")
+    assert outputs["vcc launch web busybox"] == "web: created from busybox\nweb: started\n"
+    assert outputs["vcc exec web hostname"] == "web\n"
+
+
+@needs_root
+def test_every_change_is_confirmed_and_list_shows_addresses(d):
+    name = unique("fh")
+    try:
+        assert ok(d, f"vcc create {name} busybox") == f"{name}: created\n"
+        assert ok(d, f"vce nx.addr.set {name} 10.77.0.2") == f"{name}: nx.addr set\n"
+        assert ok(d, f"vce vx.limit.set {name} NPROC 64") == f"{name}: vx.limit set\n"
+        assert ok(d, f"vcc start {name}") == f"{name}: started\n"
+        header, *rows = ok(d, "vcc list").splitlines()
+        assert header.split() == ["NAME", "XID", "RUNNING", "ADDRESS", "NPROC", "UPTIME", "LOAD"]
+        row = next(r for r in rows if r.startswith(name + " "))
+        assert "10.77.0.2" in row.split()
+        assert json.loads(ok(d, "vcc --json list"))[0]["address"] is not None
+        assert ok(d, f"vcc -q stop {name}") == ""
+        assert ok(d, f"vcc rename {name} {name}x") == f"{name}: renamed to {name}x\n"
+        assert ok(d, f"vcc remove {name}x") == f"{name}x: removed\n"
+    finally:
+        typed(d, f"vcc stop {name}")
+        typed(d, f"vcc remove {name}")
+
+
+@needs_root
+def test_limstatus_shows_the_limit_beside_the_peak_with_units(d):
+    name = unique("ls")
+    try:
+        ok(d, f"vcc create {name} busybox")
+        ok(d, f"vce vx.limit.set {name} RSS 102400 102400")      # KiB: 100M
+        ok(d, f"vcc start {name}")
+        rows = {r["type"]: r for r in json.loads(ok(d, f"vcc --json limstatus {name}"))}
+        # the manual's max stays the observed peak; the limit is a field of its own
+        assert rows["RSS"]["limit"] == "102400" and rows["RSS"]["unit"] == "KiB"
+        assert int(rows["RSS"]["max"]) < 102400 and rows["NPROC"]["limit"] == "inf"
+        header, *lines = ok(d, f"vcc limstatus {name}").splitlines()
+        assert header.split() == ["TYPE", "CURRENT", "PEAK", "LIMIT"]
+        rss = next(ln.split() for ln in lines if ln.startswith("RSS"))
+        assert rss[3] == "100.0M" and re.fullmatch(r"[\d.]+[KMG]", rss[1]), rss
+    finally:
+        typed(d, f"vcc stop {name}")
+        typed(d, f"vcc remove {name}")
+
+
+def test_an_empty_answer_says_so_where_a_script_does_not_read(d):
+    name = unique("em")
+    try:
+        ok(d, f"vcc create {name} busybox")
+        ok(d, f"vce vx.flags.remove {name}")
+        r = typed(d, f"vce vx.flags.get {name}")
+        assert r.returncode == 0 and r.stdout == "" and r.stderr == "(none)\n"
+        r = typed(d, f"vce -q vx.flags.get {name}")
+        assert r.stdout == "" and r.stderr == ""
+    finally:
+        typed(d, f"vcc remove {name}")
+
+
+def test_vcdadm_status_prints_each_counter_once(d):
+    keys = [ln.split(":")[0] for ln in ok(d, "vcdadm status").splitlines()]
+    assert sorted(keys) == sorted(set(keys)) and "flogins" in keys
+    assert "failedlogins" not in keys and "nosuchmethod" not in keys
+    # scripts still get both names
+    assert {"flogins", "failedlogins"} <= set(json.loads(ok(d, "vcdadm --json status")))
+
+
+# -- 4. statistics ----------------------------------------------------------------------------
+
+def test_graph_usage_shows_the_output_option():
+    assert ok(None, "vcc graph --help").splitlines()[0] == \
+        "usage: vcc graph NAME METRIC [--period PERIOD] -o FILE"
+    assert "graph NAME METRIC [--period PERIOD] -o FILE" in ok(None, "vcc help")
+
+
+def test_graph_legends_read_as_percent_of_a_cpu_and_load_as_a_number(tmp_path):
+    import rrdtool
+    from vstatd import graph
+    from vstatd.layout import rrd_path
+    now = int(time.time())
+    values = {"cpu": ("user", "system", 2000.0), "sys_LOADAVG": ("1MIN", "5MIN", 0.24)}
+    for metric, (ds1, ds2, value) in values.items():
+        path = rrd_path(tmp_path, "web", metric)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        extra = ["DS:15MIN:GAUGE:20:0:U"] if metric == "sys_LOADAVG" else []
+        rrdtool.create(str(path), "--start", str(now - 300), "--step", "5",
+                       f"DS:{ds1}:GAUGE:20:0:U", f"DS:{ds2}:GAUGE:20:0:U", *extra,
+                       "RRA:AVERAGE:0.5:1:200", "RRA:AVERAGE:0.5:12:200")
+        for t in range(now - 295, now, 5):
+            rrdtool.update(str(path), f"{t}:" + ":".join([str(value)] * (2 + len(extra))))
+    cpu = " ".join(graph.legends(tmp_path, "web", "cpu", "1h", now=now))
+    assert "0.20%" in cpu and not re.search(r"\d\s?m\b", cpu), cpu   # not "200.00m"
+    load = " ".join(graph.legends(tmp_path, "web", "sys_LOADAVG", "1h", now=now))
+    assert "0.24" in load and not re.search(r"\d\s?m\b", load), load  # not "240 m"
+
+
+def check_config(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
+    conf = tmp_path / "vcd.conf"
+    conf.write_text(text)
+    return subprocess.run([str(BIN / "vcd"), "--check-config", "-c", str(conf)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_reports_every_bad_key_at_once_with_a_suggestion(tmp_path):
+    r = check_config(tmp_path, 'prot = 1\nworkers = -1\nunix_socket_trusted_uids = ["root"]\n'
+                               '[vstatd]\nstep = 0\nrrdir = "/srv"\n')
+    assert r.returncode == 2
+    lines = r.stderr.splitlines()
+    assert len(lines) == 5, r.stderr
+    assert all(ln.startswith(f"vcd: {tmp_path / 'vcd.conf'}: ") for ln in lines)
+    assert "unknown key 'prot' (did you mean 'port'?)" in r.stderr
+    assert "'workers': must be between 0 and 256" in r.stderr
+    assert "'unix_socket_trusted_uids'" in r.stderr
+    assert "'step' in [vstatd]" in r.stderr
+    assert "unknown key 'rrdir' in [vstatd] (did you mean 'rrddir'?)" in r.stderr
+    # a name far from every key gets no guess
+    r = check_config(tmp_path, "zzzzzz = 1\n")
+    assert r.returncode == 2 and "did you mean" not in r.stderr
+
+
+# -- 5. make run: vcd and vstatd together -----------------------------------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _wait(check: Any, timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    return check()
+
+
+@needs_root
+def test_make_run_starts_vstatd_beside_vcd_and_one_ctrl_c_stops_both(tmp_path):
+    sockdir = Path(tempfile.mkdtemp(prefix="vcd-run-", dir="/tmp"))
+    root = tmp_path
+    ensure_busybox_template(root / "templates")
+    conf = root / "vcd.conf"
+    conf.write_text("\n".join([
+        'host = "127.0.0.1"', f"port = {free_port()}", "workers = 2",
+        f'datadir = "{root / "data"}"', f'templatedir = "{root / "templates"}"',
+        f'vbasedir = "{root / "vservers"}"', f'rundir = "{root / "run"}"',
+        f'pidfile = "{root / "run" / "vcd.pid"}"', f'logfile = "{root / "vcd.log"}"',
+        f'cgroup_parent = "{CGROUP_PARENT}"', f'unix_socket = "{sockdir / "vcd.sock"}"',
+        "[vstatd]", f'rrddir = "{root / "rrd"}"', f'pidfile = "{root / "run" / "vstatd.pid"}"',
+        f'logfile = "{root / "vstatd.log"}"', "step = 1", "flush_interval = 0", ""]))
+    out = open(root / "make.out", "wb")
+    make = subprocess.Popen(["make", "-o", "setup", "run", f"CONF={conf}",
+                             f"BINDIR={root / 'bin'}"], cwd=REPO, stdout=out, stderr=out,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    env = user_env(None, VCD_SOCKET=str(sockdir / "vcd.sock"))
+    name = unique("run")
+    try:
+        vcd_pid = _wait(lambda: _pid(root / "run" / "vcd.pid"))
+        vstatd_pid = _wait(lambda: _pid(root / "run" / "vstatd.pid"))
+        assert vcd_pid and vstatd_pid, (root / "make.out").read_text()
+        assert _wait(lambda: subprocess.run([str(BIN / "vcc"), "list"], env=env,
+                                            capture_output=True).returncode == 0)
+        # vstatd records a vserver started through the daemon; the first rows say why "-"
+        subprocess.run([str(BIN / "vcc"), "launch", name, "busybox"], env=env, check=True,
+                       capture_output=True, timeout=180)
+        assert _wait(lambda: (root / "rrd" / name / "cpu.rrd").exists())
+        stats = subprocess.run([str(BIN / "vcc"), "stats", name, "cpu", "--period", "1h"],
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert stats.returncode == 0, stats.stderr
+        if "-" in stats.stdout.split():
+            assert "no sample for that time" in stats.stderr
+        subprocess.run([str(BIN / "vcc"), "stop", name], env=env, capture_output=True, timeout=120)
+        subprocess.run([str(BIN / "vcc"), "remove", name], env=env, capture_output=True,
+                       timeout=120)
+        os.killpg(make.pid, signal.SIGINT)       # what Ctrl-C in its terminal sends
+        make.wait(timeout=120)
+        assert _wait(lambda: not _alive(vcd_pid) and not _alive(vstatd_pid), 60), \
+            (root / "make.out").read_text()
+    finally:
+        if make.poll() is None:
+            for command in ("stop", "remove"):
+                subprocess.run([str(BIN / "vcc"), command, name], env=env, capture_output=True,
+                               timeout=120)
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+        out.close()
+        for pidfile in (root / "run" / "vcd.pid", root / "run" / "vstatd.pid"):
+            pid = _pid(pidfile)
+            if pid and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(sockdir, ignore_errors=True)

@@ -56,8 +56,9 @@ def user_env(daemon: VcdDaemon | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
-def typed(daemon: VcdDaemon | None, line: str, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(shlex.split(line), capture_output=True, text=True,
+def typed(daemon: VcdDaemon | None, line: str, input: str = "",
+          **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(shlex.split(line), capture_output=True, text=True, input=input,
                           env=user_env(daemon, **extra), timeout=180)
 
 
@@ -176,6 +177,8 @@ def test_every_change_is_confirmed_and_list_shows_addresses(d):
         assert "10.77.0.2" in row.split()
         assert json.loads(ok(d, "vcc --json list"))[0]["address"] is not None
         assert ok(d, f"vcc -q stop {name}") == ""
+        ok(d, f"vcc start {name}")
+        assert ok(d, f"vcc stop {name}").endswith(f"{name}: stopped\n")  # after halt's output
         assert ok(d, f"vcc rename {name} {name}x") == f"{name}: renamed to {name}x\n"
         assert ok(d, f"vcc remove {name}x") == f"{name}x: removed\n"
     finally:
@@ -214,6 +217,16 @@ def test_an_empty_answer_says_so_where_a_script_does_not_read(d):
         assert r.stdout == "" and r.stderr == ""
     finally:
         typed(d, f"vcc remove {name}")
+
+
+def test_vcdadm_confirms_user_changes_and_explains_its_local_commands(d):
+    user = unique("fu")
+    r = typed(d, f"vcdadm user.set {user} 0 -", input="a-long-password\n")
+    assert r.returncode == 0 and r.stdout == f"{user}: user set\n", r.stderr
+    assert ok(d, f"vcdadm user.caps.add {user} INFO") == f"{user}: user.caps added\n"
+    assert ok(d, f"vcdadm user.remove {user}") == f"{user}: user removed\n"
+    assert "build" in ok(None, "vcdadm help template")
+    assert ok(None, "vcdadm help tls").startswith("usage: vcdadm")
 
 
 def test_vcdadm_status_prints_each_counter_once(d):

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from vcd import auth, config as configmod, dispatch, vxdb
 from vcd.clients import common
-from vcd.clients.commands import Local, Program, Spec, collect, derived
+from vcd.clients.commands import Local, Program, Spec, collect, confirmation, derived
 from vcd.clients.common import Client
 from vcd.clients.output import Output
 from vcd.config import Config, ConfigError
@@ -93,9 +93,13 @@ def cmd_template(config: Config, args: argparse.Namespace) -> int:
 def cmd_tls(config: Config, args: argparse.Namespace) -> int:
     from vcd import tls
     rest = list(args.rest)
+    usage = ("usage: vcdadm [-c vcd.conf] tls init [--cert PATH] [--key PATH] "
+             "[--name HOST ...] [--days N] [--force]")
+    if rest[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return common.OK
     if not rest or rest[0] != "init":
-        print("vcdadm: usage: vcdadm [-c vcd.conf] tls init [--cert PATH] [--key PATH] "
-              "[--name HOST ...] [--days N] [--force]", file=sys.stderr)
+        print(f"vcdadm: {usage}", file=sys.stderr)
         return common.USAGE
     if args.config and "-c" not in rest and "--config" not in rest:
         rest += ["-c", args.config]
@@ -138,7 +142,9 @@ def _user_set(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -
     elif ns.password:
         print("vcdadm: warning: a password on the command line is visible to other users "
               "(use '-' to read it from standard input)", file=sys.stderr)
-    out.result(client.call(spec.method, collect(spec, ns)))
+    values = collect(spec, ns)
+    out.result(client.call(spec.method, values))
+    out.done(confirmation(spec, values))
     return common.OK
 
 

@@ -243,7 +243,8 @@ def run_spec(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) ->
     else:
         out.result(result)
     method = method_of(spec)
-    if method is not None and method.mutating and result in (None, "", True):
+    # vx.stop and vx.reboot answer the halt/reboot command's output: shown, then confirmed
+    if method is not None and method.mutating and (result is None or isinstance(result, (str, bool))):
         out.done(confirmation(spec, values))
     return common.OK
 
@@ -316,6 +317,8 @@ class Program:
         if not ns.topic:
             parser.print_help()
             return common.OK
+        if any(e.command == ns.topic and e.own_help for e in self.locals):
+            return self.main([ns.topic, "--help"])    # vcdadm template: its own help
         try:
             parser.parse_args([ns.topic, "--help"])
         except SystemExit as exc:   # argparse's help action ends in exit(0)

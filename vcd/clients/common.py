@@ -40,8 +40,10 @@ EXIT_HELP = """exit status:
 
 COMMON_HELP = """Options go before the command. The client config (-c, else
 ~/.config/vcd/vcc.conf, else /etc/vcd/vcc.conf) is TOML with host, port or url, user,
-password or password_file, cacert. The password comes from the config, $VCD_PASSWORD or a
-prompt without echo; it is never taken from the command line."""
+password or password_file, cacert. When nothing names a daemon, the local socket
+($VCD_SOCKET, else /run/vcd/vcd.sock) is used if it exists, and root needs no password
+there. The password comes from the config, $VCD_PASSWORD or a prompt without echo; it is
+never taken from the command line."""
 
 
 def exit_status(code: int) -> int:

@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, st = load_all(path)
     except ConfigError as exc:
-        print(f"vstatd: {exc}", file=sys.stderr)
+        for problem in exc.problems:     # every bad key, one line each
+            print(f"vstatd: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "graph":
         return cmd_graph(args, st)

@@ -266,6 +266,27 @@ def test_graph_legends_read_as_percent_of_a_cpu_and_load_as_a_number(tmp_path):
     assert "0.24" in load and not re.search(r"\d\s?m\b", load), load  # not "240 m"
 
 
+def test_stats_says_why_a_time_has_no_sample():
+    import argparse
+    import io
+    from vcd.clients.output import Output
+    from vcd.clients.vcc import _show_stats
+    now = int(time.time())
+    answer = {"name": "web", "metric": "cpu", "period": "1h", "step": 5,
+              "timestamps": [now - 5, now],
+              "series": [{"ds": "user", "label": "user", "unit": "% of one CPU",
+                          "values": [None, 0.2]}]}
+    out, err = io.StringIO(), io.StringIO()
+    _show_stats(answer, argparse.Namespace(), Output(out=out, err=err))
+    assert out.getvalue().splitlines()[2].split()[-1] == "-"
+    assert "no sample for that time" in err.getvalue() and "vstatd" in err.getvalue()
+    # nothing to explain when every time has its sample
+    answer["series"][0]["values"] = [0.1, 0.2]
+    err = io.StringIO()
+    _show_stats(answer, argparse.Namespace(), Output(out=io.StringIO(), err=err))
+    assert err.getvalue() == ""
+
+
 def check_config(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
     conf = tmp_path / "vcd.conf"
     conf.write_text(text)

@@ -279,3 +279,81 @@ def test_ended_tasks_are_pruned_by_count_and_age(make_vcd):
     time.sleep(1.1)
     assert admin.task.list() == []
     assert not list((daemon.datadir / "tasks").glob("*.log"))
+
+
+# -- vcc exec, as a user runs it ------------------------------------------------------------
+
+def vcc_env(td) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if k != "VCD_PASSWORD"}
+    e["HOME"] = str(td.root / "home")
+    e["VCD_PASSWORD"] = td.admin_password
+    return e
+
+
+def vcc(td, *args: str) -> list[str]:
+    return [str(BIN / "vcc"), "-p", str(td.port), *args]
+
+
+def test_vcc_exec_streams_output_while_the_command_runs(td, running):
+    proc = subprocess.Popen(vcc(td, "exec", "--timeout", "30", running, "sh", "-c",
+                                "for i in 1 2 3; do echo $i; sleep 2; done"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=vcc_env(td))
+    try:
+        assert proc.stdout.readline() == b"1\n"
+        assert proc.poll() is None            # the command is still sleeping
+        rest, err = proc.communicate(timeout=60)
+        assert rest == b"2\n3\n" and err == b"" and proc.returncode == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_vcc_exec_forwards_stdin_and_exits_with_the_commands_status(td, running):
+    r = subprocess.run(vcc(td, "exec", running, "cat"), input=b"x\n", capture_output=True,
+                       env=vcc_env(td), timeout=120)
+    assert r.stdout == b"x\n" and r.returncode == 0
+    r = subprocess.run(vcc(td, "exec", running, "sh", "-c", "cat; exit 42"), input=b"in\n",
+                       capture_output=True, env=vcc_env(td), timeout=120)
+    assert r.stdout == b"in\n" and r.returncode == 42 and r.stderr == b""
+    r = subprocess.run(vcc(td, "exec", "-n", running, "cat"), input=b"ignored\n",
+                       capture_output=True, env=vcc_env(td), timeout=120)
+    assert r.stdout == b"" and r.returncode == 0
+
+
+def test_vcc_exec_timeout_option_and_the_hint_when_it_runs_out(td, running):
+    r = subprocess.run(vcc(td, "exec", "--timeout", "1", running, "sh", "-c", "echo a; sleep 30"),
+                       stdin=subprocess.DEVNULL, capture_output=True, env=vcc_env(td),
+                       timeout=120)
+    assert r.stdout == b"a\n" and r.returncode == 137
+    assert b"timed out after 1 s" in r.stderr and b"exec_timeout_max" in r.stderr
+    r = subprocess.run(vcc(td, "exec", "nosuchvs", "true"), stdin=subprocess.DEVNULL,
+                       capture_output=True, env=vcc_env(td), timeout=120)
+    assert r.returncode == 5 and b"(202)" in r.stderr
+
+
+def test_vcc_exec_on_a_terminal_does_not_wait_for_stdin(td, running):
+    """On a tty stdin is the user's keyboard: nothing is forwarded, nothing blocks."""
+    import pty
+    pid, master = pty.fork()
+    if pid == 0:
+        try:
+            env = vcc_env(td)
+            os.execve(vcc(td)[0], vcc(td, "exec", running, "sh", "-c", "echo on-a-tty"), env)
+        finally:
+            os._exit(127)
+    output = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+    assert b"on-a-tty" in output and os.waitstatus_to_exitcode(status) == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from api_helpers import create_vserver, fault, fault_code, unique
+from api_helpers import create_vserver, ensure_busybox_template, fault, fault_code, unique
 from vcdtest import VcdDaemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
@@ -357,3 +357,61 @@ def test_vcc_exec_on_a_terminal_does_not_wait_for_stdin(td, running):
     finally:
         os.close(master)
     assert b"on-a-tty" in output and os.waitstatus_to_exitcode(status) == 0
+
+
+# -- progress bars -------------------------------------------------------------------------
+
+def on_a_terminal(argv: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, bytes]:
+    """Run argv with a sized pty as its stdin/stdout/stderr; (exit status, all output)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    pid, master = pty.fork()
+    if pid == 0:
+        try:
+            fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    output = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+    return os.waitstatus_to_exitcode(status), output
+
+
+def test_vcc_create_draws_a_progress_bar_on_a_terminal_only(td, admin):
+    ensure_busybox_template(td.templatedir)
+    name = unique("bar")
+    code, output = on_a_terminal(vcc(td, "create", name, "busybox"), vcc_env(td))
+    assert code == 0, output
+    assert b"extracting busybox" in output and b"100%" in output and b"\r" in output
+    assert name in admin.vxdb.list()
+    other = unique("bar")
+    r = subprocess.run(vcc(td, "create", other, "busybox"), stdin=subprocess.DEVNULL,
+                       capture_output=True, env=vcc_env(td), timeout=120)
+    assert r.returncode == 0 and r.stdout == b"" and r.stderr == b""
+    code, output = on_a_terminal(vcc(td, "create", other, "busybox"), vcc_env(td))
+    assert code == 7 and b"(201)" in output
+
+
+def test_template_build_draws_a_progress_bar_on_a_terminal_only(tmp_path):
+    argv = [sys.executable, "-m", "templates.cli", "--templatedir", str(tmp_path), "build"]
+    code, output = on_a_terminal(argv + ["bar", "--from", "busybox"], dict(os.environ))
+    assert code == 0, output
+    assert b"100%|" in output and b"3/3" in output and b"ready" in output
+    r = subprocess.run(argv + ["plain", "--from", "busybox"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "%|" not in r.stdout + r.stderr
+    assert r.stdout.strip().endswith("plain.tar.gz") and "packing" in r.stderr

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from vcd import progress
 from vcd.clients import common, completion, login
 from vcd.clients.commands import Program, Spec, collect, derived
 from vcd.clients.follow import follow
@@ -91,6 +92,36 @@ def _exec_options(parser: argparse.ArgumentParser) -> None:
                         help="do not forward standard input (the command reads /dev/null)")
 
 
+def _create(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
+    """On a terminal: run as a task and draw the extraction's progress as a bar."""
+    params = collect(spec, ns)
+    if out.json or not out.out.isatty():
+        out.result(client.call(spec.method, params))
+        return common.OK
+    bar = progress.Bar(out.out)
+    pending = ""
+
+    def write(text: str) -> None:
+        nonlocal pending
+        *lines, pending = (pending + text).split("\n")
+        for line in lines:
+            step = progress.parse(line)
+            if step is not None:
+                bar.update(step)
+            elif line:
+                bar.close()
+                out.out.write(line + "\n")
+
+    try:
+        task = follow(client, client.call(spec.method, {**params, "background": True}), write)
+    finally:
+        bar.close()
+    if task.get("fault_code"):
+        raise ClientError(spec.method, str(task.get("fault_string", "")),
+                          int(task["fault_code"]))
+    return common.OK
+
+
 def _graph_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", dest="output", metavar="FILE", required=True,
                         help="where the PNG goes ('-' = standard output)")
@@ -143,6 +174,7 @@ OVERRIDES = (
     Spec("exec", "vx.exec", order=("name", "command"), rest="command", options=("timeout",),
          setup=_exec_options, run=_exec),
     Spec("list", "vxdb.list", run=_list),
+    Spec("create", "vx.create", run=_create),
     Spec("graph", "vx.graph", options=("period",), setup=_graph_options, show=_write_graph,
          fallback=_METRIC),
     Spec("stats", "vx.stats", options=("period",), show=_show_stats, fallback=_METRIC),

@@ -9,7 +9,7 @@ from templates.errors import (InvalidTemplateName, MetadataError, PopulateError,
                               TemplateNotFound, UnsafeArchive)
 from templates.metadata import TemplateMeta
 from templates.store import TemplateStore
-from vcd import vocab, vxdb
+from vcd import progress, vocab, vxdb
 from vcd.errors import Fault, VcdError
 from vcd.params import (AbsPath, Bool, Choice, Int, Number, Param, Pattern, Signal, Text,
                         VServerName)
@@ -164,8 +164,12 @@ def create(call: Call, name: str, template: str, rebuild: bool, copy: bool,
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.close(fd)
+    def report(done: int, total: int) -> None:
+        call.say(progress.line(done, total, "bytes", f"extracting {template}"))
+
     try:
-        templates.populate(template, target, copy=not shared)
+        templates.populate(template, target, copy=not shared,
+                           progress=report if call.output is not None else None)
     except TemplateError as exc:
         raise template_fault(exc) from None
     finally:

@@ -262,25 +262,6 @@ def test_tasks_survive_a_daemon_restart(td, admin, running):
     assert wait_ended(admin, task_id)["fault_code"] == 0
 
 
-def test_ended_tasks_are_pruned_by_count_and_age(make_vcd):
-    daemon = make_vcd(task_keep_count=2, task_keep_seconds=3600)
-    admin = daemon.proxy()
-    name = create_vserver(daemon)
-    # creating an existing vserver ends at once (201): enough to fill the store
-    ids = [admin.vx.create(name=name, template="busybox", background=True) for _ in range(3)]
-    for task_id in ids:
-        assert wait_ended(admin, task_id)["fault_code"] == 201
-    kept = [t["id"] for t in admin.task.list()]
-    assert len(kept) == 2 and set(kept) <= set(ids)
-    daemon.stop()
-    daemon.write_config(task_keep_count=2, task_keep_seconds=0)
-    daemon.start()
-    admin = daemon.proxy()
-    time.sleep(1.1)
-    assert admin.task.list() == []
-    assert not list((daemon.datadir / "tasks").glob("*.log"))
-
-
 # -- vcc exec, as a user runs it ------------------------------------------------------------
 
 def vcc_env(td) -> dict[str, str]:
@@ -415,3 +396,31 @@ def test_template_build_draws_a_progress_bar_on_a_terminal_only(tmp_path):
                        timeout=300)
     assert r.returncode == 0 and "%|" not in r.stdout + r.stderr
     assert r.stdout.strip().endswith("plain.tar.gz") and "packing" in r.stderr
+
+
+# last: it restarts the module's daemon with other task_keep_* settings (a daemon of its own
+# would share the cgroup parent, and its clean-up would stop this module's vservers)
+def test_ended_tasks_are_pruned_by_count_and_age(td):
+    def restart(**keys):
+        td.stop()
+        td.write_config(**keys)
+        td.start()
+        return td.proxy()
+
+    admin = restart(task_keep_count=2, task_keep_seconds=3600)
+    try:
+        name = create_vserver(td)
+        # creating an existing vserver ends at once (201): enough to fill the store
+        ids = [admin.vx.create(name=name, template="busybox", background=True)
+               for _ in range(3)]
+        for task_id in ids:
+            assert wait_ended(admin, task_id)["fault_code"] == 201
+        kept = [t["id"] for t in admin.task.list()]
+        assert len(kept) == 2 and set(kept) <= set(ids)
+        assert len(list((td.datadir / "tasks").glob("*.json"))) == 2
+        admin = restart(task_keep_seconds=0)
+        time.sleep(1.1)
+        assert admin.task.list() == []
+        assert not list((td.datadir / "tasks").glob("*.log"))
+    finally:
+        restart(task_keep_count=None, task_keep_seconds=None)

@@ -150,7 +150,8 @@ def test_original_argument_orders_are_kept_where_they_differ_from_the_methods():
     assert "list [USERNAME]" in help_text
     vcc_help = subprocess.run([str(BIN / "vcc"), "--help"], capture_output=True, text=True,
                               env=env()).stdout
-    for usage in ("create NAME TEMPLATE [REBUILD [COPY [VDIR]]]", "exec NAME COMMAND [ARGS...]",
+    for usage in ("create NAME TEMPLATE [REBUILD [COPY [VDIR]]]",
+                  "exec [--timeout TIMEOUT] NAME COMMAND [ARGS...]",
                   "kill NAME PID SIG", "list [USERNAME]", "login NAME", "rename NAME NEWNAME",
                   "templates [NAME]", "limstatus NAME", "netstatus NAME", "start NAME"):
         assert usage in vcc_help, usage

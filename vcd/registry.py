@@ -86,6 +86,8 @@ class Method:
 
     @property
     def cap_text(self) -> str:
+        if self.owner is Owner.TASK:
+            return "that of the task's method"
         return " or ".join(self.caps) or "none"
 
     @property

@@ -137,7 +137,8 @@ def register(m: Method) -> Method:
 def method(name: str, *, cap: str | tuple[str, ...] | None, owner: Owner = Owner.NONE, lock: bool = False,
            txn: Txn = Txn.READ, params: tuple[Param, ...] = (), returns: str = "nil",
            doc: str | None = None, background: bool = False,
-           check: Callable[[Call, dict[str, Any]], None] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+           check: Callable[[Call, dict[str, Any]], None] | None = None,
+           ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a method; the decorated function gets (call, **params)."""
     def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
         register(Method(name=name, func=func, cap=cap, owner=owner, lock=lock, txn=txn,

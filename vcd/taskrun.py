@@ -8,6 +8,7 @@ they are (vx.create leaves its partial marker, which the next create clears).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -28,7 +29,6 @@ def _stopped(signum: int, frame: Any) -> NoReturn:
 
 
 def run(tasks: TaskStore, task: Task) -> None:
-    import json
     spec = json.loads(tasks.path(task.id, "spec").read_bytes())
     config = config_mod.parse(spec["config"],
                               source=Path(spec["source"]) if spec["source"] else None)

@@ -16,6 +16,7 @@ Ended tasks are pruned by age (task_keep_seconds) and count (task_keep_count).
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -66,7 +67,6 @@ class Task:
         fault_code, fault_string, result}."""
         result = self.result
         if isinstance(result, dict) and set(result) == {"base64"}:
-            import base64
             result = base64.b64decode(result["base64"])
         return {"id": self.id, "method": self.method, "name": self.name, "user": self.user,
                 "started": self.started, "ended": self.ended, "running": self.running,
@@ -79,7 +79,6 @@ def stored_result(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, (bytes, bytearray)):
-        import base64
         return {"base64": base64.b64encode(bytes(value)).decode("ascii")}
     return value
 

@@ -296,7 +296,7 @@ def _exec_timeout(call: Call, values: dict) -> None:
                 Param("timeout", Number(0.1, 7 * 86400), required=False,
                       doc="seconds before the command is killed, up to the daemon's "
                           "exec_timeout_max; default exec_timeout"),
-                Param("stdin", Text(max_len=16 * 1048576), required=False,
+                Param("stdin", Text(max_len=16 * 1048576), required=False, secret=True,
                       doc="text fed to the command's standard input (default: none, "
                           "/dev/null)"),
                 Param("encoding", Choice(("", "base64"), "encoding"), required=False,

@@ -250,6 +250,19 @@ def test_task_files_are_private(td, admin, running):
     assert not (taskdir / f"{task_id}.spec").exists()   # the params go when it ends
 
 
+def test_a_runner_killed_without_a_result_is_reported_as_ended(td, admin, running):
+    import json
+    import signal
+    task_id = admin.vx.exec(name=running, command="sh -c 'echo up; sleep 8'", timeout=25,
+                            background=True)
+    wait_until(lambda: admin.task.log(id=task_id, offset=0)["data"], 30, "first line")
+    state = json.loads((td.datadir / "tasks" / f"{task_id}.json").read_text())
+    os.kill(state["pid"], signal.SIGKILL)
+    t = wait_ended(admin, task_id, 20)
+    assert t["fault_code"] == 500 and "without a result" in t["fault_string"]
+    assert read_log(admin, task_id) == "up\n"
+
+
 def test_tasks_survive_a_daemon_restart(td, admin, running):
     task_id = admin.vx.exec(name=running, command="sh -c 'echo before; sleep 5; echo after'",
                             timeout=25, background=True)

@@ -126,7 +126,7 @@ def test_exec_base64_encoding_returns_every_byte(admin, running):
 # -- tasks ---------------------------------------------------------------------------------
 
 def test_background_exec_answers_a_task_id_at_once_and_its_log_grows_while_it_runs(admin, running):
-    task_id = admin.vx.exec(name=running, command="sh -c 'echo first; sleep 4; echo second'",
+    task_id = admin.vx.exec(name=running, command="sh -c 'echo first; sleep 6; echo second'", timeout=25,
                             background=True)
     assert isinstance(task_id, str)
     first = wait_until(lambda: admin.task.log(id=task_id, offset=0)["data"], 30, "first line")
@@ -137,6 +137,16 @@ def test_background_exec_answers_a_task_id_at_once_and_its_log_grows_while_it_ru
     assert t["running"] is False and t["fault_code"] == 0 and t["result"] == "first\nsecond\n"
     assert t["method"] == "vx.exec" and t["name"] == running and t["user"] == "admin"
     assert t["started"] <= t["ended"] <= time.time() + 1
+
+
+def test_task_log_never_splits_a_utf8_character(admin, running):
+    task_id = admin.vx.exec(name=running, command="sh -c 'printf \"a\\303\"; sleep 6; "
+                                                  "printf \"\\251\\n\"'",
+                            timeout=25, background=True)
+    part = wait_until(lambda: (lambda p: p if p["data"] else None)(
+        admin.task.log(id=task_id, offset=0)), 30, "first byte")
+    assert part == {"data": "a", "offset": 1, "eof": False}   # the lead byte waits for the rest
+    assert read_log(admin, task_id) == "a\u00e9\n"
 
 
 def test_a_failing_background_exec_records_the_fault(admin, running):
@@ -173,6 +183,8 @@ def test_background_start_and_stop_run_as_tasks(td, admin):
         assert admin.vx.status(name=name)["running"] is True
         t = wait_ended(admin, admin.vx.start(name=name, background=True))
         assert t["fault_code"] == 301
+        t = wait_ended(admin, admin.vx.restart(name=name, background=True))
+        assert t["fault_code"] == 0 and f"started {name}" in read_log(admin, t["id"])
         t = wait_ended(admin, admin.vx.stop(name=name, background=True))
         assert t["fault_code"] == 0 and admin.vx.status(name=name)["running"] is False
         assert f"stopped {name}" in read_log(admin, t["id"])

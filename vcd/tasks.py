@@ -277,6 +277,11 @@ def spawn_runner(taskdir: Path, task_id: str) -> None:
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+            # an ignored signal stays ignored across exec: SIGCHLD ignored would reap
+            # the command before the runner can read its status
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                        signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2):
+                signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             os.execve(argv[0], argv, env)
         finally:

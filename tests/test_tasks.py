@@ -126,7 +126,8 @@ def test_exec_base64_encoding_returns_every_byte(admin, running):
 # -- tasks ---------------------------------------------------------------------------------
 
 def test_background_exec_answers_a_task_id_at_once_and_its_log_grows_while_it_runs(admin, running):
-    task_id = admin.vx.exec(name=running, command="sh -c 'echo first; sleep 6; echo second'", timeout=25,
+    task_id = admin.vx.exec(name=running, command="sh -c 'echo first; sleep 6; echo second'",
+                            timeout=25,
                             background=True)
     assert isinstance(task_id, str)
     first = wait_until(lambda: admin.task.log(id=task_id, offset=0)["data"], 30, "first line")

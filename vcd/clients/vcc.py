@@ -51,7 +51,7 @@ def _exec(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> in
     command's own exit status (as ssh and incus exec). With --json: one answer,
     {status, output}."""
     params = collect(spec, ns)
-    if not ns.no_stdin and not sys.stdin.isatty():
+    if not ns.no_stdin and sys.stdin is not None and not sys.stdin.isatty():
         data = sys.stdin.buffer.read()
         if data:
             params["stdin"] = data.decode("utf-8", errors="replace")

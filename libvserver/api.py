@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # Vocabularies of the manual (DESIGN.md "Value vocabularies"), case-sensitive.
 LIMIT_TYPES = ("CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK",
@@ -299,8 +299,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def exec(self, xid: int, argv: list[str], timeout: float = 30.0,
-             output_cap: int = 1 << 20) -> ExecResult:
-        """Run argv inside (no shell, stdin closed, stdout+stderr combined)."""
+             output_cap: int = 1 << 20, stdin: bytes | None = None,
+             on_output: Callable[[bytes], None] | None = None) -> ExecResult:
+        """Run argv inside (no shell, stdout+stderr combined). stdin: bytes fed to the
+        command (None = /dev/null); on_output: called with each chunk as it arrives."""
 
     @abc.abstractmethod
     def kill(self, xid: int, pid: int, sig: int) -> None:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import time
@@ -14,8 +15,14 @@ from pathlib import Path
 
 from . import busybox, debian
 from .errors import TemplateError
-from .pack import FORMATS, StepPrinter
+from .pack import FORMATS, Progress, StepPrinter
 from .store import DEFAULT_TEMPLATEDIR, TemplateStore
+
+
+def _size() -> dict[str, int]:
+    # tqdm draws nothing on a terminal that reports 0 rows (a pty nobody sized)
+    size = shutil.get_terminal_size()
+    return {"ncols": min(size.columns, 120), "nrows": size.lines}
 
 
 class _Terminated(KeyboardInterrupt):
@@ -24,6 +31,40 @@ class _Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame):  # noqa: ARG001
     raise _Terminated()
+
+
+# The steps each build reports (templates.pack, .busybox, .debian), in order: a message
+# starting with one of these moves the bar there; the others only describe it.
+STAGES = {
+    "busybox": ("building root filesystem", "packing", "template"),
+    "debian": ("checking mirror", "building root filesystem", "debootstrap --variant",
+               "making it bootable", "packing", "template"),
+}
+
+
+class BuildBar:
+    """The build's progress as a tqdm bar over its stages, the latest message beside it."""
+
+    def __init__(self, stages: tuple[str, ...], stream=None) -> None:
+        from tqdm import tqdm
+        self.stages = stages
+        self.bar = tqdm(total=len(stages), file=stream or sys.stdout, unit="step",
+                        bar_format="{desc:48.48} {percentage:3.0f}%|{bar}| "
+                                   "{n_fmt}/{total_fmt} [{elapsed}]",
+                        **_size())
+
+    def __call__(self, msg: str) -> None:
+        text = msg.strip()
+        self.bar.set_description_str(text, refresh=False)
+        for i, prefix in enumerate(self.stages):
+            if text.startswith(prefix):
+                self.bar.update(max(0, i + 1 - self.bar.n))
+                break
+        else:
+            self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,15 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"template {args.name!r} removed")
             return 0
         # build
-        progress = StepPrinter(sys.stderr, time.monotonic())
-        if args.source == "busybox":
-            out = busybox.build(args.name, args.templatedir, fmt=args.fmt or "gz",
-                                hostname=args.hostname, progress=progress)
-        else:
-            include = [x.strip() for x in args.include.split(",") if x.strip()]
-            out = debian.build(args.name, args.templatedir, suite=args.suite, mirror=args.mirror,
-                               include=include, fmt=args.fmt or "zst", hostname=args.hostname,
-                               cache_dir=args.cache_dir, progress=progress)
+        # a bar on a terminal; step lines with times for logs and scripts
+        bar = BuildBar(STAGES[args.source]) if sys.stdout.isatty() else None
+        progress = bar or StepPrinter(sys.stderr, time.monotonic())
+        try:
+            out = _build(args, progress)
+        finally:
+            if bar is not None:
+                bar.close()
         print(out)
         return 0
     except KeyboardInterrupt:
@@ -100,6 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def _build(args: argparse.Namespace, progress: Progress) -> Path:
+    if args.source == "busybox":
+        return busybox.build(args.name, args.templatedir, fmt=args.fmt or "gz",
+                             hostname=args.hostname, progress=progress)
+    include = [x.strip() for x in args.include.split(",") if x.strip()]
+    return debian.build(args.name, args.templatedir, suite=args.suite, mirror=args.mirror,
+                        include=include, fmt=args.fmt or "zst", hostname=args.hostname,
+                        cache_dir=args.cache_dir, progress=progress)
 
 
 if __name__ == "__main__":

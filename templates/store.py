@@ -30,6 +30,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .errors import (MetadataError, PopulateError, TemplateError, TemplateExists, TemplateInUse,
                      TemplateNotFound, UnsafeArchive)
@@ -98,9 +99,11 @@ class _RootfsFilter:
     nodes are skipped: the runtime makes /dev at start.
     """
 
-    def __init__(self, archive: Path, report: ExtractReport) -> None:
+    def __init__(self, archive: Path, report: ExtractReport,
+                 on_member: Callable[[], None] | None = None) -> None:
         self.archive = archive
         self.report = report
+        self.on_member = on_member
 
     def _refuse(self, name: str, why: str) -> UnsafeArchive:
         return UnsafeArchive(f"{self.archive.name}: member {name!r} refused: {why}")
@@ -129,6 +132,8 @@ class _RootfsFilter:
                 raise self._refuse(name, f"its parent {os.path.relpath(cur, dest)!r} is not a directory")
 
     def __call__(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        if self.on_member is not None:
+            self.on_member()
         name = member.name
         parts = self._parts(name, "path")
         if member.ischr() or member.isblk():
@@ -171,25 +176,48 @@ class _RootfsFilter:
         return member.replace(**changes, deep=False)
 
 
-def extract_tarball(archive: Path, dest: Path) -> ExtractReport:
-    """Extract a root-filesystem tarball into the existing directory ``dest``."""
+ByteProgress = Callable[[int, int], None]   # (bytes of the archive read, its size)
+
+
+def extract_tarball(archive: Path, dest: Path,
+                    progress: ByteProgress | None = None) -> ExtractReport:
+    """Extract a root-filesystem tarball into the existing directory ``dest``;
+    ``progress(done, total)`` is told how much of the archive file was read, once per
+    percent."""
     archive = Path(archive)
     dest_s = os.path.abspath(dest)
     st = os.lstat(dest_s)
     if not stat.S_ISDIR(st.st_mode):
         raise PopulateError(f"{dest_s} is not a directory")
     report = ExtractReport()
-    flt = _RootfsFilter(archive, report)
     proc = None
+    raw = None
+    total, shown = 0, -1
+
+    def on_member() -> None:
+        # the read position of the archive's open file: shared with zstd when it reads it
+        nonlocal shown
+        if progress is None or raw is None or not total:
+            return
+        done = os.lseek(raw.fileno(), 0, os.SEEK_CUR)
+        if done * 100 // total > shown:
+            shown = done * 100 // total
+            progress(done, total)
+
+    flt = _RootfsFilter(archive, report, on_member)
     try:
+        raw = open(archive, "rb")
+        total = os.fstat(raw.fileno()).st_size
         if archive.name.endswith(".tar.zst"):
-            proc = subprocess.Popen(["zstd", "-dcq", "--", str(archive)], stdout=subprocess.PIPE,
+            proc = subprocess.Popen(["zstd", "-dcq"], stdin=raw, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE)
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tf:
                 tf.extractall(dest_s, numeric_owner=True, filter=flt)
         else:
-            with tarfile.open(archive, mode="r|*") as tf:
+            with tarfile.open(fileobj=raw, mode="r|*") as tf:
                 tf.extractall(dest_s, numeric_owner=True, filter=flt)
+        if progress is not None:
+            progress(total, total)
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
         detail = str(e) or type(e).__name__
         if proc is not None:
@@ -219,6 +247,8 @@ def extract_tarball(archive: Path, dest: Path) -> ExtractReport:
             # archive's zero padding: read it off so zstd ends normally instead of being
             # killed (a kill here would read as "zstd failed")
             _, err = proc.communicate()
+        if raw is not None:
+            raw.close()
     if proc is not None and proc.returncode != 0:
         raise PopulateError(f"{archive.name}: zstd failed: {err.decode(errors='replace').strip()}")
     if report.skipped_devices:
@@ -306,7 +336,8 @@ class TemplateStore:
 
     # -- populate --------------------------------------------------------------
 
-    def populate(self, name: str, vdir: Path, copy: bool = True) -> None:
+    def populate(self, name: str, vdir: Path, copy: bool = True,
+                 progress: ByteProgress | None = None) -> None:
         """Fill ``vdir`` (missing or empty) with template ``name``.
 
         A tarball is extracted (``copy`` makes no difference: every extraction
@@ -330,7 +361,7 @@ class TemplateStore:
             created = True
         try:
             if info.kind == "tarball":
-                extract_tarball(info.path, vdir)
+                extract_tarball(info.path, vdir, progress)
             elif copy:
                 self._copy_dir(info.path, vdir)
             else:

@@ -51,6 +51,12 @@ KEYS: tuple[Key, ...] = (
         "Seconds a vx.exec command may run before it is killed."),
     Key("exec_output_cap", 1048576, int_range(1024, 64 * 1048576),
         "Bytes of combined stdout+stderr vx.exec returns at most."),
+    Key("exec_timeout_max", 3600.0, number_range(0.1, 7 * 86400),
+        "Largest 'timeout' (seconds) a vx.exec call may ask for; not below exec_timeout."),
+    Key("task_keep_seconds", 86400, int_range(0, 365 * 86400),
+        "Ended tasks (background: true) and their logs are pruned after this many seconds."),
+    Key("task_keep_count", 1000, int_range(1, 10**6),
+        "At most this many ended tasks are kept (the newest)."),
     Key("boot", False, boolean, "Start every member of the group 'onboot' when the daemon starts."),
     Key("cgroup_parent", "vcd", name_like,
         "Parent cgroup (in each controller) of every vserver's cgroup."),
@@ -91,6 +97,9 @@ class Config:
     pidfile: Path = Path("/run/vcd/vcd.pid")
     exec_timeout: float = 60.0
     exec_output_cap: int = 1048576
+    exec_timeout_max: float = 3600.0
+    task_keep_seconds: int = 86400
+    task_keep_count: int = 1000
     boot: bool = False
     cgroup_parent: str = "vcd"
     unix_socket: Path | None = None
@@ -113,6 +122,24 @@ class Config:
     @property
     def worker_count(self) -> int:
         return self.workers or 2 * (os.cpu_count() or 1)
+
+    def data(self) -> dict[str, Any]:
+        """The values as a config file holds them: parse(config.data()) gives it back."""
+        data: dict[str, Any] = {}
+        for key in KEYS:
+            value = getattr(self, key.name)
+            if key.name == "unix_socket_mode":
+                value = f"{value:04o}"
+            elif value is None:
+                value = ""
+            elif isinstance(value, Path):
+                value = str(value)
+            data[key.name] = value
+        return {**data, **self.sections}
+
+    @property
+    def taskdir(self) -> Path:
+        return self.datadir / "tasks"
 
     def password_file(self, username: str) -> Path:
         return self.datadir / f"{username}.password"
@@ -143,6 +170,10 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Config:
         problems += vstatd_config.check(sections["vstatd"])
     if (values.get("tls_cert") is None) != (values.get("tls_key") is None):
         problems.append("'tls_cert' and 'tls_key' must be given together")
+    if values.get("exec_timeout") is not None and values.get("exec_timeout_max") is not None \
+            and values["exec_timeout"] > values["exec_timeout_max"]:
+        problems.append(f"'exec_timeout' ({values['exec_timeout']:g}) is above "
+                        f"'exec_timeout_max' ({values['exec_timeout_max']:g})")
     if values.get("tls_client_ca") is not None and values.get("tls_cert") is None:
         problems.append("'tls_client_ca' needs 'tls_cert' and 'tls_key'")
     if problems:

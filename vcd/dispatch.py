@@ -12,20 +12,20 @@ import os
 import time
 import xmlrpc.client
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Callable
 
 from defusedxml import DefusedXmlException
 from defusedxml.xmlrpc import DefusedExpatParser
 
-from vcd import auth, stats, vxdb
+from vcd import auth, stats, tasks, vxdb
 from vcd.listeners import local_uid
 from vcd.audit import AuditLog
 from vcd.config import Config
 from vcd.errors import Fault, VcdError
 from vcd.locks import vserver_lock
-from vcd.registry import REGISTRY, Call, Method, Owner, Txn, load_all
+from vcd.registry import BACKGROUND, REGISTRY, Call, Method, Owner, Txn, check_owner, load_all
 from vcd.vocab import USER_CAPS
-from vcd.vxdb.lookup import VServer, find_vserver, is_owner
+from vcd.vxdb.lookup import VServer, find_vserver
 
 log = logging.getLogger("vcd")
 request_log = logging.getLogger("vcd.request")
@@ -241,17 +241,35 @@ class Dispatcher:
                                          f"{LOCAL_ADMIN!r}, which does not exist")
         return found[0]
 
-    def invoke(self, method: Method, user: auth.User, given: Any, peer: str) -> Any:
+    def invoke(self, method: Method, user: auth.User, given: Any, peer: str,
+               output: Callable[[bytes], None] | None = None) -> Any:
+        """Check and run one call. output: where a method run as a task writes its log."""
         if method.caps and not any(cap in user.caps for cap in method.caps):
             raise VcdError(Fault.MEPERM, f"{method.name} needs capability {method.cap_text}")
         if given in ("", None):
             given = {}
         if not isinstance(given, dict):
             raise VcdError(Fault.MEINVAL, "second parameter must be a struct of named params")
+        background = BACKGROUND.take(given)
+        if background and not method.background:
+            raise VcdError(Fault.MEINVAL, f"{method.name} does not run as a task: 'background' "
+                                          "is taken by " + ", ".join(
+                                              sorted(m.name for m in REGISTRY.values()
+                                                     if m.background)))
         values = {p.name: p.take(given) for p in method.params}
-        call = Call(method=method, user=user, db=self.db, config=self.config, peer=peer)
-        if method.owner is not Owner.NONE:
+        call = Call(method=method, user=user, db=self.db, config=self.config, peer=peer,
+                    output=output)
+        if method.owner is Owner.TASK:
+            with vxdb.transaction(self.db):
+                call.task = tasks.get_checked(self.config, self.db, user, values["id"])
+        elif method.owner is not Owner.NONE:
             call.vserver = self.owner_check(method, user, values["name"])
+        if method.check is not None:
+            method.check(call, values)
+        if background:
+            # checked like the call itself; the runner checks again when it runs it
+            name = values.get("name") or values.get("group") or ""
+            return tasks.start(self.config, method.name, name, user.username, values, peer)
         with ExitStack() as stack:
             if method.lock:
                 names = [values["name"]] if "name" in values else []
@@ -270,14 +288,7 @@ class Dispatcher:
                 return method.func(call, **values)
 
     def owner_check(self, method: Method, user: auth.User, name: str) -> VServer | None:
-        vserver = find_vserver(self.db, name)
-        if vserver is None:
-            if method.owner is Owner.CREATE and user.admin:
-                return None
-            raise VcdError(Fault.MENOVPS, name)
-        if user.admin or is_owner(self.db, vserver.xid, user.uid):
-            return vserver
-        raise VcdError(Fault.MENOVPS, name)  # same answer as "does not exist": no name leaks
+        return check_owner(self.db, method.owner, user, name)
 
     # -- introspection ------------------------------------------------------------------
 

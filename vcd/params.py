@@ -132,6 +132,29 @@ class Int(ParamType):
 
 
 @dataclass(frozen=True)
+class Number(ParamType):
+    """A number of seconds and the like: int, double or decimal string, in [lo, hi]."""
+    lo: float = 0.0
+    hi: float = float(2**31 - 1)
+    wire = "double"
+    description: str = "number"
+
+    def convert(self, name: str, value: Any) -> float:
+        if isinstance(value, bool):
+            raise invalid(f"'{name}' must be a number, got a boolean")
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise invalid(f"'{name}' must be a number, got {value!r}") from None
+        if not isinstance(value, (int, float)) or value != value:
+            raise invalid(f"'{name}' must be a number, got {_wire_name(value)}")
+        if not self.lo <= value <= self.hi:
+            raise invalid(f"'{name}' must be between {self.lo:g} and {self.hi:g}, got {value:g}")
+        return float(value)
+
+
+@dataclass(frozen=True)
 class UInt64(ParamType):
     """64-bit unsigned: int or decimal string; 'inf' (or 2^64-1) where unlimited is allowed.
 

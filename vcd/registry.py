@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable
 
-from vcd.params import Param, signature_of
-from vcd.vxdb.lookup import VServer
+from vcd.errors import Fault, VcdError
+from vcd.params import Bool, Param, signature_of
+from vcd.vxdb.lookup import VServer, find_vserver, is_owner
 
 if TYPE_CHECKING:
     from vcd.auth import User
@@ -25,6 +26,7 @@ class Owner(Enum):
     NONE = "none"        # no owner check
     OWNER = "owner"      # `name` must exist and be owned by the caller (admins pass)
     CREATE = "create"    # as OWNER, but an admin also passes for a name that doesn't exist yet
+    TASK = "task"        # `id` names a task: the check of the method that started it applies
 
 
 class Txn(Enum):
@@ -42,6 +44,13 @@ class Call:
     config: "Config"
     peer: str
     vserver: VServer | None = None
+    task: Any = None                                  # the vcd.tasks.Task of an Owner.TASK method
+    output: Callable[[bytes], None] | None = None     # a task's log, when run as a task
+
+    def say(self, text: str) -> None:
+        """A line of progress for the log of a task (nothing outside a task)."""
+        if self.output is not None:
+            self.output(text.rstrip("\n").encode("utf-8", "replace") + b"\n")
 
     @property
     def runtime(self) -> Any:
@@ -60,6 +69,9 @@ class Method:
     params: tuple[Param, ...]
     returns: str
     doc: str
+    background: bool = False    # takes `background: true`: runs as a task, answers its id
+    check: Callable[[Call, dict[str, Any]], None] | None = None  # checks of params against
+                                # the config: before the call, and before a task is started
 
     @property
     def mutating(self) -> bool:
@@ -74,6 +86,8 @@ class Method:
 
     @property
     def cap_text(self) -> str:
+        if self.owner is Owner.TASK:
+            return "that of the task's method"
         return " or ".join(self.caps) or "none"
 
     @property
@@ -83,7 +97,7 @@ class Method:
 
     @property
     def params_signature(self) -> str:
-        return signature_of(self.params)
+        return signature_of(self.params + ((BACKGROUND,) if self.background else ()))
 
     @property
     def help(self) -> str:
@@ -93,11 +107,19 @@ class Method:
             alias = f" (also accepted as {', '.join(p.aliases)})" if p.aliases else ""
             lines.append(f"  {p.name}: {p.type.description}, {flag}{alias}"
                          + (f" - {p.doc}" if p.doc else ""))
-        lines.append(f"Returns: {self.returns}")
+        if self.background:
+            lines.append(f"  {BACKGROUND.name}: boolean, optional - {BACKGROUND.doc}")
+        lines.append(f"Returns: {self.returns}" + (" (with background: the task id, a string)"
+                                                   if self.background else ""))
         lines.append(f"Capability: {self.cap_text}; owner check: "
                      f"{'yes' if self.owner is not Owner.NONE else 'no'}")
         return "\n".join(lines)
 
+
+# Not in Method.params: commands derived for the clients don't take it positionally.
+BACKGROUND = Param("background", Bool(), required=False, default=False,
+                   doc="run as a task: the answer is its id at once; follow it with task.get, "
+                       "task.log, task.stop")
 
 REGISTRY: dict[str, Method] = {}
 
@@ -105,22 +127,39 @@ REGISTRY: dict[str, Method] = {}
 def register(m: Method) -> Method:
     if m.name in REGISTRY:
         raise ValueError(f"method {m.name} declared twice")
-    if m.owner is not Owner.NONE and (not m.params or m.params[0].name != "name"):
-        raise ValueError(f"{m.name}: an owner-checked method takes 'name' first")
+    first = "id" if m.owner is Owner.TASK else "name"
+    if m.owner is not Owner.NONE and (not m.params or m.params[0].name != first):
+        raise ValueError(f"{m.name}: an owner-checked method takes '{first}' first")
     REGISTRY[m.name] = m
     return m
 
 
 def method(name: str, *, cap: str | tuple[str, ...] | None, owner: Owner = Owner.NONE, lock: bool = False,
            txn: Txn = Txn.READ, params: tuple[Param, ...] = (), returns: str = "nil",
-           doc: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+           doc: str | None = None, background: bool = False,
+           check: Callable[[Call, dict[str, Any]], None] | None = None,
+           ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a method; the decorated function gets (call, **params)."""
     def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
         register(Method(name=name, func=func, cap=cap, owner=owner, lock=lock, txn=txn,
                         params=tuple(params), returns=returns,
-                        doc=doc if doc is not None else (inspect.getdoc(func) or name)))
+                        doc=doc if doc is not None else (inspect.getdoc(func) or name),
+                        background=background, check=check))
         return func
     return wrap
+
+
+def check_owner(db: "Connection", owner: Owner, user: "User", name: str) -> VServer | None:
+    """The owner check of a method for vserver `name`: the vserver, or None for an admin
+    creating it. Not yours answers like "does not exist" (202), so no name leaks."""
+    vserver = find_vserver(db, name)
+    if vserver is None:
+        if owner is Owner.CREATE and user.admin:
+            return None
+        raise VcdError(Fault.MENOVPS, name)
+    if user.admin or is_owner(db, vserver.xid, user.uid):
+        return vserver
+    raise VcdError(Fault.MENOVPS, name)
 
 
 def load_all() -> dict[str, Method]:
@@ -135,7 +174,8 @@ def method_table_markdown() -> str:
             "|---|---|---|---|---|"]
     for name in sorted(load_all()):
         m = REGISTRY[name]
-        params = ", ".join(p.name + ("" if p.required else "?") for p in m.params)
+        params = ", ".join(p.name + ("" if p.required else "?")
+                           for p in m.params + ((BACKGROUND,) if m.background else ()))
         rows.append(f"| `{name}` | {params} | {m.returns} | {m.cap_text} | "
                      f"{'yes' if m.owner is not Owner.NONE else 'no'} |")
     return "\n".join(rows)

@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import libvserver
 from libvserver import (ContextSpec, CpuSet, DiskLimit, Limit, Mount, NetAddr, Sched)
@@ -172,11 +172,18 @@ class Runtime:
         log.info("stopped %s (xid %d)", vserver.name, vserver.xid)
         return output
 
-    def exec(self, vserver: VServer, argv: list[str]) -> str:
+    def exec(self, vserver: VServer, argv: list[str], timeout: float | None = None,
+             stdin: bytes | None = None, raw: bool = False,
+             on_output: Callable[[bytes], None] | None = None) -> str | bytes:
+        """Run argv inside; its combined output (bytes when raw). timeout: seconds,
+        default exec_timeout; stdin: bytes fed to it; on_output: each chunk as it comes.
+        A non-zero exit N is fault 1000+N carrying the output (as text)."""
         self.require_running(vserver)
+        seconds = self.config.exec_timeout if timeout is None else timeout
         try:
-            result = self.backend.exec(vserver.xid, argv, timeout=self.config.exec_timeout,
-                                       output_cap=self.config.exec_output_cap)
+            result = self.backend.exec(vserver.xid, argv, timeout=seconds,
+                                       output_cap=self.config.exec_output_cap, stdin=stdin,
+                                       on_output=on_output)
         except libvserver.NotRunning:
             raise VcdError(Fault.MESTOPPED, vserver.name) from None
         except libvserver.LibvserverError as exc:
@@ -184,11 +191,14 @@ class Runtime:
         output = result.output.decode("utf-8", errors="replace")
         if result.timed_out:
             raise VcdError(Fault.MEEXEC + (result.status or 137),
-                           text=f"command timed out after {self.config.exec_timeout:g} s and "
-                                f"was killed: {output}")
+                           text=f"command timed out after {seconds:g} s and was killed "
+                                f"(give vx.exec a 'timeout' in seconds, up to "
+                                f"exec_timeout_max = {self.config.exec_timeout_max:g}; the "
+                                f"default is exec_timeout = {self.config.exec_timeout:g}): "
+                                f"{output}")
         if result.status != 0:
             raise VcdError(Fault.MEEXEC + result.status, text=output)
-        return output
+        return result.output if raw else output
 
     def kill(self, vserver: VServer, pid: int, sig: int) -> None:
         self.require_running(vserver)

@@ -7,6 +7,7 @@ import os
 import resource
 import signal
 import time
+from typing import Callable
 from pathlib import Path
 
 from ..api import (ENFORCED, Backend, ContextSpec, ContextStat, ExecResult,
@@ -132,12 +133,13 @@ class NativeBackend(Backend):
                           "image": str(image) if image else None})
 
     def exec(self, xid: int, argv: list[str], timeout: float = 30.0,
-             output_cap: int = 1 << 20) -> ExecResult:
+             output_cap: int = 1 << 20, stdin: bytes | None = None,
+             on_output: Callable[[bytes], None] | None = None) -> ExecResult:
         if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
             raise InvalidSpec("argv is empty or has a NUL byte")
         entry = self.entry(xid)
         try:
-            return enter.run(entry, argv, timeout, output_cap)
+            return enter.run(entry, argv, timeout, output_cap, stdin, on_output)
         finally:
             entry.close()
 

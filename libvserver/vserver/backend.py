@@ -16,6 +16,7 @@ import signal
 import socket
 import struct
 import time
+from typing import Callable
 from pathlib import Path
 
 from ..api import (CAP_NUMBERS, ENFORCED, MEMORY_LIMIT_TYPES, AlreadyRunning, Backend,
@@ -190,13 +191,15 @@ class VserverBackend(Backend):
             return False
 
     def exec(self, xid: int, argv: list[str], timeout: float = 30.0,
-             output_cap: int = 1 << 20) -> ExecResult:
+             output_cap: int = 1 << 20, stdin: bytes | None = None,
+             on_output: Callable[[bytes], None] | None = None) -> ExecResult:
         if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
             raise InvalidSpec("argv is empty or has a NUL byte")
         if self._info(xid) is None:
             raise NotRunning(f"context {xid} is not running")
         # the kernel applies the context's bcaps and limits: nothing to drop here
-        return enter.run_entered(self._enter(xid), argv, timeout, output_cap, [], None)
+        return enter.run_entered(self._enter(xid), argv, timeout, output_cap, [], None,
+                                 stdin, on_output)
 
     def stop(self, xid: int, halt_argv: list[str], timeout: float = 15.0) -> str:
         if self._info(xid) is None:

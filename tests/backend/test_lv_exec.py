@@ -124,3 +124,40 @@ def test_signal_to_all_reaches_every_process_inside(backend, ctx, wait):
     wait(lambda: b"sleep 100" not in backend.exec(ctx.xid, ["/bin/ps"]).output)
     assert backend.is_running(ctx.xid)
     assert backend.last_exit(ctx.xid) is None
+
+
+def test_stdin_bytes_reach_the_command_and_end_with_eof(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/cat"], timeout=20, stdin=b"a\x00b\xff\n")
+    assert r.status == 0 and r.output == b"a\x00b\xff\n"
+    # more than a pipe holds, while the command also writes: no deadlock either way
+    big = bytes(range(256)) * 4096
+    r = backend.exec(ctx.xid, ["/bin/cat"], timeout=30, stdin=big, output_cap=len(big))
+    assert r.status == 0 and r.output == big
+    # a command that never reads its input still ends
+    r = backend.exec(ctx.xid, ["/bin/true"], timeout=20, stdin=big)
+    assert r.status == 0
+
+
+def test_on_output_sees_each_chunk_while_the_command_runs(backend, ctx):
+    import time
+    seen: list[tuple[float, bytes]] = []
+    started = time.monotonic()
+    r = backend.exec(ctx.xid, ["/bin/sh", "-c", "echo one; sleep 2; echo two"], timeout=30,
+                     on_output=lambda chunk: seen.append((time.monotonic() - started, chunk)))
+    assert r.output == b"one\ntwo\n" and b"".join(c for _, c in seen) == r.output
+    first = next(t for t, c in seen if c.startswith(b"one"))
+    second = next(t for t, c in seen if c.endswith(b"two\n"))
+    assert second - first > 1.5   # "one" was handed over while the command slept
+
+
+def test_an_exception_in_the_caller_kills_the_commands_session(backend, ctx, wait):
+    class Stop(Exception):
+        pass
+
+    def stop(chunk: bytes) -> None:
+        raise Stop()
+
+    with pytest.raises(Stop):
+        backend.exec(ctx.xid, ["/bin/sh", "-c", "echo go; sleep 1004 & sleep 1005"], timeout=30,
+                     on_output=stop)
+    wait(lambda: b"sleep 100" not in backend.exec(ctx.xid, ["/bin/ps"]).output)

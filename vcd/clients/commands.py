@@ -103,7 +103,10 @@ def metavar(param: Param) -> str:
 def usage_line(spec: Spec) -> str:
     words = []
     closing = 0
-    for a in arguments(spec):
+    args = arguments(spec)
+    if spec.rest:  # options after the rest would be the command's own
+        args = [a for a in args if a.option] + [a for a in args if not a.option]
+    for a in args:
         if a.option:
             words.append(f"[--{a.param.name} {metavar(a.param)}]")
         elif a.rest:

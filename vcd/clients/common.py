@@ -36,7 +36,8 @@ EXIT_HELP = """exit status:
   6 invalid argument (200, -32700)
   7 wrong state (201 exists, 300 not running, 301 running, 302 busy)
   8 system error (400, 401, 500)   9 daemon unreachable
-  10 command inside the vserver failed (1000+N)"""
+  10 command inside the vserver failed (1000+N); vcc exec exits with the
+     command's own status instead, as ssh does"""
 
 COMMON_HELP = """Options go before the command. The client config (-c, else
 ~/.config/vcd/vcc.conf, else /etc/vcd/vcc.conf) is TOML with host, port or url, user,

@@ -11,8 +11,10 @@ import sys
 import time
 from typing import Any
 
+from vcd import progress
 from vcd.clients import common, login
-from vcd.clients.commands import Program, Spec, collect, derived
+from vcd.clients.commands import Program, Spec, collect, confirmation, derived
+from vcd.clients.follow import follow
 from vcd.clients.common import Client, ClientError
 from vcd.clients.output import Output, human_kib
 from vcd.params import Param, Text, VServerName
@@ -57,19 +59,81 @@ def _launch(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> 
 
 
 def _exec(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
-    """Like running the command: its output on stdout whether or not it failed; a
-    non-zero exit N (fault 1000+N) is reported and gives exit status EXEC."""
+    """Like running the command: its output on stdout as it comes (a task followed
+    through task.log), our stdin fed to it when it is not a terminal, and the
+    command's own exit status (as ssh and incus exec). With --json: one answer,
+    {status, output}."""
+    params = collect(spec, ns)
+    if not ns.no_stdin and sys.stdin is not None and not sys.stdin.isatty():
+        data = sys.stdin.buffer.read()
+        if data:
+            params["stdin"] = data.decode("utf-8", errors="replace")
+    if out.json:
+        try:
+            output, status = client.call(spec.method, params), 0
+        except ClientError as error:
+            if error.code is None or error.code <= 1000:
+                raise
+            output, status = error.text, error.code - 1000
+        out.json_value({"status": status, "output": output})
+        return status
+    task_id = client.call(spec.method, {**params, "background": True})
+    shown: list[str] = []
+
+    def write(text: str) -> None:
+        shown.append(text)
+        out.out.write(text)
+        out.out.flush()
+
+    task = follow(client, task_id, write)
+    code = int(task.get("fault_code") or 0)
+    if code == 0:
+        return common.OK
+    text = str(task.get("fault_string", ""))
+    streamed = "".join(shown)
+    if code > 1000:
+        # the output was shown as it came; say more only when the fault says more (timeout)
+        note = text[:len(text) - len(streamed)] if text.endswith(streamed) else text
+        if note.strip():
+            print(f"vcc: {spec.method}: {note.rstrip(': ')}", file=sys.stderr)
+        return min(code - 1000, 255)
+    raise ClientError(spec.method, text, code)
+
+
+def _exec_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--no-stdin", dest="no_stdin", action="store_true",
+                        help="do not forward standard input (the command reads /dev/null)")
+
+
+def _create(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
+    """On a terminal: run as a task and draw the extraction's progress as a bar."""
+    params = collect(spec, ns)
+    if out.json or not out.out.isatty():
+        out.result(client.call(spec.method, params))
+        out.done(confirmation(spec, params))
+        return common.OK
+    bar = progress.Bar(out.out)
+    pending = ""
+
+    def write(text: str) -> None:
+        nonlocal pending
+        *lines, pending = (pending + text).split("\n")
+        for line in lines:
+            step = progress.parse(line)
+            if step is not None:
+                bar.update(step)
+            elif line:
+                bar.close()
+                out.out.write(line + "\n")
+
     try:
-        out.text(client.call(spec.method, collect(spec, ns)))
-    except ClientError as error:
-        if error.code is None or error.code <= 1000:
-            raise
-        if out.json:
-            out.json_value({"status": error.code - 1000, "output": error.text})
-        else:
-            out.text(error.text)
-        raise ClientError(error.method, f"command exited with status {error.code - 1000}",
-                          error.code) from None
+        task = follow(client, client.call(spec.method, {**params, "background": True}), write)
+    finally:
+        bar.close()
+    if task.get("fault_code"):
+        raise ClientError(spec.method, str(task.get("fault_string", "")),
+                          int(task["fault_code"]))
+    out.done(confirmation(spec, params))
     return common.OK
 
 
@@ -140,11 +204,13 @@ _METRIC = (Param("name", VServerName, doc="vserver name"),
 
 # Where vcc differs from "one command per vx.* method with its params in order".
 OVERRIDES = (
-    Spec("exec", "vx.exec", rest="command", run=_exec),
+    Spec("exec", "vx.exec", order=("name", "command"), rest="command", options=("timeout",),
+         setup=_exec_options, run=_exec),
     Spec("list", "vxdb.list", run=_list),
     Spec("launch", "vx.create", order=("name", "template"), run=_launch,
          doc="Create a vserver from a template and start it (vx.create, then vx.start)."),
     Spec("limstatus", "vx.limstatus", show=_show_limstatus),
+    Spec("create", "vx.create", run=_create),
     Spec("graph", "vx.graph", options=("period",), setup=_graph_options, show=_write_graph,
          fallback=_METRIC, usage="-o FILE"),
     Spec("stats", "vx.stats", options=("period",), show=_show_stats, fallback=_METRIC),

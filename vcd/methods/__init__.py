@@ -1,2 +1,2 @@
 """Every XML-RPC method; importing this package fills the registry."""
-from vcd.methods import helper, stats, vcd, vg, vx, vxdb  # noqa: F401
+from vcd.methods import helper, stats, task, vcd, vg, vx, vxdb  # noqa: F401

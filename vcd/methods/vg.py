@@ -80,8 +80,10 @@ def _each(call: Call, group: str, action: Callable[[VServer], Any]) -> None:
                 if not call.user.admin and not is_owner(call.db, vserver.xid, call.user.uid):
                     raise VcdError(Fault.MENOVPS, name)
                 action(vserver)
+            call.say(f"{name}: done")
         except VcdError as exc:
             failures.append(f"{name}: {exc}")
+            call.say(f"{name}: {exc} ({exc.code})")
             first = first or exc
     if first is not None:
         raise VcdError(first.code, text=f"{first.message} ({'; '.join(failures)})")
@@ -90,7 +92,8 @@ def _each(call: Call, group: str, action: Callable[[VServer], Any]) -> None:
 def _group_method(verb: str, doc: str, action: Callable[[Call, VServer], Any]) -> None:
     def run(call: Call, group: str) -> None:
         _each(call, group, lambda vserver: action(call, vserver))
-    method(f"vg.vx.{verb}", cap="INIT", txn=Txn.SELF, params=(GROUP,), doc=doc)(run)
+    method(f"vg.vx.{verb}", cap="INIT", txn=Txn.SELF, params=(GROUP,), doc=doc,
+           background=True)(run)
 
 
 def _start(call: Call, vs: VServer) -> None:

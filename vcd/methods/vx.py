@@ -10,9 +10,10 @@ from templates.errors import (InvalidTemplateName, MetadataError, PopulateError,
                               TemplateNotFound, UnsafeArchive)
 from templates.metadata import TemplateMeta
 from templates.store import TemplateStore
-from vcd import vocab, vxdb
+from vcd import progress, vocab, vxdb
 from vcd.errors import Fault, VcdError
-from vcd.params import AbsPath, Bool, Int, Param, Pattern, Signal, Text, VServerName
+from vcd.params import (AbsPath, Bool, Choice, Int, Number, Param, Pattern, Signal, Text,
+                        VServerName)
 from vcd.registry import Call, Owner, Txn, method
 from vcd.vxdb.lookup import VServer
 
@@ -121,6 +122,7 @@ TEMPLATE = Param("template", Pattern(VServerName.regex, "a valid template name")
 
 
 @method("vx.create", cap="CREATE", owner=Owner.CREATE, lock=True, txn=Txn.WRITE,
+        background=True,
         params=(NAME, TEMPLATE,
                 Param("rebuild", Bool(), required=False, default=False, aliases=("force",),
                       doc="recreate the root filesystem of an existing (stopped) vserver"),
@@ -163,8 +165,12 @@ def create(call: Call, name: str, template: str, rebuild: bool, copy: bool,
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.close(fd)
+    def report(done: int, total: int) -> None:
+        call.say(progress.line(done, total, "bytes", f"extracting {template}"))
+
     try:
-        templates.populate(template, target, copy=not shared)
+        templates.populate(template, target, copy=not shared,
+                           progress=report if call.output is not None else None)
     except TemplateError as exc:
         raise template_fault(exc) from None
     finally:
@@ -231,25 +237,34 @@ def _split_command(command: str) -> list[str]:
     return argv
 
 
-@method("vx.start", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,))
+@method("vx.start", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,),
+        background=True)
 def start(call: Call, name: str) -> None:
     """Start a vserver with its complete configuration; returns once its init runs."""
     call.runtime.start(call.db, call.vserver)
+    call.say(f"started {name}")
 
 
 @method("vx.stop", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,),
+        background=True,
         returns="string")
 def stop(call: Call, name: str) -> str:
     """Stop a vserver: run its halt command inside, wait up to its init timeout, then
     kill what is left. Returns the halt command's output."""
-    return call.runtime.stop(call.db, call.vserver)
+    output = call.runtime.stop(call.db, call.vserver)
+    call.say(output)
+    call.say(f"stopped {name}")
+    return output
 
 
-@method("vx.restart", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,))
+@method("vx.restart", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,),
+        background=True)
 def restart(call: Call, name: str) -> None:
     """Stop and start a running vserver, waiting for both."""
-    call.runtime.stop(call.db, call.vserver)
+    call.say(call.runtime.stop(call.db, call.vserver))
+    call.say(f"stopped {name}")
     call.runtime.start(call.db, call.vserver)
+    call.say(f"started {name}")
 
 
 @method("vx.reboot", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,),
@@ -267,15 +282,36 @@ def reboot_command(call: Call, vserver: VServer) -> list[str]:
     return _split_command((row[0] if row else "") or vocab.DEFAULT_REBOOT)
 
 
-@method("vx.exec", cap="EXEC", owner=Owner.OWNER, lock=False, txn=Txn.SELF,
+def _exec_timeout(call: Call, values: dict) -> None:
+    timeout = values["timeout"]
+    if timeout is not None and timeout > call.config.exec_timeout_max:
+        raise VcdError(Fault.MEINVAL, f"'timeout' must be at most exec_timeout_max = "
+                                      f"{call.config.exec_timeout_max:g} seconds, got {timeout:g}")
+
+
+@method("vx.exec", cap="EXEC", owner=Owner.OWNER, lock=False, txn=Txn.SELF, background=True,
+        check=_exec_timeout,
         params=(NAME, Param("command", Text(max_len=65536),
                             doc="command line, split into words like a shell (no pipes, "
-                                "no redirection)")),
+                                "no redirection)"),
+                Param("timeout", Number(0.1, 7 * 86400), required=False,
+                      doc="seconds before the command is killed, up to the daemon's "
+                          "exec_timeout_max; default exec_timeout"),
+                Param("stdin", Text(max_len=16 * 1048576), required=False, secret=True,
+                      doc="text fed to the command's standard input (default: none, "
+                          "/dev/null)"),
+                Param("encoding", Choice(("", "base64"), "encoding"), required=False,
+                      default="", doc='"" = the output as a string (invalid UTF-8 '
+                                      'replaced); "base64" = every byte, as <base64>')),
         returns="string")
-def exec_(call: Call, name: str, command: str) -> str:
+def exec_(call: Call, name: str, command: str, timeout: float | None, stdin: str | None,
+          encoding: str) -> str | bytes:
     """Run a command inside a running vserver; returns its combined stdout and stderr.
-    A non-zero exit N is fault 1000+N carrying the output."""
-    return call.runtime.exec(call.vserver, _split_command(command))
+    A non-zero exit N is fault 1000+N carrying the output. Run as a task
+    (background: true), its output is the task's log as it comes."""
+    return call.runtime.exec(call.vserver, _split_command(command), timeout=timeout,
+                             stdin=None if stdin is None else stdin.encode("utf-8"),
+                             raw=encoding == "base64", on_output=call.output)
 
 
 @method("vx.kill", cap="INIT", owner=Owner.OWNER, lock=False, txn=Txn.SELF,

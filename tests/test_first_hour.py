@@ -127,7 +127,7 @@ def test_help_dash_h_alone_and_dash_dash_help_all_print_the_help(prog):
 
 
 def test_help_of_one_command_and_dash_h_after_a_command():
-    assert ok(None, "vcc help exec").startswith("usage: vcc exec NAME COMMAND [ARGS...]")
+    assert ok(None, "vcc help exec").startswith("usage: vcc exec [--timeout TIMEOUT] NAME COMMAND [ARGS...]")
     assert ok(None, "vcc start -h").startswith("usage: vcc start NAME")
     assert ok(None, "vce help vx.limit.set").startswith("usage: vce vx.limit.set NAME LIMIT SOFT")
     r = typed(None, "vcc help no-such-command")

@@ -23,6 +23,8 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 
+from vcd import webpanel
+
 log = logging.getLogger("vcd.server")
 
 MAX_HEAD_BYTES = 65536      # request line + headers, as http.server allows per line
@@ -61,6 +63,15 @@ class Refuse(Exception):
         self.text = text
 
 
+class Served(Exception):
+    """Answer at once with `data` (a complete response) instead of calling the dispatcher:
+    the web panel's files, which need nothing but memory."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__("served")
+        self.data = data
+
+
 _date_cache: tuple[int, bytes] = (0, b"")
 
 
@@ -86,9 +97,17 @@ def error_answer(status: HTTPStatus, extra: bytes = b"", head_only: bool = False
         (b"" if head_only else body)
 
 
+def panel_response(version: bytes, method: str, path: str) -> bytes:
+    """The complete answer to `GET`/`HEAD` of a web panel path (see `vcd.webpanel`)."""
+    found = webpanel.answer(path)
+    head = response_head(version, found.status, found.ctype, len(found.body), found.extra)
+    return head if method == "HEAD" else head + found.body
+
+
 def parse_head(head: bytes, max_body: int) -> tuple[bytes, int, str | None]:
     """(HTTP version, body length, Expect value) of a request head; Refuse when it is not
-    a well-formed `POST /RPC2` with a Content-Length we accept."""
+    a well-formed `POST /RPC2` with a Content-Length we accept; Served for `GET`/`HEAD`
+    of a web panel path."""
     lines = head.decode("latin-1").split("\n")
     parts = lines[0].rstrip("\r").split(" ")
     if len(parts) != 3:
@@ -125,6 +144,8 @@ def parse_head(head: bytes, max_body: int) -> tuple[bytes, int, str | None]:
 
     path = target.partition("?")[0]
     if path != "/RPC2":
+        if method in ("GET", "HEAD") and webpanel.is_panel_path(path):
+            raise Served(panel_response(version, method, path))
         raise Refuse(HTTPStatus.NOT_FOUND, head_only=method == "HEAD")
     if method != "POST":
         raise Refuse(HTTPStatus.METHOD_NOT_ALLOWED, b"Allow: POST\r\n", method == "HEAD")
@@ -190,6 +211,8 @@ class Connection:
                 self._swallow()
             elif self.state is State.WRITE:
                 self._write()
+        except Served as served:
+            self.answer_error(served.data)  # half-close and linger, as after a refusal
         except Refuse as refusal:
             # logged here: the request never reaches the dispatcher, which logs the others
             log.info("refused request from %s: HTTP %d %s", self.peer, refusal.status.value,

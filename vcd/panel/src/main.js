@@ -1,0 +1,178 @@
+// The panel: a login form, then views chosen by the URL's #fragment. Every action
+// is an XML-RPC call to /RPC2 with the caller's {username, password}; a button is
+// shown only when the caller's capabilities (vcd.whoami) allow its method.
+import { Session } from "./api.js";
+import { h, fill, duration } from "./dom.js";
+import { actionButtons, errorText } from "./actions.js";
+import { field, checkbox, form } from "./forms.js";
+import { vserverView } from "./vserver.js";
+import { usersView, groupsView } from "./admin.js";
+import { Fault } from "./xmlrpc.js";
+
+const REFRESH_MS = 4000;
+const app = document.getElementById("app");
+const nav = document.getElementById("nav");
+let session = null;
+let stopView = () => {};  // ends the current view's timers
+
+// -- login -----------------------------------------------------------------------------
+
+function loginView(message) {
+  fill(nav);
+  const f = form([
+    field("Username", "username", { autocomplete: "username", required: true, autofocus: true }),
+    field("Password", "password", { type: "password", autocomplete: "current-password", required: true }),
+    checkbox("Stay logged in in this tab (kept in sessionStorage until the tab closes)", "remember"),
+  ], "Log in", async ({ username, password, remember }) => {
+    session = await new Session(username || "", password || "").open();
+    if (remember) session.remember();
+    route();
+  }, { id: "login" });
+  fill(app, h("article", {}, h("h2", {}, "Log in to vcd"),
+    message ? h("p", { class: "fault" }, message) : null, f));
+}
+
+function logout() {
+  Session.forget();
+  session = null;
+  stopView();
+  location.hash = "";
+  loginView("Logged out.");
+}
+
+function navigation(current) {
+  const link = (href, label, id) => h("li", {}, h("a", { href, id, class: current === href ? "active" : null }, label));
+  fill(nav,
+    link("#/", "vservers", "nav-list"),
+    session.can("AUTH") ? link("#/users", "users", "nav-users") : null,
+    session.can("AUTH") ? link("#/groups", "groups", "nav-groups") : null,
+    h("li", { class: "who" }, h("span", { id: "whoami" }, session.who.username,
+      session.who.admin ? " (admin)" : "")),
+    h("li", {}, h("a", { href: "#", id: "logout", onclick: (e) => { e.preventDefault(); logout(); } }, "log out")));
+}
+
+// -- the list of vservers ----------------------------------------------------------------
+
+function listView() {
+  const status = h("p", { id: "status", role: "status" });
+  const tbody = h("tbody", { id: "vservers" });
+  const canCreate = session.who.admin && session.can("CREATE");
+  fill(app,
+    h("h2", {}, "Virtual servers"),
+    canCreate ? h("p", {}, h("a", { href: "#/create", role: "button", id: "create" }, "Create a vserver")) : null,
+    status,
+    h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "name"), h("th", {}, "state"), h("th", {}, "address"),
+        h("th", {}, "load"), h("th", {}, "uptime"), h("th", {}, "processes"), h("th", {}, ""))),
+      tbody)));
+  let timer = null;
+  let alive = true;
+  const after = (err, method) => {
+    fill(status, err ? h("span", { class: "fault" }, errorText(err)) : h("span", { class: "notice" }, `${method} done`));
+    refresh();
+  };
+  async function refresh() {
+    clearTimeout(timer);
+    try {
+      const names = await session.call("vxdb.list");
+      const calls = [];
+      for (const name of names) {
+        calls.push(["vx.status", { name }]);
+        calls.push(session.can("NET") ? ["vxdb.nx.addr.get", { name }] : ["vxdb.xid.get", { name }]);
+      }
+      const answers = await session.multicall(calls);
+      if (!alive) return;
+      fill(tbody, names.map((name, i) => row(name, answers[2 * i], session.can("NET") ? answers[2 * i + 1] : null)));
+      if (names.length === 0) fill(tbody, h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No vservers you may see.")));
+    } catch (err) {
+      if (alive) fill(status, h("span", { class: "fault" }, errorText(err)));
+    }
+    if (alive) timer = setTimeout(refresh, REFRESH_MS);
+  }
+  function row(name, st, addrs) {
+    const known = st && !(st instanceof Fault);
+    const running = known && st.running;
+    const address = Array.isArray(addrs) && addrs.length ? addrs.map((a) => a.addr).join(", ") : "—";
+    return h("tr", { dataset: { vserver: name } },
+      h("td", {}, h("a", { href: `#/vx/${encodeURIComponent(name)}` }, name)),
+      h("td", {}, known ? h("span", { class: `state ${running ? "running" : "stopped"}` }, running ? "running" : "stopped")
+        : h("span", { class: "muted" }, "?")),
+      h("td", {}, address),
+      h("td", {}, running ? `${st.load1m} ${st.load5m} ${st.load15m}` : "—"),
+      h("td", {}, running ? duration(st.uptime) : "—"),
+      h("td", {}, running ? String(st.nproc) : "—"),
+      h("td", {}, h("div", { class: "actions" }, actionButtons(session, name, running, after))));
+  }
+  refresh();
+  return () => { alive = false; clearTimeout(timer); };
+}
+
+// -- creating ------------------------------------------------------------------------------
+
+function createView() {
+  const templates = h("div", {}, h("p", { "aria-busy": "true" }, "Loading templates…"));
+  fill(app, h("h2", {}, "Create a vserver"), templates);
+  session.call("vx.templates").then((list) => {
+    if (list.length === 0) {
+      fill(templates, h("p", {}, "No templates: build one with ", h("code", {}, "vcdadm template"), "."));
+      return;
+    }
+    fill(templates, form([
+      field("Name", "name", { required: true, placeholder: "web1", pattern: "[A-Za-z0-9][A-Za-z0-9._-]*" }),
+      field("Template", "template", { options: list.map((t) => t.name) }),
+      h("p", { class: "muted" }, list.map((t) => h("span", {}, h("strong", {}, t.name), `: ${t.description} `))),
+      checkbox("Start it once created", "start", true),
+    ], "Create", async ({ name, template, start }) => {
+      await session.call("vx.create", { name: name || "", template });
+      if (start && session.can("INIT")) await session.call("vx.start", { name });
+      location.hash = `#/vx/${encodeURIComponent(name)}`;
+    }, { id: "create-form" }));
+  }, (err) => fill(templates, h("p", { class: "fault" }, errorText(err))));
+  return () => {};
+}
+
+// -- routing ---------------------------------------------------------------------------------
+
+function route() {
+  stopView();
+  stopView = () => {};
+  if (!session) {
+    loginView();
+    return;
+  }
+  const hash = location.hash || "#/";
+  let match;
+  if ((match = /^#\/vx\/(.+)$/.exec(hash))) {
+    navigation("#/");
+    stopView = vserverView(app, session, decodeURIComponent(match[1]));
+  } else if (hash === "#/create" && session.who.admin && session.can("CREATE")) {
+    navigation("#/");
+    stopView = createView();
+  } else if (hash === "#/users" && session.can("AUTH")) {
+    navigation(hash);
+    stopView = usersView(app, session);
+  } else if (hash === "#/groups" && session.can("AUTH")) {
+    navigation(hash);
+    stopView = groupsView(app, session);
+  } else {
+    navigation("#/");
+    stopView = listView();
+  }
+}
+
+async function start() {
+  window.addEventListener("hashchange", route);
+  const saved = Session.remembered();
+  if (saved) {
+    try {
+      session = await new Session(saved.username, saved.password).open();
+    } catch (err) {
+      Session.forget();
+      loginView(errorText(err));
+      return;
+    }
+  }
+  route();
+}
+
+start();

@@ -85,8 +85,9 @@ def http_date() -> bytes:
 
 def response_head(version: bytes, status: HTTPStatus, ctype: bytes, length: int,
                   extra: bytes = b"") -> bytes:
+    # nosniff on every answer: a fault or error text is never taken for a script or a page
     return b"%s %d %s\r\nServer: vcd\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" \
-           b"Connection: close\r\n%s\r\n" % (
+           b"X-Content-Type-Options: nosniff\r\nConnection: close\r\n%s\r\n" % (
                version, status.value, status.phrase.encode("ascii"), http_date(), ctype, length, extra)
 
 

@@ -38,7 +38,6 @@ CONTENT_SECURITY_POLICY = (
 
 SECURITY_HEADERS = (
     f"Content-Security-Policy: {CONTENT_SECURITY_POLICY}\r\n"
-    "X-Content-Type-Options: nosniff\r\n"
     "Referrer-Policy: no-referrer\r\n"
     "X-Frame-Options: DENY\r\n"
     "Cross-Origin-Opener-Policy: same-origin\r\n"

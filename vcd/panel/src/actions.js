@@ -28,7 +28,7 @@ export function actionButtons(s, name, running, after) {
     if (!running) out.push(button("Start", "vx.start"));
     if (running) {
       out.push(button("Stop", "vx.stop", `Stop ${name}? Its processes are halted.`));
-      out.push(button("Restart", "vx.restart", `Restart ${name}?`));
+      out.push(button("Restart", "vx.restart", `Restart ${name}? Its processes are halted and started again.`));
     }
   }
   if (s.can("CREATE") && !running) {

@@ -33,7 +33,7 @@ export function usersView(app, session) {
       });
       return h("label", {}, box, cap);
     }));
-    const remove = h("button", { type: "button", class: "secondary" }, "remove");
+    const remove = h("button", { type: "button", class: "quiet" }, "remove");
     remove.addEventListener("click", async () => {
       if (!(await confirmAction(`Remove user ${user.username}, its capabilities and ownerships?`, "Remove"))) return;
       try {
@@ -79,7 +79,7 @@ export function groupsView(app, session) {
             },
           }, "remove")))),
         h("button", {
-          type: "button", class: "secondary", onclick: async () => {
+          type: "button", class: "quiet", onclick: async () => {
             if (!(await confirmAction(`Remove group ${group}? Its vservers stay.`, "Remove"))) return;
             await session.call("vg.remove", { group }).catch(() => {});
             load();

@@ -45,12 +45,13 @@ export function duration(seconds) {
 }
 
 /** Ask before doing something that can't be undone; resolves true or false. */
-export function confirmAction(text, yesLabel) {
+export function confirmAction(text, yesLabel, danger = true) {
   const dialog = document.getElementById("confirm");
   const yes = document.getElementById("confirm-yes");
   const no = document.getElementById("confirm-no");
   document.getElementById("confirm-text").textContent = text;
   yes.textContent = yesLabel;
+  yes.className = danger ? "danger" : "";
   return new Promise((resolve) => {
     const done = (answer) => {
       yes.removeEventListener("click", onYes);

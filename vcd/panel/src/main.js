@@ -118,7 +118,7 @@ function createView() {
       return;
     }
     fill(templates, form([
-      field("Name", "name", { required: true, placeholder: "web1", pattern: "[A-Za-z0-9][A-Za-z0-9._-]*" }),
+      field("Name", "name", { required: true, placeholder: "web1" }),
       field("Template", "template", { options: list.map((t) => t.name) }),
       h("p", { class: "muted" }, list.map((t) => h("span", {}, h("strong", {}, t.name), `: ${t.description} `))),
       checkbox("Start it once created", "start", true),

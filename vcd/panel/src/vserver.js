@@ -196,7 +196,7 @@ function graphSection(session, name) {
   });
   async function draw() {
     fill(note, h("span", { "aria-busy": "true" }, "drawing…"));
-    for (const b of periodButtons) b.className = b.dataset.period === period ? "" : "secondary outline";
+    for (const b of periodButtons) b.className = b.dataset.period === period ? "" : "quiet";
     try {
       const png = await session.call("vx.graph", { name, metric, period });
       img.src = png.dataURL("image/png");
@@ -225,7 +225,7 @@ function keyedSection(session, name, spec) {
       fill(tbody, rows.length ? rows.map((row) => h("tr", { dataset: { key: row[spec.key] } },
         spec.columns.map((c) => h("td", {}, String(row[c]))),
         h("td", {}, h("button", {
-          type: "button", class: "secondary",
+          type: "button", class: "quiet",
           onclick: async () => {
             await session.call(`${spec.area}.remove`, { name, [spec.key]: row[spec.key] }).catch(() => {});
             load();

@@ -449,7 +449,10 @@ def test_list_fits_a_phone_width_window(env: StatsVcd, browser: Browser) -> None
         b.wait(lambda: b.driver.execute_script("return window.innerWidth") <= 400, "narrow window")
         overflow = b.driver.execute_script(
             "return document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 1, f"the page is {overflow}px wider than the phone"
+        wide = b.driver.execute_script(
+            "return [...document.querySelectorAll('body *')].filter(e => "
+            "e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.outerHTML.slice(0, 80))")
+        assert overflow <= 1, f"the page is {overflow}px wider than the phone: {wide}"
         b.shot("13-phone-list")
         b.row(name).find_element(By.CSS_SELECTOR, "a").click()
         b.visible("#exec-form")

@@ -3,9 +3,10 @@ import { h, confirmAction } from "./dom.js";
 import { Fault } from "./xmlrpc.js";
 
 /** start/stop/restart/remove buttons for one vserver, as the caller's caps allow. */
-export function actionButtons(s, name, running, after) {
+export function actionButtons(s, name, running, after, before = () => {}) {
   const run = async (button, method, confirmText, label) => {
     if (confirmText && !(await confirmAction(confirmText, label))) return;
+    before(method);
     button.setAttribute("aria-busy", "true");
     button.disabled = true;
     try {

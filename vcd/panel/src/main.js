@@ -57,17 +57,21 @@ function listView() {
   const status = h("p", { id: "status", role: "status" });
   const tbody = h("tbody", { id: "vservers" });
   const canCreate = session.who.admin && session.can("CREATE");
+  const net = session.can("NET");  // addresses are NET's to read
+  const columns = ["name", "state", ...(net ? ["address"] : []), "load", "uptime", "processes", ""];
   fill(app,
     h("h2", {}, "Virtual servers"),
     canCreate ? h("p", {}, h("a", { href: "#/create", role: "button", id: "create" }, "Create a vserver")) : null,
     status,
-    h("div", { class: "scroll" }, h("table", {},
-      h("thead", {}, h("tr", {}, h("th", {}, "name"), h("th", {}, "state"), h("th", {}, "address"),
-        h("th", {}, "load"), h("th", {}, "uptime"), h("th", {}, "processes"), h("th", {}, ""))),
+    h("div", { class: "scroll" }, h("table", { class: "cards" },
+      h("thead", {}, h("tr", {}, columns.map((label) => h("th", {}, label)))),
       tbody)));
   let timer = null;
   let alive = true;
+  let pending = 0;  // actions under way: their rows are not redrawn meanwhile
+  const before = () => { pending += 1; };
   const after = (err, method) => {
+    pending -= 1;
     fill(status, err ? h("span", { class: "fault" }, errorText(err)) : h("span", { class: "notice" }, `${method} done`));
     refresh();
   };
@@ -78,12 +82,17 @@ function listView() {
       const calls = [];
       for (const name of names) {
         calls.push(["vx.status", { name }]);
-        calls.push(session.can("NET") ? ["vxdb.nx.addr.get", { name }] : ["vxdb.xid.get", { name }]);
+        if (net) calls.push(["vxdb.nx.addr.get", { name }]);
       }
       const answers = await session.multicall(calls);
       if (!alive) return;
-      fill(tbody, names.map((name, i) => row(name, answers[2 * i], session.can("NET") ? answers[2 * i + 1] : null)));
-      if (names.length === 0) fill(tbody, h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No vservers you may see.")));
+      if (pending) {
+        timer = setTimeout(refresh, REFRESH_MS);
+        return;
+      }
+      const per = net ? 2 : 1;
+      fill(tbody, names.map((name, i) => row(name, answers[per * i], net ? answers[per * i + 1] : null)));
+      if (names.length === 0) fill(tbody, h("tr", {}, h("td", { colspan: 7, class: "muted", dataset: { label: "" } }, "No vservers you may see.")));
     } catch (err) {
       if (alive) fill(status, h("span", { class: "fault" }, errorText(err)));
     }
@@ -92,16 +101,17 @@ function listView() {
   function row(name, st, addrs) {
     const known = st && !(st instanceof Fault);
     const running = known && st.running;
-    const address = Array.isArray(addrs) && addrs.length ? addrs.map((a) => a.addr).join(", ") : "—";
+    // data-label: on a phone each row is a card and the cells name themselves
+    const cell = (label, ...content) => h("td", { dataset: { label } }, ...content);
     return h("tr", { dataset: { vserver: name } },
-      h("td", {}, h("a", { href: `#/vx/${encodeURIComponent(name)}` }, name)),
-      h("td", {}, known ? h("span", { class: `state ${running ? "running" : "stopped"}` }, running ? "running" : "stopped")
+      cell("name", h("a", { href: `#/vx/${encodeURIComponent(name)}` }, name)),
+      cell("state", known ? h("span", { class: `state ${running ? "running" : "stopped"}` }, running ? "running" : "stopped")
         : h("span", { class: "muted" }, "?")),
-      h("td", {}, address),
-      h("td", {}, running ? `${st.load1m} ${st.load5m} ${st.load15m}` : "—"),
-      h("td", {}, running ? duration(st.uptime) : "—"),
-      h("td", {}, running ? String(st.nproc) : "—"),
-      h("td", {}, h("div", { class: "actions" }, actionButtons(session, name, running, after))));
+      net ? cell("address", Array.isArray(addrs) && addrs.length ? addrs.map((a) => a.addr).join(", ") : "—") : null,
+      cell("load", running ? `${st.load1m} ${st.load5m} ${st.load15m}` : "—"),
+      cell("uptime", running ? duration(st.uptime) : "—"),
+      cell("processes", running ? String(st.nproc) : "—"),
+      h("td", {}, h("div", { class: "actions" }, actionButtons(session, name, running, after, before))));
   }
   refresh();
   return () => { alive = false; clearTimeout(timer); };

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import xmlrpc.client
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 
 from api_helpers import ensure_busybox_template, unique
 from test_vstatd import StatsVcd, Vstatd, wait_until
-from vcdtest import REPO, http_request
+from pki import Pki
+from vcdtest import REPO, VcdDaemon, http_request
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
@@ -229,6 +231,19 @@ def test_panel_is_served_on_the_unix_socket_too(env: StatsVcd) -> None:
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"Content-Security-Policy: default-src 'self'" in head
     assert body == (PANEL / "dist" / "panel.js").read_bytes()
+
+
+def test_panel_is_served_over_https(make_vcd: Callable[..., VcdDaemon],
+                                     tmp_path: Path) -> None:
+    pki = Pki(tmp_path / "pki")
+    server = pki.issue("server", ["127.0.0.1"])
+    daemon = make_vcd(tls_cert=str(server.cert), tls_key=str(server.key))
+    context = ssl.create_default_context(cafile=str(pki.ca.cert))
+    status, headers, body = http_request(daemon.host, daemon.port, "GET", "/", context=context)
+    assert status == 200 and body == (PANEL / "dist" / "index.html").read_bytes()
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    status, _, _ = http_request(daemon.host, daemon.port, "GET", "/static/x.js", context=context)
+    assert status == 404
 
 
 def test_whoami_tells_the_caller_its_name_admin_flag_and_caps(env: StatsVcd) -> None:

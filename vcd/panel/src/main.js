@@ -91,12 +91,34 @@ function listView() {
         return;
       }
       const per = net ? 2 : 1;
-      fill(tbody, names.map((name, i) => row(name, answers[per * i], net ? answers[per * i + 1] : null)));
+      fill(tbody, names.map((name, i) => current(name, answers[per * i], net ? answers[per * i + 1] : null)));
+      for (const name of [...rows.keys()]) if (!names.includes(name)) rows.delete(name);
       if (names.length === 0) fill(tbody, h("tr", {}, h("td", { colspan: 7, class: "muted", dataset: { label: "" } }, "No vservers you may see.")));
     } catch (err) {
       if (alive) fill(status, h("span", { class: "fault" }, errorText(err)));
     }
     if (alive) timer = setTimeout(refresh, REFRESH_MS);
+  }
+  // A row is rebuilt only when its state, addresses or buttons change; load, uptime
+  // and processes are updated in place, so a button is never swapped under the pointer.
+  const rows = new Map();
+  function current(name, st, addrs) {
+    const known = st && !(st instanceof Fault);
+    const key = JSON.stringify([known ? st.running : String(st && st.code), addrs instanceof Fault ? addrs.code : addrs]);
+    const old = rows.get(name);
+    if (!old || old.key !== key) {
+      rows.set(name, { key, tr: row(name, st, addrs) });
+    } else if (known && st.running) {
+      const cells = figures(st);
+      for (const [label, text] of Object.entries(cells)) {
+        old.tr.querySelector(`td[data-label="${label}"]`).textContent = text;
+      }
+    }
+    return rows.get(name).tr;
+  }
+  function figures(st) {
+    return st.running ? { load: `${st.load1m} ${st.load5m} ${st.load15m}`, uptime: duration(st.uptime), processes: String(st.nproc) }
+      : { load: "—", uptime: "—", processes: "—" };
   }
   function row(name, st, addrs) {
     const known = st && !(st instanceof Fault);
@@ -108,9 +130,7 @@ function listView() {
       cell("state", known ? h("span", { class: `state ${running ? "running" : "stopped"}` }, running ? "running" : "stopped")
         : h("span", { class: "muted" }, "?")),
       net ? cell("address", Array.isArray(addrs) && addrs.length ? addrs.map((a) => a.addr).join(", ") : "—") : null,
-      cell("load", running ? `${st.load1m} ${st.load5m} ${st.load15m}` : "—"),
-      cell("uptime", running ? duration(st.uptime) : "—"),
-      cell("processes", running ? String(st.nproc) : "—"),
+      Object.entries(figures(running ? st : { running: false })).map(([label, text]) => cell(label, text)),
       h("td", {}, h("div", { class: "actions" }, actionButtons(session, name, running, after, before))));
   }
   refresh();

@@ -194,16 +194,20 @@ function graphSection(session, name) {
     b.addEventListener("click", () => { period = p; draw(); });
     return b;
   });
+  let drawn = 0;  // only the latest request's answer is shown, however they arrive
   async function draw() {
+    const seq = ++drawn;
     fill(note, h("span", { "aria-busy": "true" }, "drawing…"));
     for (const b of periodButtons) b.className = b.dataset.period === period ? "" : "quiet";
     try {
       const png = await session.call("vx.graph", { name, metric, period });
+      if (seq !== drawn) return;
       img.src = png.dataURL("image/png");
       img.alt = `${metric} of ${name} over 1 ${PERIODS.find(([p]) => p === period)[1]}`;
       img.hidden = false;
       fill(note);
     } catch (err) {
+      if (seq !== drawn) return;
       img.hidden = true;
       fill(note, h("span", { class: "fault" }, errorText(err)));
     }

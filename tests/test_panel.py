@@ -23,7 +23,8 @@ from pki import Pki
 from vcdtest import REPO, VcdDaemon, http_request
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import (StaleElementReferenceException,  # noqa: E402
+                                        TimeoutException)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -69,14 +70,18 @@ class Browser:
     def open(self, fragment: str = "") -> None:
         self.driver.get(self.base + fragment)
 
-    def wait(self, predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    def wait(self, predicate: Callable[[], Any], what: str | Callable[[], str],
+             timeout: float = WAIT) -> Any:
+        """`what` names the awaited state in the failure (a callable: computed then)."""
         def attempt(_: Any) -> Any:
             try:
                 return predicate()
             except StaleElementReferenceException:
                 return False  # the list was redrawn while we looked
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(
-            attempt, message=f"waiting for {what}")
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(attempt)
+        except TimeoutException:
+            raise TimeoutException(f"waiting for {what() if callable(what) else what}") from None
 
     def find(self, css: str) -> Any:
         return self.driver.find_element(By.CSS_SELECTOR, css)
@@ -346,10 +351,12 @@ def test_admin_creates_starts_execs_edits_graphs_stops_and_removes(env: StatsVcd
             b.find('button[data-period="1h"]').click()
         return False
     b.wait(graph_shown, "a graph image")
-    hour = b.find("#graph").get_attribute("src")
+    # (a young vserver's graphs show its whole life: the week's may equal the hour's)
     b.click('button[data-period="1w"]')
     b.wait(lambda: b.find("#graph").get_attribute("alt") == f"cpu of {name} over 1 week"
-           and b.find("#graph").get_attribute("src") != hour, "the week's graph")
+           and b.find("#graph").is_displayed(),
+           lambda: f"the week's graph; shown: {b.find('#graph').get_attribute('alt')!r}, "
+                   f"note: {b.find('#graph-note').text!r}")
     assert b.driver.execute_script("return document.getElementById('graph').naturalWidth") > 100
     b.driver.execute_script("arguments[0].scrollIntoView()", b.find("#graphs"))
     b.shot("05-graph")

@@ -213,7 +213,9 @@ class Connection:
             elif self.state is State.WRITE:
                 self._write()
         except Served as served:
-            self.answer_error(served.data)  # half-close and linger, as after a refusal
+            # half-close and linger as after a refusal, but with the whole timeout to send
+            # (the panel's files are larger than an error text)
+            self.answer_error(served.data, self.timeout)
         except Refuse as refusal:
             # logged here: the request never reaches the dispatcher, which logs the others
             log.info("refused request from %s: HTTP %d %s", self.peer, refusal.status.value,
@@ -323,13 +325,14 @@ class Connection:
         self.deadline = time.monotonic() + self.timeout
         self._write_guarded()
 
-    def answer_error(self, data: bytes) -> None:
-        """Queue an error answer, to be followed by a half-close and a short linger."""
+    def answer_error(self, data: bytes, send_seconds: float = ERROR_SEND_SECONDS) -> None:
+        """Queue an answer sent without the dispatcher (an error, the panel's files), to be
+        followed by a half-close and a short linger."""
         self.out = memoryview(data)
         self.sent = 0
         self.linger = True
         self.state = State.WRITE
-        self.deadline = time.monotonic() + min(self.timeout, ERROR_SEND_SECONDS)
+        self.deadline = time.monotonic() + min(self.timeout, send_seconds)
         self._write_guarded()
 
     def on_writable(self) -> None:

@@ -28,7 +28,7 @@ function loginView(message) {
     if (remember) session.remember();
     route();
   }, { id: "login" });
-  fill(app, h("article", {}, h("h2", {}, "Log in to vcd"),
+  fill(app, h("article", { class: "login" }, h("h2", {}, "Log in to vcd"),
     message ? h("p", { class: "fault" }, message) : null, f));
 }
 

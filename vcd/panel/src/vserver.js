@@ -129,9 +129,9 @@ async function execAsTask(session, name, command, output, result) {
     await sleep(500);
   }
   const task = await session.call("task.get", { id });
-  fill(result, task.fault_code
-    ? h("span", { class: "fault" }, `${task.fault_string} (fault ${task.fault_code})`)
-    : h("span", { class: "notice" }, "exit status 0"));
+  if (!task.fault_code) fill(result, h("span", { class: "notice" }, "exit status 0"));
+  else if (task.fault_code > 1000) fill(result, h("span", { class: "fault" }, `exit status ${task.fault_code - 1000}`));
+  else fill(result, h("span", { class: "fault" }, `${task.fault_string} (fault ${task.fault_code})`));
 }
 
 async function execBlocking(session, name, command, output, result) {

@@ -497,3 +497,76 @@ def test_list_fits_a_phone_width_window(env: StatsVcd, browser: Browser) -> None
     finally:
         b.driver.set_window_size(1280, 900)
         admin.vx.remove(name=name)
+
+
+def test_admin_manages_users_caps_owners_and_groups(env: StatsVcd, browser: Browser) -> None:
+    admin = env.proxy()
+    name, user, group = unique("owned"), unique("newuser"), unique("grp")
+    admin.vx.create(name=name, template="busybox")
+    b = browser
+    try:
+        b.login("admin", env.admin_password)
+        b.click("#nav-users")
+        b.type("#user-form input[name=username]", user)
+        b.type("#user-form input[name=password]", "short")
+        b.click("#user-form button[type=submit]")
+        fault = b.wait(lambda: b.find('#user-form [data-fault-for="password"]').text,
+                       "the fault under 'password'")
+        assert "at least 8 characters" in fault
+        b.type("#user-form input[name=password]", "long-enough-1")
+        b.click("#user-form button[type=submit]")
+        b.visible(f'tr[data-user="{user}"]')
+        assert env.proxy(user, "long-enough-1").vcd.whoami()["caps"] == []
+        for cap in ("EXEC", "INFO"):
+            b.click(f'tr[data-user="{user}"] input[data-cap="{cap}"]')
+            b.wait(lambda: cap in admin.vcd.user.caps.get(username=user), f"{cap} granted")
+        b.click(f'tr[data-user="{user}"] input[data-cap="EXEC"]')
+        b.wait(lambda: admin.vcd.user.caps.get(username=user) == ["INFO"], "EXEC taken")
+        b.full_shot("15-users-edited")
+
+        b.open(f"#/vx/{name}")
+        b.type("#owners-form input[name=username]", user)
+        b.click("#owners-form button[type=submit]")
+        b.wait(lambda: user in b.find("#owners-list").text, "the new owner listed")
+        assert admin.vxdb.owner.get(name=name) == [user]
+        b.type("#owners-form input[name=username]", "nobody-such")
+        b.click("#owners-form button[type=submit]")
+        b.wait(lambda: b.find('#owners-form [data-fault-for=""]').text
+               or b.find('#owners-form [data-fault-for="username"]').text, "unknown user fault")
+
+        b.click("#nav-groups")
+        b.type("#group-form input[name=group]", group)
+        b.type("#group-form input[name=name]", name)
+        b.click("#group-form button[type=submit]")
+        b.wait(lambda: group in b.find("#groups").text and name in b.find("#groups").text,
+               "the group with its member")
+        assert admin.vg.list(group=group) == [name]
+        b.shot("16-groups")
+        b.click(f'#groups button[data-group="{group}"]')
+        b.confirm()
+        b.wait(lambda: group not in b.find("#groups").text, "the group gone")
+        assert group not in admin.vg.list()
+
+        b.click("#nav-users")
+        b.click(f'tr[data-user="{user}"] button')
+        b.confirm()
+        b.wait(lambda: not b.all(f'tr[data-user="{user}"]'), "the user gone")
+        assert admin.vcd.user.get(username=user) == []
+        no_console_errors(b)
+        b.logout()
+    finally:
+        admin.vx.remove(name=name)
+        if admin.vcd.user.get(username=user):
+            admin.vcd.user.remove(username=user)
+
+
+def test_an_unbuilt_panel_answers_503_saying_how_to_build_it(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from http import HTTPStatus
+    from vcd import webpanel
+    monkeypatch.setattr(webpanel, "DIST", tmp_path / "dist")
+    monkeypatch.setattr(webpanel, "_cache", {})
+    found = webpanel.answer("/")
+    assert found.status == HTTPStatus.SERVICE_UNAVAILABLE and b"make setup" in found.body
+    assert b"Content-Security-Policy" in found.extra
+    assert webpanel.answer("/static/other.js").status == HTTPStatus.NOT_FOUND

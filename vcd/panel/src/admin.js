@@ -79,7 +79,7 @@ export function groupsView(app, session) {
             },
           }, "remove")))),
         h("button", {
-          type: "button", class: "quiet", onclick: async () => {
+          type: "button", class: "quiet", dataset: { group }, onclick: async () => {
             if (!(await confirmAction(`Remove group ${group}? Its vservers stay.`, "Remove"))) return;
             await session.call("vg.remove", { group }).catch(() => {});
             load();

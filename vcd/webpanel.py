@@ -56,6 +56,7 @@ class PanelAnswer:
 
 
 _cache: dict[str, bytes] = {}
+_warned = False
 
 
 def is_panel_path(path: str) -> bool:
@@ -64,7 +65,8 @@ def is_panel_path(path: str) -> bool:
 
 
 def _read(filename: str) -> bytes | None:
-    """A built file, read once per worker (they are small); None when not built."""
+    """A built file, read once per worker (they are small; a rebuilt panel is served
+    after a reload, which starts new workers); None when not built."""
     body = _cache.get(filename)
     if body is None:
         try:
@@ -81,9 +83,13 @@ def answer(path: str) -> PanelAnswer:
     filename, ctype = MANIFEST[path]
     body = _read(filename)
     if body is None:
-        log.warning("GET %s: the web panel is not built (%s is missing)", path, DIST)
+        global _warned
+        if not _warned:  # once per worker: a page load asks for several files
+            _warned = True
+            log.warning("GET %s: the web panel is not built (%s is missing)", path, DIST)
         return PanelAnswer(HTTPStatus.SERVICE_UNAVAILABLE, b"text/plain", NOT_BUILT,
                            SECURITY_HEADERS)
-    # revalidated on every load: a rebuilt panel is never mixed with a cached old file
+    # no-cache: the browser asks again on every load, so it never mixes an old cached
+    # script with a newer page
     return PanelAnswer(HTTPStatus.OK, ctype.encode("ascii"), body,
                        SECURITY_HEADERS + b"Cache-Control: no-cache\r\n")

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from api_helpers import ensure_busybox_template, unique
-from test_vstatd import StatsVcd, Vstatd, wait_until
+from test_vstatd import StatsVcd, Vstatd
 from pki import Pki
 from vcdtest import REPO, VcdDaemon, http_request
 

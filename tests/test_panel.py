@@ -454,6 +454,15 @@ def test_tenant_sees_only_its_vserver_and_only_the_buttons_its_caps_allow(
 def test_password_stays_out_of_urls_logs_and_storage_unless_asked(env: StatsVcd,
                                                                    browser: Browser) -> None:
     b = browser
+    b.open("#/")
+    b.driver.execute_script("sessionStorage.clear()")
+    b.open("#/")
+    b.type("#login input[name=username]", "admin")
+    b.type("#login input[name=password]", "not-the-password")
+    b.click("#login button[type=submit]")
+    refused = b.wait(lambda: b.find('#login [data-fault-for=""]').text, "the login fault")
+    assert "Unauthorized" in refused and "not-the-password" not in b.driver.current_url
+    assert not b.all("#logout")
     b.login("admin", env.admin_password)
     assert b.driver.execute_script("return sessionStorage.length") == 0
     assert b.driver.get_cookies() == []

@@ -8,14 +8,15 @@ CONF ?= vcd.conf.example
 # where `make run` links the programs, so `vcc list` works in any shell
 BINDIR ?= /usr/local/bin
 PROGRAMS := vcd vstatd vcc vce vgc vcdadm vshelper
+PANEL := vcd/panel
 
 # Debian packages the project needs at build, run or test time.
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config librrd-dev rrdtool \
 	busybox-static bzip2 e2fsprogs iproute2 util-linux zstd xz-utils debootstrap \
-	librpc-xml-perl libcap2-bin procps openssl
+	librpc-xml-perl libcap2-bin procps openssl nodejs chromium chromium-driver
 
 .PHONY: setup run links test bench clean apt
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(PANEL)/dist/.built
 
 # Installs only what is missing, so a second run costs one dpkg query.
 $(VENV)/.apt: Makefile
@@ -31,6 +32,16 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.apt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+# The web panel (vcd/panel): pinned npm packages (package-lock.json) and its sources,
+# bundled into vcd/panel/dist, which vcd serves. npm comes with NodeSource's nodejs;
+# Debian's nodejs needs Debian's npm beside it.
+$(PANEL)/dist/.built: $(PANEL)/package.json $(PANEL)/package-lock.json $(PANEL)/build.mjs \
+		$(wildcard $(PANEL)/src/*) $(VENV)/.apt
+	@command -v npm >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	cd $(PANEL) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 	@touch $@
 
 # vcd and vstatd in the foreground, side by side: Ctrl-C (or SIGTERM to make) stops both.
@@ -67,4 +78,4 @@ bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(PANEL)/node_modules $(PANEL)/dist

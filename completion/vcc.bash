@@ -80,7 +80,7 @@ _vcd_args['vgc vx.reboot']=G
 _vcd_args['vgc vx.restart']=G
 _vcd_args['vgc vx.start']=G
 _vcd_args['vgc vx.stop']=G
-_vcd_commands[vcdadm]='completion help hostinfo init login passwd status template tls user.caps.add user.caps.get user.caps.remove user.get user.remove user.set'
+_vcd_commands[vcdadm]='completion help hostinfo init login passwd status template tls user.caps.add user.caps.get user.caps.remove user.get user.remove user.set whoami'
 _vcd_args['vcdadm completion']=c:bash
 _vcd_args['vcdadm help']=C
 _vcd_args['vcdadm hostinfo']=''
@@ -96,6 +96,7 @@ _vcd_args['vcdadm user.caps.remove']='U c:AUTH,DLIM,INIT,MOUNT,NET,BCAP,CCAP,CFL
 _vcd_args['vcdadm user.get']=U
 _vcd_args['vcdadm user.remove']=U
 _vcd_args['vcdadm user.set']='U c:0,1 -'
+_vcd_args['vcdadm whoami']=''
 
 _vcd_names() {
     # $1: N, G or U; the rest: connection options typed so far

@@ -23,6 +23,8 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 
+from vcd import webpanel
+
 log = logging.getLogger("vcd.server")
 
 MAX_HEAD_BYTES = 65536      # request line + headers, as http.server allows per line
@@ -61,6 +63,15 @@ class Refuse(Exception):
         self.text = text
 
 
+class Served(Exception):
+    """Answer at once with `data` (a complete response) instead of calling the dispatcher:
+    the web panel's files, which need nothing but memory."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__("served")
+        self.data = data
+
+
 _date_cache: tuple[int, bytes] = (0, b"")
 
 
@@ -74,8 +85,9 @@ def http_date() -> bytes:
 
 def response_head(version: bytes, status: HTTPStatus, ctype: bytes, length: int,
                   extra: bytes = b"") -> bytes:
+    # nosniff on every answer: a fault or error text is never taken for a script or a page
     return b"%s %d %s\r\nServer: vcd\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" \
-           b"Connection: close\r\n%s\r\n" % (
+           b"X-Content-Type-Options: nosniff\r\nConnection: close\r\n%s\r\n" % (
                version, status.value, status.phrase.encode("ascii"), http_date(), ctype, length, extra)
 
 
@@ -86,9 +98,17 @@ def error_answer(status: HTTPStatus, extra: bytes = b"", head_only: bool = False
         (b"" if head_only else body)
 
 
+def panel_response(version: bytes, method: str, path: str) -> bytes:
+    """The complete answer to `GET`/`HEAD` of a web panel path (see `vcd.webpanel`)."""
+    found = webpanel.answer(path)
+    head = response_head(version, found.status, found.ctype, len(found.body), found.extra)
+    return head if method == "HEAD" else head + found.body
+
+
 def parse_head(head: bytes, max_body: int) -> tuple[bytes, int, str | None]:
     """(HTTP version, body length, Expect value) of a request head; Refuse when it is not
-    a well-formed `POST /RPC2` with a Content-Length we accept."""
+    a well-formed `POST /RPC2` with a Content-Length we accept; Served for `GET`/`HEAD`
+    of a web panel path."""
     lines = head.decode("latin-1").split("\n")
     parts = lines[0].rstrip("\r").split(" ")
     if len(parts) != 3:
@@ -125,6 +145,8 @@ def parse_head(head: bytes, max_body: int) -> tuple[bytes, int, str | None]:
 
     path = target.partition("?")[0]
     if path != "/RPC2":
+        if method in ("GET", "HEAD") and webpanel.is_panel_path(path):
+            raise Served(panel_response(version, method, path))
         raise Refuse(HTTPStatus.NOT_FOUND, head_only=method == "HEAD")
     if method != "POST":
         raise Refuse(HTTPStatus.METHOD_NOT_ALLOWED, b"Allow: POST\r\n", method == "HEAD")
@@ -190,6 +212,10 @@ class Connection:
                 self._swallow()
             elif self.state is State.WRITE:
                 self._write()
+        except Served as served:
+            # half-close and linger as after a refusal, but with the whole timeout to send
+            # (the panel's files are larger than an error text)
+            self.answer_error(served.data, self.timeout)
         except Refuse as refusal:
             # logged here: the request never reaches the dispatcher, which logs the others
             log.info("refused request from %s: HTTP %d %s", self.peer, refusal.status.value,
@@ -299,13 +325,14 @@ class Connection:
         self.deadline = time.monotonic() + self.timeout
         self._write_guarded()
 
-    def answer_error(self, data: bytes) -> None:
-        """Queue an error answer, to be followed by a half-close and a short linger."""
+    def answer_error(self, data: bytes, send_seconds: float = ERROR_SEND_SECONDS) -> None:
+        """Queue an answer sent without the dispatcher (an error, the panel's files), to be
+        followed by a half-close and a short linger."""
         self.out = memoryview(data)
         self.sent = 0
         self.linger = True
         self.state = State.WRITE
-        self.deadline = time.monotonic() + min(self.timeout, ERROR_SEND_SECONDS)
+        self.deadline = time.monotonic() + min(self.timeout, send_seconds)
         self._write_guarded()
 
     def on_writable(self) -> None:

@@ -1,7 +1,7 @@
 """vcdadm: administration of vcd.
 
 Over XML-RPC (any host; -c is the client config, as for vcc): every vcd.* method as
-a command - hostinfo, status, user.set USER ADMIN [PASSWORD], user.get [USER],
+a command - hostinfo, status, whoami, user.set USER ADMIN [PASSWORD], user.get [USER],
 user.remove USER, user.caps.add USER CAP, user.caps.get USER, user.caps.remove USER [CAP].
 
 Locally, as root on the daemon's host (-c is the daemon's config, default

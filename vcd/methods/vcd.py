@@ -23,6 +23,14 @@ def login(call: Call) -> None:
     """Check username and password without doing anything else (for GUIs and panels)."""
 
 
+@method("vcd.whoami", cap=None, returns="struct")
+def whoami(call: Call) -> dict:
+    """The caller as the daemon sees it: {username, admin, caps} (caps: array of
+    capability names, sorted), so a panel shows only what the caller may do."""
+    return {"username": call.user.username, "admin": call.user.admin,
+            "caps": sorted(call.user.caps)}
+
+
 @method("vcd.status", cap="INFO", returns="struct")
 def status(call: Call) -> dict:
     """Daemon statistics since it started: uptime (s), requests, failed logins

@@ -209,3 +209,16 @@ def test_point_to_point_networks_get_no_broadcast(admin, vcd_module, netmask, pr
         assert " brd " not in shown, shown
     else:
         assert f"brd 10.219.{prefix}.255" in shown
+
+
+def test_a_template_limit_init_cannot_live_with_is_refused_at_create(admin, vcd_module):
+    from templates.metadata import LimitSpec, TemplateMeta
+    create_vserver(vcd_module)   # the busybox template exists
+    tpl = vcd_module.templatedir
+    (tpl / "tinymem.tar.gz").symlink_to(next(tpl.glob("busybox.tar*")))
+    TemplateMeta(name="tinymem", limits=[LimitSpec("RSS", 100, 100)]).save(tpl / "tinymem.conf")
+    name = unique("tiny")
+    f = fault(admin.vx.create, name=name, template="tinymem")
+    assert f.faultCode == 200 and "tinymem" in f.faultString and "6144" in f.faultString
+    assert name not in admin.vxdb.list()
+    assert not (vcd_module.vbasedir / name).exists()

@@ -12,6 +12,7 @@ from templates.store import TemplateStore
 from vcd import vocab, vxdb
 from vcd.config import ConfigError
 from vcd.errors import Fault, VcdError
+from vcd.limit_ranges import check_limit
 from vcd.params import AbsPath, Bool, Int, Param, Pattern, Signal, Text, VServerName
 from vcd.registry import Call, Owner, Txn, method
 from vcd.vxdb.lookup import VServer, security_of
@@ -100,8 +101,15 @@ def allocate_xid(call: Call) -> int:
 
 
 def apply_defaults(call: Call, xid: int, meta: TemplateMeta) -> None:
-    """A new vserver's configuration from the template's metadata (or DESIGN's defaults)."""
+    """A new vserver's configuration from the template's metadata (or DESIGN's defaults);
+    a template's limit the kernel or init cannot live with is refused like a set."""
     db = call.db
+    for lim in meta.limits:
+        try:
+            check_limit(lim.type, _limit_text(lim.soft), _limit_text(lim.max))
+        except VcdError as exc:
+            raise VcdError(Fault.MEINVAL, f"template {meta.name}: limit {lim.type}: "
+                                          f"{exc.message.partition(': ')[2]}") from None
     db.executemany("INSERT INTO vx_bcaps (xid, bcap) VALUES (?, ?)", [(xid, c) for c in meta.bcaps])
     db.executemany("INSERT INTO vx_ccaps (xid, ccap) VALUES (?, ?)", [(xid, c) for c in meta.ccaps])
     db.executemany("INSERT INTO vx_flags (xid, flag) VALUES (?, ?)", [(xid, f) for f in meta.flags])

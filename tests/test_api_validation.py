@@ -4,7 +4,10 @@ init.set keeping what it does not name, lookups that keep other tenants' vserver
 hidden, a start that never reports a dead init as success, and RFC 3021 networks."""
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
+import time
 import xmlrpc.client
 
 import pytest
@@ -170,13 +173,66 @@ def test_lookups_answer_only_owners_admins_and_the_helper(admin, vcd_module):
 
 # -- a start reports a dead init -----------------------------------------------------------
 
+def _exit_record(daemon: VcdDaemon, xid: int, timeout: float = 10.0) -> dict:
+    path = daemon.rundir / "libvserver" / f"{xid}.exit"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, "the supervisor recorded no exit"
+        time.sleep(0.05)
+    return json.loads(path.read_text())
+
+
+def _logged_start(daemon: VcdDaemon, name: str) -> float:
+    """When the daemon logged the last successful start of name (ms, rounded down)."""
+    lines = [line for line in daemon.logfile.read_text().splitlines()
+             if f" started {name} (xid " in line]
+    stamp = lines[-1][:23]   # "2026-11-29 20:15:09,598"
+    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
-def test_start_of_a_vserver_whose_init_dies_is_a_fault_saying_why(admin, vcd_module):
+def test_start_never_reports_success_for_an_init_that_died(admin, vcd_module):
+    """An init that exits at once: whenever its exit was recorded before the daemon
+    decided that the start succeeded (its log line "started"), the answer must have been
+    fault 500 saying it died. An exit recorded after that decision proves nothing
+    either way (init may end at any moment after a start); such an attempt is repeated."""
     name = create_vserver(vcd_module)
+    xid = admin.vxdb.xid.get(name=name)
     admin.vxdb.init.set(name=name, init="/bin/false")
-    f = fault(admin.vx.start, name=name)
-    assert f.faultCode == 500 and "died" in f.faultString and "exit 1" in f.faultString
+    for _ in range(20):
+        try:
+            admin.vx.start(name=name)
+        except xmlrpc.client.Fault as f:
+            assert f.faultCode == 500 and "died" in f.faultString and "exit 1" in f.faultString
+            break
+        decided = _logged_start(vcd_module, name)
+        ended = _exit_record(vcd_module, xid)
+        assert ended["time"] >= decided, f"vx.start succeeded after init ended: {ended}"
+    else:
+        pytest.fail("init outlived the answer of vx.start in 20 attempts")
     assert admin.vx.status(name=name)["running"] is False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
+def test_an_older_rows_memory_limit_of_0_never_makes_a_running_vserver(admin, vcd_module):
+    """The issue's example, as an older VXDB (or a hand edit) still holds it: RSS 0."""
+    name = create_vserver(vcd_module)
+    xid = admin.vxdb.xid.get(name=name)
+    db = sqlite3.connect(vcd_module.datadir / "vxdb")
+    try:
+        with db:
+            db.execute("INSERT OR REPLACE INTO vx_limit (xid, type, soft, max) "
+                       "VALUES (?, 'RSS', '0', '0')", (xid,))
+    finally:
+        db.close()
+    try:
+        admin.vx.start(name=name)
+    except xmlrpc.client.Fault as f:
+        assert f.faultCode == 500 and name in f.faultString
+    assert _exit_record(vcd_module, xid)["reason"] == "signal 9"
+    assert admin.vx.status(name=name)["running"] is False
+    # a value that cannot run is refused when it is set
+    assert fault_code(admin.vxdb.vx.limit.set, name=name, limit="RSS", max="0") == 200
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
@@ -222,3 +278,20 @@ def test_a_template_limit_init_cannot_live_with_is_refused_at_create(admin, vcd_
     assert f.faultCode == 200 and "tinymem" in f.faultString and "6144" in f.faultString
     assert name not in admin.vxdb.list()
     assert not (vcd_module.vbasedir / name).exists()
+
+
+@pytest.mark.parametrize("space,inodes,bad", [
+    ("1", "1", "'space'"), ("63", "16", "'space'"), (str(2**50 + 1), "1000", "'space'"),
+    ("65536", "15", "'inodes'"), ("65536", "65537", "'inodes'"),
+    ("9223372036854775807", "100", "'space'"),
+])
+def test_disk_limits_mkfs_cannot_make_are_refused_naming_the_range(admin, vs, space, inodes,
+                                                                   bad):
+    f = fault(admin.vxdb.dx.limit.set, name=vs, space=space, inodes=inodes)
+    assert f.faultCode == 200 and bad in f.faultString and ".." in f.faultString
+
+
+def test_the_smallest_disk_limit_is_kept(admin, vs):
+    admin.vxdb.dx.limit.set(name=vs, space="64", inodes="16")
+    assert admin.vxdb.dx.limit.get(name=vs) == {"space": "64", "inodes": "16", "reserved": 5}
+    admin.vxdb.dx.limit.remove(name=vs)

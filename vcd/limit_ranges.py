@@ -8,6 +8,9 @@ Ranges measured on this kernel (6.18, cgroup v1 and v2 agree) and taken from its
 - `pids.max` accepts 0..PID_MAX_LIMIT (4194304 = 2^22 on 64-bit; 4194305 is EINVAL);
 - RLIMIT_NOFILE above /proc/sys/fs/nr_open is refused by setrlimit (EPERM);
 - the IPC sysctls are C ints (proc_dointvec: above 2^31-1 is EINVAL);
+- a disk limit is an ext4 image made by mkfs.ext4 (libvserver/native/quota.py): it
+  needs at least 60 KiB and 13 inodes (asked: 64 and 16), at most one inode per KiB
+  (mkfs's smallest inode_ratio, 1024 bytes), 2^32-1 inodes and 2^50 KiB (ext4's 1 EiB);
 - CFS bandwidth: quota 1000..2^44-1 us and quota + burst <= 2^44-1 us
   (kernel/sched/core.c: max_cfs_runtime = MAX_BW * NSEC_PER_USEC, MAX_BW = 2^44-1;
   min_cfs_quota_period = 1 ms); the quota comes from the token bucket as libvserver's
@@ -68,6 +71,21 @@ def check_limit(type_: str, soft: str, hard: str) -> None:
                           f"{lo}..{hi}{unit} or \"inf\" (unlimited)")
     if hard != "inf" and (soft == "inf" or int(soft) > int(hard)):
         raise invalid(f"'soft' ({soft}) must not exceed 'max' ({hard})")
+
+
+MIN_DISK_KIB, MAX_DISK_KIB = 64, 1 << 50
+MIN_INODES, MAX_INODES = 16, 2**32 - 1
+
+
+def check_disk(space_kib: int, inodes: int) -> None:
+    """Raise MEINVAL unless mkfs.ext4 can make an image of this size and inode count."""
+    if not MIN_DISK_KIB <= space_kib <= MAX_DISK_KIB:
+        raise invalid(f"'space' {space_kib} KiB is outside the accepted range "
+                      f"{MIN_DISK_KIB}..{MAX_DISK_KIB} KiB")
+    most = min(MAX_INODES, space_kib)
+    if not MIN_INODES <= inodes <= most:
+        raise invalid(f"'inodes' {inodes} is outside the range a {space_kib} KiB disk takes: "
+                      f"{MIN_INODES}..{most} (at most one per KiB)")
 
 
 def max_rate() -> int:

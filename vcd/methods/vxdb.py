@@ -14,7 +14,8 @@ from libvserver import Sched
 
 from vcd import vocab
 from vcd.errors import Fault, VcdError
-from vcd.limit_ranges import check_limit, check_sched, limit_range, max_rate
+from vcd.limit_ranges import (MAX_DISK_KIB, MIN_DISK_KIB, MIN_INODES, check_disk, check_limit,
+                               check_sched, limit_range, max_rate)
 from vcd.params import (AbsPath, Bool, Choice, CpuList, Int, IPv4, Netmask, Param, Text,
                         UInt64, UserName, VServerName)
 from vcd.vxdb.lookup import VServer, find_vserver, may_see, security_of, uid_of, xid_of
@@ -294,10 +295,8 @@ def _init_defaults(call: Call, values: dict[str, Any]) -> None:
 
 
 def _dx_check(call: Call, values: dict[str, Any]) -> None:
-    for key in ("space", "inodes"):
-        if int(values[key]) >= 2**63:
-            raise VcdError(Fault.MEINVAL, f"'{key}' is too large")
-        values[key] = int(values[key])
+    values["space"], values["inodes"] = int(values["space"]), int(values["inodes"])
+    check_disk(values["space"], values["inodes"])
 
 
 # -- the areas --------------------------------------------------------------------------
@@ -364,8 +363,10 @@ keyed_area("vxdb.vx.uname", cap="UNAME", table="vx_uname", what="system informat
            fields=(_field(Param("value", Text(max_len=64), empty_is_value=True)),))
 
 single_area("vxdb.dx.limit", cap="DLIM", table="dx_limit", what="disk limit",
-            fields=(_field(Param("space", _u64_finite, doc="KiB"), to_wire=str),
-                    _field(Param("inodes", _u64_finite), to_wire=str),
+            fields=(_field(Param("space", _u64_finite, doc=f"KiB, {MIN_DISK_KIB}..{MAX_DISK_KIB}"),
+                           to_wire=str),
+                    _field(Param("inodes", _u64_finite,
+                                 doc=f"{MIN_INODES}..space (one per KiB at most)"), to_wire=str),
                     _field(Param("reserved", Int(0, 100), required=False, default=5,
                                  doc="percent reserved for root inside"))),
             unset=lambda: {"space": "", "inodes": "", "reserved": 0}, check=_dx_check)

@@ -167,6 +167,9 @@ MIGRATIONS: tuple[str, ...] = (
     DELETE FROM nx_addr
         WHERE xid > (SELECT min(b.xid) FROM nx_addr b WHERE b.addr = nx_addr.addr);
     CREATE UNIQUE INDEX nx_addr_addr ON nx_addr(addr);
+    -- 2^64-1 was documented as unlimited but stored as a number (and failed at start)
+    UPDATE vx_limit SET soft = 'inf' WHERE soft = '18446744073709551615';
+    UPDATE vx_limit SET max = 'inf' WHERE max = '18446744073709551615';
     """,
 )
 

@@ -36,7 +36,8 @@ INIT_EXIT_WAIT = 5.0
 
 
 def _limit_value(text: str) -> int | None:
-    return None if text == "inf" else int(text)
+    # 2^64-1 is the manual's unlimited too (an older VXDB may hold it as a number)
+    return None if text == "inf" or int(text) >= vocab.UINT64_MAX else int(text)
 
 
 def build_spec(db: vxdb.Connection, vserver: VServer) -> tuple[ContextSpec, dict[str, Any]]:

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from ..api import (ENFORCED, AlreadyRunning, Backend, ContextSpec, ContextStat, ExecResult,
-                   InvalidSpec, NoSuchProcess, NotRunning, StartError, not_enforced)
+                   InvalidSpec, LibvserverError, NoSuchProcess, NotRunning, StartError,
+                   not_enforced)
 from . import enter, limits, namespaces, quota, stat
 from .cgroups import Layout
 from .client import SupervisorClient
@@ -244,7 +245,8 @@ class NativeBackend(Backend):
                     os.rmdir(below)
                 except OSError:
                     pass
-        self.layout.remove(xid, wait=2.0)
+        if not self.layout.remove(xid, wait=2.0):
+            raise LibvserverError(f"the cgroups of context {xid} cannot be removed")
         for suffix in ("exit", "load"):
             (self.state_dir / f"{xid}.{suffix}").unlink(missing_ok=True)
 

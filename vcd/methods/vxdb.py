@@ -363,8 +363,8 @@ keyed_area("vxdb.vx.uname", cap="UNAME", table="vx_uname", what="system informat
            fields=(_field(Param("value", Text(max_len=64), empty_is_value=True)),))
 
 single_area("vxdb.dx.limit", cap="DLIM", table="dx_limit", what="disk limit",
-            fields=(_field(Param("space", _u64_finite, doc=f"KiB, {MIN_DISK_KIB}..{MAX_DISK_KIB}"),
-                           to_wire=str),
+            fields=(_field(Param("space", _u64_finite,
+                                 doc=f"KiB, {MIN_DISK_KIB}..{MAX_DISK_KIB}"), to_wire=str),
                     _field(Param("inodes", _u64_finite,
                                  doc=f"{MIN_INODES}..space (one per KiB at most)"), to_wire=str),
                     _field(Param("reserved", Int(0, 100), required=False, default=5,

@@ -141,7 +141,7 @@ MIGRATIONS: tuple[str, ...] = (
         last  REAL NOT NULL
     ) WITHOUT ROWID;
     """,
-    # daemon-safety: admin-only security settings per vserver; an IPv4 address belongs to one vserver
+    # daemon-safety: admin-only security settings per vserver; one vserver per IPv4 address
     f"""
     -- privileged: no user namespace (root inside is root outside); seccomp: the default
     -- filter. No row = the defaults (0, 1). Only admins set them (vxdb.vx.security.set).

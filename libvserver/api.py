@@ -37,7 +37,7 @@ BCAPS = ("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL",
 CAP_NUMBERS = {name: i for i, name in enumerate(BCAPS)}
 
 MIN_XID, MAX_XID = 2, 65534
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
 class LibvserverError(Exception):
@@ -167,7 +167,7 @@ class ContextSpec:
         """Raise :class:`InvalidSpec` naming the first bad value."""
         if not isinstance(self.xid, int) or not MIN_XID <= self.xid <= MAX_XID:
             raise InvalidSpec(f"xid {self.xid!r} outside {MIN_XID}..{MAX_XID}")
-        if not _NAME_RE.match(self.name or "") or self.name[0] in ".-":
+        if not _NAME_RE.fullmatch(self.name or "") or self.name[0] in ".-":
             raise InvalidSpec(f"invalid vserver name {self.name!r}")
         if not Path(self.vdir).is_absolute():
             raise InvalidSpec(f"vdir {self.vdir} is not absolute")
@@ -323,6 +323,13 @@ class Backend(abc.ABC):
         """Why the last init of xid ended ({reason, status, time}); None when unknown
         (the vserver kernel tells vshelper instead)."""
         return None
+
+    def forget(self, xid: int) -> None:
+        """Remove whatever the backend keeps for a stopped context whose vserver is gone
+        (disk image, cgroups, state files), so a new context with this xid starts clean.
+        Raises AlreadyRunning while it runs."""
+        if self.is_running(xid):
+            raise AlreadyRunning(f"context {xid} is running")
 
     @abc.abstractmethod
     def enforcement(self, spec: ContextSpec) -> dict[str, str]:

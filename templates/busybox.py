@@ -19,7 +19,7 @@ from .pack import DEFAULT_FORMAT, Progress, build_into_store
 
 BUSYBOX = Path("/bin/busybox")
 
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
 
 # BusyBox init reads this. Why each line:
 # - sysinit: hostname and loopback before anything else, as a boot would;
@@ -98,7 +98,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 def build_rootfs(dest: Path, hostname: str = "vserver") -> None:
     """Build a BusyBox root filesystem in ``dest`` (created; must not exist or be empty)."""
-    if not _HOSTNAME_RE.match(hostname) or len(hostname) > 253:
+    if not _HOSTNAME_RE.fullmatch(hostname) or len(hostname) > 253:
         raise ValueError(f"invalid hostname: {hostname!r}")
     if not BUSYBOX.is_file():
         raise FileNotFoundError(f"{BUSYBOX} is missing: install Debian's busybox-static")

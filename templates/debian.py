@@ -28,8 +28,8 @@ DEFAULT_SUITE = "bookworm"
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
 # A minbase root is ~210 MB and its tarball ~50 MB; refuse early below this.
 MIN_FREE_BYTES = 600 * 1024 * 1024
-_SUITE_RE = re.compile(r"^[a-z][a-z0-9.-]{1,30}$")
-_PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_SUITE_RE = re.compile(r"[a-z][a-z0-9.-]{1,30}")
+_PKG_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _NO_SECURITY = {"sid", "unstable", "experimental"}
 
 INITTAB = """\
@@ -257,16 +257,16 @@ def build(name: str, templatedir: Path, *, suite: str = DEFAULT_SUITE, mirror: s
           include: list[str] | None = None, fmt: str = "zst", hostname: str = "vserver",
           cache_dir: Path | None = None, progress: Progress | None = None) -> Path:
     """Build Debian template ``name``; ``cache_dir`` keeps downloaded .debs for the next build."""
-    if not _SUITE_RE.match(suite):
+    if not _SUITE_RE.fullmatch(suite):
         raise BuildError(f"invalid suite name {suite!r}")
     pkgs = ["busybox-static"] + [p for p in (include or []) if p]
     for p in pkgs:
-        if not _PKG_RE.match(p):
+        if not _PKG_RE.fullmatch(p):
             raise BuildError(f"invalid package name {p!r}")
     if shutil.which("debootstrap") is None:
         raise BuildError("debootstrap is not installed (apt-get install debootstrap)")
     mirror = (mirror or host_mirror()).rstrip("/")
-    if not re.match(r"^(https?|file)://[^\s,]+$", mirror):
+    if not re.fullmatch(r"(https?|file)://[^\s,]+", mirror):
         raise BuildError(f"invalid mirror URL {mirror!r}")
     say = progress or (lambda m: None)
     templatedir = Path(templatedir)

@@ -22,7 +22,7 @@ from .errors import BuildError, InvalidTemplateName, TemplateExists
 from .fsutil import safe_rmtree, umount_all_under
 from .metadata import TemplateMeta
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 # format name -> file suffix ("dir" is an unpacked directory template).
 FORMATS: dict[str, str] = {
@@ -43,7 +43,7 @@ Progress = Callable[[str], None]
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidTemplateName(
             f"invalid template name {name!r}: 1-64 of [A-Za-z0-9_.-], not starting with '.' or '-'")
     return name

@@ -25,6 +25,11 @@ def test_new_vserver_has_design_defaults(admin, vs):
         ["VIRT_MEM", "VIRT_UPTIME", "VIRT_CPU", "VIRT_LOAD", "HIDE_NETIF"])
     assert admin.vxdb.init.get(name=vs) == {"init": "/sbin/init", "halt": "/sbin/halt",
                                             "reboot": "/sbin/reboot", "timeout": 15}
+    # host-protecting default (default_nproc); memory and disk unlimited
+    assert admin.vxdb.vx.limit.get(name=vs) == [{"limit": "NPROC", "soft": "4096",
+                                                 "max": "4096"}]
+    assert admin.vxdb.dx.limit.get(name=vs)["space"] == ""
+    assert admin.vxdb.vx.security.get(name=vs) == {"privileged": False, "seccomp": True}
 
 
 def test_nx_addr_round_trip_with_default_netmask(admin, vs):
@@ -65,13 +70,13 @@ def test_nx_broadcast_round_trip(admin, vs):
 
 
 def test_limit_round_trip_with_64_bit_values_as_strings(admin, vs):
-    admin.vxdb.vx.limit.set(name=vs, limit="RSS", soft="1048576", max="18446744073709551615")
+    admin.vxdb.vx.limit.set(name=vs, limit="RSS", soft="1048576", max="9007199254740991")
     admin.vxdb.vx.limit.set(name=vs, type="NPROC", soft=50, max=100)   # the alias `type`
     admin.vxdb.vx.limit.set(name=vs, limit="AS", max="inf")
     assert admin.vxdb.vx.limit.get(name=vs, limit="") == [
         {"limit": "AS", "soft": "inf", "max": "inf"},
         {"limit": "NPROC", "soft": "50", "max": "100"},
-        {"limit": "RSS", "soft": "1048576", "max": "18446744073709551615"}]
+        {"limit": "RSS", "soft": "1048576", "max": "9007199254740991"}]
     assert admin.vxdb.vx.limit.get(name=vs, type="NPROC") == [
         {"limit": "NPROC", "soft": "50", "max": "100"}]
     admin.vxdb.vx.limit.remove(name=vs, limit="AS")
@@ -84,7 +89,7 @@ def test_limit_round_trip_with_64_bit_values_as_strings(admin, vs):
     ({"limit": "BOGUS", "max": 1}, "limit"), ({"limit": "rss", "max": 1}, "limit"),
     ({"limit": "RSS", "max": "-5"}, "max"), ({"limit": "RSS", "max": "18446744073709551616"}, "max"),
     ({"limit": "RSS", "max": "12abc"}, "max"), ({"limit": "RSS"}, "max"),
-    ({"limit": "RSS", "soft": 10, "max": 5}, "soft"),
+    ({"limit": "NPROC", "soft": 10, "max": 5}, "soft"),
 ])
 def test_limit_validation_names_the_param(admin, vs, params, bad):
     f = fault(admin.vxdb.vx.limit.set, name=vs, **params)
@@ -146,12 +151,14 @@ def test_dx_limit_round_trip(admin, vs):
     assert admin.vxdb.dx.limit.get(name=vs)["space"] == ""
 
 
-def test_init_set_defaults_empty_fields_and_validates_paths(admin, vs):
+def test_init_set_keeps_empty_fields_and_validates_paths(admin, vs):
     admin.vxdb.init.set(name=vs, init="/bin/myinit", halt="", reboot="/bin/reboot2", timeout=30)
     assert admin.vxdb.init.get(name=vs) == {"init": "/bin/myinit", "halt": "/sbin/halt",
                                             "reboot": "/bin/reboot2", "timeout": 30}
     assert fault_code(admin.vxdb.init.set, name=vs, init="sbin/init") == 200
-    admin.vxdb.init.set(name=vs)
+    admin.vxdb.init.set(name=vs)   # names nothing: changes nothing
+    assert admin.vxdb.init.get(name=vs)["init"] == "/bin/myinit"
+    admin.vxdb.init.set(name=vs, init="/sbin/init")
     assert admin.vxdb.init.get(name=vs)["init"] == "/sbin/init"
 
 

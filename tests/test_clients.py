@@ -297,7 +297,7 @@ def test_vce_edits_each_area_with_the_original_argument_orders(d):
     assert table(ok(d, "vce", "mount.get", name))[0]["SRC"] == "/srv/data"
     ok(d, "vce", "mount.remove", name, "/mnt/data")
     ok(d, "vce", "vx.limit.set", name, "NPROC", "50")          # max defaults to soft
-    ok(d, "vce", "vx.limit.set", name, "RSS", "1000", "inf")
+    ok(d, "vce", "vx.limit.set", name, "RSS", "10000", "inf")
     limits = {r["limit"]: r for r in json.loads(ok(d, "vce", "--json", "vx.limit.get", name))}
     assert limits["NPROC"]["soft"] == "50" and limits["NPROC"]["max"] == "50"
     assert limits["RSS"]["max"] == "inf"

@@ -67,7 +67,7 @@ def test_full_lifecycle(rt, admin):
     assert admin.vx.status(name=name) == {
         "running": False, "nproc": 0, "uptime": 0, "thr_total": 0, "thr_running": 0,
         "thr_unintr": 0, "thr_onhold": 0, "forks_total": 0, "load1m": "0.00",
-        "load5m": "0.00", "load15m": "0.00"}
+        "load5m": "0.00", "load15m": "0.00", "privileged": False}
     admin.vx.remove(name=name)
 
 

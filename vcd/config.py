@@ -76,6 +76,10 @@ KEYS: tuple[Key, ...] = (
     Key("audit_log", "", optional_abspath,
         "Append one JSON line per mutating call (who, from where, method, params "
         "without secrets, result) to this file (empty = off)."),
+    Key("default_nproc", 4096, int_range(0, 1 << 22),
+        "NPROC limit (processes and threads) of a new vserver unless its template says "
+        "otherwise (0 = none): a fork bomb inside cannot take the host's pids. Memory "
+        "and disk stay unlimited until an admin sets them."),
 )
 
 
@@ -110,6 +114,7 @@ class Config:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     audit_log: Path | None = None
+    default_nproc: int = 4096
     # Tables for the other programs sharing the file ([vstatd], ...) are kept raw
     # and validated by their owners.
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -17,9 +17,9 @@ from vcd.errors import invalid
 
 ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT", "__bool__": lambda self: False})()
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_CPULIST_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_CPULIST_RE = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
 
 
 class ParamType:
@@ -60,13 +60,15 @@ class Text(ParamType):
 
 @dataclass(frozen=True)
 class Pattern(ParamType):
+    """A string the whole of which matches `regex` (fullmatch: a trailing newline or
+    anything after a match is refused)."""
     regex: re.Pattern = _NAME_RE
     what: str = "a name"
     description: str = "string"
 
     def convert(self, name: str, value: Any) -> str:
         value = self._string(name, value)
-        if not self.regex.match(value):
+        if not self.regex.fullmatch(value):
             raise invalid(f"'{name}' is not {self.what}: {value!r}")
         return value
 
@@ -156,13 +158,16 @@ class Number(ParamType):
 
 @dataclass(frozen=True)
 class UInt64(ParamType):
-    """64-bit unsigned: int or decimal string; 'inf' (or 2^64-1) where unlimited is allowed.
+    """64-bit unsigned: int or decimal string, kept as canonical decimal text (XML-RPC
+    ints stop at 2^31-1 and SQLite's at 2^63-1).
 
-    Kept as canonical decimal text, since XML-RPC ints stop at 2^31-1 and SQLite's at 2^63-1.
+    Where unlimited is allowed (`allow_inf`) it is accepted as "inf", "-1", the int -1
+    and 2^64-1 (int or string), and always comes back as "inf".
     """
     allow_inf: bool = True
     max: int = vocab.UINT64_MAX
-    description: str = "uint64 as decimal string"
+    description: str = ('uint64 as decimal string; unlimited = "inf" ("-1", -1 and '
+                        '18446744073709551615 mean the same and read back as "inf")')
 
     def convert(self, name: str, value: Any) -> str:
         if isinstance(value, bool):
@@ -171,16 +176,19 @@ class UInt64(ParamType):
             number = value
         elif isinstance(value, str):
             text = value.strip()
-            if self.allow_inf and text.lower() in ("inf", "infinity", "unlimited", "-1"):
+            if self.allow_inf and text.lower() in ("inf", "infinity", "unlimited"):
                 return "inf"
-            if not re.fullmatch(r"\d{1,20}", text):
+            if not re.fullmatch(r"-?\d{1,20}", text):
                 raise invalid(f"'{name}' must be an unsigned decimal integer, got {value!r}")
             number = int(text)
         else:
             raise invalid(f"'{name}' must be an integer or decimal string, "
                           f"got {_wire_name(value)}")
+        if self.allow_inf and number in (-1, vocab.UINT64_MAX):
+            return "inf"
         if number < 0 or number > self.max:
-            raise invalid(f"'{name}' must be between 0 and {self.max}, got {number}")
+            raise invalid(f"'{name}' must be between 0 and {self.max}"
+                          + (' or "inf"' if self.allow_inf else "") + f", got {number}")
         return str(number)
 
 
@@ -232,7 +240,7 @@ class CpuList(ParamType):
 
     def convert(self, name: str, value: Any) -> str:
         value = self._string(name, value).replace(" ", "")
-        if not _CPULIST_RE.match(value):
+        if not _CPULIST_RE.fullmatch(value):
             raise invalid(f"'{name}' is not a list like '0-3,5': {value!r}")
         for part in value.split(","):
             lo, _, hi = part.partition("-")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,17 +24,20 @@ from templates.store import TemplateStore
 from vcd import vocab, vxdb
 from vcd.config import Config
 from vcd.errors import Fault, VcdError
-from vcd.vxdb.lookup import VServer, find_vserver
+from vcd.vxdb.lookup import VServer, find_vserver, security_of
 
 log = logging.getLogger("vcd.runtime")
 
 _runtimes: dict[int, "Runtime"] = {}
 
 BIND_TYPES = {"", "bind", "none", "auto"}
+# How long a start that found init dead waits for the backend to record why
+INIT_EXIT_WAIT = 5.0
 
 
 def _limit_value(text: str) -> int | None:
-    return None if text == "inf" else int(text)
+    # 2^64-1 is the manual's unlimited too (an older VXDB may hold it as a number)
+    return None if text == "inf" or int(text) >= vocab.UINT64_MAX else int(text)
 
 
 def build_spec(db: vxdb.Connection, vserver: VServer) -> tuple[ContextSpec, dict[str, Any]]:
@@ -67,6 +72,8 @@ def build_spec(db: vxdb.Connection, vserver: VServer) -> tuple[ContextSpec, dict
         addresses=[NetAddr(r["addr"], r["netmask"]) for r in values(
             "SELECT addr, netmask FROM nx_addr WHERE xid = ? ORDER BY addr")],
     )
+    security = security_of(db, xid)
+    spec.privileged, spec.seccomp = security["privileged"], security["seccomp"]
     cpuset = db.execute("SELECT cpus, mems, virtualize FROM vx_cpuset WHERE xid = ?", (xid,)).fetchone()
     if cpuset is not None:
         spec.cpuset = CpuSet(cpuset["cpus"], cpuset["mems"], bool(cpuset["virtualize"]))
@@ -83,20 +90,23 @@ def _mount(vdir: Path, row: Any) -> Mount:
     """A VXDB mount row as the backend wants it.
 
     The manual's `src` of a bind mount is a path *inside* the vserver; it becomes the
-    path below the vdir, so a vserver owner can never bind a host directory into it.
+    path below the vdir, so no row (whoever set it, whatever its type says: bind, rbind,
+    or a filesystem type with "bind" in its options) binds a host directory into it.
     """
-    opts = "" if row["opts"] == "defaults" else row["opts"]
+    words = [] if row["opts"] == "defaults" else row["opts"].split(",")
     fstype = "" if row["type"] == "auto" else row["type"]
-    is_bind = fstype in BIND_TYPES and (row["src"].startswith("/") or "bind" in opts.split(","))
+    recursive = fstype == "rbind" or "rbind" in words
+    is_bind = (fstype in ("bind", "rbind") or "bind" in words or recursive
+               or (fstype in BIND_TYPES and row["src"].startswith("/")))
     src = row["src"]
     if is_bind:
         # lexically below the vdir; libvserver resolves it confined to the vdir
         # (RESOLVE_IN_ROOT), so a symlink in the guest means what the guest sees
         src = os.path.join(str(vdir), os.path.normpath(src).lstrip("/"))
-        if "bind" not in opts.split(","):
-            opts = ",".join(filter(None, ["bind", opts]))
+        words = [w for w in words if w not in ("bind", "rbind")]
+        words.insert(0, "rbind" if recursive else "bind")
         fstype = ""
-    return Mount(src=src, dst=row["dst"], type=fstype, opts=opts)
+    return Mount(src=src, dst=row["dst"], type=fstype, opts=",".join(filter(None, words)))
 
 
 class Runtime:
@@ -154,7 +164,35 @@ class Runtime:
             raise VcdError(Fault.MEINVAL, f"{vserver.name}: {exc}") from None
         except libvserver.LibvserverError as exc:
             raise VcdError(Fault.MESYS, f"start of {vserver.name} failed: {exc}") from None
+        if not self.is_running(vserver.xid):
+            raise VcdError(Fault.MESYS, f"init of {vserver.name} died during its start: "
+                                        f"{self.death_reason(vserver.xid)}")
         log.info("started %s (xid %d)", vserver.name, vserver.xid)
+
+    def death_reason(self, xid: int) -> str:
+        """Why the init of xid ended, as the backend recorded it (it may take a moment
+        to reap it), in words a vserver owner can act on."""
+        deadline = time.monotonic() + INIT_EXIT_WAIT
+        while (ended := self.backend.last_exit(xid)) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if ended is None:
+            return "no exit status recorded"
+        reason = str(ended.get("reason", "unknown"))
+        if reason == f"signal {signal.SIGKILL}":
+            return (f"{reason} (SIGKILL: killed, e.g. by its memory limit; see "
+                    f"vxdb.vx.limit.get)")
+        return reason
+
+    def forget(self, vserver: VServer) -> None:
+        """Remove what the backend keeps for a removed vserver's xid (disk image,
+        cgroups, state), so the next vserver that gets the xid starts clean."""
+        try:
+            self.backend.forget(vserver.xid)
+        except libvserver.AlreadyRunning:
+            raise VcdError(Fault.MERUNNING, vserver.name) from None
+        except (libvserver.LibvserverError, OSError) as exc:
+            raise VcdError(Fault.MESYS, f"leftovers of {vserver.name} (xid {vserver.xid}) "
+                                        f"cannot be removed: {exc}") from None
 
     def stop(self, db: vxdb.Connection, vserver: VServer) -> str:
         with vxdb.transaction(db, immediate=True):

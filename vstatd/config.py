@@ -30,8 +30,8 @@ KEYS: tuple[Key, ...] = (
     Key("loglevel", "info", loglevel, "debug, info, warning or error."),
     Key("pidfile", "/run/vcd/vstatd.pid", abspath, "Pidfile of the detached vstatd."),
     Key("on_remove", "keep", choice(ON_REMOVE),
-        "What happens to the RRD files of a removed vserver: keep (moved aside when a new "
-        "vserver takes the name) or delete."),
+        "What vx.remove does to the RRD files of the vserver it removes: keep (moved into "
+        "<rrddir>/.removed/, out of the way of a later vserver) or delete."),
 )
 
 

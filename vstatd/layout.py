@@ -24,10 +24,10 @@ from pathlib import Path
 
 from libvserver import LIMIT_TYPES, MEMORY_LIMIT_TYPES
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 # net_ + a family (INET, INET6 ...) or an interface name as the kernel allows it, minus
 # the characters that would be unsafe in a file name or an rrdtool argument
-NET_RE = re.compile(r"^net_[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+NET_RE = re.compile(r"net_[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
 
 THREAD_DBS = ("thread_TOTAL", "thread_RUNNING", "thread_UNINTR", "thread_ONHOLD")
 LOADAVG_DB = "sys_LOADAVG"
@@ -92,18 +92,18 @@ def database(metric: str) -> Database:
     """The database of a metric name; ValueError for anything outside the vocabulary."""
     if metric in FIXED:
         return FIXED[metric]
-    if NET_RE.match(metric):
+    if NET_RE.fullmatch(metric):
         # counters only grow: DERIVE turns them into rates (per second) for graphs
         return _derives(metric, *NET_DS)
     raise ValueError(f"unknown metric {metric!r}")
 
 
 def valid_metric(metric: str) -> bool:
-    return metric in FIXED or bool(NET_RE.match(metric))
+    return metric in FIXED or bool(NET_RE.fullmatch(metric))
 
 
 def valid_name(name: str) -> bool:
-    return bool(NAME_RE.match(name))
+    return bool(NAME_RE.fullmatch(name))
 
 
 def metric_vocabulary() -> list[str]:

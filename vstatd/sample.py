@@ -247,7 +247,7 @@ def records(st: ContextStat) -> Records:
             out[db] = (usage.min, usage.cur, usage.max)
     for key, c in st.net.items():
         metric = f"net_{key}"
-        if NET_RE.match(metric):
+        if NET_RE.fullmatch(metric):
             # no kernel counts the bytes of failed packets: failb stays unknown
             out[metric] = (c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.errors, None)
     return out

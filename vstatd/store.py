@@ -106,7 +106,8 @@ class Store:
         if (self.rrddir / new).exists():
             self._archive(new)
         self._forget(old)
-        os.rename(self.rrddir / old, self.rrddir / new)
+        if (self.rrddir / old).is_dir():  # vx.remove may have retired it meanwhile
+            os.rename(self.rrddir / old, self.rrddir / new)
         del self.owner[old]
         self.kept.discard(old)
         self.owner[new] = ident
@@ -114,25 +115,17 @@ class Store:
 
     def _archive(self, name: str) -> None:
         """Move a directory out of the way of a vserver that now has its name."""
-        ident = self.owner.get(name)
-        tag = f"{ident.xid}-{ident.created}" if ident else time.strftime("%Y%m%dT%H%M%S")
-        base = self.rrddir / ARCHIVE
-        base.mkdir(mode=DIR_MODE, exist_ok=True)
-        target = base / f"{name}.{tag}"
-        n = 0
-        while target.exists():
-            n += 1
-            target = base / f"{name}.{tag}.{n}"
         self._forget(name)
-        os.rename(self.rrddir / name, target)
+        target = archive(self.rrddir, name, self.owner.get(name))
         self.owner.pop(name, None)
         self.kept.discard(name)
-        log.info("statistics of an earlier vserver named %s moved to %s", name, target)
+        if target is not None:
+            log.info("statistics of an earlier vserver named %s moved to %s", name, target)
 
     def claim(self, name: str, ident: Identity, t: int) -> Path:
         """The directory of a running vserver, made (or taken over) for it at step t."""
         d = vserver_dir(self.rrddir, name)
-        if self.owner.get(name) == ident:
+        if self.owner.get(name) == ident and d.is_dir():
             return d
         if name in self.owner or (d.exists() and read_identity(d) not in (None, ident)):
             self._archive(name)
@@ -213,6 +206,38 @@ class Store:
         rrdtool.create(path, *create_args(database(metric), self.step, start))
         os.chmod(path, FILE_MODE)
         return start
+
+
+def archive(rrddir: Path, name: str, ident: Identity | None) -> Path | None:
+    """Move <rrddir>/<name> aside into the archive (a name no vserver can have);
+    returns where it went, None when there was nothing to move."""
+    tag = f"{ident.xid}-{ident.created}" if ident else time.strftime("%Y%m%dT%H%M%S")
+    base = rrddir / ARCHIVE
+    base.mkdir(mode=DIR_MODE, exist_ok=True)
+    target = base / f"{name}.{tag}"
+    n = 0
+    while target.exists():
+        n += 1
+        target = base / f"{name}.{tag}.{n}"
+    try:
+        os.rename(rrddir / name, target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
+def retire(rrddir: Path, name: str, ident: Identity, on_remove: str) -> None:
+    """What vx.remove does to the statistics of the vserver it removes: delete them
+    (on_remove = "delete") or move them into the archive ("keep"), so a later vserver
+    with its name or xid starts without them. A directory that belongs to another
+    vserver (its marker says so) is left alone."""
+    d = vserver_dir(rrddir, name)
+    if d.is_symlink() or not d.is_dir() or read_identity(d) not in (None, ident):
+        return
+    if on_remove == "delete":
+        shutil.rmtree(d)
+    else:
+        archive(rrddir, name, ident)
 
 
 def read_identity(d: Path) -> Identity | None:

@@ -10,8 +10,9 @@ import time
 from typing import Callable
 from pathlib import Path
 
-from ..api import (ENFORCED, Backend, ContextSpec, ContextStat, ExecResult,
-                   InvalidSpec, NoSuchProcess, NotRunning, StartError, not_enforced)
+from ..api import (ENFORCED, AlreadyRunning, Backend, ContextSpec, ContextStat, ExecResult,
+                   InvalidSpec, LibvserverError, NoSuchProcess, NotRunning, StartError,
+                   not_enforced)
 from . import enter, limits, namespaces, quota, stat
 from .cgroups import Layout
 from .client import SupervisorClient
@@ -232,6 +233,24 @@ class NativeBackend(Backend):
             return json.loads((self.state_dir / f"{xid}.exit").read_text())
         except (OSError, ValueError):
             return None
+
+    def forget(self, xid: int) -> None:
+        if self.layout.pids(xid):
+            raise AlreadyRunning(f"context {xid} is running")
+        image = quota.image_path(self.image_dir, xid)
+        for path in (image, image.with_suffix(".new")):
+            path.unlink(missing_ok=True)
+        for h in self.layout.hierarchies:
+            # groups a guest made below its own go first: rmdir needs them empty
+            for below, _, _ in os.walk(self.layout.group(h, xid), topdown=False):
+                try:
+                    os.rmdir(below)
+                except OSError:
+                    pass
+        if not self.layout.remove(xid, wait=2.0):
+            raise LibvserverError(f"the cgroups of context {xid} cannot be removed")
+        for suffix in ("exit", "load"):
+            (self.state_dir / f"{xid}.{suffix}").unlink(missing_ok=True)
 
     def enforcement(self, spec: ContextSpec) -> dict[str, str]:
         return enforcement(self.layout, spec)

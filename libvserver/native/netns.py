@@ -120,7 +120,9 @@ def configure_inside(p: NetPlan) -> None:
         ipr.link("set", index=idx, ifname=INNER_NAME)
         for addr, prefix in p.addresses:
             kw = {}
-            if ":" not in addr:
+            # RFC 3021: a /31 (and a /32) has no broadcast address; its other address
+            # is the peer, which a broadcast would make unreachable
+            if ":" not in addr and prefix < 31:
                 kw["broadcast"] = p.broadcast or str(
                     ipaddress.IPv4Network(f"{addr}/{prefix}", strict=False).broadcast_address)
             ipr.addr("add", index=idx, address=addr, prefixlen=prefix, **kw)

@@ -72,6 +72,26 @@ def _make_dev(rootfd: int) -> None:
     _mount_at(rootfd, "dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
 
 
+def _refuse_kernel_source(rootfd: int, srcfd: int, m: Mount) -> None:
+    """A bind source (a guest symlink may point anywhere inside) must not be the
+    context's /proc or /sys: a plain bind of them would show them without what is
+    mounted over their parts (read-only /proc/sys and friends)."""
+    dev = os.fstat(srcfd).st_dev
+    if dev == os.fstat(rootfd).st_dev:
+        return  # the vserver's own files
+    for rel in ("proc", "sys"):
+        try:
+            fd = confine.open_in_root(rootfd, rel, os.O_PATH)
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_dev == dev:
+                raise MountError(f"bind source {m.src} of {m.dst} lies in the vserver's "
+                                 f"/{rel}, a kernel interface: refused")
+        finally:
+            os.close(fd)
+
+
 def spec_mount(rootfd: int, m: Mount) -> None:
     flags, data = parse_opts(m.opts)
     fstype = m.type or None
@@ -93,6 +113,7 @@ def spec_mount(rootfd: int, m: Mount) -> None:
             if rel == "." or not rel.startswith(".."):
                 srcfd = confine.open_in_root(rootfd, rel, os.O_PATH)
                 src = confine.fd_path(srcfd)
+                _refuse_kernel_source(rootfd, srcfd, m)
         is_file = is_bind and os.path.exists(src) and not os.path.isdir(src)
         _mount_at(rootfd, m.dst, src, fstype, flags & ~MS_RDONLY if is_bind else flags,
                   data or None, file=is_file)

@@ -11,11 +11,15 @@ from templates.errors import (InvalidTemplateName, MetadataError, PopulateError,
 from templates.metadata import TemplateMeta
 from templates.store import TemplateStore
 from vcd import progress, vocab, vxdb
+from vcd.config import ConfigError
 from vcd.errors import Fault, VcdError
+from vcd.limit_ranges import check_limit
 from vcd.params import (AbsPath, Bool, Choice, Int, Number, Param, Pattern, Signal, Text,
                         VServerName)
 from vcd.registry import Call, Owner, Txn, method
-from vcd.vxdb.lookup import VServer
+from vcd.vxdb.lookup import VServer, security_of
+from vstatd.config import settings as vstatd_settings
+from vstatd.store import Identity, retire as retire_rrd
 
 NAME = Param("name", VServerName, doc="vserver name")
 
@@ -99,8 +103,15 @@ def allocate_xid(call: Call) -> int:
 
 
 def apply_defaults(call: Call, xid: int, meta: TemplateMeta) -> None:
-    """A new vserver's configuration from the template's metadata (or DESIGN's defaults)."""
+    """A new vserver's configuration from the template's metadata (or DESIGN's defaults);
+    a template's limit the kernel or init cannot live with is refused like a set."""
     db = call.db
+    for lim in meta.limits:
+        try:
+            check_limit(lim.type, _limit_text(lim.soft), _limit_text(lim.max))
+        except VcdError as exc:
+            raise VcdError(Fault.MEINVAL, f"template {meta.name}: limit {lim.type}: "
+                                          f"{exc.message.partition(': ')[2]}") from None
     db.executemany("INSERT INTO vx_bcaps (xid, bcap) VALUES (?, ?)", [(xid, c) for c in meta.bcaps])
     db.executemany("INSERT INTO vx_ccaps (xid, ccap) VALUES (?, ?)", [(xid, c) for c in meta.ccaps])
     db.executemany("INSERT INTO vx_flags (xid, flag) VALUES (?, ?)", [(xid, f) for f in meta.flags])
@@ -111,6 +122,12 @@ def apply_defaults(call: Call, xid: int, meta: TemplateMeta) -> None:
     db.executemany("INSERT INTO vx_limit (xid, type, soft, max) VALUES (?, ?, ?, ?)",
                    [(xid, lim.type, _limit_text(lim.soft), _limit_text(lim.max))
                     for lim in meta.limits])
+    # host-protecting default: no fork bomb takes the host's pids (memory and disk stay
+    # unlimited until an admin sets them)
+    nproc = call.config.default_nproc
+    if nproc and not any(lim.type == "NPROC" for lim in meta.limits):
+        db.execute("INSERT INTO vx_limit (xid, type, soft, max) VALUES (?, 'NPROC', ?, ?)",
+                   (xid, str(nproc), str(nproc)))
 
 
 def _limit_text(value: int | str) -> str:
@@ -180,12 +197,17 @@ def create(call: Call, name: str, template: str, rebuild: bool, copy: bool,
 
 @method("vx.remove", cap="CREATE", owner=Owner.OWNER, lock=True, txn=Txn.WRITE, params=(NAME,))
 def remove(call: Call, name: str) -> None:
-    """Remove a stopped vserver: its configuration and its root filesystem. A shared
-    template stays intact."""
+    """Remove a stopped vserver and everything of it: its configuration, its root
+    filesystem, its disk-limit image, its cgroups and its statistics (deleted or moved
+    into vstatd's archive, as [vstatd] on_remove says), so a vserver that later gets
+    the same xid or name starts clean. A shared template stays intact."""
     vserver = call.vserver
     if is_running(call, vserver.xid):
         raise VcdError(Fault.MERUNNING, name)
-    # rows first, files last: if removing files fails the transaction rolls back
+    created = call.db.execute("SELECT created FROM vservers WHERE xid = ?",
+                              (vserver.xid,)).fetchone()[0]
+    # rows first (every table cascades), files last: if removing files fails the
+    # transaction rolls back and the vserver is still there to remove again
     call.db.execute("DELETE FROM vservers WHERE xid = ?", (vserver.xid,))
     vdir = Path(vserver.vdir)
     try:
@@ -195,6 +217,17 @@ def remove(call: Call, name: str) -> None:
         raise template_fault(exc) from None
     if os.path.lexists(vdir):
         raise VcdError(Fault.MEEXIST, f"{vdir} still exists after removal; check it by hand")
+    call.runtime.forget(vserver)
+    _retire_statistics(call, vserver, created)
+
+
+def _retire_statistics(call: Call, vserver: VServer, created: int) -> None:
+    try:
+        st = vstatd_settings(call.config)
+        retire_rrd(st.rrddir, vserver.name, Identity(vserver.xid, created), st.on_remove)
+    except (ConfigError, OSError) as exc:
+        raise VcdError(Fault.MESYS, f"statistics of {vserver.name} cannot be removed: "
+                                    f"{exc}") from None
 
 
 @method("vx.rename", cap="CREATE", owner=Owner.OWNER, lock=True, txn=Txn.WRITE,
@@ -327,17 +360,20 @@ def kill(call: Call, name: str, pid: int, sig: int) -> None:
         returns="struct")
 def status(call: Call, name: str) -> dict:
     """{running, nproc, uptime} plus thr_total, thr_running, thr_unintr, thr_onhold,
-    forks_total, load1m, load5m, load15m; zeros when stopped."""
+    forks_total, load1m, load5m, load15m (zeros when stopped), and privileged (boolean:
+    the admin-only setting of vxdb.vx.security.set)."""
     st = call.runtime.stat(call.vserver)
+    privileged = security_of(call.db, call.vserver.xid)["privileged"]
     if not st.running:
         return {"running": False, "nproc": 0, "uptime": 0, "thr_total": 0, "thr_running": 0,
                 "thr_unintr": 0, "thr_onhold": 0, "forks_total": 0, "load1m": "0.00",
-                "load5m": "0.00", "load15m": "0.00"}
+                "load5m": "0.00", "load15m": "0.00", "privileged": privileged}
     return {"running": True, "nproc": st.nproc, "uptime": int(st.uptime),
             "thr_total": st.thr_total, "thr_running": st.thr_running,
             "thr_unintr": st.thr_unintr, "thr_onhold": st.thr_onhold,
             "forks_total": st.forks_total, "load1m": f"{st.load1:.2f}",
-            "load5m": f"{st.load5:.2f}", "load15m": f"{st.load15:.2f}"}
+            "load5m": f"{st.load5:.2f}", "load15m": f"{st.load15:.2f}",
+            "privileged": privileged}
 
 
 def _running_stat(call: Call):

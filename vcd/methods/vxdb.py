@@ -7,17 +7,23 @@ methods, so each area is one declaration.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
+
+from libvserver import Sched
 
 from vcd import vocab
 from vcd.errors import Fault, VcdError
+from vcd.limit_ranges import (MAX_DISK_KIB, MIN_DISK_KIB, MIN_INODES, check_disk, check_limit,
+                               check_sched, limit_range, max_rate)
 from vcd.params import (AbsPath, Bool, Choice, CpuList, Int, IPv4, Netmask, Param, Text,
                         UInt64, UserName, VServerName)
-from vcd.vxdb.lookup import uid_of, xid_of
+from vcd.vxdb.lookup import VServer, find_vserver, may_see, security_of, uid_of, xid_of
 from vcd.registry import Call, Method, Owner, Txn, method, register
 
 NAME = Param("name", VServerName, doc="vserver name")
+
+Check = Callable[[Call, dict[str, Any]], None]  # may complete values; raises VcdError
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,8 @@ def _method(name: str, cap: str, func: Callable[..., Any], params: tuple[Param, 
 
 
 def keyed_area(prefix: str, *, cap: str, table: str, what: str, key: Field,
-               fields: tuple[Field, ...],
-               check: Callable[[dict[str, Any]], None] | None = None) -> None:
+               fields: tuple[Field, ...], check: Check | None = None,
+               set_doc: str = "") -> None:
     """get(name, key="" = all) -> [struct]; set(name, key, fields...); remove(name, key="" = all)."""
     columns = [key.column, *(f.column for f in fields)]
     select = f"SELECT {', '.join(columns)} FROM {table} WHERE xid = ?"
@@ -73,7 +79,7 @@ def keyed_area(prefix: str, *, cap: str, table: str, what: str, key: Field,
 
     def set_(call: Call, name: str, **values: Any) -> None:
         if check:
-            check(values)
+            check(call, values)
         placeholders = ", ".join("?" * (len(columns) + 1))
         updates = ", ".join(f"{f.column} = excluded.{f.column}" for f in fields)
         call.db.execute(
@@ -94,7 +100,7 @@ def keyed_area(prefix: str, *, cap: str, table: str, what: str, key: Field,
             doc=f"The configured {plural(what)} of a vserver as [{{{result_keys}}}]; "
                 f"an empty {key.param.name} returns all, an unknown one [].")
     _method(f"{prefix}.set", cap, set_, (key.param, *(f.param for f in fields)), write=True,
-            doc=f"Add or change a {what} of a vserver.")
+            doc=f"Add or change a {what} of a vserver.{set_doc}")
     _method(f"{prefix}.remove", cap, remove, (optional_key,), write=True,
             doc=f"Remove a {what} of a vserver (an empty {key.param.name} removes all); "
                 f"removing one that is not there succeeds.")
@@ -102,10 +108,18 @@ def keyed_area(prefix: str, *, cap: str, table: str, what: str, key: Field,
 
 def single_area(prefix: str, *, cap: str, table: str, what: str, fields: tuple[Field, ...],
                 unset: Callable[[], Any], shape: Callable[[dict[str, Any]], Any] = lambda d: d,
-                check: Callable[[dict[str, Any]], None] | None = None,
-                with_remove: bool = True) -> None:
-    """get(name) -> struct (or value); set(name, fields...); remove(name)."""
+                check: Check | None = None, with_remove: bool = True) -> None:
+    """get(name) -> struct (or value); set(name, fields...); remove(name).
+
+    A set keeps what it does not name: an optional field left out keeps its current
+    value (or gets its default when nothing is set yet)."""
     columns = [f.column for f in fields]
+    optional = [f for f in fields if not f.param.required]
+    set_params = tuple(f.param if f.param.required else replace(
+        f.param, default=None,
+        doc=(f.param.doc + "; " if f.param.doc else "")
+        + f"left out: keeps the current value (default {f.param.default!r})")
+        for f in fields)
 
     def get(call: Call, name: str) -> Any:
         row = call.db.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE xid = ?",
@@ -115,8 +129,14 @@ def single_area(prefix: str, *, cap: str, table: str, what: str, fields: tuple[F
         return shape({f.result: f.to_wire(row[f.column]) for f in fields})
 
     def set_(call: Call, name: str, **values: Any) -> None:
+        if any(values[f.param.name] is None for f in optional):
+            row = call.db.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE xid = ?",
+                                  (call.vserver.xid,)).fetchone()
+            for f in optional:
+                if values[f.param.name] is None:
+                    values[f.param.name] = row[f.column] if row is not None else f.param.default
         if check:
-            check(values)
+            check(call, values)
         call.db.execute(
             f"INSERT OR REPLACE INTO {table} (xid, {', '.join(columns)}) "
             f"VALUES ({', '.join('?' * (len(columns) + 1))})",
@@ -127,8 +147,8 @@ def single_area(prefix: str, *, cap: str, table: str, what: str, fields: tuple[F
 
     _method(f"{prefix}.get", cap, get, (), returns="struct" if len(fields) > 1 else "string",
             doc=f"The {what} of a vserver.")
-    _method(f"{prefix}.set", cap, set_, tuple(f.param for f in fields), write=True,
-            doc=f"Set the {what} of a vserver.")
+    _method(f"{prefix}.set", cap, set_, set_params, write=True,
+            doc=f"Set the {what} of a vserver; what a set leaves out keeps its value.")
     if with_remove:
         _method(f"{prefix}.remove", cap, remove, (), write=True,
                 doc=f"Remove the {what} of a vserver (succeeds when none is set).")
@@ -164,21 +184,86 @@ def flag_area(prefix: str, *, cap: str, table: str, column: str, what: str,
 
 # -- value checks that involve more than one parameter --------------------------------
 
-def _limit_check(values: dict[str, Any]) -> None:
+def _limit_check(call: Call, values: dict[str, Any]) -> None:
     if values["soft"] is None:
         values["soft"] = values["max"]
-    soft, hard = values["soft"], values["max"]
-    if hard != "inf" and (soft == "inf" or int(soft) > int(hard)):
-        raise VcdError(Fault.MEINVAL, f"'soft' ({soft}) must not exceed 'max' ({hard})")
+    check_limit(values["limit"], values["soft"], values["max"])
 
 
-def _sched_check(values: dict[str, Any]) -> None:
+def _sched_check(call: Call, values: dict[str, Any]) -> None:
     if values["fillrate"] > 0 and values["interval"] == 0:
         raise VcdError(Fault.MEINVAL, "'interval' must be greater than 0")
     if values["fillrate2"] and not values["interval2"]:
         raise VcdError(Fault.MEINVAL, "'interval2' must be greater than 0 with 'fillrate2'")
     if values["tokensmin"] > values["tokensmax"] and values["tokensmax"]:
         raise VcdError(Fault.MEINVAL, "'tokensmin' must not exceed 'tokensmax'")
+    check_sched(Sched(values["cpuid"], values["interval"], values["fillrate"],
+                      values["interval2"], values["fillrate2"], values["tokensmin"],
+                      values["tokensmax"]))
+
+
+# Filesystems a vserver owner may mount besides binds of its own paths: they show only
+# what belongs to the vserver (tmpfs: memory charged to its cgroup; mqueue: its own IPC
+# namespace). Everything else (devtmpfs, proc, sysfs, cgroup, debugfs, bpf, block
+# device filesystems ...) shows or changes the host: admins only.
+TENANT_FSTYPES = ("tmpfs", "mqueue")
+BIND_FSTYPES = ("bind", "rbind")
+# Bind sources that are kernel interfaces inside the vserver too (a plain bind of /proc
+# would show it without the masks vcd puts over /proc/sys and friends).
+KERNEL_DIRS = ("/proc", "/sys", "/dev")
+
+
+def mount_refusal(src: str, fstype: str, opts: str) -> str | None:
+    """Why a vserver owner who is not an admin may not set this mount, or None.
+
+    Bind sources are paths inside the vserver (libvserver resolves them confined to
+    the vdir at start); anything that names a device, a host path or a filesystem
+    showing the host is refused."""
+    words = [o.strip() for o in opts.split(",")]
+    binding = fstype in BIND_FSTYPES or "bind" in words or "rbind" in words
+    if fstype in ("auto", "none", "") and src.startswith("/"):
+        binding = True  # the manual's short form: a path as source binds it
+    if binding:
+        if fstype not in (*BIND_FSTYPES, "auto", "none", ""):
+            return (f"'opts' {opts!r} binds, but 'type' is {fstype!r}: a bind mount has type "
+                    f"bind or rbind")
+        if not src.startswith("/"):
+            return f"'src' {src!r} of a bind mount must be an absolute path inside the vserver"
+        norm = os.path.normpath(src)
+        if norm == "/" or norm.startswith("//"):
+            return "'src' / would bind the whole root filesystem"
+        if any(part == ".." for part in src.split("/")):
+            return f"'src' {src!r} must not contain '..'"
+        for kernel_dir in KERNEL_DIRS:
+            if norm == kernel_dir or norm.startswith(kernel_dir + "/"):
+                return (f"'src' {src!r} lies in {kernel_dir}, a kernel interface: only an "
+                        f"admin may bind it")
+        return None
+    if fstype not in TENANT_FSTYPES:
+        return (f"'type' {fstype!r} is not one a vserver owner may mount (admins only): "
+                f"allowed are {', '.join(TENANT_FSTYPES)} and binds of paths inside the "
+                f"vserver (type bind or rbind)")
+    if src.startswith("/dev/") or src.startswith("/"):
+        return f"'src' {src!r} of a {fstype} mount must be a label, not a path or device"
+    return None
+
+
+def _mount_check(call: Call, values: dict[str, Any]) -> None:
+    if call.user.admin:
+        return
+    why = mount_refusal(values["src"], values["type"], values["opts"])
+    if why is not None:
+        raise VcdError(Fault.MEPERM, why)
+
+
+def _addr_check(call: Call, values: dict[str, Any]) -> None:
+    """An IPv4 address belongs to one vserver at a time (the index in VXDB agrees)."""
+    row = call.db.execute("SELECT v.name FROM nx_addr a JOIN vservers v ON v.xid = a.xid "
+                          "WHERE a.addr = ? AND a.xid != ?",
+                          (values["addr"], call.vserver.xid)).fetchone()
+    if row is not None:
+        holder = f" by vserver {row[0]}" if call.user.admin else " by another vserver"
+        raise VcdError(Fault.MEEXIST, f"address {values['addr']} is in use{holder}")
 
 
 def _online(path: str) -> set[int]:
@@ -197,7 +282,7 @@ def _expand(cpulist: str) -> set[int]:
     return result
 
 
-def _cpuset_check(values: dict[str, Any]) -> None:
+def _cpuset_check(call: Call, values: dict[str, Any]) -> None:
     cpus = _online("/sys/devices/system/cpu/online") or set(range(os.cpu_count() or 1))
     missing = _expand(values["cpus"]) - cpus
     if missing:
@@ -212,17 +297,15 @@ def _cpuset_check(values: dict[str, Any]) -> None:
                                       f"{sorted(missing)}")
 
 
-def _init_defaults(values: dict[str, Any]) -> None:
+def _init_defaults(call: Call, values: dict[str, Any]) -> None:
     values["init"] = values["init"] or vocab.DEFAULT_INIT
     values["halt"] = values["halt"] or vocab.DEFAULT_HALT
     values["reboot"] = values["reboot"] or vocab.DEFAULT_REBOOT
 
 
-def _dx_check(values: dict[str, Any]) -> None:
-    for key in ("space", "inodes"):
-        if int(values[key]) >= 2**63:
-            raise VcdError(Fault.MEINVAL, f"'{key}' is too large")
-        values[key] = int(values[key])
+def _dx_check(call: Call, values: dict[str, Any]) -> None:
+    values["space"], values["inodes"] = int(values["space"]), int(values["inodes"])
+    check_disk(values["space"], values["inodes"])
 
 
 # -- the areas --------------------------------------------------------------------------
@@ -238,12 +321,20 @@ keyed_area("vxdb.mount", cap="MOUNT", table="mount", what="mount point",
                    _field(Param("type", Text(max_len=64), required=False, default="auto",
                                 doc="filesystem type")),
                    _field(Param("opts", Text(max_len=1024), required=False, default="defaults",
-                                doc="mount options"))))
+                                doc="mount options"))),
+           check=_mount_check,
+           set_doc=" A bind's source is a path inside the vserver (resolved confined to it "
+                   "at start). Owners who are not admins may set only binds of their own "
+                   "paths (not /, /proc, /sys, /dev) and " + ", ".join(TENANT_FSTYPES)
+                   + " mounts; anything else is fault 101 naming the reason.")
 
 keyed_area("vxdb.nx.addr", cap="NET", table="nx_addr", what="network address",
            key=_field(Param("addr", IPv4(), doc="IPv4 address, dot-decimal")),
            fields=(_field(Param("netmask", Netmask(), required=False,
-                                default=vocab.DEFAULT_NETMASK, doc="dot-decimal netmask")),))
+                                default=vocab.DEFAULT_NETMASK, doc="dot-decimal netmask")),),
+           check=_addr_check,
+           set_doc=" An address belongs to one vserver at a time: one held by another "
+                   "is fault 201 (naming the holder to admins only).")
 
 keyed_area("vxdb.vx.limit", cap="RLIM", table="vx_limit", what="resource limit",
            key=_field(Param("limit", Choice(vocab.LIMITS, "limit type"), aliases=("type",),
@@ -251,7 +342,14 @@ keyed_area("vxdb.vx.limit", cap="RLIM", table="vx_limit", what="resource limit",
                       column="type"),
            fields=(_field(Param("soft", _u64, required=False, doc="soft limit; default = max")),
                    _field(Param("max", _u64, doc="hard limit; 'inf' = unlimited"))),
-           check=_limit_check)
+           check=_limit_check,
+           set_doc=' Unlimited is "inf" (also accepted: "-1", the int -1 and '
+                   '18446744073709551615; read back as "inf"). A value the kernel or init '
+                   'cannot live with is fault 200 naming the accepted range: RSS, AS and '
+                   f'ANON {limit_range("RSS")[0]}..{limit_range("RSS")[1]} KiB, the other '
+                   f'memory types up to {limit_range("MEMLOCK")[1]} KiB (bytes fit 63 bits), '
+                   f'NPROC {limit_range("NPROC")[0]}..{limit_range("NPROC")[1]} (pids.max), '
+                   'NOFILE up to /proc/sys/fs/nr_open, NSEMS and SEMARY up to 2^31-1.')
 
 keyed_area("vxdb.vx.sched", cap="SCHED", table="vx_sched", what="CPU scheduler bucket",
            key=_field(Param("cpuid", Int(0, 4095), doc="CPU id as in /proc/cpuinfo")),
@@ -263,7 +361,10 @@ keyed_area("vxdb.vx.sched", cap="SCHED", table="vx_sched", what="CPU scheduler b
                                 doc="idle-time fillrate")),
                    _field(Param("tokensmin", _nonneg, required=False, default=0)),
                    _field(Param("tokensmax", _nonneg, required=False, default=0))),
-           check=_sched_check)
+           check=_sched_check,
+           set_doc=" The bucket becomes a CFS quota of 100 ms * fillrate / interval per "
+                   "100 ms; a rate whose quota (plus burst) the kernel refuses, above "
+                   f"{max_rate()} tokens per jiffy, is fault 200.")
 
 keyed_area("vxdb.vx.uname", cap="UNAME", table="vx_uname", what="system information value",
            key=_field(Param("uname", Choice(vocab.UNAMES, "uname type"), aliases=("type",)),
@@ -271,16 +372,18 @@ keyed_area("vxdb.vx.uname", cap="UNAME", table="vx_uname", what="system informat
            fields=(_field(Param("value", Text(max_len=64), empty_is_value=True)),))
 
 single_area("vxdb.dx.limit", cap="DLIM", table="dx_limit", what="disk limit",
-            fields=(_field(Param("space", _u64_finite, doc="KiB"), to_wire=str),
-                    _field(Param("inodes", _u64_finite), to_wire=str),
+            fields=(_field(Param("space", _u64_finite,
+                                 doc=f"KiB, {MIN_DISK_KIB}..{MAX_DISK_KIB}"), to_wire=str),
+                    _field(Param("inodes", _u64_finite,
+                                 doc=f"{MIN_INODES}..space (one per KiB at most)"), to_wire=str),
                     _field(Param("reserved", Int(0, 100), required=False, default=5,
                                  doc="percent reserved for root inside"))),
             unset=lambda: {"space": "", "inodes": "", "reserved": 0}, check=_dx_check)
 
 single_area("vxdb.init", cap="INIT", table="init", what="init, halt and reboot commands",
-            fields=(_field(Param("init", AbsPath(), required=False)),
-                    _field(Param("halt", AbsPath(), required=False)),
-                    _field(Param("reboot", AbsPath(), required=False)),
+            fields=(_field(Param("init", AbsPath(), required=False, default=vocab.DEFAULT_INIT)),
+                    _field(Param("halt", AbsPath(), required=False, default=vocab.DEFAULT_HALT)),
+                    _field(Param("reboot", AbsPath(), required=False, default=vocab.DEFAULT_REBOOT)),
                     _field(Param("timeout", Int(0, 86400), required=False,
                                  default=vocab.DEFAULT_TIMEOUT,
                                  doc="seconds vx.stop waits before killing"))),
@@ -352,25 +455,70 @@ def owner_remove(call: Call, name: str, username: str | None) -> None:
         call.db.execute("DELETE FROM owners WHERE xid = ? AND uid = ?", (xid, uid_of(call.db, username)))
 
 
-@method("vxdb.name.get", cap="INFO", returns="string", params=(Param("xid", Int(2, 65534)),))
+# The three plain lookups answer only about vservers the caller may see: "not yours =
+# does not exist" as everywhere (admins and vshelper's HELPER capability excepted,
+# issue 12 overrides DESIGN.md's "no owner check" on them).
+LOOKUP_CAPS = ("INFO", "HELPER")
+
+
+def _visible(call: Call, vserver: VServer | None, what: str) -> VServer:
+    if vserver is None or not may_see(call.db, call.user, vserver.xid):
+        raise VcdError(Fault.MENOVPS, what)
+    return vserver
+
+
+@method("vxdb.name.get", cap=LOOKUP_CAPS, returns="string",
+        params=(Param("xid", Int(2, 65534)),))
 def name_get(call: Call, xid: int) -> str:
-    """The name of the vserver with this context id."""
+    """The name of the vserver with this context id (one the caller owns; admins and
+    HELPER: any); 202 otherwise."""
     row = call.db.execute("SELECT name FROM vservers WHERE xid = ?", (xid,)).fetchone()
-    if row is None:
-        raise VcdError(Fault.MENOVPS, f"xid {xid}")
-    return row[0]
+    return _visible(call, find_vserver(call.db, row[0]) if row else None, f"xid {xid}").name
 
 
-@method("vxdb.xid.get", cap="INFO", returns="int", params=(NAME,))
+@method("vxdb.xid.get", cap=LOOKUP_CAPS, returns="int", params=(NAME,))
 def xid_get(call: Call, name: str) -> int:
-    """The context id of a vserver."""
-    return xid_of(call.db, name)
+    """The context id of a vserver (one the caller owns; admins and HELPER: any)."""
+    return _visible(call, find_vserver(call.db, name), name).xid
 
 
-@method("vxdb.vdir.get", cap="INFO", returns="string", params=(NAME,))
+@method("vxdb.vdir.get", cap=LOOKUP_CAPS, returns="string", params=(NAME,))
 def vdir_get(call: Call, name: str) -> str:
-    """The absolute root directory of a vserver on the host."""
-    row = call.db.execute("SELECT vdir FROM vservers WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        raise VcdError(Fault.MENOVPS, name)
-    return row[0]
+    """The absolute root directory of a vserver on the host (one the caller owns;
+    admins and HELPER: any)."""
+    return _visible(call, find_vserver(call.db, name), name).vdir
+
+
+# -- security settings: admins only ---------------------------------------------------
+
+@method("vxdb.vx.security.get", cap=("BCAP", "INFO"), owner=Owner.OWNER, returns="struct",
+        params=(NAME,))
+def security_get(call: Call, name: str) -> dict[str, bool]:
+    """The security settings of a vserver: {privileged, seccomp} (booleans; defaults
+    false and true). privileged: no user namespace, root inside is root on the host;
+    seccomp: the default system call filter applies."""
+    return security_of(call.db, call.vserver.xid)
+
+
+@method("vxdb.vx.security.set", cap="BCAP", owner=Owner.OWNER, lock=True, txn=Txn.WRITE,
+        params=(NAME,
+                Param("privileged", Bool(), required=False,
+                      doc="true: no user namespace (root inside is root outside); "
+                          "left out: unchanged"),
+                Param("seccomp", Bool(), required=False,
+                      doc="false: no seccomp filter; left out: unchanged")))
+def security_set(call: Call, name: str, privileged: bool | None,
+                 seccomp: bool | None) -> None:
+    """Change the security settings of a vserver (effective at its next start). Admins
+    only: capability BCAP and the admin flag; anyone else gets fault 101, owners with
+    every capability too, since either setting hands the host to root inside."""
+    if not call.user.admin:
+        raise VcdError(Fault.MEPERM, "vxdb.vx.security.set is for admins only")
+    current = security_of(call.db, call.vserver.xid)
+    if privileged is not None:
+        current["privileged"] = privileged
+    if seccomp is not None:
+        current["seccomp"] = seccomp
+    call.db.execute("INSERT OR REPLACE INTO vx_security (xid, privileged, seccomp) "
+                    "VALUES (?, ?, ?)", (call.vserver.xid, int(current["privileged"]),
+                                         int(current["seccomp"])))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from vcd.errors import Fault, VcdError
 
 if TYPE_CHECKING:
+    from vcd.auth import User
     from vcd.vxdb import Connection
 
 
@@ -49,3 +50,18 @@ def uid_of(db: "Connection", username: str) -> int:
 def is_owner(db: "Connection", xid: int, uid: int) -> bool:
     return db.execute("SELECT 1 FROM owners WHERE xid = ? AND uid = ?",
                       (xid, uid)).fetchone() is not None
+
+
+def may_see(db: "Connection", user: "User", xid: int) -> bool:
+    """Whether a user may learn that vserver xid exists: its owners, admins, and
+    vshelper's HELPER capability (the kernel's callbacks name any context)."""
+    return user.admin or "HELPER" in user.caps or is_owner(db, xid, user.uid)
+
+
+def security_of(db: "Connection", xid: int) -> dict[str, bool]:
+    """{privileged, seccomp} of a vserver; the defaults (False, True) when never set."""
+    row = db.execute("SELECT privileged, seccomp FROM vx_security WHERE xid = ?",
+                     (xid,)).fetchone()
+    if row is None:
+        return {"privileged": False, "seccomp": True}
+    return {"privileged": bool(row[0]), "seccomp": bool(row[1])}

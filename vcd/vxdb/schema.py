@@ -141,6 +141,36 @@ MIGRATIONS: tuple[str, ...] = (
         last  REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: admin-only security settings per vserver; one vserver per IPv4 address
+    f"""
+    -- privileged: no user namespace (root inside is root outside); seccomp: the default
+    -- filter. No row = the defaults (0, 1). Only admins set them (vxdb.vx.security.set).
+    CREATE TABLE vx_security (
+        {_VX} PRIMARY KEY,
+        privileged INTEGER NOT NULL DEFAULT 0 CHECK (privileged IN (0, 1)),
+        seccomp    INTEGER NOT NULL DEFAULT 1 CHECK (seccomp IN (0, 1))
+    );
+    -- Older VXDBs may hold one address for several vservers (the second start failed
+    -- with "File exists"). The lowest xid keeps it; the other rows move here, so the
+    -- migration never fails and nothing is lost: an admin reads them with sqlite3 and
+    -- gives those vservers new addresses. They go with their vserver.
+    CREATE TABLE nx_addr_displaced (
+        {_VX},
+        addr    TEXT NOT NULL,
+        netmask TEXT NOT NULL,
+        moved   INTEGER NOT NULL DEFAULT (strftime('%s', 'now')),
+        PRIMARY KEY (xid, addr)
+    ) WITHOUT ROWID;
+    INSERT INTO nx_addr_displaced (xid, addr, netmask)
+        SELECT a.xid, a.addr, a.netmask FROM nx_addr a
+        WHERE a.xid > (SELECT min(b.xid) FROM nx_addr b WHERE b.addr = a.addr);
+    DELETE FROM nx_addr
+        WHERE xid > (SELECT min(b.xid) FROM nx_addr b WHERE b.addr = nx_addr.addr);
+    CREATE UNIQUE INDEX nx_addr_addr ON nx_addr(addr);
+    -- 2^64-1 was documented as unlimited but stored as a number (and failed at start)
+    UPDATE vx_limit SET soft = 'inf' WHERE soft = '18446744073709551615';
+    UPDATE vx_limit SET max = 'inf' WHERE max = '18446744073709551615';
+    """,
 )
 
 VERSION = len(MIGRATIONS)

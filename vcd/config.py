@@ -40,6 +40,13 @@ def int_range(lo: int, hi: int) -> Callable[[Any], int]:
     return check
 
 
+def _idmap_base(value: Any) -> int:
+    v = int_range(131072, 65534 * 65536)(value)
+    if v % 65536:
+        raise ValueError("must be a multiple of 65536")
+    return v
+
+
 def _number_range(lo: float, hi: float) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -136,6 +143,10 @@ KEYS: tuple[Key, ...] = (
     Key("boot", False, _bool, "Start every member of the group 'onboot' when the daemon starts."),
     Key("cgroup_parent", "vcd", lambda v: _name_like(v, "cgroup_parent"),
         "Parent cgroup (in each controller) of every vserver's cgroup."),
+    Key("idmap_base", 131072, _idmap_base,
+        "First host uid/gid of xid 2's range; each vserver that is not privileged maps its "
+        "ids 0..65535 onto 65536 host ids of its own (xid N at (N << 16) by default; a "
+        "multiple of 65536 between 131072 and 4294836224; see libvserver/native/idmap.py)."),
     Key("unix_socket", "", optional_abspath,
         "Also serve XML-RPC on this Unix socket (empty = off)."),
     Key("unix_socket_mode", "0660", _octal_mode, "Permissions of the Unix socket."),
@@ -175,6 +186,7 @@ class Config:
     exec_output_cap: int = 1048576
     boot: bool = False
     cgroup_parent: str = "vcd"
+    idmap_base: int = 131072
     unix_socket: Path | None = None
     unix_socket_mode: int = 0o660
     unix_socket_group: str | None = None

@@ -51,6 +51,7 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
 FSOPEN_CLOEXEC = 1
 FSMOUNT_CLOEXEC = 1
+FSCONFIG_SET_FLAG = 0
 FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6
 
@@ -158,14 +159,21 @@ def idmapped_tree(path: str, userns_fd: int) -> int:
     return fd
 
 
-def fsmount(fstype: str, source: str) -> int:
-    """A detached new mount of ``source`` (a block device) as ``fstype``."""
+def fsmount(fstype: str, source: str | None, options: dict[str, str | None] | None = None) -> int:
+    """A detached new mount of ``fstype`` from ``source`` (a block device, or None) with
+    ``options`` (None as a value: a flag option such as ``userxattr``)."""
     sfd = _check(_libc.syscall(SYS_FSOPEN, fstype.encode(), FSOPEN_CLOEXEC), f"fsopen {fstype}")
     try:
-        _check(_libc.syscall(SYS_FSCONFIG, sfd, FSCONFIG_SET_STRING, b"source",
-                             source.encode(), 0), f"fsconfig source={source}")
+        opts = dict(options or {})
+        if source is not None:
+            opts = {"source": source, **opts}
+        for key, value in opts.items():
+            _check(_libc.syscall(SYS_FSCONFIG, sfd, FSCONFIG_SET_FLAG if value is None
+                                 else FSCONFIG_SET_STRING, key.encode(),
+                                 None if value is None else value.encode(), 0),
+                   f"{fstype} option {key}={value}")
         _check(_libc.syscall(SYS_FSCONFIG, sfd, FSCONFIG_CMD_CREATE, None, None, 0),
-               f"mount {source} ({fstype})")
+               f"mount {source or fstype} ({fstype})")
         return _check(_libc.syscall(SYS_FSMOUNT, sfd, FSMOUNT_CLOEXEC, 0), "fsmount")
     finally:
         os.close(sfd)

@@ -169,27 +169,32 @@ def mask_kernel_interfaces(rootfd: int, new_net: bool) -> None:
         _bind_self(rootfd, rel, ro)
 
 
-def setup_unprivileged(vdir: str, mounts: list[Mount], root_fd: int, overlay: dict | None,
+def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], root_fd: int,
                        sys_fd: int | None, new_net: bool) -> None:
     """Like setup(), in a mount namespace owned by the context's user namespace.
 
-    root_fd is the detached idmapped root made by the supervisor (see idmap.py): the
-    vdir, the disk-limit image, or for a shared template its lower layer, over which
-    the overlay is mounted from in here (``userxattr``: trusted.* xattrs are host
-    root's).  sys_fd, if given, is a read-only /sys to use instead of a sysfs mount."""
-    mount(None, "/", None, MS_REC | MS_SLAVE)
+    host_dirs: O_PATH fds of the vdir [and a shared template's upper and work dirs],
+    opened with host uid 0.  root_fd is the detached idmapped root made by the
+    supervisor (see idmap.py): the vdir, the disk-limit image, or for a shared template
+    its lower layer, over which the overlay is mounted from in here (``userxattr``:
+    trusted.* xattrs belong to host root).  sys_fd, if given, is a read-only /sys to use
+    instead of a sysfs mount.  Takes ownership of every fd passed."""
+    fds = list(host_dirs) + [root_fd] + ([sys_fd] if sys_fd is not None else [])
     try:
-        idmap.move_into_place(root_fd, vdir)
-        if overlay is not None:
-            mount("overlay", vdir, "overlay", 0,
-                  f"lowerdir={vdir},upperdir={overlay['upper']},workdir={overlay['work']},"
-                  "userxattr")
-    except OSError as e:
-        raise MountError(f"cannot mount the root of {vdir}: {e.strerror or e}") from None
-    finally:
-        os.close(root_fd)
-    rootfd = os.open(vdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
+        mount(None, "/", None, MS_REC | MS_SLAVE)
+        try:
+            idmap.move_into_place(root_fd, host_dirs[0])
+            if len(host_dirs) == 3:
+                ovl = idmap.fsmount("overlay", None, {
+                    "lowerdir": confine.fd_path(root_fd), "upperdir": confine.fd_path(host_dirs[1]),
+                    "workdir": confine.fd_path(host_dirs[2]), "userxattr": None})
+                fds.append(ovl)
+                idmap.move_into_place(ovl, root_fd)
+                root_fd = ovl
+        except OSError as e:
+            raise MountError(f"cannot mount the root of {vdir}: {e.strerror or e}") from None
+        # the mount fd is the new root itself: no lookup of the vdir's host path needed
+        rootfd = root_fd
         try:
             _mount_at(rootfd, "proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
             if sys_fd is not None:
@@ -205,14 +210,12 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], root_fd: int, overlay: di
             mask_kernel_interfaces(rootfd, new_net)
         except OSError as e:
             raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
-        finally:
-            if sys_fd is not None:
-                os.close(sys_fd)
         for m in mounts:
             spec_mount(rootfd, m)
         os.fchdir(rootfd)
     finally:
-        os.close(rootfd)
+        for fd in fds:
+            os.close(fd)
     _pivot(vdir)
 
 

@@ -156,10 +156,31 @@ def _wait_go(go_r: int, userns: bool = False) -> None:
         namespaces.unshare(CLONE_NEWCGROUP)
 
 
-def _take_root_ids(go_r: int) -> None:
-    """Wait for the uid/gid maps, then become uid/gid 0 of the user namespace."""
+def _wait_mapped(go_r: int) -> None:
     if os.read(go_r, 1) != b"m":
         raise StartError("the supervisor gave up on this context")
+
+
+def _open_host_dirs(plan: Plan) -> list[int]:
+    """O_PATH fds of the vdir (and a shared template's upper and work directories),
+    opened while this process still has host uid 0: their host parents (e.g. a 0700
+    directory of root's) need not be searchable by the guest's mapped root."""
+    paths = [str(plan.spec.vdir)]
+    if plan.overlay is not None and not plan.loopdev:
+        paths += [plan.overlay["upper"], plan.overlay["work"]]
+    fds: list[int] = []
+    try:
+        for p in paths:
+            fds.append(os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+    except OSError as e:
+        for fd in fds:
+            os.close(fd)
+        raise StartError(f"cannot open {e.filename or paths[len(fds)]}: {e.strerror}") from None
+    return fds
+
+
+def _take_root_ids() -> None:
+    """Become uid/gid 0 of the user namespace (host ids are unmapped in there)."""
     os.setresgid(0, 0, 0)
     os.setgroups([])  # the host's supplementary groups mean nothing in here
     os.setresuid(0, 0, 0)
@@ -177,8 +198,11 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         os.umask(0)
         userns = plan.ids is not None
         if userns:
-            _take_root_ids(go_r)
+            _wait_mapped(go_r)
         namespaces.unshare(child_flags(plan))
+        if userns:
+            host_dirs = _open_host_dirs(plan)
+            _take_root_ids()
         os.write(ready_w, b"r")
         os.close(ready_w)
         for name, value in plan.ipc.items():
@@ -205,7 +229,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             assert sock is not None
             fds = _recv_fds(sock, 2 if plan.host_sys else 1)
             sock.close()
-            rootfs.setup_unprivileged(str(spec.vdir), spec.mounts, fds[0], plan.overlay,
+            rootfs.setup_unprivileged(str(spec.vdir), spec.mounts, host_dirs, fds[0],
                                       fds[1] if plan.host_sys else None, plan.new_net)
         else:
             rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev)

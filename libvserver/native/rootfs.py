@@ -83,7 +83,13 @@ def _make_dev(rootfd: int, bind_devices: bool = False) -> None:
     _mount_at(rootfd, "dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
 
 
-def spec_mount(rootfd: int, m: Mount) -> None:
+def is_bind(m: Mount) -> bool:
+    return bool(parse_opts(m.opts)[0] & MS_BIND) or m.type in ("bind", "rbind")
+
+
+def spec_mount(rootfd: int, m: Mount, host_srcs: dict[str, int] | None = None) -> None:
+    """Mount m inside rootfd; host_srcs: O_PATH fds of host bind sources opened earlier
+    (a guest's mapped root may not be able to look their paths up)."""
     flags, data = parse_opts(m.opts)
     fstype = m.type or None
     is_bind = bool(flags & MS_BIND) or fstype in ("bind", "rbind")
@@ -104,6 +110,8 @@ def spec_mount(rootfd: int, m: Mount) -> None:
             if rel == "." or not rel.startswith(".."):
                 srcfd = confine.open_in_root(rootfd, rel, os.O_PATH)
                 src = confine.fd_path(srcfd)
+            elif host_srcs and m.src in host_srcs:
+                src = confine.fd_path(host_srcs[m.src])
         is_file = is_bind and os.path.exists(src) and not os.path.isdir(src)
         _mount_at(rootfd, m.dst, src, fstype, flags & ~MS_RDONLY if is_bind else flags,
                   data or None, file=is_file)
@@ -170,7 +178,8 @@ def mask_kernel_interfaces(rootfd: int, new_net: bool) -> None:
 
 
 def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], root_fd: int,
-                       sys_fd: int | None, new_net: bool) -> None:
+                       sys_fd: int | None, new_net: bool,
+                       host_srcs: dict[str, int] | None = None) -> None:
     """Like setup(), in a mount namespace owned by the context's user namespace.
 
     host_dirs: O_PATH fds of the vdir [and a shared template's upper and work dirs],
@@ -178,8 +187,10 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
     supervisor (see idmap.py): the vdir, the disk-limit image, or for a shared template
     its lower layer, over which the overlay is mounted from in here (``userxattr``:
     trusted.* xattrs belong to host root).  sys_fd, if given, is a read-only /sys to use
-    instead of a sysfs mount.  Takes ownership of every fd passed."""
-    fds = list(host_dirs) + [root_fd] + ([sys_fd] if sys_fd is not None else [])
+    instead of a sysfs mount; host_srcs as for spec_mount.  Takes ownership of every fd
+    passed."""
+    fds = list(host_dirs) + [root_fd] + ([sys_fd] if sys_fd is not None else []) + \
+        list((host_srcs or {}).values())
     try:
         mount(None, "/", None, MS_REC | MS_SLAVE)
         try:
@@ -211,7 +222,7 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
         except OSError as e:
             raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
         for m in mounts:
-            spec_mount(rootfd, m)
+            spec_mount(rootfd, m, host_srcs)
         os.fchdir(rootfd)
     finally:
         for fd in fds:

@@ -179,6 +179,23 @@ def _open_host_dirs(plan: Plan) -> list[int]:
     return fds
 
 
+def _open_bind_sources(plan: Plan) -> dict[str, int]:
+    """O_PATH fds of host bind sources (outside the vdir), opened with host uid 0 for the
+    same reason; one that cannot be opened is left to spec_mount to report."""
+    out: dict[str, int] = {}
+    vdir = os.path.normpath(str(plan.spec.vdir))
+    for m in plan.spec.mounts:
+        src = os.path.normpath(m.src) if m.src and os.path.isabs(m.src) else None
+        if src is None or not rootfs.is_bind(m) or m.src in out or \
+                not os.path.relpath(src, vdir).startswith(".."):
+            continue
+        try:
+            out[m.src] = os.open(src, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+    return out
+
+
 def _take_root_ids() -> None:
     """Become uid/gid 0 of the user namespace (host ids are unmapped in there)."""
     os.setresgid(0, 0, 0)
@@ -202,6 +219,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         namespaces.unshare(child_flags(plan))
         if userns:
             host_dirs = _open_host_dirs(plan)
+            host_srcs = _open_bind_sources(plan)
             _take_root_ids()
         os.write(ready_w, b"r")
         os.close(ready_w)
@@ -230,7 +248,8 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             fds = _recv_fds(sock, 2 if plan.host_sys else 1)
             sock.close()
             rootfs.setup_unprivileged(str(spec.vdir), spec.mounts, host_dirs, fds[0],
-                                      fds[1] if plan.host_sys else None, plan.new_net)
+                                      fds[1] if plan.host_sys else None, plan.new_net,
+                                      host_srcs)
         else:
             rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev)
         os.umask(0o022)

@@ -143,6 +143,10 @@ class NativeBackend(Backend):
                 overlay = shared_overlay(Path(spec.vdir))
                 if overlay is not None:
                     migrate_overlay(overlay, ids)
+                    # The vserver mounts the overlay itself; two overlays on one upper
+                    # directory are undefined behaviour, so the host's goes (the template
+                    # store mounts it again before the next start).
+                    namespaces.umount2(os.path.realpath(spec.vdir), namespaces.MNT_DETACH)
         self.client.call({"op": "start", "spec": spec.to_dict(),
                           "image": str(image) if image else None,
                           "ids": None if ids is None else [ids.host, ids.count],
@@ -281,7 +285,9 @@ def migrate_overlay(overlay: dict, ids: idmap.IdRange) -> None:
     """One-time migration of a shared vserver made before user namespaces: its overlay
     upper and work directories were written by host root; the overlay is now mounted
     inside the vserver's user namespace, so they must belong to its id range (host ids
-    0..65535 become ids.host + the same).  The template (lower layer) is never touched."""
+    0..65535 become ids.host + the same).  The template (lower layer) is never touched.
+    Directories that were made opaque before (trusted.overlay.opaque) are not converted
+    to the user.overlay.* xattrs the unprivileged overlay reads."""
     for key in ("upper", "work"):
         st = os.lstat(overlay[key])
         if not ids.contains(st.st_uid):
@@ -298,7 +304,11 @@ def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:
     else:
         out["security:userns"] = ENFORCED
         out["security:cgroupns"] = ENFORCED
-        out["security:masks"] = ENFORCED
+        # the masks are mounts in the vserver's own mount namespace: CAP_SYS_ADMIN in there
+        # can take them off (the user namespace still keeps host-wide files unwritable)
+        out["security:masks"] = ENFORCED if "SYS_ADMIN" not in spec.bcaps else not_enforced(
+            "SYS_ADMIN is in the bounding set: root inside can unmount the masks of /proc "
+            "and /sys (host-wide sysctls and files stay unwritable to its user namespace)")
     host_caps = namespaces.bounding_set()
     from ..api import CAP_NUMBERS
     for cap in sorted(spec.bcaps):

@@ -243,39 +243,35 @@ class Supervisor:
     def _finish_start(self, plan: spawn.Plan, gpid: int) -> str:
         """Cgroups and veth for G while it mounts, then "go"; returns G's error or ''."""
         ready_r, go_w, err_r = self._pipes
-        if plan.ids is not None:
-            try:
-                self._map_ids(plan, gpid)
-            except OSError as e:
-                # G may have died on its own meanwhile: its own reason is the better message
-                _kill_wait(gpid)
-                err = _read_all(err_r, 5.0).decode(errors="replace").strip()
-                if err:
-                    return err
-                if isinstance(e, (BrokenPipeError, ConnectionError)):
-                    return f"context {plan.spec.xid}: init process died during setup"
-                raise StartError(f"context {plan.spec.xid}: user namespace set-up: {e}") \
-                    from None
-        # made while G already works on its namespaces and mounts: off the critical path
-        self.layout.create(plan.spec.xid)
-        if plan.ids is not None:
-            self.layout.delegate(plan.spec.xid, plan.ids.host, plan.ids.host)
-        limits.apply_cgroup_limits(self.layout, plan.spec)
-        ready = _read_all(ready_r, START_TIMEOUT, limit=1)
-        if ready != b"r":
-            return _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip() or \
-                f"context {plan.spec.xid}: init process died during setup"
+        xid = plan.spec.xid
         try:
-            self.layout.join(plan.spec.xid, gpid)
+            if plan.ids is not None:
+                self._map_ids(plan, gpid)
+            # made while G already works on its namespaces and mounts: off the critical path
+            self.layout.create(xid)
+            if plan.ids is not None:
+                self.layout.delegate(xid, plan.ids.host, plan.ids.host)
+                # membership does not wait for G's namespaces: the (slow) migration runs
+                # while G mounts; G unshares its cgroup namespace only after "go"
+                self.layout.join(xid, gpid)
+            limits.apply_cgroup_limits(self.layout, plan.spec)
+            ready = _read_all(ready_r, START_TIMEOUT, limit=1)
+            if ready != b"r":
+                return _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip() or \
+                    f"context {xid}: init process died during setup"
+            if plan.ids is None:
+                self.layout.join(xid, gpid)
             if plan.netplan is not None:
                 from . import netns
                 netns.move_peer(plan.netplan, gpid)
-        except OSError:
+        except OSError as e:
             # G may have died on its own meanwhile: its own reason is the better message
             _kill_wait(gpid)
             err = _read_all(err_r, 5.0).decode(errors="replace").strip()
             if err:
                 return err
+            if isinstance(e, (BrokenPipeError, ConnectionError)):
+                return f"context {xid}: init process died during setup"
             raise
         try:
             os.write(go_w, b"g")

@@ -131,11 +131,11 @@ def spec_mount(rootfd: int, m: Mount, host_srcs: dict[str, int] | None = None) -
 # with an empty read-only tmpfs; what this kernel lacks is skipped.
 MASKED = ("proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/key-users",
           "proc/kmsg", "proc/latency_stats", "proc/timer_list", "proc/timer_stats",
-          "proc/sched_debug", "proc/scsi", "proc/sysrq-trigger", "proc/kpagecount",
+          "proc/sched_debug", "proc/scsi", "proc/kpagecount",
           "proc/kpageflags", "proc/kpagecgroup", "proc/config.gz", "proc/vmallocinfo",
           "sys/firmware", "sys/kernel/security", "sys/kernel/debug", "sys/kernel/tracing",
           "sys/devices/virtual/powercap")
-READ_ONLY = ("proc/bus", "proc/fs", "proc/irq", "proc/sys")
+READ_ONLY = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger")
 
 
 def _bind_self(rootfd: int, rel: str, flags: int = 0) -> bool:

@@ -93,18 +93,28 @@ def test_guest_sees_its_own_cgroup_as_root(backend, make_spec, started):
     assert all(line.endswith(":/") for line in out.splitlines()), out
 
 
-def test_nested_namespaces_cannot_raise_host_v1_limits(backend, make_spec, started):
-    spec = started(make_spec(limits=[Limit("NPROC", None, 77), Limit("RSS", None, 65536)]))
+def test_guest_cgroup_mounts_cannot_raise_host_v1_limits(backend, make_spec, started):
+    # SYS_ADMIN inside: the guest's cgroup namespace belongs to its user namespace, so it
+    # can mount the v1 hierarchies itself (rooted at its own groups), as issue 11 did
+    spec = started(make_spec(bcaps=set(DEFAULT_BCAPS) | {"SYS_ADMIN"},
+                             limits=[Limit("NPROC", None, 77), Limit("RSS", None, 65536)]))
     lay = backend.layout
-    pids_max = lay.read("pids", spec.xid, "pids.max")
-    script = ("mkdir -p /tmp/cg && unshare -U -r -C -m sh -c '"
-              "for c in pids memory; do mount -t cgroup -o $c none /tmp/cg 2>/dev/null || continue; "
+    script = ("mkdir -p /tmp/cg; for c in pids memory; do "
+              "mount -t cgroup -o $c none /tmp/cg || continue; "
+              "echo MOUNTED $c $(cat /tmp/cg/pids.max /tmp/cg/memory.limit_in_bytes 2>/dev/null); "
               "echo max > /tmp/cg/pids.max 2>/dev/null && echo RAISED; "
               "echo -1 > /tmp/cg/memory.limit_in_bytes 2>/dev/null && echo RAISED; "
-              "umount /tmp/cg; done; true'")
+              "mkdir /tmp/cg/sub 2>/dev/null && echo MADE; "
+              "umount /tmp/cg; done; "
+              # and from a user namespace of its own below it
+              "unshare -U -r -m sh -c 'mount -t cgroup -o pids none /tmp/cg && "
+              "echo max > /tmp/cg/pids.max && echo RAISED'; true")
     status, out = sh(backend, spec.xid, script)
-    assert "RAISED" not in out, out
-    assert lay.read("pids", spec.xid, "pids.max") == pids_max == "77\n"
+    assert "RAISED" not in out and "MADE" not in out, out
+    # the hierarchies really were mounted, rooted at the vserver's own groups
+    assert "MOUNTED pids 77" in out and "MOUNTED memory 67108864" in out, out
+    assert lay.read("pids", spec.xid, "pids.max") == "77\n"
+    assert int(lay.read("memory", spec.xid, "memory.limit_in_bytes")) == 65536 * 1024
 
 
 def test_process_in_a_guest_child_cgroup_counts_and_dies_on_stop(backend, make_spec, started):

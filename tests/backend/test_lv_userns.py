@@ -167,9 +167,15 @@ def test_shared_template_vserver_writes_into_its_range(backend, make_spec, start
         assert os.path.exists(tdir / "bb/bin/true")          # the template is untouched
         assert os.stat(tdir / "bb/etc/passwd").st_uid == 0
         backend.stop(spec.xid, ["/bin/false"], timeout=3)
+        # the host's view, mounted again by the store, agrees with what the guest did
+        assert store.ensure_mounted(vdir)
+        assert (vdir / "etc/newfile").read_text() == "x\n"
+        assert not os.path.lexists(vdir / "bin/true")
+        backend.start(spec)  # a second start (no migration left to do) works too
+        status, out = sh(backend, spec.xid, "cat /etc/newfile")
+        assert (status, out) == (0, "x\n")
+        backend.stop(spec.xid, ["/bin/false"], timeout=3)
     finally:
-        if backend.layout.pids(spec.xid if "spec" in dir() else 0):
-            backend._kill_and_clean(spec.xid)
         store.remove_tree(vdir, tmp_path)
 
 

@@ -312,8 +312,11 @@ def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:
     host_caps = namespaces.bounding_set()
     from ..api import CAP_NUMBERS
     for cap in sorted(spec.bcaps):
-        out[f"bcap:{cap}"] = ENFORCED if CAP_NUMBERS[cap] in host_caps else not_enforced(
-            f"CAP_{cap} is not in the host's bounding set, so no context can hold it")
+        # in a user namespace of its own a context holds its bcaps there whatever the
+        # host's bounding set is (they mean capabilities over its namespaces only)
+        out[f"bcap:{cap}"] = ENFORCED if not spec.privileged or CAP_NUMBERS[cap] in host_caps \
+            else not_enforced(f"CAP_{cap} is not in the host's bounding set, so no "
+                              "privileged context can hold it")
     new_net = bool(spec.addresses) or "HIDE_NETIF" in spec.flags
     for ccap in sorted(spec.ccaps):
         if ccap == "SET_UTSNAME":

@@ -196,7 +196,8 @@ class Supervisor:
         self._pipes = [ready_r, go_w, err_r]
         mine = theirs = None
         if plan.ids is not None:
-            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            mine, theirs = socket.socketpair(socket.AF_UNIX,
+                                             socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             self._sock = mine
         flags = spawn.parent_flags(plan)
         try:

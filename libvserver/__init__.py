@@ -19,7 +19,8 @@ def get_backend(**options) -> Backend:
 
     Options (all optional): ``state_dir`` (default /run/vcd), ``cgroup_parent`` ("vcd"),
     ``notify_argv`` (argv prefix run as ``notify_argv + [action, xid]`` when a context ends),
-    ``image_dir`` (/var/lib/vcd/images, for disk-limit images).
+    ``image_dir`` (/var/lib/vcd/images, for disk-limit images), ``idmap_base`` (131072: host
+    id range of unprivileged contexts, see native/idmap.py).
     """
     from .vserver import syscall
     if syscall.available():

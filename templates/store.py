@@ -448,7 +448,10 @@ class TemplateStore:
     @staticmethod
     def _mount_overlay(lower: Path, upper: Path, work: Path, vdir: Path) -> None:
         try:
-            mount("overlay", vdir, "overlay", f"lowerdir={lower},upperdir={upper},workdir={work}")
+            # userxattr: the same whiteout/opaque markers as the overlay an unprivileged
+            # vserver mounts from inside its user namespace on this upper directory
+            mount("overlay", vdir, "overlay",
+                  f"lowerdir={lower},upperdir={upper},workdir={work},userxattr")
         except OSError as e:
             hint = ""
             if e.errno == errno.ENODEV:

@@ -24,6 +24,9 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 # one cgroup parent per test run, so parallel runs and leftovers never mix
 CGROUP_PARENT = f"vcd-test-{os.getpid()}"
+# Host id ranges of this run's vservers (libvserver/native/idmap.py): a window of 512 xids
+# of its own, so parallel runs never share ids.
+IDMAP_BASE = (2 + (os.getpid() % 127) * 512) << 16
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -159,7 +162,7 @@ class VcdDaemon:
             "datadir": str(self.datadir), "templatedir": str(self.templatedir),
             "vbasedir": str(self.vbasedir), "rundir": str(self.rundir),
             "pidfile": str(self.pidfile), "logfile": str(self.logfile),
-            "cgroup_parent": CGROUP_PARENT,
+            "cgroup_parent": CGROUP_PARENT, "idmap_base": IDMAP_BASE,
             **self.overrides,
         }
 

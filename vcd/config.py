@@ -22,6 +22,13 @@ DEFAULT_CONFIG = Path("/etc/vcd/vcd.conf")
 MAX_UID = 2**32 - 2
 
 
+def _idmap_base(value: Any) -> int:
+    v = int_range(131072, 65534 * 65536)(value)
+    if v % 65536:
+        raise ValueError("must be a multiple of 65536")
+    return v
+
+
 # Every key of the [vcd] settings (top level of the file). Order = order in vcd.conf.example.
 KEYS: tuple[Key, ...] = (
     Key("host", "127.0.0.1", host,
@@ -60,6 +67,10 @@ KEYS: tuple[Key, ...] = (
     Key("boot", False, boolean, "Start every member of the group 'onboot' when the daemon starts."),
     Key("cgroup_parent", "vcd", name_like,
         "Parent cgroup (in each controller) of every vserver's cgroup."),
+    Key("idmap_base", 131072, _idmap_base,
+        "First host uid/gid of xid 2's range; each vserver that is not privileged maps its "
+        "ids 0..65535 onto 65536 host ids of its own (xid N at (N << 16) by default; a "
+        "multiple of 65536 between 131072 and 4294836224; see libvserver/native/idmap.py)."),
     Key("unix_socket", "", optional_abspath,
         "Also serve XML-RPC on this Unix socket (empty = off). Clients use "
         "/run/vcd/vcd.sock by default when it exists.",
@@ -106,6 +117,7 @@ class Config:
     task_keep_count: int = 1000
     boot: bool = False
     cgroup_parent: str = "vcd"
+    idmap_base: int = 131072
     unix_socket: Path | None = None
     unix_socket_mode: int = 0o660
     unix_socket_group: str | None = None

@@ -121,7 +121,7 @@ class Runtime:
                 state_dir=self.config.rundir / "libvserver",
                 cgroup_parent=self.config.cgroup_parent,
                 image_dir=self.config.datadir / "images",
-                notify_argv=self.notify_argv())
+                notify_argv=self.notify_argv(), idmap_base=self.config.idmap_base)
         return self._backend
 
     def notify_argv(self) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..api import (ENFORCED, AlreadyRunning, Backend, ContextSpec, ContextStat, ExecResult,
                    InvalidSpec, LibvserverError, NoSuchProcess, NotRunning, StartError,
                    not_enforced)
-from . import enter, limits, namespaces, quota, stat
+from . import enter, idmap, limits, namespaces, quota, stat
 from .cgroups import Layout
 from .client import SupervisorClient
 from .supervisor import init_pid_of
@@ -51,8 +51,11 @@ class NativeBackend(Backend):
     def __init__(self, state_dir: str | Path = "/run/vcd", cgroup_parent: str = "vcd",
                  notify_argv: list[str] | None = None,
                  image_dir: str | Path = "/var/lib/vcd/images",
-                 load_interval: float = 5.0) -> None:
+                 load_interval: float = 5.0, idmap_base: int = idmap.DEFAULT_BASE) -> None:
+        """``idmap_base``: where xid 2's host id range starts (see idmap.py); a second
+        daemon on the same host (a test run) picks another so the ranges never meet."""
         self.state_dir = Path(state_dir)
+        self.idmap_base = idmap.check_base(idmap_base)
         self.image_dir = Path(image_dir)
         self.layout = Layout(cgroup_parent)
         # veth names are global: a second parent (a test run) gets its own suffix
@@ -130,8 +133,30 @@ class NativeBackend(Backend):
         if spec.disk_limit is not None:
             image = quota.image_path(self.image_dir, spec.xid)
             quota.ensure_image(image, Path(spec.vdir), spec.disk_limit)
+        ids = overlay = None
+        if not spec.privileged:
+            ids = self.id_range(spec.xid)
+            clash = idmap.host_ids_in(ids)
+            if clash:
+                raise StartError(f"host ids {ids.host}..{ids.host + ids.count - 1} of context "
+                                 f"{spec.xid} are in use on the host ({', '.join(clash[:3])}); "
+                                 "choose another idmap_base")
+            if image is None:
+                overlay = shared_overlay(Path(spec.vdir))
+                if overlay is not None:
+                    migrate_overlay(overlay, ids)
+                    # The vserver mounts the overlay itself; two overlays on one upper
+                    # directory are undefined behaviour, so the host's goes (the template
+                    # store mounts it again before the next start).
+                    namespaces.umount2(os.path.realpath(spec.vdir), namespaces.MNT_DETACH)
         self.client.call({"op": "start", "spec": spec.to_dict(),
-                          "image": str(image) if image else None})
+                          "image": str(image) if image else None,
+                          "ids": None if ids is None else [ids.host, ids.count],
+                          "overlay": overlay})
+
+    def id_range(self, xid: int) -> idmap.IdRange:
+        """The host uid/gid range of an unprivileged context xid."""
+        return idmap.range_for(xid, self.idmap_base)
 
     def exec(self, xid: int, argv: list[str], timeout: float = 30.0,
              output_cap: int = 1 << 20, stdin: bytes | None = None,
@@ -256,13 +281,63 @@ class NativeBackend(Backend):
         return enforcement(self.layout, spec)
 
 
+def shared_overlay(vdir: Path) -> dict | None:
+    """{lower, upper, work} if vdir is the host's overlay mount of a shared template
+    (templates.store mounts it there), else None."""
+    real = os.path.realpath(vdir)
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if left.split()[4] != real.replace(" ", "\\040"):
+                continue
+            fstype, _src, opts = (right.split() + ["", "", ""])[:3]
+            found = None  # the last mount on the path is the one seen
+            if fstype == "overlay":
+                kv = dict(o.partition("=")[::2] for o in opts.split(","))
+                if kv.get("lowerdir") and kv.get("upperdir") and kv.get("workdir") \
+                        and ":" not in kv["lowerdir"]:
+                    found = {"lower": kv["lowerdir"], "upper": kv["upperdir"],
+                             "work": kv["workdir"]}
+    return found
+
+
+def migrate_overlay(overlay: dict, ids: idmap.IdRange) -> None:
+    """One-time migration of a shared vserver made before user namespaces: its overlay
+    upper and work directories were written by host root; the overlay is now mounted
+    inside the vserver's user namespace, so they must belong to its id range (host ids
+    0..65535 become ids.host + the same).  The template (lower layer) is never touched.
+    Directories that were made opaque before (trusted.overlay.opaque) are not converted
+    to the user.overlay.* xattrs the unprivileged overlay reads."""
+    for key in ("upper", "work"):
+        st = os.lstat(overlay[key])
+        if not ids.contains(st.st_uid):
+            idmap.shift_tree(overlay[key], ids)
+
+
 def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:
     out: dict[str, str] = {}
+    if spec.privileged:
+        why = ("privileged vserver (admin setting): no user namespace, guest root is host "
+               "root")
+        for key in ("userns", "cgroupns", "masks"):
+            out[f"security:{key}"] = not_enforced(why)
+    else:
+        out["security:userns"] = ENFORCED
+        out["security:cgroupns"] = ENFORCED
+        # the masks are mounts in the vserver's own mount namespace: CAP_SYS_ADMIN in there
+        # can take them off (the user namespace still keeps host-wide files unwritable)
+        out["security:masks"] = ENFORCED if "SYS_ADMIN" not in spec.bcaps else not_enforced(
+            "SYS_ADMIN is in the bounding set: root inside can unmount the masks of /proc "
+            "and /sys (host-wide sysctls and files stay unwritable to its user namespace)")
     host_caps = namespaces.bounding_set()
     from ..api import CAP_NUMBERS
     for cap in sorted(spec.bcaps):
-        out[f"bcap:{cap}"] = ENFORCED if CAP_NUMBERS[cap] in host_caps else not_enforced(
-            f"CAP_{cap} is not in the host's bounding set, so no context can hold it")
+        # in a user namespace of its own a context holds its bcaps there whatever the
+        # host's bounding set is (they mean capabilities over its namespaces only)
+        out[f"bcap:{cap}"] = ENFORCED if not spec.privileged or CAP_NUMBERS[cap] in host_caps \
+            else not_enforced(f"CAP_{cap} is not in the host's bounding set, so no "
+                              "privileged context can hold it")
     new_net = bool(spec.addresses) or "HIDE_NETIF" in spec.flags
     for ccap in sorted(spec.ccaps):
         if ccap == "SET_UTSNAME":

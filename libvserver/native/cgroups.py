@@ -3,6 +3,12 @@
 A context's cgroup is ``<hierarchy>/<parent>/<xid>`` in every hierarchy this
 machine has. Membership is the source of truth for "running", nproc and
 kill-all, so nothing about a context is lost when a process of vcd dies.
+
+An unprivileged context gets its cgroup2 group delegated to its root (as
+systemd's "Control Group APIs and Delegation" describes): it may make child
+groups and move its processes there.  So everything here that counts, kills,
+freezes or removes works on the whole subtree of the context's group; the v1
+groups (where the limits are) are never delegated.
 Each controller is used from the hierarchy that has it: a v1 mount of it,
 else the cgroup2 hierarchy when the controller is enabled there.
 """
@@ -162,31 +168,63 @@ class Layout:
         for h in self.hierarchies:
             (self.group(h, xid) / "cgroup.procs").write_text(str(pid or os.getpid()))
 
+    # Files of a delegated cgroup2 group its owner may write (systemd's delegation doc);
+    # the others (limits, cgroup.kill/freeze of the group itself) stay the host's.
+    DELEGATE_FILES = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads")
+
+    def delegate(self, xid: int, uid: int, gid: int) -> None:
+        """Hand the context's cgroup2 group to host uid/gid (the guest's mapped root)."""
+        if self.v2 is None:
+            return
+        g = self.group(self.v2, xid)
+        os.chown(g, uid, gid)
+        for name in self.DELEGATE_FILES:
+            try:
+                os.chown(g / name, uid, gid)
+            except FileNotFoundError:
+                pass
+
     def exists(self, xid: int) -> bool:
         return self.group(self.primary, xid).is_dir()
 
     def remove(self, xid: int, wait: float = 2.0) -> bool:
-        """rmdir every group of xid; retries while exiting tasks still hold it."""
+        """rmdir every group of xid with the child groups a guest made in it (deepest
+        first); retries while exiting tasks still hold one."""
         deadline = time.monotonic() + wait
         ok = True
         for h in self.hierarchies:
-            g = self.group(h, xid)
-            while True:
-                if _rmdir(g):
-                    break
-                if time.monotonic() > deadline:
-                    ok = False
-                    break
-                time.sleep(0.01)
+            for g in reversed(_subtree(self.group(h, xid))):
+                while True:
+                    if _rmdir(g):
+                        break
+                    if time.monotonic() > deadline:
+                        ok = False
+                        break
+                    time.sleep(0.01)
         return ok
 
     # --- reading ---------------------------------------------------------------------------
 
     def pids(self, xid: int) -> list[int]:
-        return _read_ids(self.procs_file(xid))
+        """Processes of the context's whole subtree (a guest's own child groups too)."""
+        return self._subtree_ids(xid, "cgroup.procs")
 
     def tids(self, xid: int) -> list[int]:
-        return _read_ids(self.tasks_file(xid))
+        return self._subtree_ids(xid, "cgroup.threads" if self.primary.version == 2 else "tasks")
+
+    def _subtree_ids(self, xid: int, name: str) -> list[int]:
+        g = self.group(self.primary, xid)
+        ids = _read_ids(g / name)
+        if self.primary.version == 2:
+            try:
+                # cgroup.stat's nr_descendants says whether there is anything below
+                if b"nr_descendants 0\n" in (g / "cgroup.stat").read_bytes():
+                    return ids
+            except OSError:
+                return ids
+        for sub in _subtree(g)[1:]:
+            ids += _read_ids(sub / name)
+        return ids
 
     def xids(self) -> list[int]:
         base = self.group(self.primary)
@@ -224,7 +262,8 @@ class Layout:
         return False
 
     def kill_all(self, xid: int) -> None:
-        """SIGKILL every task of the group, atomically where cgroup.kill exists."""
+        """SIGKILL every task of the group and its child groups, atomically where
+        cgroup.kill exists (it kills the whole subtree)."""
         if not self.group(self.primary, xid).is_dir():
             return
         if self.v2 is not None:
@@ -243,6 +282,20 @@ class Layout:
         finally:
             if frozen:
                 self.freeze(xid, False)
+
+
+def _subtree(g: Path) -> list[Path]:
+    """g and every group below it, parents before children (empty if g is missing)."""
+    if not g.is_dir():
+        return []
+    out = [g]
+    for d in out:  # grows while iterating: breadth first
+        try:
+            with os.scandir(d) as it:
+                out.extend(Path(e.path) for e in it if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return out
 
 
 def _read_ids(p: Path) -> list[int]:

@@ -26,8 +26,8 @@ from typing import Callable
 from ..api import ExecResult
 from . import limits, namespaces
 from .cgroups import Layout
-from .namespaces import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
-                         CLONE_NEWUTS)
+from .namespaces import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
+                         CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS)
 
 EXEC_ENV = {"PATH": "/sbin:/bin:/usr/sbin:/usr/bin", "HOME": "/root", "TERM": "dumb"}
 GRACE = 0.2
@@ -42,6 +42,11 @@ def _ns_flags(init_pid: int) -> int:
             flags |= CLONE_NEWTIME
     except FileNotFoundError:
         pass
+    # iso-ns (minimal, until the entry path is reworked): an unprivileged context's user
+    # and cgroup namespaces too; joining the same user namespace again is refused (EINVAL)
+    for name, flag in (("user", CLONE_NEWUSER), ("cgroup", CLONE_NEWCGROUP)):
+        if os.stat(f"/proc/{init_pid}/ns/{name}").st_ino != os.stat(f"/proc/self/ns/{name}").st_ino:
+            flags |= flag
     return flags
 
 
@@ -105,6 +110,11 @@ class Entry:
         namespace applies to this process's children only: fork once more after it."""
         self.layout.join(self.xid)
         namespaces.setns(self.pidfd, self.flags)
+        if self.flags & CLONE_NEWUSER:
+            # iso-ns (minimal): host ids are unmapped in there; become the guest's root
+            os.setresgid(0, 0, 0)
+            os.setgroups([])
+            os.setresuid(0, 0, 0)
 
     def confine(self) -> None:
         """In that grandchild, before exec: init's rlimits and bounding set."""

@@ -6,6 +6,8 @@ populated from the vdir the first time (``mkfs -d``).  From then on the image
 holds the vserver's files; the host vdir keeps the tree it had at that moment.
 The loop device is attached with LO_FLAGS_AUTOCLEAR and mounted only in the
 context's mount namespace, so it detaches by itself when the context ends.
+For an unprivileged context the supervisor mounts it detached (fsmount) and
+idmaps it like any root (idmap.py): its files stay owned as mkfs copied them.
 """
 
 from __future__ import annotations

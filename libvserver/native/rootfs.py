@@ -12,7 +12,7 @@ import os
 import stat
 
 from ..api import Mount, MountError
-from . import confine
+from . import confine, idmap
 from .namespaces import (MNT_DETACH, MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID,
                          MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE, MS_NOATIME, MS_STRICTATIME,
                          mount, pivot_root, umount2)
@@ -55,11 +55,22 @@ def _remount_ro(rootfd: int, rel: str, flags: int) -> None:
         os.close(fd)
 
 
-def _make_dev(rootfd: int) -> None:
+def _make_dev(rootfd: int, bind_devices: bool = False) -> None:
+    """A tmpfs /dev with DEVICES; ``bind_devices``: bind them from the host's /dev (in a
+    user namespace mknod is refused, as for LXC's and runc's unprivileged containers)."""
     _mount_at(rootfd, "dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=1024k")
     devfd = confine.open_in_root(rootfd, "dev", os.O_PATH | os.O_DIRECTORY)
     try:
         for name, major, minor in DEVICES:
+            if bind_devices:
+                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666,
+                                 dir_fd=devfd))
+                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=devfd)
+                try:
+                    mount(f"/dev/{name}", confine.fd_path(fd), None, MS_BIND)
+                finally:
+                    os.close(fd)
+                continue
             os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=devfd)
         for name, target in DEV_LINKS:
             os.symlink(target, name, dir_fd=devfd)
@@ -92,7 +103,13 @@ def _refuse_kernel_source(rootfd: int, srcfd: int, m: Mount) -> None:
             os.close(fd)
 
 
-def spec_mount(rootfd: int, m: Mount) -> None:
+def is_bind(m: Mount) -> bool:
+    return bool(parse_opts(m.opts)[0] & MS_BIND) or m.type in ("bind", "rbind")
+
+
+def spec_mount(rootfd: int, m: Mount, host_srcs: dict[str, int] | None = None) -> None:
+    """Mount m inside rootfd; host_srcs: O_PATH fds of host bind sources opened earlier
+    (a guest's mapped root may not be able to look their paths up)."""
     flags, data = parse_opts(m.opts)
     fstype = m.type or None
     is_bind = bool(flags & MS_BIND) or fstype in ("bind", "rbind")
@@ -114,6 +131,8 @@ def spec_mount(rootfd: int, m: Mount) -> None:
                 srcfd = confine.open_in_root(rootfd, rel, os.O_PATH)
                 src = confine.fd_path(srcfd)
                 _refuse_kernel_source(rootfd, srcfd, m)
+            elif host_srcs and m.src in host_srcs:
+                src = confine.fd_path(host_srcs[m.src])
         is_file = is_bind and os.path.exists(src) and not os.path.isdir(src)
         _mount_at(rootfd, m.dst, src, fstype, flags & ~MS_RDONLY if is_bind else flags,
                   data or None, file=is_file)
@@ -126,6 +145,110 @@ def spec_mount(rootfd: int, m: Mount) -> None:
     finally:
         if srcfd is not None:
             os.close(srcfd)
+
+
+# Host-wide kernel interfaces a guest must not see or change (runc's maskedPaths and
+# readonlyPaths, LXC's proc/sys masks).  Files are masked with /dev/null, directories
+# with an empty read-only tmpfs; what this kernel lacks is skipped.
+MASKED = ("proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/key-users",
+          "proc/kmsg", "proc/latency_stats", "proc/timer_list", "proc/timer_stats",
+          "proc/sched_debug", "proc/scsi", "proc/kpagecount",
+          "proc/kpageflags", "proc/kpagecgroup", "proc/config.gz", "proc/vmallocinfo",
+          "sys/firmware", "sys/kernel/security", "sys/kernel/debug", "sys/kernel/tracing",
+          "sys/devices/virtual/powercap")
+READ_ONLY = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger")
+
+
+def _bind_self(rootfd: int, rel: str, flags: int = 0) -> bool:
+    try:
+        fd = confine.open_in_root(rootfd, rel, os.O_PATH)
+    except FileNotFoundError:
+        return False
+    try:
+        p = confine.fd_path(fd)
+        mount(p, p, None, MS_BIND | MS_REC)
+    finally:
+        os.close(fd)
+    if flags:
+        _remount_ro(rootfd, rel, flags)  # looked up again: the fd names the mount below
+    return True
+
+
+def mask_kernel_interfaces(rootfd: int, new_net: bool) -> None:
+    """Mask MASKED, make READ_ONLY read-only; /proc/sys/net stays writable when the
+    context has its own network namespace (its sysctls are then per namespace)."""
+    ro = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    for rel in MASKED:
+        try:
+            fd = confine.open_in_root(rootfd, rel, os.O_PATH)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        try:
+            p = confine.fd_path(fd)
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                mount("tmpfs", p, "tmpfs", ro, "size=4k,nr_inodes=1,mode=0555")
+            else:
+                mount("/dev/null", p, None, MS_BIND)
+        finally:
+            os.close(fd)
+    if new_net:
+        # a bind copies the flags of its source: take /proc/sys/net before /proc/sys goes ro
+        _bind_self(rootfd, "proc/sys/net")
+    for rel in READ_ONLY:
+        _bind_self(rootfd, rel, ro)
+
+
+def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], root_fd: int,
+                       sys_fd: int | None, new_net: bool,
+                       host_srcs: dict[str, int] | None = None) -> None:
+    """Like setup(), in a mount namespace owned by the context's user namespace.
+
+    host_dirs: O_PATH fds of the vdir [and a shared template's upper and work dirs],
+    opened with host uid 0.  root_fd is the detached idmapped root made by the
+    supervisor (see idmap.py): the vdir, the disk-limit image, or for a shared template
+    its lower layer, over which the overlay is mounted from in here (``userxattr``:
+    trusted.* xattrs belong to host root).  sys_fd, if given, is a read-only /sys to use
+    instead of a sysfs mount; host_srcs as for spec_mount.  Takes ownership of every fd
+    passed."""
+    fds = list(host_dirs) + [root_fd] + ([sys_fd] if sys_fd is not None else []) + \
+        list((host_srcs or {}).values())
+    try:
+        mount(None, "/", None, MS_REC | MS_SLAVE)
+        try:
+            idmap.move_into_place(root_fd, host_dirs[0])
+            if len(host_dirs) == 3:
+                ovl = idmap.fsmount("overlay", None, {
+                    "lowerdir": confine.fd_path(root_fd), "upperdir": confine.fd_path(host_dirs[1]),
+                    "workdir": confine.fd_path(host_dirs[2]), "userxattr": None})
+                fds.append(ovl)
+                idmap.move_into_place(ovl, root_fd)
+                root_fd = ovl
+        except OSError as e:
+            raise MountError(f"cannot mount the root of {vdir}: {e.strerror or e}") from None
+        # the mount fd is the new root itself: no lookup of the vdir's host path needed
+        rootfd = root_fd
+        try:
+            _mount_at(rootfd, "proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            if sys_fd is not None:
+                fd = confine.ensure_dir(rootfd, "sys")
+                try:
+                    idmap.move_into_place(sys_fd, fd)
+                finally:
+                    os.close(fd)
+            else:
+                _mount_at(rootfd, "sys", "sysfs", "sysfs",
+                          MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            _make_dev(rootfd, bind_devices=True)
+            mask_kernel_interfaces(rootfd, new_net)
+        except OSError as e:
+            raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
+        for m in mounts:
+            spec_mount(rootfd, m, host_srcs)
+        os.fchdir(rootfd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    _pivot(vdir)
 
 
 def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = True) -> None:
@@ -154,6 +277,11 @@ def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = Tru
         os.fchdir(rootfd)
     finally:
         os.close(rootfd)
+    _pivot(vdir)
+
+
+def _pivot(vdir: str) -> None:
+    """Make the current directory (the vdir) "/" of this mount namespace."""
     try:
         # pivot_root(".", ".") stacks the old root on the new one; detaching it leaves the vdir.
         pivot_root(".", ".")

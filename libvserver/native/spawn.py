@@ -1,12 +1,24 @@
 """Creating a context: the code of its PID 1 between the supervisor's fork and init.
 
-supervisor: unshare(PID [TIME]) for its children only, fork G, setns back into its
-            own PID and time namespaces (it is single-threaded, so it may), then,
-            while G builds its mounts, moves G into the context's cgroups and the
-            veth peer into G's network namespace, and sends G "go".
-G:          PID 1 of the new namespace: unshares mnt uts ipc [net] for itself,
-            mounts, pivot_root, hostname, rlimits, bounding set, waits for "go",
+supervisor: [unshare(TIME) for its children only], fork G into a new user and PID
+            namespace (clone, so the PID namespace belongs to the user namespace:
+            reboot(2) inside needs CAP_SYS_BOOT there), setns back into its own time
+            namespace (it is single-threaded, so it may), writes G's uid/gid maps
+            (see idmap.py) and sends "m"; makes the host-privileged mounts detached
+            (the idmapped root: vdir, the disk-limit image or the shared template;
+            /sys read-only when G gets no network namespace) and passes them to G
+            over a socket; while G builds its mounts, moves G into the context's
+            cgroups (delegating the cgroup2 group to G's root) and the veth peer into
+            G's network namespace, and sends G "go".
+G:          PID 1 of the new namespaces: takes uid/gid 0 inside, unshares mnt uts ipc
+            [net] (owned by its user namespace), moves the root into place (mounts the
+            overlay there for a shared template), mounts /proc /sys /dev, masks the
+            host-wide parts of /proc and /sys, pivot_root, hostname, rlimits, bounding
+            set, waits for "go", unshares its cgroup namespace (so its cgroup is "/"),
             execs init.
+
+A ``privileged`` context (admin-only) skips the user namespace: G is forked into a new
+PID namespace only, gets no masks and no cgroup namespace, and mounts its root itself.
 
 One fork, and the slow kernel work (cgroup migration waits for an RCU grace
 period, so does detaching the old root) runs in two processes at once.
@@ -16,17 +28,19 @@ without a line means init was exec'd.
 
 from __future__ import annotations
 
+import array
 import errno
 import os
 import signal
+import socket
 import time
 import traceback
 from dataclasses import dataclass
 
 from ..api import CAP_NUMBERS, ContextSpec, InitMissing, StartError
-from . import limits, namespaces, rootfs
-from .namespaces import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
-                         CLONE_NEWUTS)
+from . import idmap, limits, namespaces, rootfs
+from .namespaces import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
+                         CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS)
 
 INIT_ENV = {"PATH": "/sbin:/bin:/usr/sbin:/usr/bin", "TERM": "linux", "container": "vcd"}
 
@@ -42,6 +56,14 @@ class Plan:
     rlimits: list[limits.RlimitPlan]
     ipc: dict[str, str]
     keep_caps: set[int]
+    ids: idmap.IdRange | None = None   # None: privileged (no user namespace)
+    overlay: dict | None = None        # {lower, upper, work} of a shared template
+
+    @property
+    def host_sys(self) -> bool:
+        """sysfs can be mounted inside a user namespace only with a network namespace of
+        its own; otherwise the host's /sys comes in read-only (without its submounts)."""
+        return self.ids is not None and not self.new_net
 
 
 def child_flags(plan: Plan) -> int:
@@ -54,7 +76,56 @@ def child_flags(plan: Plan) -> int:
 
 def parent_flags(plan: Plan) -> int:
     """Namespaces the supervisor unshares for its children around the fork."""
+    if plan.ids is not None:
+        return CLONE_NEWTIME if plan.new_time else 0
     return CLONE_NEWPID | (CLONE_NEWTIME if plan.new_time else 0)
+
+
+def clone_flags(plan: Plan) -> int:
+    """Namespaces G is created in (clone); 0 means a plain fork."""
+    return CLONE_NEWUSER | CLONE_NEWPID if plan.ids is not None else 0
+
+
+def host_mounts(plan: Plan, userns_fd: int) -> list[int]:
+    """Supervisor side: the detached mounts G needs, made with host privileges.
+
+    [root, (sys)]: root is the idmapped vdir, disk-limit image or shared template
+    (overlay lower); sys is a read-only clone of the host's /sys without submounts.
+    The caller closes the fds after sending them."""
+    fds: list[int] = []
+    try:
+        if plan.loopdev:
+            fd = idmap.fsmount("ext4", plan.loopdev)
+            fds.append(fd)
+            idmap.idmap(fd, userns_fd)
+        else:
+            src = plan.overlay["lower"] if plan.overlay else str(plan.spec.vdir)
+            fds.append(idmap.idmapped_tree(src, userns_fd))
+        if plan.host_sys:
+            fd = idmap.clone_tree("/sys")
+            fds.append(fd)
+            idmap.set_attrs(fd, idmap.MOUNT_ATTR_RDONLY | idmap.MOUNT_ATTR_NOSUID |
+                            idmap.MOUNT_ATTR_NODEV | idmap.MOUNT_ATTR_NOEXEC)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def send_fds(sock: socket.socket, fds: list[int]) -> None:
+    sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+
+
+def _recv_fds(sock: socket.socket, n: int) -> list[int]:
+    msg, anc, _, _ = sock.recvmsg(1, socket.CMSG_SPACE(4 * n))
+    fds = array.array("i")
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % 4])
+    if msg != b"f" or len(fds) != n:
+        raise StartError("the supervisor gave up on this context")
+    return list(fds)
 
 
 def _report(fd: int, exc: BaseException) -> None:
@@ -76,13 +147,64 @@ def time_offsets() -> str:
     return f"monotonic -{mono} 0\nboottime -{boot} 0\n"
 
 
-def _wait_go(go_r: int) -> None:
+def _wait_go(go_r: int, userns: bool = False) -> None:
     if os.read(go_r, 1) != b"g":
         raise StartError("the supervisor gave up on this context")
     os.close(go_r)
+    if userns:
+        # in the context's cgroups now: they become "/" for the guest
+        namespaces.unshare(CLONE_NEWCGROUP)
 
 
-def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int) -> None:
+def _wait_mapped(go_r: int) -> None:
+    if os.read(go_r, 1) != b"m":
+        raise StartError("the supervisor gave up on this context")
+
+
+def _open_host_dirs(plan: Plan) -> list[int]:
+    """O_PATH fds of the vdir (and a shared template's upper and work directories),
+    opened while this process still has host uid 0: their host parents (e.g. a 0700
+    directory of root's) need not be searchable by the guest's mapped root."""
+    paths = [str(plan.spec.vdir)]
+    if plan.overlay is not None and not plan.loopdev:
+        paths += [plan.overlay["upper"], plan.overlay["work"]]
+    fds: list[int] = []
+    try:
+        for p in paths:
+            fds.append(os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+    except OSError as e:
+        for fd in fds:
+            os.close(fd)
+        raise StartError(f"cannot open {e.filename or paths[len(fds)]}: {e.strerror}") from None
+    return fds
+
+
+def _open_bind_sources(plan: Plan) -> dict[str, int]:
+    """O_PATH fds of host bind sources (outside the vdir), opened with host uid 0 for the
+    same reason; one that cannot be opened is left to spec_mount to report."""
+    out: dict[str, int] = {}
+    vdir = os.path.normpath(str(plan.spec.vdir))
+    for m in plan.spec.mounts:
+        src = os.path.normpath(m.src) if m.src and os.path.isabs(m.src) else None
+        if src is None or not rootfs.is_bind(m) or m.src in out or \
+                not os.path.relpath(src, vdir).startswith(".."):
+            continue
+        try:
+            out[m.src] = os.open(src, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+    return out
+
+
+def _take_root_ids() -> None:
+    """Become uid/gid 0 of the user namespace (host ids are unmapped in there)."""
+    os.setresgid(0, 0, 0)
+    os.setgroups([])  # the host's supplementary groups mean nothing in here
+    os.setresuid(0, 0, 0)
+
+
+def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
+             sock: socket.socket | None = None) -> None:
     """Body of G, PID 1 of the context; execs init or reports and exits. Never returns."""
     spec = plan.spec
     try:
@@ -91,7 +213,14 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setsid()
         os.umask(0)
+        userns = plan.ids is not None
+        if userns:
+            _wait_mapped(go_r)
         namespaces.unshare(child_flags(plan))
+        if userns:
+            host_dirs = _open_host_dirs(plan)
+            host_srcs = _open_bind_sources(plan)
+            _take_root_ids()
         os.write(ready_w, b"r")
         os.close(ready_w)
         for name, value in plan.ipc.items():
@@ -99,21 +228,30 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int) -> None:
                 f.write(value)
         if plan.new_net and "RAW_ICMP" in spec.ccaps:
             with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
-                f.write("0 2147483647")
+                # inside a user namespace only its mapped gids are valid
+                f.write(f"0 {plan.ids.count - 1}" if userns else "0 2147483647")
         namespaces.sethostname(spec.uname.get("NODENAME") or spec.name)
         if "DOMAINNAME" in spec.uname:
             namespaces.setdomainname(spec.uname["DOMAINNAME"])
         go_pending = True
         if plan.netplan is not None:
             # the peer arrives with "go"; netlink code may import lazily: before pivot_root
-            _wait_go(go_r)
+            _wait_go(go_r, userns)
             go_pending = False
             from . import netns
             netns.configure_inside(plan.netplan)
         elif plan.new_net:
             from . import netns
             netns.loopback_up()
-        rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev)
+        if userns:
+            assert sock is not None
+            fds = _recv_fds(sock, 2 if plan.host_sys else 1)
+            sock.close()
+            rootfs.setup_unprivileged(str(spec.vdir), spec.mounts, host_dirs, fds[0],
+                                      fds[1] if plan.host_sys else None, plan.new_net,
+                                      host_srcs)
+        else:
+            rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev)
         os.umask(0o022)
         limits.apply_rlimits(plan.rlimits)
         namespaces.drop_bounding_set(plan.keep_caps)
@@ -122,7 +260,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int) -> None:
                   signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(s, signal.SIG_DFL)
         if go_pending:
-            _wait_go(go_r)  # in the context's cgroups from here on
+            _wait_go(go_r, userns)  # in the context's cgroups from here on
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)

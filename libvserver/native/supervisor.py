@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..api import AlreadyRunning, ContextSpec, StartError
-from . import limits, namespaces, spawn
+from . import idmap, limits, namespaces, spawn
 from .cgroups import Layout
 
 log = logging.getLogger("libvserver.supervisor")
@@ -119,7 +119,10 @@ class Supervisor:
 
     # --- start ----------------------------------------------------------------------------
 
-    def start(self, spec: ContextSpec, image: str | None) -> int:
+    def start(self, spec: ContextSpec, image: str | None, ids: idmap.IdRange | None = None,
+              overlay: dict | None = None) -> int:
+        """Start context spec.xid; ``ids`` is its host id range (None: privileged, no user
+        namespace), ``overlay`` the {lower, upper, work} of a shared template."""
         self.reap()
         xid = spec.xid
         # A killed init leaves its cgroups before it becomes a zombie we can reap: when the
@@ -138,6 +141,7 @@ class Supervisor:
         netplan = None
         gpid = None
         self._pipes: list[int] = []
+        self._sock: socket.socket | None = None
         try:
             new_net = bool(spec.addresses) or "HIDE_NETIF" in spec.flags
             if spec.addresses:
@@ -151,7 +155,7 @@ class Supervisor:
                 spec=spec, netplan=netplan, new_net=new_net,
                 new_time="VIRT_UPTIME" in spec.flags and namespaces.has_time_namespace(),
                 loopdev=loopdev, rlimits=limits.rlimit_plan(spec), ipc=limits.ipc_sysctls(spec),
-                keep_caps=spawn.keep_caps(spec))
+                keep_caps=spawn.keep_caps(spec), ids=ids, overlay=overlay)
             if netplan is not None:
                 from . import netns
                 netns.create_host_side(netplan)
@@ -172,6 +176,9 @@ class Supervisor:
             for fd in self._pipes:
                 os.close(fd)
             self._pipes = []
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
             if loopfd is not None:
                 os.close(loopfd)  # the mount holds the device now; autoclear does the rest
         self.ctxs[xid] = Ctx(xid, gpid, child=True)
@@ -181,52 +188,91 @@ class Supervisor:
         return gpid
 
     def _fork_init(self, plan: spawn.Plan) -> int:
-        """Fork G into new PID (and time) namespaces; this process stays in its own."""
+        """Fork G into new PID (and time) namespaces, and a new user namespace unless the
+        context is privileged; this process stays in its own."""
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         self._pipes = [ready_r, go_w, err_r]
+        mine = theirs = None
+        if plan.ids is not None:
+            mine, theirs = socket.socketpair(socket.AF_UNIX,
+                                             socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            self._sock = mine
         flags = spawn.parent_flags(plan)
         try:
-            namespaces.unshare(flags)
+            if flags:
+                namespaces.unshare(flags)
             if plan.new_time:
                 with open("/proc/self/timens_offsets", "w") as f:
                     f.write(spawn.time_offsets())
-            pid = os.fork()
+            cflags = spawn.clone_flags(plan)
+            pid = namespaces.fork_into(cflags) if cflags else os.fork()
             if pid == 0:
                 for fd in self._pipes:
                     os.close(fd)
-                spawn.run_init(plan, ready_w, go_r, err_w)
+                if mine is not None:
+                    mine.close()
+                spawn.run_init(plan, ready_w, go_r, err_w, theirs)
         finally:
             # pid_for_children/time_for_children back to ours (allowed: single-threaded)
-            namespaces.setns(self.own_ns["pid"], namespaces.CLONE_NEWPID)
+            if flags & namespaces.CLONE_NEWPID:
+                namespaces.setns(self.own_ns["pid"], namespaces.CLONE_NEWPID)
             if plan.new_time:
                 namespaces.setns(self.own_ns["time"], namespaces.CLONE_NEWTIME)
             for fd in (ready_w, go_r, err_w):
                 os.close(fd)
+            if theirs is not None:
+                theirs.close()
         return pid
+
+    def _map_ids(self, plan: spawn.Plan, gpid: int) -> None:
+        """G's uid/gid maps, then its detached idmapped root (and /sys) over the socket."""
+        idmap.write_maps(gpid, plan.ids)
+        os.write(self._pipes[1], b"m")
+        ufd = os.open(f"/proc/{gpid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fds = spawn.host_mounts(plan, ufd)
+        finally:
+            os.close(ufd)
+        try:
+            spawn.send_fds(self._sock, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _finish_start(self, plan: spawn.Plan, gpid: int) -> str:
         """Cgroups and veth for G while it mounts, then "go"; returns G's error or ''."""
         ready_r, go_w, err_r = self._pipes
-        # made while G already works on its namespaces and mounts: off the critical path
-        self.layout.create(plan.spec.xid)
-        limits.apply_cgroup_limits(self.layout, plan.spec)
-        ready = _read_all(ready_r, START_TIMEOUT, limit=1)
-        if ready != b"r":
-            return _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip() or \
-                f"context {plan.spec.xid}: init process died during setup"
+        xid = plan.spec.xid
         try:
-            self.layout.join(plan.spec.xid, gpid)
+            if plan.ids is not None:
+                self._map_ids(plan, gpid)
+            # made while G already works on its namespaces and mounts: off the critical path
+            self.layout.create(xid)
+            if plan.ids is not None:
+                self.layout.delegate(xid, plan.ids.host, plan.ids.host)
+                # membership does not wait for G's namespaces: the (slow) migration runs
+                # while G mounts; G unshares its cgroup namespace only after "go"
+                self.layout.join(xid, gpid)
+            limits.apply_cgroup_limits(self.layout, plan.spec)
+            ready = _read_all(ready_r, START_TIMEOUT, limit=1)
+            if ready != b"r":
+                return _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip() or \
+                    f"context {xid}: init process died during setup"
+            if plan.ids is None:
+                self.layout.join(xid, gpid)
             if plan.netplan is not None:
                 from . import netns
                 netns.move_peer(plan.netplan, gpid)
-        except OSError:
+        except OSError as e:
             # G may have died on its own meanwhile: its own reason is the better message
             _kill_wait(gpid)
             err = _read_all(err_r, 5.0).decode(errors="replace").strip()
             if err:
                 return err
+            if isinstance(e, (BrokenPipeError, ConnectionError)):
+                return f"context {xid}: init process died during setup"
             raise
         try:
             os.write(go_w, b"g")
@@ -342,8 +388,11 @@ class Supervisor:
             return {"ok": True, "pid": os.getpid(), "contexts": sorted(self.ctxs)}
         if op == "start":
             spec = ContextSpec.from_dict(req["spec"])
+            ids = req.get("ids")
             t = time.perf_counter()
-            pid = self.start(spec, req.get("image"))
+            pid = self.start(spec, req.get("image"),
+                             None if ids is None else idmap.IdRange(int(ids[0]), int(ids[1])),
+                             req.get("overlay"))
             return {"ok": True, "pid": pid, "seconds": time.perf_counter() - t}
         if op == "reap":
             self.reap()

@@ -22,6 +22,7 @@ from vcd.audit import AuditLog
 from vcd.config import Config
 from vcd.errors import Fault, VcdError
 from vcd.locks import vserver_lock
+from vcd.marshal import dump_fault, dump_result
 from vcd.registry import REGISTRY, Call, Method, Owner, Txn, load_all
 from vcd.vocab import USER_CAPS
 from vcd.vxdb.lookup import VServer, find_vserver, is_owner
@@ -87,16 +88,6 @@ def loads(body: bytes) -> tuple[tuple[Any, ...], str]:
     return unmarshaller.close(), name
 
 
-def dump_result(value: Any) -> bytes:
-    return xmlrpc.client.dumps((value,), methodresponse=True, allow_none=True,
-                               encoding="utf-8").encode("utf-8")
-
-
-def dump_fault(code: int, message: str) -> bytes:
-    return xmlrpc.client.dumps(xmlrpc.client.Fault(int(code), message), methodresponse=True,
-                               allow_none=True, encoding="utf-8").encode("utf-8")
-
-
 def fault_of(exc: BaseException) -> VcdError:
     """Every exception a method can raise, as a fault. Never a traceback."""
     if isinstance(exc, VcdError):
@@ -128,6 +119,7 @@ class Dispatcher:
         self.auth = auth.Authenticator(self.db)
         self.stats = stats.Stats(config.rundir)
         self.audit = AuditLog(config.audit_log) if config.audit_log else None
+        self.nil = True
 
     def close(self) -> None:
         self.db.close()
@@ -135,8 +127,11 @@ class Dispatcher:
         if self.audit is not None:
             self.audit.close()
 
-    def handle(self, body: bytes, peer: str) -> bytes:
+    def handle(self, body: bytes, peer: str, nil: bool = True) -> bytes:
+        """The methodResponse for one request body. `nil` False (`POST /RPC2?nil=0`): void
+        results are boolean true, also inside system.multicall."""
         started = time.monotonic()
+        self.nil = nil
         self.stats.add("requests")
         name, code, self.user = "-", 0, "-"
 
@@ -159,7 +154,7 @@ class Dispatcher:
                 code = fault.code
                 return dump_fault(fault.code, str(fault))
             try:
-                return dump_result(result)
+                return dump_result(result, nil=nil)
             except (OverflowError, TypeError) as exc:
                 log.error("%s: result cannot be marshalled: %s", name, exc)
                 code = Fault.MESYS
@@ -209,12 +204,13 @@ class Dispatcher:
 
     def authenticate(self, params: tuple[Any, ...], peer: str) -> auth.User:
         creds = params[0] if params else None
-        if not isinstance(creds, dict) or not isinstance(creds.get("username"), str) \
-                or not isinstance(creds.get("password"), str):
+        username = _credential(creds.get("username")) if isinstance(creds, dict) else None
+        password = _credential(creds.get("password")) if isinstance(creds, dict) else None
+        if username is None or password is None:
             self.stats.add("flogins")
             raise VcdError(Fault.MEAUTH, "first parameter must be {username, password}")
         try:
-            return self.auth.check(creds["username"], creds["password"], peer)
+            return self.auth.check(username, password, peer)
         except VcdError:
             self.stats.add("flogins")
             raise
@@ -222,7 +218,8 @@ class Dispatcher:
     def invoke(self, method: Method, user: auth.User, given: Any, peer: str) -> Any:
         if method.caps and not any(cap in user.caps for cap in method.caps):
             raise VcdError(Fault.MEPERM, f"{method.name} needs capability {method.cap_text}")
-        if given in ("", None):
+        if given in ("", None) or given == []:
+            # PHP's xmlrpc extension can only send an empty array for "no params"
             given = {}
         if not isinstance(given, dict):
             raise VcdError(Fault.MEINVAL, "second parameter must be a struct of named params")
@@ -295,7 +292,7 @@ class Dispatcher:
                 if not isinstance(sub, list):
                     raise VcdError(Fault.MEINVAL, "params of a call must be an array")
                 result = self.call(entry["methodName"], tuple(sub), peer)
-                results.append([result])
+                results.append([True if result is None and not self.nil else result])
             except Exception as exc:
                 fault = fault_of(exc)
                 if not isinstance(exc, VcdError):
@@ -312,6 +309,15 @@ SYSTEM_METHODS: dict[str, tuple[str, Any]] = {
                          "{username, password}. Returns [[result] or fault struct, ...].",
                          [["array", "array"]]),
 }
+
+
+def _credential(value: Any) -> str | None:
+    """A username or password as sent: Perl's clients send an all-digit one as <int>."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def _short(exc: BaseException) -> str:

@@ -94,6 +94,8 @@ class Method:
             lines.append(f"  {p.name}: {p.type.description}, {flag}{alias}"
                          + (f" - {p.doc}" if p.doc else ""))
         lines.append(f"Returns: {self.returns}")
+        if self.returns == "nil":
+            lines.append("  (void: <nil/>; boolean true for a client that posts to /RPC2?nil=0)")
         lines.append(f"Capability: {self.cap_text}; owner check: "
                      f"{'yes' if self.owner is not Owner.NONE else 'no'}")
         return "\n".join(lines)

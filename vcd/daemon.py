@@ -95,7 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _config_path(args: argparse.Namespace) -> Path | None:
     if args.config is not None:
-        return args.config
+        # a SIGHUP reload reads it again after detaching to /
+        return Path(os.path.abspath(args.config))
     return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
 
 

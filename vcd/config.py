@@ -195,6 +195,11 @@ class Config:
     def worker_count(self) -> int:
         return self.workers or 2 * (os.cpu_count() or 1)
 
+    @property
+    def supervisor_dir(self) -> Path:
+        """libvserver's state directory: the supervisor's socket, lock, log, records."""
+        return self.rundir / "libvserver"
+
     def password_file(self, username: str) -> Path:
         return self.datadir / f"{username}.password"
 

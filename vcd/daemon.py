@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from vcd import __version__, listeners as vlisteners, log as vlog, server
+from vcd import __version__, listeners as vlisteners, log as vlog, ownership, sdnotify, server
+from vcd.callbacklog import FILENAME as CALLBACKS_FILE, CallbackFailures
 from vcd.config import DEFAULT_CONFIG, Config, ConfigError, load
 
 EXIT_CONFIG = 2
@@ -256,13 +257,6 @@ class Supervisor:
             close_in_children.append(self.pidfile.fd)
         if notify_fd is not None:
             close_in_children.append(notify_fd)
-        try:
-            dispatch.prepare(config)
-        except Exception as exc:
-            log.exception("start-up failed while preparing VXDB")
-            if notify:
-                notify(f"start-up failed: {exc}".encode())
-            return EXIT_FAILURE
 
         pool = self.pool = server.Pool(config, self.listeners, dispatch.Dispatcher, close_in_children)
         pool.start()
@@ -274,12 +268,16 @@ class Supervisor:
             notify(READY)
             # the number is free again and may be reused; later children must not close it
             pool.close_in_children.remove(notify_fd)
+        sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}")
 
+        callbacks = CallbackFailures(config.supervisor_dir / CALLBACKS_FILE)
         while True:
             received = wait_signals(sig_r, pool.tick())
+            callbacks.poll()
             if signal.SIGTERM in received or signal.SIGINT in received:
                 name = "SIGTERM" if signal.SIGTERM in received else "SIGINT"
                 log.info("%s: stopping", name)
+                sdnotify.notify("STOPPING=1")
                 break
             pool.reap()
             if signal.SIGHUP in received:
@@ -315,6 +313,11 @@ def _check_files(config: Config) -> str | None:
     return None
 
 
+def _prepare(config: Config) -> None:
+    from vcd import dispatch
+    dispatch.prepare(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config_path = _config_path(args)
@@ -336,6 +339,33 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(pidfile, int):
         return pidfile
 
+    try:
+        claim = ownership.claim(config)
+    except (ownership.Conflict, OSError) as exc:
+        text = str(exc) if isinstance(exc, ownership.Conflict) else \
+            f"cannot lock {exc.filename}: {exc.strerror}"
+        log.error("not starting: %s", text)
+        print(f"vcd: not starting: {text}", file=sys.stderr)
+        pidfile.release()
+        return EXIT_FAILURE
+    try:
+        return _run(args, config_path, config, pidfile, claim)
+    finally:
+        claim.release()
+
+
+def _run(args: argparse.Namespace, config_path: Path | None, config: Config, pidfile: PidFile,
+         claim: ownership.Claim) -> int:
+    # Ready before anything listens: a client that connects as soon as the port accepts
+    # must find the first users and their password files (and a VXDB that is migrated).
+    try:
+        _prepare(config)
+    except Exception as exc:
+        log.exception("start-up failed while preparing VXDB")
+        print(f"vcd: start-up failed: {exc}", file=sys.stderr)
+        pidfile.release()
+        return EXIT_FAILURE
+
     # Bind before detaching so "address in use" or a bad certificate is an error the caller sees.
     try:
         listeners = vlisteners.listeners_for(config)
@@ -347,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     notify = None
     notify_fd = None
     if not args.foreground:
-        keep: list[object] = [*listeners, pidfile.fd]
+        keep: list[object] = [*listeners, pidfile.fd, *claim.fds]
         stream = vlog.stream()
         if stream is not None and config.logfile is not None:
             keep.append(stream)

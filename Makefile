@@ -31,8 +31,8 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.apt
 	@touch $@
 
 run: setup
-	$(BIN)/python -m vcd.firstrun -c $(CONF)
-	exec $(BIN)/vcd -f -c $(CONF)
+	$(BIN)/python -m vcd.firstrun -c $(abspath $(CONF))
+	exec $(BIN)/vcd -f -c $(abspath $(CONF))
 
 test: setup
 	$(BIN)/python -m pytest tests

@@ -190,8 +190,10 @@ def _detach(keep: list[object]) -> Callable[[bytes], None]:
 
 class Supervisor:
     def __init__(self, args: argparse.Namespace, config_path: Path | None, config: Config,
-                 pidfile: PidFile, listeners: list[server.Listener]) -> None:
+                 pidfile: PidFile, listeners: list[server.Listener],
+                 claim: ownership.Claim | None = None) -> None:
         self.args = args
+        self.claim = claim
         self.config_path = config_path
         self.config = config
         self.pidfile = pidfile
@@ -217,6 +219,8 @@ class Supervisor:
             return
         if new.pidfile != self.config.pidfile:
             log.warning("a changed pidfile takes effect at the next start, not on reload")
+        if not self.reclaim(new):
+            return
         try:
             # prepare() is once per start (it also restarts the vcd.status counters);
             # only a new datadir or rundir needs it again before workers can use them
@@ -241,6 +245,26 @@ class Supervisor:
         self.config = new
         log.info("configuration reloaded; %d workers restarting on %s", new.worker_count,
                  ", ".join(li.name for li in self.pool.listeners))
+
+    def reclaim(self, new: Config) -> bool:
+        """A reload that moves datadir, rundir or cgroup parent must own the new ones
+        (vcd.ownership); False (logged, the running configuration kept) if it cannot."""
+        old = self.config
+        if self.claim is None or (new.datadir, new.rundir, new.cgroup_parent) == \
+                (old.datadir, old.rundir, old.cgroup_parent):
+            return True
+        self.claim.release()  # our own locks would otherwise be taken for another daemon's
+        try:
+            self.claim = ownership.claim(new)
+            return True
+        except (ownership.Conflict, OSError) as exc:
+            log.error("new configuration rejected, keeping the running one: %s", exc)
+        try:
+            self.claim = ownership.claim(old)
+        except (ownership.Conflict, OSError) as exc:
+            log.error("cannot take back rundir and cgroup parent: %s", exc)
+            self.claim = None
+        return False
 
     def run(self, notify: Callable[[bytes], None] | None, notify_fd: int | None) -> int:
         from vcd import dispatch
@@ -274,6 +298,8 @@ class Supervisor:
         while True:
             received = wait_signals(sig_r, pool.tick())
             callbacks.poll()
+            if callbacks.path != self.config.supervisor_dir / CALLBACKS_FILE:
+                callbacks = CallbackFailures(self.config.supervisor_dir / CALLBACKS_FILE)
             if signal.SIGTERM in received or signal.SIGINT in received:
                 name = "SIGTERM" if signal.SIGTERM in received else "SIGINT"
                 log.info("%s: stopping", name)
@@ -348,14 +374,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vcd: not starting: {text}", file=sys.stderr)
         pidfile.release()
         return EXIT_FAILURE
+    holder: list[ownership.Claim | None] = [claim]
     try:
-        return _run(args, config_path, config, pidfile, claim)
+        return _run(args, config_path, config, pidfile, holder)
     finally:
-        claim.release()
+        if holder[0] is not None:
+            holder[0].release()
 
 
 def _run(args: argparse.Namespace, config_path: Path | None, config: Config, pidfile: PidFile,
-         claim: ownership.Claim) -> int:
+         holder: list[ownership.Claim | None]) -> int:
+    """Everything after the claim; `holder[0]` is the claim in force (a reload may move it)."""
+    claim = holder[0]
+    assert claim is not None
     # Ready before anything listens: a client that connects as soon as the port accepts
     # must find the first users and their password files (and a VXDB that is migrated).
     try:
@@ -385,7 +416,7 @@ def _run(args: argparse.Namespace, config_path: Path | None, config: Config, pid
         notify_fd = notify.fd  # type: ignore[attr-defined]
     pidfile.write(os.getpid())
 
-    supervisor = Supervisor(args, config_path, config, pidfile, listeners)
+    supervisor = Supervisor(args, config_path, config, pidfile, listeners, claim)
     try:
         return supervisor.run(notify, notify_fd)
     except Exception as exc:
@@ -396,6 +427,7 @@ def _run(args: argparse.Namespace, config_path: Path | None, config: Config, pid
             supervisor.pool.stop(5.0)
         return EXIT_FAILURE
     finally:
+        holder[0] = supervisor.claim
         pidfile.release()
 
 

@@ -399,6 +399,15 @@ class Supervisor:
         with os.fdopen(fd, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def set_notify(self, argv: list[str] | None) -> None:
+        """The callback as the daemon now names it (its config may have moved since this
+        supervisor started); kept in notify.json for the workers that come after."""
+        if argv is not None and not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+            raise ValueError("notify must be a list of strings")
+        if argv != self.notify_argv:
+            self.notify_argv = argv
+            self._write_state("notify.json", {"argv": argv})
+
     def _remember(self, ctx: Ctx) -> None:
         """<xid>.init: which process is the context's init, for a worker that comes after."""
         if ctx.start_time is None:
@@ -440,6 +449,9 @@ class Supervisor:
         """Watch contexts that are running but were started by an earlier worker, finish
         those whose init ended while no worker watched, and pick up what it left."""
         keeper = os.getppid()
+        saved = self._read_json("notify.json")
+        if saved is not None and "argv" in saved:
+            self.notify_argv = saved["argv"]
         inits: dict[int, dict] = {}
         for path in self.state_dir.glob("*.init"):
             record = self._read_json(path.name)
@@ -521,6 +533,8 @@ class Supervisor:
         if op == "start":
             spec = ContextSpec.from_dict(req["spec"])
             t = time.perf_counter()
+            if "notify" in req:
+                self.set_notify(req["notify"])
             pid = self.start(spec, req.get("image"))
             self._remember(self.ctxs[spec.xid])
             return {"ok": True, "pid": pid, "seconds": time.perf_counter() - t}

@@ -203,3 +203,28 @@ def test_context_outlives_the_process_that_started_it(backend, make_spec, run_sh
     finally:
         if backend.is_running(spec.xid):
             backend.stop(spec.xid, ["/bin/true"], timeout=0)
+
+
+def test_a_start_carries_the_callback_and_later_workers_keep_it(backend, make_spec, started,
+                                                                 wait, notified, tmp_path):
+    """A supervisor started for an earlier configuration calls back the way the daemon
+    that starts a context now says, also after its worker was replaced."""
+    log = tmp_path / "moved.log"
+    old_argv = backend.client.notify_argv
+    script = old_argv[1]
+    backend.client.notify_argv = [old_argv[0], script, str(log)]
+    try:
+        spec = started(make_spec())
+    finally:
+        backend.client.notify_argv = old_argv
+    worker = backend.supervisor_pid()
+    os.kill(worker, signal.SIGKILL)
+    wait(lambda: not os.path.exists(f"/proc/{worker}") or _is_zombie(worker))
+    assert backend.supervisor_pid() != worker
+    backend.exec(spec.xid, ["/sbin/reboot", "-f"], timeout=10)
+    wait(lambda: log.exists() and log.read_text().count("\n") == 2)
+    assert [json.loads(line)["action"] for line in log.read_text().splitlines()] == \
+        ["restart", "shutdown"]
+    assert notified(spec.xid) == []
+    # the next start names the session's callback again
+    started(make_spec())

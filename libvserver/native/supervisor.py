@@ -718,6 +718,9 @@ class Keeper:
             log.info("supervisor worker quit; the keeper stops too")
             self.stopping = True
             return
+        if self.stopping:
+            log.info("supervisor worker stopped (%s)", reason_from_status(status))
+            return
         log.warning("supervisor worker %s; starting a new one", reason_from_status(status))
         if time.monotonic() - self.started < 1.0:
             time.sleep(self.RESPAWN_PAUSE)  # failing at start: no tight fork loop

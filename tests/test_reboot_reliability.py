@@ -210,3 +210,35 @@ def test_systemd_hears_ready_when_the_daemon_serves(make_vcd, tmp_path):
         daemon.send_signal(signal.SIGTERM)
         assert "STOPPING=1" in server.recv(4096).decode()
     daemon.wait_exit()
+
+
+def test_a_reload_onto_a_cgroup_parent_another_daemon_uses_is_refused(vcd, make_vcd):
+    other = make_vcd(name="other")
+    before = set(other.worker_pids())
+    mark = len(other.log())
+    other.write_config(cgroup_parent=vcd.cgroup_parent)
+    other.send_signal(signal.SIGHUP)
+    wait_until(lambda: "keeping the running one" in other.log()[mark:], what="the refusal")
+    assert f"cgroup parent '{vcd.cgroup_parent}' is in use" in other.log()[mark:]
+    assert set(other.worker_pids()) == before  # no new generation: the old config serves
+    assert other.proxy().vcd.status()
+    # and its own parent is still its own: a third daemon cannot take it
+    third = make_vcd(start=False, name="third", cgroup_parent=other.cgroup_parent)
+    with pytest.raises(RuntimeError, match="is in use by a running vcd"):
+        third.start()
+
+
+def test_a_reload_onto_a_free_cgroup_parent_gives_up_the_old_one(make_vcd):
+    daemon = make_vcd()
+    old_parent = daemon.cgroup_parent
+    before = set(daemon.worker_pids())
+    daemon.write_config(cgroup_parent=f"{old_parent}-moved")
+    daemon.send_signal(signal.SIGHUP)
+    wait_until(lambda: not before & set(daemon.worker_pids()), what="the new generation")
+    assert daemon.proxy().vcd.status()
+    # the old parent is free now (its workers, which held copies of the lock, are gone)
+    third = make_vcd(name="third", cgroup_parent=old_parent)
+    assert third.proxy().vcd.status()
+    fourth = make_vcd(start=False, name="fourth", cgroup_parent=f"{old_parent}-moved")
+    with pytest.raises(RuntimeError, match="is in use by a running vcd"):
+        fourth.start()

@@ -194,6 +194,7 @@ class Supervisor:
                  claim: ownership.Claim | None = None) -> None:
         self.args = args
         self.claim = claim
+        self.claim_fds = claim.fds if claim is not None else []
         self.config_path = config_path
         self.config = config
         self.pidfile = pidfile
@@ -253,18 +254,18 @@ class Supervisor:
         if self.claim is None or (new.datadir, new.rundir, new.cgroup_parent) == \
                 (old.datadir, old.rundir, old.cgroup_parent):
             return True
-        self.claim.release()  # our own locks would otherwise be taken for another daemon's
         try:
-            self.claim = ownership.claim(new)
-            return True
+            claim = ownership.claim(new, held=self.claim)
         except (ownership.Conflict, OSError) as exc:
             log.error("new configuration rejected, keeping the running one: %s", exc)
-        try:
-            self.claim = ownership.claim(old)
-        except (ownership.Conflict, OSError) as exc:
-            log.error("cannot take back rundir and cgroup parent: %s", exc)
-            self.claim = None
-        return False
+            return False
+        self.claim.release(keep=claim)
+        self.claim = claim
+        if self.pool is not None:
+            self.pool.close_in_children = [fd for fd in self.pool.close_in_children
+                                           if fd not in self.claim_fds] + claim.fds
+        self.claim_fds = claim.fds
+        return True
 
     def run(self, notify: Callable[[bytes], None] | None, notify_fd: int | None) -> int:
         from vcd import dispatch
@@ -281,6 +282,8 @@ class Supervisor:
             close_in_children.append(self.pidfile.fd)
         if notify_fd is not None:
             close_in_children.append(notify_fd)
+        # a worker holding a copy would keep a lock the daemon gives up on reload
+        close_in_children += self.claim_fds
 
         pool = self.pool = server.Pool(config, self.listeners, dispatch.Dispatcher, close_in_children)
         pool.start()

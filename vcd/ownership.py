@@ -36,22 +36,31 @@ class Conflict(Exception):
 
 @dataclass
 class Claim:
-    """The held locks; `release` at exit (the kernel drops them anyway when we die)."""
-    fds: list[int] = field(default_factory=list)
+    """The held locks, by path; `release` at exit (the kernel drops them anyway when we
+    die). Workers must not inherit `fds`: a lock held by a forked copy outlives `release`."""
+    locks: dict[Path, int] = field(default_factory=dict)
     cgroup_lock: Path | None = None
     cgroup_parent: str = ""
 
-    def release(self) -> None:
-        if self.cgroup_lock is not None and not _contexts_under(self.cgroup_parent):
+    @property
+    def fds(self) -> list[int]:
+        return list(self.locks.values())
+
+    def release(self, keep: "Claim | None" = None) -> None:
+        """Drop every lock `keep` does not hold too."""
+        kept = set(keep.locks) if keep is not None else set()
+        if self.cgroup_lock is not None and self.cgroup_lock not in kept \
+                and not _contexts_under(self.cgroup_parent):
             # nothing left to protect: don't leave a file per parent behind (safe while we
             # hold the lock: `_lock` retries when the path no longer names its file)
             try:
                 self.cgroup_lock.unlink()
             except OSError:
                 pass
-        for fd in self.fds:
-            os.close(fd)
-        self.fds.clear()
+        for path, fd in list(self.locks.items()):
+            if path not in kept:
+                os.close(fd)
+        self.locks.clear()
 
 
 def _lock(path: Path) -> tuple[int, bool]:
@@ -110,33 +119,44 @@ def lock_path(cgroup_parent: str) -> Path:
     return LOCK_DIR / ("cgroup-" + cgroup_parent.replace("/", "%") + ".lock")
 
 
-def claim(config: Config) -> Claim:
-    """Take the rundir and the cgroup parent for `config.datadir`, or raise Conflict."""
+def claim(config: Config, held: Claim | None = None) -> Claim:
+    """Take the rundir and the cgroup parent for `config.datadir`, or raise Conflict.
+
+    `held`: the claim of the running configuration (a reload): its locks on the same
+    paths are kept rather than taken again, which would find them taken, by us. The
+    caller then calls `held.release(keep=<the new claim>)`."""
     ours = str(config.datadir)
-    held = Claim()
+    new = Claim()
+    mine = held.locks if held is not None else {}
+
+    def take(path: Path) -> tuple[int, str, bool]:
+        if path in mine:
+            new.locks[path] = mine[path]
+            return mine[path], _owner(mine[path]), True
+        fd, locked = _lock(path)
+        new.locks[path] = fd
+        return fd, _owner(fd), locked
+
     try:
-        fd, locked = _lock(config.rundir / "owner.lock")
-        held.fds.append(fd)
-        owner = _owner(fd)
+        path = config.rundir / "owner.lock"
+        fd, owner, locked = take(path)
         if not locked:
             raise Conflict(f"rundir {config.rundir} is in use by a running vcd with datadir "
                            f"{owner or '?'}; this one has datadir {ours}: give it another rundir")
         sock = config.supervisor_dir / "supervisor.sock"
-        if owner and owner != ours and _supervisor_answers(sock):
+        if owner and owner != ours and path not in mine and _supervisor_answers(sock):
             raise Conflict(f"rundir {config.rundir} belongs to the vcd with datadir {owner}, whose "
                            f"supervisor ({sock}) still runs and reports to that daemon; this one "
                            f"has datadir {ours}: give it another rundir")
         _mark(fd, ours)
 
         path = lock_path(config.cgroup_parent)
-        fd, locked = _lock(path)
-        held.fds.append(fd)
-        owner = _owner(fd)
+        fd, owner, locked = take(path)
         if not locked:
             raise Conflict(f"cgroup parent {config.cgroup_parent!r} is in use by a running vcd "
                            f"with datadir {owner or '?'} ({path}); this one has datadir {ours}: "
                            f"give it another cgroup_parent")
-        if owner and owner != ours:
+        if owner and owner != ours and path not in mine:
             running = _contexts_under(config.cgroup_parent)
             if running:
                 raise Conflict(f"cgroup parent {config.cgroup_parent!r} holds running contexts "
@@ -144,10 +164,11 @@ def claim(config: Config) -> Claim:
                                f"{owner} ({path}); this one has datadir {ours}: give it another "
                                f"cgroup_parent")
         _mark(fd, ours)
-        held.cgroup_lock = path
-        held.cgroup_parent = config.cgroup_parent
+        new.cgroup_lock = path
+        new.cgroup_parent = config.cgroup_parent
     except BaseException:
-        for fd in held.fds:
-            os.close(fd)
+        for p, fd in new.locks.items():
+            if p not in mine:
+                os.close(fd)
         raise
-    return held
+    return new

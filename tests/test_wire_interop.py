@@ -221,3 +221,29 @@ def test_transfer_encoding_identity_is_not_chunked(vcd_module):
     status, _, answer = post(vcd_module, body, headers={"Transfer-Encoding": "identity",
                                                         "Content-Length": str(len(body))})
     assert status == 200 and b"fault" not in answer
+
+
+PERL_VOID = r'''
+use strict; use RPC::XML; use RPC::XML::Client;
+my ($url, $pass, $user) = @ARGV;
+my $c = RPC::XML::Client->new($url);
+my $auth = RPC::XML::struct->new(username => 'admin', password => $pass);
+my $r = $c->send_request('vcd.user.set', $auth,
+                         RPC::XML::struct->new(username => $user, password => 'secret123'));
+if (!ref $r) { print "error\n"; exit 0 }
+print $r->is_fault ? "fault\n" : ("value " . $r->value . "\n");
+'''
+
+
+def test_perl_rpc_xml_without_nil_support_reads_void_results_with_nil_0(vcd_module, tmp_path):
+    _perl_rpc_xml()
+    script = tmp_path / "void.pl"
+    script.write_text(PERL_VOID)
+    user = unique("perl")
+    out = subprocess.run(["perl", str(script), vcd_module.url + "?nil=0",
+                          vcd_module.admin_password, user], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "value 1"
+    # the call ran: the user can log in
+    assert vcd_module.proxy(user, "secret123").vcd.login() is None

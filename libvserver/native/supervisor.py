@@ -92,24 +92,26 @@ def reason_from_status(status: int) -> str:
     return f"exit {os.WEXITSTATUS(status)}"
 
 
-def start_time_of(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, it names one
-    process for good, since pids are reused. Readable for a zombie too."""
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/<pid>/stat after the command name (field 3 on); readable for a zombie too."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             st = f.read()
     except OSError:
         return None
-    return int(st[st.rfind(b")") + 2:].split()[19])
+    return st[st.rfind(b")") + 2:].split()
+
+
+def start_time_of(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, it names one
+    process for good, since pids are reused."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
 
 
 def parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            st = f.read()
-    except OSError:
-        return None
-    return int(st[st.rfind(b")") + 2:].split()[1])
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
 
 
 def is_namespace_init(pid: int) -> bool:
@@ -127,18 +129,7 @@ def is_namespace_init(pid: int) -> bool:
 
 def init_pid_of(pids: list[int]) -> int | None:
     """The process of the list that is PID 1 of its own (child) PID namespace."""
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("NSpid:"):
-                        ns = line.split()[1:]
-                        if len(ns) >= 2 and ns[-1] == "1":
-                            return pid
-                        break
-        except OSError:
-            continue
-    return None
+    return next((pid for pid in pids if is_namespace_init(pid)), None)
 
 
 @dataclass

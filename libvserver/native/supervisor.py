@@ -24,8 +24,9 @@ their inits by pidfd and, when one ends, takes the real wait status from the
 keeper's record: a reboot from inside is a reboot, however often the worker was
 replaced.  What else it knows lives in files too: the load averages
 (``<xid>.load``) and callbacks not yet run (``<xid>.notify``).  Only when keeper
-and worker are both killed is an end seen without its status ("unknown": then
-only shutdown is reported).  ``quit`` (and SIGTERM to the keeper) stops both;
+and worker are killed at once is an end seen without its status ("unknown": then
+only shutdown is reported); a worker that outlives its keeper becomes the keeper
+(`become_keeper`) and forks a new worker.  ``quit`` (and SIGTERM to the keeper) stops both;
 contexts keep running either way.
 
 Callbacks run with their output in ``<xid>.callback``; one that fails is logged
@@ -157,6 +158,8 @@ class Supervisor:
         self.sel = selectors.DefaultSelector()
         self.stopping = False       # asked to quit: the keeper stops too
         self.terminated = False     # SIGTERM: the keeper starts a new worker
+        self.orphaned = False       # the keeper died: become one
+        self.keeper = 0
         self.next_sample = time.monotonic() + load_interval
         # our own namespaces, to return to after unsharing for a child
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
@@ -568,6 +571,7 @@ class Supervisor:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.sel.register(listener, selectors.EVENT_READ, ("listen", None))
         self.sel.register(sig_r, selectors.EVENT_READ, ("signal", None))
+        self.keeper = os.getppid()
         self.adopt()
         self.reap()
         while not self.stopping and not self.terminated:
@@ -590,11 +594,37 @@ class Supervisor:
                 elif kind == "pidfd":
                     self.adopted_ended(obj)
             self.reap()
+            if os.getppid() != self.keeper:
+                # our keeper was killed: we become the keeper ourselves (Keeper.spawn)
+                log.warning("supervisor keeper %d is gone; this worker takes its place",
+                            self.keeper)
+                self.orphaned = True
+                break
             if time.monotonic() >= self.next_sample:
                 self.next_sample += self.load_interval
                 if self.next_sample < time.monotonic():
                     self.next_sample = time.monotonic() + self.load_interval
                 self.sample_loads()
+
+
+def become_keeper(lockfd: int, listener: socket.socket) -> None:
+    """A worker whose keeper was killed turns into a keeper itself: it execs the
+    supervisor program again, in the foreground (it is detached already), handing on
+    the locked supervisor.lock and the bound socket, so no other supervisor can start
+    meanwhile and no client is refused. Its inits stay its children across exec: the
+    keeper it becomes reaps them and records how they end, and the worker it forks
+    adopts them, so no context loses its reboot."""
+    logging.shutdown()
+    os.set_inheritable(lockfd, True)
+    os.set_inheritable(listener.fileno(), True)
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip or a in ("--foreground", "--inherit"):
+            skip = a == "--inherit"
+            continue
+        args.append(a)
+    os.execv(sys.executable, [sys.executable, "-m", "libvserver.native.supervisor", *args,
+                              "--foreground", "--inherit", f"{lockfd},{listener.fileno()}"])
 
 
 def _read_all(fd: int, timeout: float, limit: int | None = None) -> bytes:
@@ -667,6 +697,8 @@ class Keeper:
                     namespaces.set_subreaper()  # not inherited across fork
                     sup = self.make()
                     sup.run(self.listener)
+                    if sup.orphaned:
+                        become_keeper(self.lockfd, self.listener)
                     code = EXIT_QUIT if sup.stopping else EXIT_RESTART
                     log.info("supervisor worker %d exits (%s); %d contexts keep running",
                              os.getpid(), "quit" if sup.stopping else "SIGTERM", len(sup.ctxs))
@@ -776,16 +808,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--net-tag", default="")
     ap.add_argument("--load-interval", type=float, default=LOAD_INTERVAL)
     ap.add_argument("--foreground", action="store_true")
+    ap.add_argument("--inherit", help=argparse.SUPPRESS)  # LOCKFD,LISTENFD (become_keeper)
     args = ap.parse_args(argv)
     state = Path(args.state_dir)
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lockfd = os.open(state / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            sys.exit(0)  # another supervisor owns this state dir: the client just connects
-        raise
+    inherited = None
+    if args.inherit:
+        lockfd, listen_fd = map(int, args.inherit.split(","))
+        os.set_inheritable(lockfd, False)
+        inherited = socket.socket(fileno=listen_fd)
+        inherited.set_inheritable(False)
+    else:
+        lockfd = os.open(state / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                sys.exit(0)  # another supervisor owns this state dir: the client just connects
+            raise
     if not args.foreground:
         # Detach: new session, parent returns to the spawner once the socket is ready.
         ready_r, ready_w = os.pipe()
@@ -811,14 +851,17 @@ def main(argv: list[str] | None = None) -> None:
     namespaces.set_subreaper()
     keeper_pid = os.getpid()
     os.ftruncate(lockfd, 0)
-    os.write(lockfd, f"{os.getpid()}\n".encode())
+    os.pwrite(lockfd, f"{os.getpid()}\n".encode(), 0)
     sock_path = state / "supervisor.sock"
-    sock_path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old = os.umask(0o077)
-    listener.bind(str(sock_path))
-    os.umask(old)
-    listener.listen(64)
+    if inherited is not None:
+        listener = inherited
+    else:
+        sock_path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o077)
+        listener.bind(str(sock_path))
+        os.umask(old)
+        listener.listen(64)
     listener.setblocking(False)
     notify = json.loads(args.notify)
     keeper = Keeper(state, listener, lambda: Supervisor(state, args.cgroup_parent, notify,

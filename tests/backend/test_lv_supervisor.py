@@ -228,3 +228,26 @@ def test_a_start_carries_the_callback_and_later_workers_keep_it(backend, make_sp
     assert notified(spec.xid) == []
     # the next start names the session's callback again
     started(make_spec())
+
+
+def test_a_worker_whose_keeper_was_killed_becomes_the_keeper_and_reboots_still_work(
+        backend, make_spec, started, wait, notified, groups_of):
+    spec = started(make_spec())
+    worker = backend.supervisor_pid()
+    keeper = _parent(worker)
+    lock = backend.state_dir / "supervisor.lock"
+    assert int(lock.read_text()) == keeper
+    os.kill(keeper, signal.SIGKILL)
+    # the worker notices (within a load interval), execs itself as the keeper and forks a
+    # new worker: the init's parent, the lock and the socket stay where they were
+    new = wait(lambda: (p := backend.supervisor_pid()) != worker and p)
+    assert _parent(new) == worker
+    assert _parent(backend.init_pid(spec.xid)) == worker
+    assert int(lock.read_text()) == worker
+    os.kill(new, signal.SIGKILL)
+    wait(lambda: not os.path.exists(f"/proc/{new}") or _is_zombie(new))
+    backend.exec(spec.xid, ["/sbin/reboot", "-f"], timeout=10)
+    wait(lambda: backend.last_exit(spec.xid) is not None)
+    assert backend.last_exit(spec.xid)["reason"] == "reboot"
+    wait(lambda: notified(spec.xid) == ["restart", "shutdown"])
+    wait(lambda: groups_of(spec.xid) == [])

@@ -46,12 +46,12 @@ $(PANEL)/dist/.built: $(PANEL)/package.json $(PANEL)/package-lock.json $(PANEL)/
 
 # vcd and vstatd in the foreground, side by side: Ctrl-C (or SIGTERM to make) stops both.
 run: setup links
-	$(BIN)/python -m vcd.firstrun -c $(CONF)
+	$(BIN)/python -m vcd.firstrun -c $(abspath $(CONF))
 	@echo "vcd and vstatd start now; Ctrl-C stops both. In another shell (as root): vcc list"
-	@$(BIN)/vstatd -f -c $(CONF) & vstatd=$$!; \
+	@$(BIN)/vstatd -f -c $(abspath $(CONF)) & vstatd=$$!; \
 	trap 'kill -TERM $$vstatd 2>/dev/null; wait $$vstatd' EXIT; \
 	trap 'exit 130' INT TERM; \
-	$(BIN)/vcd -f -c $(CONF)
+	$(BIN)/vcd -f -c $(abspath $(CONF))
 
 # A link per program in BINDIR (an existing file that is not our link is left alone).
 links: setup

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from vcdtest import CGROUP_PARENT, VcdDaemon
+from vcdtest import CGROUP_PARENT, VcdDaemon, is_test_cgroup_parent
 
 
 @pytest.fixture
@@ -75,15 +75,17 @@ def _no_leftover_contexts() -> Iterator[None]:
             argv = Path(proc).read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"libvserver.native.supervisor" in b" ".join(argv) and CGROUP_PARENT.encode() in argv:
+        if b"libvserver.native.supervisor" in b" ".join(argv) and \
+                any(is_test_cgroup_parent(a.decode(errors="replace")) for a in argv):
             pid = int(proc.split("/")[2])
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + 10
-    for parent in glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}") + \
-            glob.glob(f"/sys/fs/cgroup/unified/{CGROUP_PARENT}"):
+    parents = [p for pattern in (f"/sys/fs/cgroup/*/{CGROUP_PARENT}*", f"/sys/fs/cgroup/unified/{CGROUP_PARENT}*")
+               for p in glob.glob(pattern) if is_test_cgroup_parent(os.path.basename(p))]
+    for parent in parents:
         for child in sorted(glob.glob(f"{parent}/*/"), reverse=True):
             while True:
                 try:
@@ -99,3 +101,10 @@ def _no_leftover_contexts() -> Iterator[None]:
             os.rmdir(parent)
         except OSError:
             pass
+    # a daemon that was killed leaves its cgroup-parent lock (vcd.ownership) behind
+    for lock in glob.glob(f"/run/lock/vcd/cgroup-{CGROUP_PARENT}*.lock"):
+        if is_test_cgroup_parent(os.path.basename(lock)[len("cgroup-"):-len(".lock")]):
+            try:
+                os.unlink(lock)
+            except OSError:
+                pass

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from api_helpers import create_vserver, fault, fault_code, unique
-from vcdtest import CGROUP_PARENT, VcdDaemon
+from vcdtest import VcdDaemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
@@ -264,7 +264,7 @@ def test_fifty_vservers_start_and_stop_without_leaks(rt, admin):
         list(pool.map(lambda n: rt.proxy().vx.stop(name=n), names))
     leftovers = []
     for controller in ("pids", "memory", "cpu", "freezer"):
-        parent = Path("/sys/fs/cgroup") / controller / CGROUP_PARENT
+        parent = Path("/sys/fs/cgroup") / controller / rt.cgroup_parent
         if parent.is_dir():
             xids = {str(admin.vxdb.xid.get(name=n)) for n in names}
             leftovers += [p.name for p in parent.iterdir() if p.is_dir() and p.name in xids]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vcd.config import DEFAULT_CONFIG, KEYS
+from vcd.config import DEFAULT_CONFIG
 from vcdtest import REPO
 from vstatd.config import KEYS as VSTATD_KEYS
 
@@ -51,20 +51,20 @@ def test_systemd_analyze_verify_accepts_both_units(tmp_path: Path) -> None:
     # the checker does complain about a broken unit, so the silence above means something
     broken = tmp_path / "broken"
     broken.mkdir()
-    bad = installed_copy(UNITS / "vcd.service", broken, ("Type=forking", "Type=forkng"))
-    assert "forkng" in verify(bad)
+    bad = installed_copy(UNITS / "vcd.service", broken, ("Type=notify", "Type=notfy"))
+    assert "notfy" in verify(bad)
 
 
 def test_stopping_vcd_signals_only_the_daemon_and_pidfiles_match_the_defaults() -> None:
     vcd = settings(UNITS / "vcd.service")
     vstatd = settings(UNITS / "vstatd.service")
     assert vcd["KillMode"] == ["process"]
-    assert vcd["Type"] == ["forking"] and vstatd["Type"] == ["forking"]
-    defaults = {k.name: k.default for k in KEYS}
-    assert vcd["PIDFile"] == [defaults["pidfile"]]
+    # vcd tells systemd itself when it serves (READY=1, tests/test_reboot_reliability.py)
+    assert vcd["Type"] == ["notify"] and vstatd["Type"] == ["forking"]
     assert vstatd["PIDFile"] == [{k.name: k.default for k in VSTATD_KEYS}["pidfile"]]
     # no -c: both read the default config (/etc/vcd/vcd.conf), as the comments in the units say
-    assert vcd["ExecStart"] == ["/usr/local/bin/vcd"] and vstatd["ExecStart"] == ["/usr/local/bin/vstatd"]
+    assert vcd["ExecStart"] == ["/usr/local/bin/vcd -f"]
+    assert vstatd["ExecStart"] == ["/usr/local/bin/vstatd"]
     assert str(DEFAULT_CONFIG) in (UNITS / "vcd.service").read_text()
     assert any("--check-config" in line for line in vcd["ExecReload"])
     assert vcd["ExecReload"][-1] == "/bin/kill -HUP $MAINPID"

@@ -7,6 +7,7 @@ conftest.py files in the tree, "conftest" names a different module depending on 
 from __future__ import annotations
 
 import http.client
+import itertools
 import os
 import signal
 import socket
@@ -22,11 +23,20 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
-# one cgroup parent per test run, so parallel runs and leftovers never mix
+# one cgroup parent per test run, so parallel runs and leftovers never mix; each daemon
+# gets its own below it by name (CGROUP_PARENT-d<n>): a vcd refuses a cgroup parent
+# another datadir's daemon uses
 CGROUP_PARENT = f"vcd-test-{os.getpid()}"
 # Host id ranges of this run's vservers (libvserver/native/idmap.py): a window of 512 xids
 # of its own, so parallel runs never share ids.
 IDMAP_BASE = (2 + (os.getpid() % 127) * 512) << 16
+
+_daemon_numbers = itertools.count()
+
+
+def is_test_cgroup_parent(name: str) -> bool:
+    """A cgroup parent of this test run."""
+    return name == CGROUP_PARENT or name.startswith(f"{CGROUP_PARENT}-d")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -135,6 +145,7 @@ class VcdDaemon:
         self.boot = boot
         self.host = str(config.pop("host", "127.0.0.1"))
         self.port = int(config.pop("port", 0)) or free_port(self.host)
+        self.cgroup_parent = str(config.pop("cgroup_parent", f"{CGROUP_PARENT}-d{next(_daemon_numbers)}"))
         self.overrides: dict[str, Any] = {"workers": 2, "timeout": 10.0, **config}
         self.process: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
@@ -162,7 +173,7 @@ class VcdDaemon:
             "datadir": str(self.datadir), "templatedir": str(self.templatedir),
             "vbasedir": str(self.vbasedir), "rundir": str(self.rundir),
             "pidfile": str(self.pidfile), "logfile": str(self.logfile),
-            "cgroup_parent": CGROUP_PARENT, "idmap_base": IDMAP_BASE,
+            "cgroup_parent": self.cgroup_parent, "idmap_base": IDMAP_BASE,
             **self.overrides,
         }
 
@@ -303,7 +314,7 @@ class VcdDaemon:
         if os.geteuid() != 0:
             return  # only root starts contexts
         import libvserver
-        libvserver.get_backend(state_dir=self.rundir / "libvserver", cgroup_parent=CGROUP_PARENT,
+        libvserver.get_backend(state_dir=self.rundir / "libvserver", cgroup_parent=self.cgroup_parent,
                                image_dir=self.datadir / "images").shutdown()
 
     def _kill_leftovers(self) -> None:

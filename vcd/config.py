@@ -158,6 +158,11 @@ class Config:
     def taskdir(self) -> Path:
         return self.datadir / "tasks"
 
+    @property
+    def supervisor_dir(self) -> Path:
+        """libvserver's state directory: the supervisor's socket, lock, log, records."""
+        return self.rundir / "libvserver"
+
     def password_file(self, username: str) -> Path:
         return self.datadir / f"{username}.password"
 
@@ -202,7 +207,9 @@ def load(path: Path | str | None) -> Config:
     """Load and validate a config file; None means the built-in defaults."""
     if path is None:
         return parse({})
-    path = Path(path)
+    # absolute once, here: the daemon detaches to /, and the supervisor runs vshelper
+    # (`-c <source>`) from /, long after the directory it was started in is forgotten
+    path = Path(os.path.abspath(path))
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)

@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from vcd import __version__, listeners as vlisteners, log as vlog, server
+from vcd import __version__, listeners as vlisteners, log as vlog, ownership, sdnotify, server
+from vcd.callbacklog import FILENAME as CALLBACKS_FILE, CallbackFailures
 from vcd.config import DEFAULT_CONFIG, Config, ConfigError, load
 
 EXIT_CONFIG = 2
@@ -95,7 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _config_path(args: argparse.Namespace) -> Path | None:
     if args.config is not None:
-        return args.config
+        # a SIGHUP reload reads it again after detaching to /
+        return Path(os.path.abspath(args.config))
     return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
 
 
@@ -188,8 +190,11 @@ def _detach(keep: list[object]) -> Callable[[bytes], None]:
 
 class Supervisor:
     def __init__(self, args: argparse.Namespace, config_path: Path | None, config: Config,
-                 pidfile: PidFile, listeners: list[server.Listener]) -> None:
+                 pidfile: PidFile, listeners: list[server.Listener],
+                 claim: ownership.Claim | None = None) -> None:
         self.args = args
+        self.claim = claim
+        self.claim_fds = claim.fds if claim is not None else []
         self.config_path = config_path
         self.config = config
         self.pidfile = pidfile
@@ -215,6 +220,8 @@ class Supervisor:
             return
         if new.pidfile != self.config.pidfile:
             log.warning("a changed pidfile takes effect at the next start, not on reload")
+        if not self.reclaim(new):
+            return
         try:
             # prepare() is once per start (it also restarts the vcd.status counters);
             # only a new datadir or rundir needs it again before workers can use them
@@ -240,6 +247,26 @@ class Supervisor:
         log.info("configuration reloaded; %d workers restarting on %s", new.worker_count,
                  ", ".join(li.name for li in self.pool.listeners))
 
+    def reclaim(self, new: Config) -> bool:
+        """A reload that moves datadir, rundir or cgroup parent must own the new ones
+        (vcd.ownership); False (logged, the running configuration kept) if it cannot."""
+        old = self.config
+        if self.claim is None or (new.datadir, new.rundir, new.cgroup_parent) == \
+                (old.datadir, old.rundir, old.cgroup_parent):
+            return True
+        try:
+            claim = ownership.claim(new, held=self.claim)
+        except (ownership.Conflict, OSError) as exc:
+            log.error("new configuration rejected, keeping the running one: %s", exc)
+            return False
+        self.claim.release(keep=claim)
+        self.claim = claim
+        if self.pool is not None:
+            self.pool.close_in_children = [fd for fd in self.pool.close_in_children
+                                           if fd not in self.claim_fds] + claim.fds
+        self.claim_fds = claim.fds
+        return True
+
     def run(self, notify: Callable[[bytes], None] | None, notify_fd: int | None) -> int:
         from vcd import dispatch
 
@@ -255,13 +282,8 @@ class Supervisor:
             close_in_children.append(self.pidfile.fd)
         if notify_fd is not None:
             close_in_children.append(notify_fd)
-        try:
-            dispatch.prepare(config)
-        except Exception as exc:
-            log.exception("start-up failed while preparing VXDB")
-            if notify:
-                notify(f"start-up failed: {exc}".encode())
-            return EXIT_FAILURE
+        # a worker holding a copy would keep a lock the daemon gives up on reload
+        close_in_children += self.claim_fds
 
         pool = self.pool = server.Pool(config, self.listeners, dispatch.Dispatcher, close_in_children)
         pool.start()
@@ -273,12 +295,18 @@ class Supervisor:
             notify(READY)
             # the number is free again and may be reused; later children must not close it
             pool.close_in_children.remove(notify_fd)
+        sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}")
 
+        callbacks = CallbackFailures(config.supervisor_dir / CALLBACKS_FILE)
         while True:
             received = wait_signals(sig_r, pool.tick())
+            callbacks.poll()
+            if callbacks.path != self.config.supervisor_dir / CALLBACKS_FILE:
+                callbacks = CallbackFailures(self.config.supervisor_dir / CALLBACKS_FILE)
             if signal.SIGTERM in received or signal.SIGINT in received:
                 name = "SIGTERM" if signal.SIGTERM in received else "SIGINT"
                 log.info("%s: stopping", name)
+                sdnotify.notify("STOPPING=1")
                 break
             pool.reap()
             if signal.SIGHUP in received:
@@ -316,6 +344,11 @@ def _report(problems: list[str]) -> None:
         print(f"vcd: {line}", file=sys.stderr)
 
 
+def _prepare(config: Config) -> None:
+    from vcd import dispatch
+    dispatch.prepare(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config_path = _config_path(args)
@@ -337,6 +370,38 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(pidfile, int):
         return pidfile
 
+    try:
+        claim = ownership.claim(config)
+    except (ownership.Conflict, OSError) as exc:
+        text = str(exc) if isinstance(exc, ownership.Conflict) else \
+            f"cannot lock {exc.filename}: {exc.strerror}"
+        log.error("not starting: %s", text)
+        print(f"vcd: not starting: {text}", file=sys.stderr)
+        pidfile.release()
+        return EXIT_FAILURE
+    holder: list[ownership.Claim | None] = [claim]
+    try:
+        return _run(args, config_path, config, pidfile, holder)
+    finally:
+        if holder[0] is not None:
+            holder[0].release()
+
+
+def _run(args: argparse.Namespace, config_path: Path | None, config: Config, pidfile: PidFile,
+         holder: list[ownership.Claim | None]) -> int:
+    """Everything after the claim; `holder[0]` is the claim in force (a reload may move it)."""
+    claim = holder[0]
+    assert claim is not None
+    # Ready before anything listens: a client that connects as soon as the port accepts
+    # must find the first users and their password files (and a VXDB that is migrated).
+    try:
+        _prepare(config)
+    except Exception as exc:
+        log.exception("start-up failed while preparing VXDB")
+        print(f"vcd: start-up failed: {exc}", file=sys.stderr)
+        pidfile.release()
+        return EXIT_FAILURE
+
     # Bind before detaching so "address in use" or a bad certificate is an error the caller sees.
     try:
         listeners = vlisteners.listeners_for(config)
@@ -348,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     notify = None
     notify_fd = None
     if not args.foreground:
-        keep: list[object] = [*listeners, pidfile.fd]
+        keep: list[object] = [*listeners, pidfile.fd, *claim.fds]
         stream = vlog.stream()
         if stream is not None and config.logfile is not None:
             keep.append(stream)
@@ -356,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         notify_fd = notify.fd  # type: ignore[attr-defined]
     pidfile.write(os.getpid())
 
-    supervisor = Supervisor(args, config_path, config, pidfile, listeners)
+    supervisor = Supervisor(args, config_path, config, pidfile, listeners, claim)
     try:
         return supervisor.run(notify, notify_fd)
     except Exception as exc:
@@ -367,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             supervisor.pool.stop(5.0)
         return EXIT_FAILURE
     finally:
+        holder[0] = supervisor.claim
         pidfile.release()
 
 

@@ -23,6 +23,7 @@ from vcd.audit import AuditLog
 from vcd.config import Config
 from vcd.errors import Fault, VcdError
 from vcd.locks import vserver_lock
+from vcd.marshal import dump_fault, dump_result
 from vcd.registry import BACKGROUND, REGISTRY, Call, Method, Owner, Txn, check_owner, load_all
 from vcd.vocab import USER_CAPS
 from vcd.vxdb.lookup import VServer, find_vserver
@@ -91,16 +92,6 @@ def loads(body: bytes) -> tuple[tuple[Any, ...], str]:
     return unmarshaller.close(), name
 
 
-def dump_result(value: Any) -> bytes:
-    return xmlrpc.client.dumps((value,), methodresponse=True, allow_none=True,
-                               encoding="utf-8").encode("utf-8")
-
-
-def dump_fault(code: int, message: str) -> bytes:
-    return xmlrpc.client.dumps(xmlrpc.client.Fault(int(code), message), methodresponse=True,
-                               allow_none=True, encoding="utf-8").encode("utf-8")
-
-
 def fault_of(exc: BaseException) -> VcdError:
     """Every exception a method can raise, as a fault. Never a traceback."""
     if isinstance(exc, VcdError):
@@ -132,6 +123,7 @@ class Dispatcher:
         self.auth = auth.Authenticator(self.db)
         self.stats = stats.Stats(config.rundir)
         self.audit = AuditLog(config.audit_log) if config.audit_log else None
+        self.nil = True
 
     def close(self) -> None:
         self.db.close()
@@ -139,8 +131,11 @@ class Dispatcher:
         if self.audit is not None:
             self.audit.close()
 
-    def handle(self, body: bytes, peer: str) -> bytes:
+    def handle(self, body: bytes, peer: str, nil: bool = True) -> bytes:
+        """The methodResponse for one request body. `nil` False (`POST /RPC2?nil=0`): void
+        results are boolean true, also inside system.multicall."""
         started = time.monotonic()
+        self.nil = nil
         self.stats.add("requests")
         name, code, self.user = "-", 0, "-"
 
@@ -163,7 +158,7 @@ class Dispatcher:
                 code = fault.code
                 return dump_fault(fault.code, str(fault))
             try:
-                return dump_result(result)
+                return dump_result(result, nil=nil)
             except (OverflowError, TypeError) as exc:
                 log.error("%s: result cannot be marshalled: %s", name, exc)
                 code = Fault.MESYS
@@ -216,12 +211,13 @@ class Dispatcher:
         uid = local_uid(peer)
         if uid is not None and _no_credentials(creds):
             return self.local_user(uid)
-        if not isinstance(creds, dict) or not isinstance(creds.get("username"), str) \
-                or not isinstance(creds.get("password"), str):
+        username = _credential(creds.get("username")) if isinstance(creds, dict) else None
+        password = _credential(creds.get("password")) if isinstance(creds, dict) else None
+        if username is None or password is None:
             self.stats.add("flogins")
             raise VcdError(Fault.MEAUTH, "first parameter must be {username, password}")
         try:
-            return self.auth.check(creds["username"], creds["password"], peer)
+            return self.auth.check(username, password, peer)
         except VcdError:
             self.stats.add("flogins")
             raise
@@ -246,7 +242,8 @@ class Dispatcher:
         """Check and run one call. output: where a method run as a task writes its log."""
         if method.caps and not any(cap in user.caps for cap in method.caps):
             raise VcdError(Fault.MEPERM, f"{method.name} needs capability {method.cap_text}")
-        if given in ("", None):
+        if given in ("", None) or given == []:
+            # PHP's xmlrpc extension can only send an empty array for "no params"
             given = {}
         if not isinstance(given, dict):
             raise VcdError(Fault.MEINVAL, "second parameter must be a struct of named params")
@@ -328,7 +325,7 @@ class Dispatcher:
                 if not isinstance(sub, list):
                     raise VcdError(Fault.MEINVAL, "params of a call must be an array")
                 result = self.call(entry["methodName"], tuple(sub), peer)
-                results.append([result])
+                results.append([True if result is None and not self.nil else result])
             except Exception as exc:
                 fault = fault_of(exc)
                 if not isinstance(exc, VcdError):
@@ -353,6 +350,15 @@ def _no_credentials(creds: Any) -> bool:
         return True
     return isinstance(creds, dict) and set(creds) <= {"username", "password"} \
         and not creds.get("username") and not creds.get("password")
+
+
+def _credential(value: Any) -> str | None:
+    """A username or password as sent: Perl's clients send an all-digit one as <int>."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def _short(exc: BaseException) -> str:

@@ -20,6 +20,8 @@ import logging
 import socket
 import ssl
 import time
+import zlib
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -105,10 +107,28 @@ def panel_response(version: bytes, method: str, path: str) -> bytes:
     return head if method == "HEAD" else head + found.body
 
 
-def parse_head(head: bytes, max_body: int) -> tuple[bytes, int, str | None]:
-    """(HTTP version, body length, Expect value) of a request head; Refuse when it is not
-    a well-formed `POST /RPC2` with a Content-Length we accept; Served for `GET`/`HEAD`
-    of a web panel path."""
+@dataclass(frozen=True)
+class Head:
+    """What the worker needs from a request head."""
+    version: bytes
+    size: int                       # Content-Length: the body as sent
+    expect: str | None
+    encodings: tuple[str, ...] = ()  # Content-Encoding, in the order they were applied
+    nil: bool = True                 # False for `?nil=0`: void results as boolean true
+
+
+def _query_nil(query: str) -> bool:
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        if key == "nil":
+            return value.lower() not in ("0", "false", "no", "off")
+    return True
+
+
+def parse_head(head: bytes, max_body: int) -> Head:
+    """The request head, parsed; Refuse when it is not a well-formed `POST /RPC2` with a
+    Content-Length we accept (and a Content-Encoding we can undo: 415 otherwise); Served
+    for `GET`/`HEAD` of a web panel path."""
     lines = head.decode("latin-1").split("\n")
     parts = lines[0].rstrip("\r").split(" ")
     if len(parts) != 3:
@@ -127,6 +147,7 @@ def parse_head(head: bytes, max_body: int) -> tuple[bytes, int, str | None]:
     length: str | None = None
     expect: str | None = None
     chunked = False
+    encodings: list[str] = []
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if not sep or not name or name[-1] in " \t" or name[0] in " \t":
@@ -139,7 +160,11 @@ def parse_head(head: bytes, max_body: int) -> tuple[bytes, int, str | None]:
                 raise Refuse(HTTPStatus.BAD_REQUEST)
             length = value
         elif name == "transfer-encoding":
-            chunked = True
+            # "identity" is no transfer coding (RFC 2616 listed it; clients still send it)
+            if value.strip().lower() != "identity":
+                chunked = True
+        elif name == "content-encoding":
+            encodings += [e.strip().lower() for e in value.split(",") if e.strip()]
         elif name == "expect":
             expect = value.strip().lower()
 
@@ -162,7 +187,40 @@ def parse_head(head: bytes, max_body: int) -> tuple[bytes, int, str | None]:
         raise Refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
     if expect is not None and expect != "100-continue":
         raise Refuse(HTTPStatus.EXPECTATION_FAILED)
-    return version, size, expect
+    applied = tuple(e for e in encodings if e != "identity")
+    unknown = [e for e in applied if e not in DECODERS]
+    if unknown:
+        raise Refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                     text=f"Content-Encoding {unknown[0]} is not supported; "
+                          f"use gzip or deflate.\n".encode("latin-1", "replace"))
+    return Head(version, size, expect, applied, _query_nil(target.partition("?")[2]))
+
+
+# Content-Encoding -> zlib wbits (RFC 9110 8.4.1: gzip and x-gzip are one coding)
+DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_body(body: bytes, encodings: tuple[str, ...], max_body: int) -> bytes:
+    """Undo the content codings (last applied first), never producing more than
+    `max_body` bytes: the limit applies to what the dispatcher gets, and a small
+    compressed body that inflates beyond it is refused (413) without being inflated
+    further. Refuse 400 for data that is not what the coding says."""
+    for coding in reversed(encodings):
+        inflater = zlib.decompressobj(DECODERS[coding])
+        try:
+            body = inflater.decompress(body, max_body + 1)
+            if len(body) > max_body or inflater.unconsumed_tail:
+                raise Refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            body += inflater.flush()
+        except zlib.error:
+            raise Refuse(HTTPStatus.BAD_REQUEST,
+                         text=f"The body is not valid {coding} data.\n".encode("ascii")) from None
+        if len(body) > max_body:
+            raise Refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        if not inflater.eof:
+            raise Refuse(HTTPStatus.BAD_REQUEST,
+                         text=f"The body ends inside its {coding} data.\n".encode("ascii"))
+    return body
 
 
 class Connection:
@@ -173,7 +231,7 @@ class Connection:
     """
     __slots__ = ("sock", "peer", "tls", "deadline", "state", "want", "buf", "scanned",
                  "body_start", "size", "version", "body", "out", "sent", "linger", "swallowed",
-                 "max_body", "timeout", "registered", "pushed")
+                 "max_body", "timeout", "registered", "pushed", "encodings", "nil")
 
     def __init__(self, sock: socket.socket, peer: str, tls: ssl.SSLContext | None,
                  timeout: float, max_body: int) -> None:
@@ -191,6 +249,8 @@ class Connection:
         self.size = 0
         self.version = b"HTTP/1.0"
         self.body: bytes | None = None
+        self.encodings: tuple[str, ...] = ()
+        self.nil = True
         self.out = memoryview(b"")
         self.sent = 0
         self.linger = False
@@ -300,7 +360,9 @@ class Connection:
                 return False
             if end > MAX_HEAD_BYTES:
                 raise Refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
-            self.version, self.size, expect = parse_head(bytes(buf[:end]), self.max_body)
+            head = parse_head(bytes(buf[:end]), self.max_body)
+            self.version, self.size, expect = head.version, head.size, head.expect
+            self.encodings, self.nil = head.encodings, head.nil
             self.body_start = end + skip
             if expect is not None and self.version == b"HTTP/1.1" and len(buf) == self.body_start \
                     and self.size > 0:
@@ -309,6 +371,8 @@ class Connection:
         if len(buf) - self.body_start >= self.size:
             self.body = bytes(buf[self.body_start:self.body_start + self.size])
             self.buf = bytearray()
+            if self.encodings:
+                self.body = decode_body(self.body, self.encodings, self.max_body)
             self.state = State.READY
             self.want = WANT_NOTHING
             return True

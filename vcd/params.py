@@ -34,6 +34,10 @@ class ParamType:
     def _string(name: str, value: Any) -> str:
         if isinstance(value, bytes):
             raise invalid(f"'{name}' must be a string, not base64")
+        if isinstance(value, int) and not isinstance(value, bool):
+            # Perl's XML-RPC clients send a number-like string (a vserver named 123,
+            # an all-digit password) as <int>: the digits are what was meant
+            value = str(value)
         if not isinstance(value, str):
             raise invalid(f"'{name}' must be a string, got {_wire_name(value)}")
         if "\x00" in value:

@@ -111,6 +111,8 @@ class Method:
             lines.append(f"  {BACKGROUND.name}: boolean, optional - {BACKGROUND.doc}")
         lines.append(f"Returns: {self.returns}" + (" (with background: the task id, a string)"
                                                    if self.background else ""))
+        if self.returns == "nil":
+            lines.append("  (void: <nil/>; boolean true for a client that posts to /RPC2?nil=0)")
         lines.append(f"Capability: {self.cap_text}; owner check: "
                      f"{'yes' if self.owner is not Owner.NONE else 'no'}")
         return "\n".join(lines)

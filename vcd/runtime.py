@@ -118,7 +118,7 @@ class Runtime:
     def backend(self) -> libvserver.Backend:
         if self._backend is None:
             self._backend = libvserver.get_backend(
-                state_dir=self.config.rundir / "libvserver",
+                state_dir=self.config.supervisor_dir,
                 cgroup_parent=self.config.cgroup_parent,
                 image_dir=self.config.datadir / "images",
                 notify_argv=self.notify_argv(), idmap_base=self.config.idmap_base)

@@ -68,7 +68,7 @@ PR_SET_PDEATHSIG = 1
 
 
 class Dispatcher(Protocol):
-    def handle(self, body: bytes, peer: str) -> bytes: ...
+    def handle(self, body: bytes, peer: str, nil: bool = True) -> bytes: ...
     def close(self) -> None: ...
 
 
@@ -319,7 +319,7 @@ class Worker:
         conn.body = None
         assert body is not None
         try:
-            answer = self.dispatcher.handle(body, conn.peer)
+            answer = self.dispatcher.handle(body, conn.peer, nil=conn.nil)
             if not isinstance(answer, (bytes, bytearray)):
                 raise TypeError(f"dispatcher returned {type(answer).__name__}, not bytes")
         except Exception:

@@ -94,7 +94,7 @@ class Runtime:
         from vstatd.store import Store
         # the same state directory and cgroup parent as vcd's runtime, so the load
         # averages and cgroups are the ones vcd sees; nothing here starts a supervisor
-        backend = libvserver.get_backend(state_dir=self.config.rundir / "libvserver",
+        backend = libvserver.get_backend(state_dir=self.config.supervisor_dir,
                                          cgroup_parent=self.config.cgroup_parent,
                                          image_dir=self.config.datadir / "images")
         store = Store(self.st.rrddir, self.st.step, self.st.on_remove, self.st.flush_interval)

@@ -1,15 +1,21 @@
 """The stock-kernel backend: namespaces, cgroups, pyroute2 and one supervisor process.
 
 Processes
-    daemon (NativeBackend) ──unix socket──▶ supervisor (one per state_dir, detached,
-    child subreaper, single-threaded) ──fork──▶ init of each context.  Commands run
-    inside (exec, halt) are forked by the caller itself (enter.py).
+    daemon (NativeBackend) ──unix socket──▶ supervisor keeper (one per state_dir,
+    detached, child subreaper) ──fork──▶ supervisor worker (single-threaded, serves
+    the socket) ──fork──▶ init of each context.  A dead worker's inits fall to the
+    keeper, which records how they end and forks a new worker (supervisor.py).
+    Commands run inside (exec, halt) are forked by the caller itself (enter.py).
 
 Where things are
     cgroups     <hierarchy>/<cgroup_parent>/<xid> in every mounted hierarchy
                 (v1 controllers, name=systemd, cgroup2): membership is "running".
-    state_dir   supervisor.sock, supervisor.lock (its pid), supervisor.log,
-                <xid>.exit (why the last init ended), <xid>.load (load averages).
+    state_dir   supervisor.sock, supervisor.lock (the keeper's pid), supervisor.log,
+                <xid>.exit (why the last init ended), <xid>.load (load averages),
+                <xid>.init (which process is its init), <xid>.notify (callbacks
+                not yet run), <xid>.callback (the last callback's output),
+                callbacks.failed (JSON lines, followed by vcd), notify.json (the
+                callback's argv), reaped/<pid>.json (the keeper's records).
     image_dir   <xid>.img, the ext4 image of a context with a disk limit.
 
 Modules: backend (the Backend), supervisor, spawn (a context's PID 1 before init),

@@ -23,6 +23,7 @@ class SupervisorClient:
                  net_tag: str, load_interval: float = 5.0) -> None:
         self.state_dir = Path(state_dir)
         self.sock = self.state_dir / "supervisor.sock"
+        self.notify_argv = notify_argv
         self.argv = [sys.executable, "-m", "libvserver.native.supervisor",
                      "--state-dir", str(self.state_dir), "--cgroup-parent", cgroup_parent,
                      "--notify", json.dumps(notify_argv), "--net-tag", net_tag,
@@ -65,7 +66,10 @@ class SupervisorClient:
 
     def call(self, req: dict, timeout: float = 120.0, spawn: bool = True) -> dict:
         """One request; starts the supervisor first if none answers, unless `spawn` is
-        false (then SupervisorError: there is nobody to ask)."""
+        false (then SupervisorError: there is nobody to ask). A start carries the
+        callback, so a supervisor started for an earlier configuration calls this one."""
+        if req.get("op") == "start" and self.notify_argv is not None:
+            req = {**req, "notify": self.notify_argv}
         try:
             s = self._connect()
         except OSError:

@@ -7,9 +7,31 @@ the daemon, forks every init (through spawn.py), is child subreaper for them,
 reaps them, records why each ended, removes the context's cgroups and runs
 ``notify_argv + [action, xid]`` — the helper.restart / helper.shutdown calls
 vshelper makes on a Linux-VServer kernel.  It also keeps each context's load
-average.  It is single-threaded and never unshares, and everything it knows
-can be rebuilt from cgroups and /proc when it is restarted: contexts it did
-not fork are watched through a pidfd.
+average.  It is single-threaded and never unshares.
+
+Surviving its own restart.  Only a process's parent learns how it ended (a pidfd
+says *that* it ended, not how), and a parent cannot be replaced: a new process
+can never adopt the inits of one that was killed.  So the supervisor is two
+processes.  The *keeper* (`Keeper`, the process `main` starts, holding
+``supervisor.lock`` and the listening socket) does nothing but fork the
+*worker* (`Supervisor`, the one that serves requests and forks the inits) and
+wait: when the worker dies (killed, crashed, SIGTERM) its inits are reparented
+to the keeper, a child subreaper and their nearest living ancestor; the keeper
+reaps each, writes its wait status to ``reaped/<pid>.json`` and forks a new
+worker at once (the socket stays bound, so no request is refused meanwhile).
+The new worker adopts the running contexts (cgroups and ``<xid>.init``), watches
+their inits by pidfd and, when one ends, takes the real wait status from the
+keeper's record: a reboot from inside is a reboot, however often the worker was
+replaced.  What else it knows lives in files too: the load averages
+(``<xid>.load``) and callbacks not yet run (``<xid>.notify``).  Only when keeper
+and worker are killed at once is an end seen without its status ("unknown": then
+only shutdown is reported); a worker that outlives its keeper becomes the keeper
+(`become_keeper`) and forks a new worker.  ``quit`` (and SIGTERM to the keeper) stops both;
+contexts keep running either way.
+
+Callbacks run with their output in ``<xid>.callback``; one that fails is logged
+with that output in ``supervisor.log`` and appended as a JSON line to
+``callbacks.failed``, which vcd follows into its own log.
 
 Requests arrive as one JSON line per connection on ``<state_dir>/supervisor.sock``.
 """
@@ -30,6 +52,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..api import AlreadyRunning, ContextSpec, StartError
 from . import idmap, limits, namespaces, spawn
@@ -43,6 +66,11 @@ FIXED_1 = 1 << FSHIFT
 EXP = (1884, 2014, 2037)  # 1/exp(5s/1min), 1/exp(5s/5min), 1/exp(5s/15min)
 LOAD_INTERVAL = 5.0
 START_TIMEOUT = 60.0
+EXIT_QUIT = 0          # the worker was asked to quit: the keeper stops too
+EXIT_RESTART = 75      # SIGTERM: the keeper starts a new worker
+CALLBACK_OUTPUT_MAX = 4096
+REAPED_WAIT = 10.0     # how long a worker waits for the keeper's record of an init's end
+CALLBACKS_FAILED = "callbacks.failed"
 
 
 def calc_load(load: int, exp: int, active: int) -> int:
@@ -65,20 +93,44 @@ def reason_from_status(status: int) -> str:
     return f"exit {os.WEXITSTATUS(status)}"
 
 
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/<pid>/stat after the command name (field 3 on); readable for a zombie too."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            st = f.read()
+    except OSError:
+        return None
+    return st[st.rfind(b")") + 2:].split()
+
+
+def start_time_of(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, it names one
+    process for good, since pids are reused."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def parent_of(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def is_namespace_init(pid: int) -> bool:
+    """PID 1 of a child PID namespace (also while a zombie)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    ns = line.split()[1:]
+                    return len(ns) >= 2 and ns[-1] == "1"
+    except OSError:
+        pass
+    return False
+
+
 def init_pid_of(pids: list[int]) -> int | None:
     """The process of the list that is PID 1 of its own (child) PID namespace."""
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("NSpid:"):
-                        ns = line.split()[1:]
-                        if len(ns) >= 2 and ns[-1] == "1":
-                            return pid
-                        break
-        except OSError:
-            continue
-    return None
+    return next((pid for pid in pids if is_namespace_init(pid)), None)
 
 
 @dataclass
@@ -88,6 +140,8 @@ class Ctx:
     child: bool                 # forked by this supervisor (else adopted, watched by pidfd)
     pidfd: int | None = None
     load: list[int] = field(default_factory=lambda: [0, 0, 0])
+    start_time: int | None = None
+    keeper_reaps: bool = False  # adopted, and its parent is our keeper: it records the status
 
 
 class Supervisor:
@@ -100,9 +154,12 @@ class Supervisor:
         self.net_tag = net_tag
         self.ctxs: dict[int, Ctx] = {}
         self.notify_queue: dict[int, list[list[str]]] = {}
-        self.notify_running: dict[int, int] = {}  # pid → xid
+        self.notify_running: dict[int, tuple[int, list[str]]] = {}  # pid → (xid, argv)
         self.sel = selectors.DefaultSelector()
-        self.stopping = False
+        self.stopping = False       # asked to quit: the keeper stops too
+        self.terminated = False     # SIGTERM: the keeper starts a new worker
+        self.orphaned = False       # the keeper died: become one
+        self.keeper = 0
         self.next_sample = time.monotonic() + load_interval
         # our own namespaces, to return to after unsharing for a child
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
@@ -291,7 +348,8 @@ class Supervisor:
             if pid == 0:
                 return
             if pid in self.notify_running:
-                xid = self.notify_running.pop(pid)
+                xid, argv = self.notify_running.pop(pid)
+                self._callback_done(xid, argv, status)
                 self._next_notify(xid)
                 continue
             for ctx in list(self.ctxs.values()):
@@ -317,49 +375,175 @@ class Supervisor:
         self._write_state(f"{ctx.xid}.exit", {"reason": reason, "status": status,
                                               "time": time.time()})
         (self.state_dir / f"{ctx.xid}.load").unlink(missing_ok=True)
+        (self.state_dir / f"{ctx.xid}.init").unlink(missing_ok=True)
         log.info("context %d ended: %s", ctx.xid, reason)
         if self.notify_argv:
             self.notify_queue.setdefault(ctx.xid, []).extend(
                 self.notify_argv + [a, str(ctx.xid)] for a in actions_for(reason))
-            if ctx.xid not in self.notify_running.values():
+            self._save_queue(ctx.xid)
+            if ctx.xid not in (x for x, _ in self.notify_running.values()):
                 self._next_notify(ctx.xid)
+
+    def _save_queue(self, xid: int) -> None:
+        """The callbacks not yet run, so a new worker runs them after this one died."""
+        queue = self.notify_queue.get(xid)
+        if queue:
+            self._write_state(f"{xid}.notify", {"queue": queue})
+        else:
+            (self.state_dir / f"{xid}.notify").unlink(missing_ok=True)
 
     def _next_notify(self, xid: int) -> None:
         queue = self.notify_queue.get(xid)
         if not queue:
             self.notify_queue.pop(xid, None)
+            self._save_queue(xid)
             return
         argv = queue.pop(0)
+        self._save_queue(xid)
+        out = str(self.state_dir / f"{xid}.callback")
         try:
             # posix_spawn, not Popen: reap() owns every child status of this process.
+            # The output goes to a file, not /dev/null: a failing callback is logged with it.
             pid = os.posix_spawnp(argv[0], argv, dict(os.environ), setsid=True, file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
                 (os.POSIX_SPAWN_DUP2, 1, 2)])
         except OSError as e:
-            log.error("notify %s failed: %s", argv, e)
+            self._callback_failed(xid, argv, f"cannot run it: {e}", "")
             self._next_notify(xid)
             return
-        self.notify_running[pid] = xid
+        self.notify_running[pid] = (xid, argv)
+
+    def _callback_done(self, xid: int, argv: list[str], status: int) -> None:
+        if status == 0:
+            return
+        try:
+            with open(self.state_dir / f"{xid}.callback", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - CALLBACK_OUTPUT_MAX))
+                output = f.read().decode(errors="replace").strip()
+        except OSError:
+            output = ""
+        how = reason_from_status(status) if os.WIFSIGNALED(status) else \
+            f"exit status {os.WEXITSTATUS(status)}"
+        self._callback_failed(xid, argv, how, output)
+
+    def _callback_failed(self, xid: int, argv: list[str], how: str, output: str) -> None:
+        action = argv[-2] if len(argv) >= 2 else "?"
+        log.error("callback %s for context %d failed (%s): %s; output: %s", action, xid, how,
+                  " ".join(argv), output or "(none)")
+        record = {"time": time.time(), "xid": xid, "action": action, "argv": argv,
+                  "how": how, "output": output}
+        fd = os.open(self.state_dir / CALLBACKS_FAILED,
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def set_notify(self, argv: list[str] | None) -> None:
+        """The callback as the daemon now names it (its config may have moved since this
+        supervisor started); kept in notify.json for the workers that come after."""
+        if argv is not None and not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+            raise ValueError("notify must be a list of strings")
+        if argv != self.notify_argv:
+            self.notify_argv = argv
+            self._write_state("notify.json", {"argv": argv})
+
+    def _remember(self, ctx: Ctx) -> None:
+        """<xid>.init: which process is the context's init, for a worker that comes after."""
+        if ctx.start_time is None:
+            ctx.start_time = start_time_of(ctx.pid)
+        self._write_state(f"{ctx.xid}.init", {"pid": ctx.pid, "start_time": ctx.start_time})
+
+    def _read_json(self, name: str) -> dict | None:
+        try:
+            data = json.loads((self.state_dir / name).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def reaped_status(self, pid: int, start_time: int | None, wait: float) -> int | None:
+        """The wait status the keeper recorded for init `pid` (None if it has none within
+        `wait` seconds); the record is consumed."""
+        path = self.state_dir / "reaped" / f"{pid}.json"
+        deadline = time.monotonic() + wait
+        while True:
+            record = self._read_json(f"reaped/{pid}.json")
+            if record is not None and (start_time is None or record.get("start_time") == start_time):
+                path.unlink(missing_ok=True)
+                return int(record["status"])
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.01)
+
+    def adopted_ended(self, ctx: Ctx) -> None:
+        """An adopted init ended (its pidfd fired): the keeper reaps it and knows why."""
+        status = None
+        if ctx.keeper_reaps:
+            status = self.reaped_status(ctx.pid, ctx.start_time, REAPED_WAIT)
+        if status is None:
+            self.context_ended(ctx, "unknown (ended while another supervisor ran)", None)
+        else:
+            self.context_ended(ctx, reason_from_status(status), status)
 
     def adopt(self) -> None:
-        """Watch contexts that are running but were started by an earlier supervisor."""
-        for xid in self.layout.xids():
-            pids = self.layout.pids(xid)
-            if not pids:
-                self.layout.remove(xid, wait=0)
+        """Watch contexts that are running but were started by an earlier worker, finish
+        those whose init ended while no worker watched, and pick up what it left."""
+        keeper = os.getppid()
+        saved = self._read_json("notify.json")
+        if saved is not None and "argv" in saved:
+            self.notify_argv = saved["argv"]
+        inits: dict[int, dict] = {}
+        for path in self.state_dir.glob("*.init"):
+            record = self._read_json(path.name)
+            if path.stem.isdigit() and record is not None:
+                inits[int(path.stem)] = record
+        for xid in sorted(set(self.layout.xids()) | set(inits)):
+            if xid in self.ctxs:
                 continue
-            pid = init_pid_of(pids)
+            pids = self.layout.pids(xid)
+            pid = init_pid_of(pids) if pids else None
+            known = inits.get(xid)
+            if known is not None and pid != known.get("pid"):
+                # its init is gone: ended while no worker watched (the keeper has its status)
+                gone = Ctx(xid, int(known["pid"]), child=False, start_time=known.get("start_time"))
+                zombie = parent_of(gone.pid) == keeper
+                status = self.reaped_status(gone.pid, gone.start_time, REAPED_WAIT if zombie else 0)
+                if pid is None:
+                    self.context_ended(gone, reason_from_status(status) if status is not None
+                                       else "unknown (ended while no supervisor ran)", status)
+                    continue
             if pid is None:
+                if not pids:
+                    self.layout.remove(xid, wait=0)
                 continue
             try:
                 pidfd = os.pidfd_open(pid)
             except OSError:
                 continue
-            ctx = Ctx(xid, pid, child=False, pidfd=pidfd)
+            ctx = Ctx(xid, pid, child=False, pidfd=pidfd, start_time=start_time_of(pid),
+                      keeper_reaps=parent_of(pid) == keeper)
+            load = self._read_json(f"{xid}.load")
+            if load and isinstance(load.get("load"), list) and len(load["load"]) == 3:
+                ctx.load = [int(float(x) * FIXED_1) for x in load["load"]]
             self.ctxs[xid] = ctx
+            self._remember(ctx)
             self.sel.register(pidfd, selectors.EVENT_READ, ("pidfd", ctx))
             log.info("adopted running context %d (init %d)", xid, pid)
+        for path in self.state_dir.glob("*.notify"):
+            record = self._read_json(path.name)
+            if not path.stem.isdigit() or record is None:
+                continue
+            xid = int(path.stem)
+            self.notify_queue[xid] = [list(map(str, a)) for a in record.get("queue", [])]
+            if xid not in (x for x, _ in self.notify_running.values()):
+                self._next_notify(xid)
+        # records of inits nobody asked for (a context ended twice over, ...) don't pile up
+        for path in (self.state_dir / "reaped").glob("*.json"):
+            try:
+                if path.stat().st_mtime < time.time() - 86400:
+                    path.unlink()
+            except OSError:
+                pass
 
     # --- load average ---------------------------------------------------------------------
 
@@ -390,9 +574,12 @@ class Supervisor:
             spec = ContextSpec.from_dict(req["spec"])
             ids = req.get("ids")
             t = time.perf_counter()
+            if "notify" in req:
+                self.set_notify(req["notify"])
             pid = self.start(spec, req.get("image"),
                              None if ids is None else idmap.IdRange(int(ids[0]), int(ids[1])),
                              req.get("overlay"))
+            self._remember(self.ctxs[spec.xid])
             return {"ok": True, "pid": pid, "seconds": time.perf_counter() - t}
         if op == "reap":
             self.reap()
@@ -429,13 +616,14 @@ class Supervisor:
         sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(sig_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "terminated", True))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.sel.register(listener, selectors.EVENT_READ, ("listen", None))
         self.sel.register(sig_r, selectors.EVENT_READ, ("signal", None))
+        self.keeper = os.getppid()
         self.adopt()
         self.reap()
-        while not self.stopping:
+        while not self.stopping and not self.terminated:
             timeout = max(0.0, self.next_sample - time.monotonic())
             for key, _ in self.sel.select(timeout):
                 kind, obj = key.data
@@ -453,13 +641,39 @@ class Supervisor:
                     except BlockingIOError:
                         pass
                 elif kind == "pidfd":
-                    self.context_ended(obj, "unknown (ended while another supervisor ran)", None)
+                    self.adopted_ended(obj)
             self.reap()
+            if os.getppid() != self.keeper:
+                # our keeper was killed: we become the keeper ourselves (Keeper.spawn)
+                log.warning("supervisor keeper %d is gone; this worker takes its place",
+                            self.keeper)
+                self.orphaned = True
+                break
             if time.monotonic() >= self.next_sample:
                 self.next_sample += self.load_interval
                 if self.next_sample < time.monotonic():
                     self.next_sample = time.monotonic() + self.load_interval
                 self.sample_loads()
+
+
+def become_keeper(lockfd: int, listener: socket.socket) -> None:
+    """A worker whose keeper was killed turns into a keeper itself: it execs the
+    supervisor program again, in the foreground (it is detached already), handing on
+    the locked supervisor.lock and the bound socket, so no other supervisor can start
+    meanwhile and no client is refused. Its inits stay its children across exec: the
+    keeper it becomes reaps them and records how they end, and the worker it forks
+    adopts them, so no context loses its reboot."""
+    logging.shutdown()
+    os.set_inheritable(lockfd, True)
+    os.set_inheritable(listener.fileno(), True)
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip or a in ("--foreground", "--inherit"):
+            skip = a == "--inherit"
+            continue
+        args.append(a)
+    os.execv(sys.executable, [sys.executable, "-m", "libvserver.native.supervisor", *args,
+                              "--foreground", "--inherit", f"{lockfd},{listener.fileno()}"])
 
 
 def _read_all(fd: int, timeout: float, limit: int | None = None) -> bytes:
@@ -496,6 +710,145 @@ def _error_from(line: str) -> StartError:
     return StartError(line)
 
 
+class Keeper:
+    """The process that outlives workers: forks one `Supervisor` at a time, reaps the inits
+    a dead worker leaves behind and records how each ended (see the module docstring)."""
+
+    RESPAWN_PAUSE = 1.0   # after a worker that died within a second of its start
+
+    def __init__(self, state_dir: Path, listener: socket.socket, make: Callable[[], "Supervisor"],
+                 lockfd: int) -> None:
+        self.state_dir = state_dir
+        self.listener = listener
+        self.make = make
+        self.lockfd = lockfd
+        self.worker: int | None = None
+        self.started = 0.0
+        self.stopping = False
+        self.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        (state_dir / "reaped").mkdir(mode=0o700, exist_ok=True)
+
+    def spawn(self) -> None:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 70
+                try:
+                    for fd in self.pipe:
+                        os.close(fd)
+                    signal.set_wakeup_fd(-1)
+                    for sig in (signal.SIGCHLD, signal.SIGTERM):
+                        signal.signal(sig, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                    # lockfd stays open here: a worker orphaned by a killed keeper still
+                    # owns the state dir, and no second supervisor starts beside it
+                    namespaces.set_subreaper()  # not inherited across fork
+                    sup = self.make()
+                    sup.run(self.listener)
+                    if sup.orphaned:
+                        become_keeper(self.lockfd, self.listener)
+                    code = EXIT_QUIT if sup.stopping else EXIT_RESTART
+                    log.info("supervisor worker %d exits (%s); %d contexts keep running",
+                             os.getpid(), "quit" if sup.stopping else "SIGTERM", len(sup.ctxs))
+                except BaseException:
+                    log.exception("supervisor worker failed")
+                finally:
+                    logging.shutdown()
+                    os._exit(code)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        self.worker = pid
+        self.started = time.monotonic()
+        log.info("supervisor worker %d started", pid)
+
+    def record(self, pid: int) -> None:
+        """Reap `pid` (a zombie child); an init's wait status goes to reaped/<pid>.json."""
+        init = is_namespace_init(pid)
+        start_time = start_time_of(pid) if init else None
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return
+        if pid == self.worker:
+            self.worker_exited(status)
+            return
+        if not init:
+            return  # an orphan of a callback or of a dead worker's helper
+        record = {"pid": pid, "start_time": start_time, "status": status, "time": time.time()}
+        tmp = self.state_dir / "reaped" / f".{pid}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.rename(tmp, self.state_dir / "reaped" / f"{pid}.json")
+        log.info("keeper reaped init %d of a dead worker: %s", pid, reason_from_status(status))
+
+    def worker_exited(self, status: int) -> None:
+        self.worker = None
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        if code == EXIT_QUIT:
+            log.info("supervisor worker quit; the keeper stops too")
+            self.stopping = True
+            return
+        if self.stopping:
+            log.info("supervisor worker stopped (%s)", reason_from_status(status))
+            return
+        log.warning("supervisor worker %s; starting a new one", reason_from_status(status))
+        if time.monotonic() - self.started < 1.0:
+            time.sleep(self.RESPAWN_PAUSE)  # failing at start: no tight fork loop
+
+    def reap(self) -> None:
+        while True:
+            try:
+                # WNOWAIT: look first (is it an init? when did it start?), reap in record()
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid == 0:
+                return
+            self.record(info.si_pid)
+
+    def run(self, ready_w: int | None) -> None:
+        sig_r, sig_w = self.pipe
+        signal.set_wakeup_fd(sig_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.spawn()
+        if ready_w is not None:
+            os.write(ready_w, b"1")
+            os.close(ready_w)
+        while True:
+            self.reap()
+            if self.stopping:
+                break
+            if self.worker is None:
+                self.spawn()
+            try:
+                select.select([sig_r], [], [])
+            except InterruptedError:
+                pass
+            try:
+                while os.read(sig_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        if self.worker is not None:
+            # SIGTERM to the keeper: the worker stops too (contexts keep running); it is
+            # waited for, so its inits come to us and are recorded rather than lost
+            try:
+                os.kill(self.worker, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            while self.worker is not None:
+                try:
+                    info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+                except ChildProcessError:
+                    break
+                if info is not None:
+                    self.record(info.si_pid)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="libvserver-supervisor")
     ap.add_argument("--state-dir", required=True)
@@ -504,16 +857,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--net-tag", default="")
     ap.add_argument("--load-interval", type=float, default=LOAD_INTERVAL)
     ap.add_argument("--foreground", action="store_true")
+    ap.add_argument("--inherit", help=argparse.SUPPRESS)  # LOCKFD,LISTENFD (become_keeper)
     args = ap.parse_args(argv)
     state = Path(args.state_dir)
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lockfd = os.open(state / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            sys.exit(0)  # another supervisor owns this state dir: the client just connects
-        raise
+    inherited = None
+    if args.inherit:
+        lockfd, listen_fd = map(int, args.inherit.split(","))
+        os.set_inheritable(lockfd, False)
+        inherited = socket.socket(fileno=listen_fd)
+        inherited.set_inheritable(False)
+    else:
+        lockfd = os.open(state / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                sys.exit(0)  # another supervisor owns this state dir: the client just connects
+            raise
     if not args.foreground:
         # Detach: new session, parent returns to the spawner once the socket is ready.
         ready_r, ready_w = os.pipe()
@@ -537,27 +898,31 @@ def main(argv: list[str] | None = None) -> None:
     os.close(null)
     os.chdir("/")
     namespaces.set_subreaper()
+    keeper_pid = os.getpid()
     os.ftruncate(lockfd, 0)
-    os.write(lockfd, f"{os.getpid()}\n".encode())
+    os.pwrite(lockfd, f"{os.getpid()}\n".encode(), 0)
     sock_path = state / "supervisor.sock"
-    sock_path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old = os.umask(0o077)
-    listener.bind(str(sock_path))
-    os.umask(old)
-    listener.listen(64)
-    listener.setblocking(False)
-    sup = Supervisor(state, args.cgroup_parent, json.loads(args.notify), args.net_tag,
-                     args.load_interval)
-    if ready_w is not None:
-        os.write(ready_w, b"1")
-        os.close(ready_w)
-    log.info("supervisor %d serving %s", os.getpid(), sock_path)
-    try:
-        sup.run(listener)
-    finally:
+    if inherited is not None:
+        listener = inherited
+    else:
         sock_path.unlink(missing_ok=True)
-        log.info("supervisor %d exits; %d contexts keep running", os.getpid(), len(sup.ctxs))
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o077)
+        listener.bind(str(sock_path))
+        os.umask(old)
+        listener.listen(64)
+    listener.setblocking(False)
+    notify = json.loads(args.notify)
+    keeper = Keeper(state, listener, lambda: Supervisor(state, args.cgroup_parent, notify,
+                                                        args.net_tag, args.load_interval),
+                    lockfd)
+    log.info("supervisor keeper %d serving %s", os.getpid(), sock_path)
+    try:
+        keeper.run(ready_w)
+    finally:
+        if os.getpid() == keeper_pid:
+            sock_path.unlink(missing_ok=True)
+            log.info("supervisor keeper %d exits", os.getpid())
 
 
 if __name__ == "__main__":

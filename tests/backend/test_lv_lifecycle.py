@@ -10,6 +10,7 @@ import pytest
 
 from libvserver import (AlreadyRunning, InitMissing, InvalidSpec, Mount, MountError, NetAddr,
                         NotRunning, get_backend)
+from libvserver.native.netns import host_ifname
 
 
 def test_get_backend_picks_native_on_a_stock_kernel(tmp_path):
@@ -134,21 +135,37 @@ def test_proc_sys_dev_are_set_up(backend, make_spec, started, run_sh):
 
 
 def test_many_start_stop_cycles_leak_nothing(backend, make_spec, groups_of):
-    before_loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
-    before_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    # only what carries this backend's own marks is counted: other daemons on a busy
+    # host add and remove links and loop devices of their own meanwhile
+    before_loops = _our_loops(backend)
+    before_links = _our_links(backend)
     spec = make_spec(addresses=[NetAddr("10.92.0.2", "255.255.255.0")], flags={"VIRT_UPTIME"})
+    ifname = host_ifname(spec.xid, backend.net_tag)
     for _ in range(15):
         backend.start(spec)
+        assert ifname in _our_links(backend)
         backend.stop(spec.xid, ["/bin/true"], timeout=0)
         assert groups_of(spec.xid) == []
-    assert subprocess.run(["losetup", "-a"], capture_output=True,
-                          text=True).stdout == before_loops
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert links.count("\n") == before_links.count("\n")
+    assert _our_loops(backend) == before_loops
+    assert _our_links(backend) == before_links
     fds = _supervisor_files(backend)
     backend.start(spec)
     backend.stop(spec.xid, ["/bin/true"], timeout=0)
     assert _supervisor_files(backend) <= fds
+
+
+def _our_links(backend) -> set[str]:
+    """Host-side links carrying this backend's tag (vx<xid>-<tag>)."""
+    assert backend.net_tag, "the test backend's cgroup parent gives it a tag of its own"
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    names = {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+    return {n for n in names if n.startswith("vx") and n.endswith(f"-{backend.net_tag}")}
+
+
+def _our_loops(backend) -> list[str]:
+    """Loop devices backed by this backend's images."""
+    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    return sorted(line for line in out.splitlines() if str(backend.image_dir) in line)
 
 
 def _supervisor_files(backend) -> int:

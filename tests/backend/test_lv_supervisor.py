@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,12 +62,76 @@ def test_contexts_survive_the_supervisor_and_a_new_one_adopts_them(
     assert run_sh(spec.xid, "echo alive")[1] == "alive\n"
     new = backend.supervisor_pid()
     assert new != old
-    # its end is still noticed (through a pidfd: the old supervisor was the parent)
+    # its end is noticed with its reason: the keeper, now the init's parent, recorded it
     backend.kill(spec.xid, 1, signal.SIGKILL)
     wait(lambda: backend.last_exit(spec.xid) is not None)
-    assert backend.last_exit(spec.xid)["reason"].startswith("unknown")
+    assert backend.last_exit(spec.xid)["reason"] == "signal 9"
     wait(lambda: notified(spec.xid) == ["shutdown"])
     wait(lambda: groups_of(spec.xid) == [])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_reboot_inside_a_context_adopted_by_a_new_supervisor_is_a_reboot(
+        backend, make_spec, started, wait, notified, groups_of, sig):
+    spec = started(make_spec())
+    old = backend.supervisor_pid()
+    os.kill(old, sig)
+    wait(lambda: not os.path.exists(f"/proc/{old}") or _is_zombie(old))
+    new = backend.supervisor_pid()
+    assert new != old
+    backend.exec(spec.xid, ["/sbin/reboot", "-f"], timeout=10)
+    wait(lambda: backend.last_exit(spec.xid) is not None)
+    assert backend.last_exit(spec.xid)["reason"] == "reboot"
+    wait(lambda: notified(spec.xid) == ["restart", "shutdown"])
+    wait(lambda: groups_of(spec.xid) == [])
+
+
+def test_a_reboot_while_no_supervisor_worker_runs_is_reported_by_the_next(
+        backend, make_spec, started, wait, notified, groups_of):
+    spec = started(make_spec())
+    keeper = _parent(backend.supervisor_pid())
+    # stop the keeper from starting a new worker while the context reboots
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        old = backend.supervisor_pid()
+        init = backend.init_pid(spec.xid)
+        os.kill(old, signal.SIGKILL)
+        wait(lambda: _parent(init) == keeper)
+        backend.exec(spec.xid, ["/sbin/reboot", "-f"], timeout=10)
+        wait(lambda: _is_zombie(init))
+    finally:
+        os.kill(keeper, signal.SIGCONT)
+    wait(lambda: backend.last_exit(spec.xid) is not None)
+    assert backend.last_exit(spec.xid)["reason"] == "reboot"
+    wait(lambda: notified(spec.xid) == ["restart", "shutdown"])
+    wait(lambda: groups_of(spec.xid) == [])
+
+
+def test_a_failing_callback_is_logged_with_its_output(make_spec, vdir, tmp_path, wait):
+    from libvserver.native import NativeBackend
+    b = NativeBackend(state_dir=tmp_path / "state", cgroup_parent=f"vcdtest-cb-{os.getpid()}",
+                      notify_argv=["/bin/sh", "-c", "echo cannot reach vcd: no config >&2; exit 3",
+                                   "callback"])
+    try:
+        spec = make_spec()
+        b.start(spec)
+        b.kill(spec.xid, 1, signal.SIGKILL)
+        failed = tmp_path / "state" / "callbacks.failed"
+        wait(lambda: failed.exists() and failed.read_text().count("\n") >= 1)
+        record = json.loads(failed.read_text().splitlines()[0])
+        assert record["xid"] == spec.xid and record["action"] == "shutdown"
+        assert record["how"] == "exit status 3"
+        assert record["output"] == "cannot reach vcd: no config"
+        log = (tmp_path / "state" / "supervisor.log").read_text()
+        assert "callback shutdown for context %d failed (exit status 3)" % spec.xid in log
+        assert "cannot reach vcd: no config" in log
+    finally:
+        b.shutdown()
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 def _is_zombie(pid: int) -> bool:
@@ -138,3 +203,51 @@ def test_context_outlives_the_process_that_started_it(backend, make_spec, run_sh
     finally:
         if backend.is_running(spec.xid):
             backend.stop(spec.xid, ["/bin/true"], timeout=0)
+
+
+def test_a_start_carries_the_callback_and_later_workers_keep_it(backend, make_spec, started,
+                                                                 wait, notified, tmp_path):
+    """A supervisor started for an earlier configuration calls back the way the daemon
+    that starts a context now says, also after its worker was replaced."""
+    log = tmp_path / "moved.log"
+    old_argv = backend.client.notify_argv
+    script = old_argv[1]
+    backend.client.notify_argv = [old_argv[0], script, str(log)]
+    try:
+        spec = started(make_spec())
+    finally:
+        backend.client.notify_argv = old_argv
+    worker = backend.supervisor_pid()
+    os.kill(worker, signal.SIGKILL)
+    wait(lambda: not os.path.exists(f"/proc/{worker}") or _is_zombie(worker))
+    assert backend.supervisor_pid() != worker
+    backend.exec(spec.xid, ["/sbin/reboot", "-f"], timeout=10)
+    wait(lambda: log.exists() and log.read_text().count("\n") == 2)
+    assert [json.loads(line)["action"] for line in log.read_text().splitlines()] == \
+        ["restart", "shutdown"]
+    assert notified(spec.xid) == []
+    # the next start names the session's callback again
+    started(make_spec())
+
+
+def test_a_worker_whose_keeper_was_killed_becomes_the_keeper_and_reboots_still_work(
+        backend, make_spec, started, wait, notified, groups_of):
+    spec = started(make_spec())
+    worker = backend.supervisor_pid()
+    keeper = _parent(worker)
+    lock = backend.state_dir / "supervisor.lock"
+    assert int(lock.read_text()) == keeper
+    os.kill(keeper, signal.SIGKILL)
+    # the worker notices (within a load interval), execs itself as the keeper and forks a
+    # new worker: the init's parent, the lock and the socket stay where they were
+    new = wait(lambda: (p := backend.supervisor_pid()) != worker and p)
+    assert _parent(new) == worker
+    assert _parent(backend.init_pid(spec.xid)) == worker
+    assert int(lock.read_text()) == worker
+    os.kill(new, signal.SIGKILL)
+    wait(lambda: not os.path.exists(f"/proc/{new}") or _is_zombie(new))
+    backend.exec(spec.xid, ["/sbin/reboot", "-f"], timeout=10)
+    wait(lambda: backend.last_exit(spec.xid) is not None)
+    assert backend.last_exit(spec.xid)["reason"] == "reboot"
+    wait(lambda: notified(spec.xid) == ["restart", "shutdown"])
+    wait(lambda: groups_of(spec.xid) == [])

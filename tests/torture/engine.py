@@ -440,16 +440,39 @@ def slow_clients(daemon: VcdDaemon, count: int, seconds: float) -> StarvationRep
     return report
 
 
+THROTTLE_PROBES = 20  # failed logins before the throttle must have answered (it starts after 10)
+
+
 def flood(daemon: VcdDaemon, seconds: float, *, attacker: str = "127.0.0.2", victim: str = "127.0.0.3",
-          hammer_threads: int = 8, held_connections: int = 600) -> StarvationReport:
+          hammer_threads: int = 8, held_connections: int = 600,
+          min_victim_calls: int = 20) -> StarvationReport:
     """One address floods: threads of failed logins as fast as they can, plus many
     connections held open with a partial request. Another address calls meanwhile and
-    must be served every time, without being throttled."""
+    must be served every time, without being throttled.
+
+    Nothing it reports depends on timing: the attacker is first driven into the login
+    throttle with sequential failed logins (and the victim then checked, once, to be
+    unaffected) before any connection is held, since a flood whose held connections fill
+    its share gets every later connection refused and never reaches the throttle; the
+    victim makes at least `min_victim_calls` calls however slow the host is; the held
+    connections are counted after the victim's first call, whose connection is accepted
+    after all of them (the listen queue is FIFO), so each was kept or cut by then."""
     report = StarvationReport()
     stop = threading.Event()
     hammer_tallies: list[Tally] = []
     held: list[socket.socket] = []
     refused = 0
+    throttled = [0]
+    prober = Client(daemon.url, "admin", "wrong-password", source=attacker, timeout=30.0)
+    for _ in range(THROTTLE_PROBES):
+        prober.call("vxdb.list", {"username": ""}, expect={100})
+        if "too many failed logins" in prober.last_fault:
+            throttled[0] += 1
+            break
+    victim_client = Client(daemon.url, "admin", daemon.admin_password, source=victim, timeout=30.0)
+    ok, _ = victim_client.call("vxdb.list", {"username": ""})
+    report.served += ok
+
     for _ in range(held_connections):
         try:
             s = socket.create_connection((daemon.host, daemon.port), timeout=5,
@@ -459,7 +482,6 @@ def flood(daemon: VcdDaemon, seconds: float, *, attacker: str = "127.0.0.2", vic
         except OSError:
             refused += 1
 
-    throttled = [0]
 
     def hammer() -> None:
         c = Client(daemon.url, "admin", "wrong-password", source=attacker, timeout=10.0)
@@ -472,10 +494,11 @@ def flood(daemon: VcdDaemon, seconds: float, *, attacker: str = "127.0.0.2", vic
     threads = [threading.Thread(target=hammer, daemon=True) for _ in range(hammer_threads)]
     for t in threads:
         t.start()
-    victim_client = Client(daemon.url, "admin", daemon.admin_password, source=victim, timeout=10.0)
     deadline = time.monotonic() + seconds
+    calls = 0
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or calls < min_victim_calls:
+            calls += 1
             began = time.monotonic()
             ok, _ = victim_client.call("vxdb.list", {"username": ""})
             report.worst_latency = max(report.worst_latency, time.monotonic() - began)

@@ -61,7 +61,7 @@ def _backend(vcd_config: str | None) -> tuple[Any, Path]:
         cfg = configmod.load(path)
     except configmod.ConfigError as exc:
         raise ClientError("login", f"the daemon's config: {exc}", status=common.USAGE) from None
-    backend = libvserver.get_backend(state_dir=cfg.rundir / "libvserver",
+    backend = libvserver.get_backend(state_dir=cfg.supervisor_dir,
                                      cgroup_parent=cfg.cgroup_parent,
                                      image_dir=cfg.datadir / "images")
     if not isinstance(backend, NativeBackend):

@@ -1,0 +1,63 @@
+"""Turning results and faults into methodResponse bodies every XML-RPC client can parse.
+
+Every string the daemon sends passes through here (results at any depth, struct
+keys, fault strings, system.multicall entries), so the rules live in one place:
+
+* A character XML 1.0 forbids (C0 controls other than tab, newline and carriage
+  return, U+FFFE, U+FFFF and lone surrogates, which a ``surrogateescape``-decoded
+  byte leaves behind) becomes U+FFFD. Raw, it makes Python's xmlrpc.client, PHP,
+  both Perl libraries, Java and xmlrpc-c reject the whole answer (XML 1.0, section 2.2,
+  production [2] Char).
+* A carriage return travels as the character reference ``&#13;``: a literal one is
+  turned into a newline by every conforming parser (end-of-line handling, section 2.11),
+  so ``a\\r\\nb`` would arrive as ``a\\nb``.
+* ``bytes`` stay ``<base64>``: the form for a caller who needs every byte.
+* ``None`` is ``<nil/>`` (the original daemon's behaviour); with ``nil=False`` (the
+  client asked ``POST /RPC2?nil=0``) a void result is boolean true instead, for
+  clients that cannot read ``<nil/>`` (Perl's Frontier::Client, Ruby and Java without
+  their extension flag).
+"""
+from __future__ import annotations
+
+import re
+import xmlrpc.client
+from typing import Any
+
+REPLACEMENT = "\ufffd"
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """`text` with every character XML 1.0 forbids replaced by U+FFFD."""
+    return _FORBIDDEN.sub(REPLACEMENT, text)
+
+
+def xml_safe(value: Any) -> Any:
+    """`value` with every string in it (struct keys too, at any depth) made XML-safe."""
+    if isinstance(value, str):
+        return xml_text(value) if _FORBIDDEN.search(value) else value
+    if isinstance(value, dict):
+        return {xml_safe(k) if isinstance(k, str) else k: xml_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [xml_safe(v) for v in value]
+    return value
+
+
+def _encode(body: str) -> bytes:
+    # xmlrpc.client never writes a carriage return of its own: each one is from a value
+    return body.replace("\r", "&#13;").encode("utf-8")
+
+
+def dump_result(value: Any, nil: bool = True) -> bytes:
+    """A methodResponse carrying `value`. Raises OverflowError (an int beyond 32 bits) or
+    TypeError (a type XML-RPC has no form for)."""
+    if value is None and not nil:
+        value = True
+    return _encode(xmlrpc.client.dumps((xml_safe(value),), methodresponse=True, allow_none=True,
+                                       encoding="utf-8"))
+
+
+def dump_fault(code: int, message: str) -> bytes:
+    """A methodResponse carrying the fault {faultCode: code, faultString: message}."""
+    return _encode(xmlrpc.client.dumps(xmlrpc.client.Fault(int(code), xml_text(message)),
+                                       methodresponse=True, allow_none=True, encoding="utf-8"))

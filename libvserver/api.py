@@ -322,6 +322,15 @@ class Backend(abc.ABC):
         (the vserver kernel tells vshelper instead)."""
         return None
 
+    def console(self, xid: int, lines: int | None = 100,
+                offset: int | None = None) -> tuple[bytes, int]:
+        """(data, next offset) of the console log of xid: the last ``lines`` lines, or
+        what came after ``offset`` (an absolute byte count from an earlier answer)."""
+        raise LibvserverError(f"the {self.name} backend keeps no console log")
+
+    def forget(self, xid: int) -> None:
+        """Drop what the backend keeps about a stopped xid (its vserver was removed)."""
+
     @abc.abstractmethod
     def enforcement(self, spec: ContextSpec) -> dict[str, str]:
         """Each setting of spec → "enforced" or "not enforced: <why>"."""

@@ -201,6 +201,20 @@ class Runtime:
         except libvserver.LibvserverError as exc:
             raise VcdError(Fault.MESYS, str(exc)) from None
 
+    def console(self, vserver: VServer, lines: int | None,
+                offset: int | None) -> tuple[bytes, int]:
+        try:
+            return self.backend.console(vserver.xid, lines, offset)
+        except libvserver.LibvserverError as exc:
+            raise VcdError(Fault.MESYS, str(exc)) from None
+
+    def forget(self, vserver: VServer) -> None:
+        """A removed vserver leaves nothing in the backend for the next user of its xid."""
+        try:
+            self.backend.forget(vserver.xid)
+        except (libvserver.LibvserverError, OSError) as exc:
+            log.warning("forget %s (xid %d): %s", vserver.name, vserver.xid, exc)
+
     def stat(self, vserver: VServer) -> libvserver.ContextStat:
         try:
             return self.backend.stat(vserver.xid)

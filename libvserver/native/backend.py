@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..api import (ENFORCED, Backend, ContextSpec, ContextStat, ExecResult,
                    InvalidSpec, NoSuchProcess, NotRunning, StartError, not_enforced)
-from . import enter, limits, namespaces, quota, stat
+from . import console, enter, limits, namespaces, quota, stat
 from .cgroups import Layout
 from .client import SupervisorClient
 from .supervisor import init_pid_of
@@ -230,6 +230,15 @@ class NativeBackend(Backend):
             return json.loads((self.state_dir / f"{xid}.exit").read_text())
         except (OSError, ValueError):
             return None
+
+    def console(self, xid: int, lines: int | None = 100,
+                offset: int | None = None) -> tuple[bytes, int]:
+        return console.read(self.state_dir, xid, lines, offset)
+
+    def forget(self, xid: int) -> None:
+        console.forget(self.state_dir, xid)
+        for stale in ("exit", "load"):
+            (self.state_dir / f"{xid}.{stale}").unlink(missing_ok=True)
 
     def enforcement(self, spec: ContextSpec) -> dict[str, str]:
         return enforcement(self.layout, spec)

@@ -107,8 +107,10 @@ def spec_mount(rootfd: int, m: Mount) -> None:
             os.close(srcfd)
 
 
-def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = True) -> None:
-    """Make vdir the root of this mount namespace with /proc, /sys, /dev and the spec mounts."""
+def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = True,
+          console: int | None = None) -> None:
+    """Make vdir the root of this mount namespace with /proc, /sys, /dev and the spec mounts;
+    ``console`` is the pty slave bound onto /dev/console."""
     # Slave: host mounts still propagate in, ours never propagate out.
     mount(None, "/", None, MS_REC | MS_SLAVE)
     if loopdev:
@@ -126,6 +128,10 @@ def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = Tru
                 _mount_at(rootfd, "sys", "sysfs", "sysfs",
                           MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
             _make_dev(rootfd)
+            if console is not None:
+                # by name: a descriptor opened before unshare(CLONE_NEWNS) names a mount of
+                # the host's namespace, which bind refuses (EINVAL)
+                _mount_at(rootfd, "dev/console", os.ttyname(console), None, MS_BIND, file=True)
         except OSError as e:
             raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
         for m in mounts:

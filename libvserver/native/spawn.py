@@ -42,6 +42,7 @@ class Plan:
     rlimits: list[limits.RlimitPlan]
     ipc: dict[str, str]
     keep_caps: set[int]
+    console_fd: int | None = None   # pty slave: init's stdio and the guest's /dev/console
 
 
 def child_flags(plan: Plan) -> int:
@@ -113,7 +114,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int) -> None:
         elif plan.new_net:
             from . import netns
             netns.loopback_up()
-        rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev)
+        rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev, console=plan.console_fd)
         os.umask(0o022)
         limits.apply_rlimits(plan.rlimits)
         namespaces.drop_bounding_set(plan.keep_caps)
@@ -123,9 +124,9 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int) -> None:
             signal.signal(s, signal.SIG_DFL)
         if go_pending:
             _wait_go(go_r)  # in the context's cgroups from here on
-        null = os.open("/dev/null", os.O_RDWR)
+        stdio = plan.console_fd if plan.console_fd is not None else os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
-            os.dup2(null, fd)
+            os.dup2(stdio, fd)
         os.closerange(3, err_w)
         os.closerange(err_w + 1, 65536)
         try:

@@ -3,8 +3,9 @@
 declare -gA _vcd_commands=()
 declare -gA _vcd_args=()
 declare -g _vcd_options='--cacert --help --json --non-interactive --url -c -h -p -q -u'
-_vcd_commands[vcc]='completion create exec graph help kill launch limstatus list load login netstatus reboot remove rename restart start stats status stop templates'
+_vcd_commands[vcc]='completion console create exec graph help kill launch limstatus list load login netstatus reboot remove rename restart start stats status stop templates'
 _vcd_args['vcc completion']=c:bash
+_vcd_args['vcc console']=N
 _vcd_args['vcc create']='N - c:0,1 c:0,1 -'
 _vcd_args['vcc exec']='N -'
 _vcd_args['vcc graph']='N -'

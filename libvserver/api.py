@@ -324,6 +324,12 @@ class Backend(abc.ABC):
         (the vserver kernel tells vshelper instead)."""
         return None
 
+    def console(self, xid: int, lines: int | None = 100,
+                offset: int | None = None) -> tuple[bytes, int]:
+        """(data, next offset) of the console log of xid: the last ``lines`` lines, or
+        what came after ``offset`` (an absolute byte count from an earlier answer)."""
+        raise LibvserverError(f"the {self.name} backend keeps no console log")
+
     def forget(self, xid: int) -> None:
         """Remove whatever the backend keeps for a stopped context whose vserver is gone
         (disk image, cgroups, state files), so a new context with this xid starts clean.

@@ -249,6 +249,13 @@ class Runtime:
         except libvserver.LibvserverError as exc:
             raise VcdError(Fault.MESYS, str(exc)) from None
 
+    def console(self, vserver: VServer, lines: int | None,
+                offset: int | None) -> tuple[bytes, int]:
+        try:
+            return self.backend.console(vserver.xid, lines, offset)
+        except libvserver.LibvserverError as exc:
+            raise VcdError(Fault.MESYS, str(exc)) from None
+
     def stat(self, vserver: VServer) -> libvserver.ContextStat:
         try:
             return self.backend.stat(vserver.xid)

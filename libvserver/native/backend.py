@@ -13,7 +13,7 @@ from pathlib import Path
 from ..api import (ENFORCED, AlreadyRunning, Backend, ContextSpec, ContextStat, ExecResult,
                    InvalidSpec, LibvserverError, NoSuchProcess, NotRunning, StartError,
                    not_enforced)
-from . import enter, idmap, limits, namespaces, quota, stat
+from . import console, enter, idmap, limits, namespaces, quota, stat
 from .cgroups import Layout
 from .client import SupervisorClient
 from .supervisor import init_pid_of
@@ -259,6 +259,10 @@ class NativeBackend(Backend):
         except (OSError, ValueError):
             return None
 
+    def console(self, xid: int, lines: int | None = 100,
+                offset: int | None = None) -> tuple[bytes, int]:
+        return console.read(self.state_dir, xid, lines, offset)
+
     def forget(self, xid: int) -> None:
         if self.layout.pids(xid):
             raise AlreadyRunning(f"context {xid} is running")
@@ -274,6 +278,7 @@ class NativeBackend(Backend):
                     pass
         if not self.layout.remove(xid, wait=2.0):
             raise LibvserverError(f"the cgroups of context {xid} cannot be removed")
+        console.forget(self.state_dir, xid)
         for suffix in ("exit", "load"):
             (self.state_dir / f"{xid}.{suffix}").unlink(missing_ok=True)
 

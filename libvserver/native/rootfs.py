@@ -200,7 +200,8 @@ def mask_kernel_interfaces(rootfd: int, new_net: bool) -> None:
 
 def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], root_fd: int,
                        sys_fd: int | None, new_net: bool,
-                       host_srcs: dict[str, int] | None = None) -> None:
+                       host_srcs: dict[str, int] | None = None,
+                       console: int | None = None) -> None:
     """Like setup(), in a mount namespace owned by the context's user namespace.
 
     host_dirs: O_PATH fds of the vdir [and a shared template's upper and work dirs],
@@ -208,8 +209,8 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
     supervisor (see idmap.py): the vdir, the disk-limit image, or for a shared template
     its lower layer, over which the overlay is mounted from in here (``userxattr``:
     trusted.* xattrs belong to host root).  sys_fd, if given, is a read-only /sys to use
-    instead of a sysfs mount; host_srcs as for spec_mount.  Takes ownership of every fd
-    passed."""
+    instead of a sysfs mount; host_srcs as for spec_mount; console as for setup().  Takes
+    ownership of every fd passed."""
     fds = list(host_dirs) + [root_fd] + ([sys_fd] if sys_fd is not None else []) + \
         list((host_srcs or {}).values())
     try:
@@ -239,6 +240,7 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
                 _mount_at(rootfd, "sys", "sysfs", "sysfs",
                           MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
             _make_dev(rootfd, bind_devices=True)
+            _bind_console(rootfd, console)
             mask_kernel_interfaces(rootfd, new_net)
         except OSError as e:
             raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
@@ -251,8 +253,18 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
     _pivot(vdir)
 
 
-def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = True) -> None:
-    """Make vdir the root of this mount namespace with /proc, /sys, /dev and the spec mounts."""
+def _bind_console(rootfd: int, console: int | None) -> None:
+    """The pty slave the supervisor keeps the master of, as the guest's /dev/console."""
+    if console is not None:
+        # by name: a descriptor opened before unshare(CLONE_NEWNS) names a mount of the
+        # host's namespace, which bind refuses (EINVAL)
+        _mount_at(rootfd, "dev/console", os.ttyname(console), None, MS_BIND, file=True)
+
+
+def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = True,
+          console: int | None = None) -> None:
+    """Make vdir the root of this mount namespace with /proc, /sys, /dev and the spec mounts;
+    ``console`` is the pty slave bound onto /dev/console."""
     # Slave: host mounts still propagate in, ours never propagate out.
     mount(None, "/", None, MS_REC | MS_SLAVE)
     if loopdev:
@@ -270,6 +282,7 @@ def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = Tru
                 _mount_at(rootfd, "sys", "sysfs", "sysfs",
                           MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
             _make_dev(rootfd)
+            _bind_console(rootfd, console)
         except OSError as e:
             raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
         for m in mounts:

@@ -56,6 +56,7 @@ class Plan:
     rlimits: list[limits.RlimitPlan]
     ipc: dict[str, str]
     keep_caps: set[int]
+    console_fd: int | None = None   # pty slave: init's stdio and the guest's /dev/console
     ids: idmap.IdRange | None = None   # None: privileged (no user namespace)
     overlay: dict | None = None        # {lower, upper, work} of a shared template
 
@@ -249,9 +250,9 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             sock.close()
             rootfs.setup_unprivileged(str(spec.vdir), spec.mounts, host_dirs, fds[0],
                                       fds[1] if plan.host_sys else None, plan.new_net,
-                                      host_srcs)
+                                      host_srcs, plan.console_fd)
         else:
-            rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev)
+            rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev, console=plan.console_fd)
         os.umask(0o022)
         limits.apply_rlimits(plan.rlimits)
         namespaces.drop_bounding_set(plan.keep_caps)
@@ -261,9 +262,9 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             signal.signal(s, signal.SIG_DFL)
         if go_pending:
             _wait_go(go_r, userns)  # in the context's cgroups from here on
-        null = os.open("/dev/null", os.O_RDWR)
+        stdio = plan.console_fd if plan.console_fd is not None else os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
-            os.dup2(null, fd)
+            os.dup2(stdio, fd)
         os.closerange(3, err_w)
         os.closerange(err_w + 1, 65536)
         try:

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..api import AlreadyRunning, ContextSpec, StartError
-from . import idmap, limits, namespaces, spawn
+from . import console, idmap, limits, namespaces, spawn
 from .cgroups import Layout
 
 log = logging.getLogger("libvserver.supervisor")
@@ -142,6 +142,8 @@ class Ctx:
     load: list[int] = field(default_factory=lambda: [0, 0, 0])
     start_time: int | None = None
     keeper_reaps: bool = False  # adopted, and its parent is our keeper: it records the status
+    console_fd: int | None = None           # the pty master; None for an adopted context
+    console_log: console.ConsoleLog | None = None
 
 
 class Supervisor:
@@ -199,6 +201,8 @@ class Supervisor:
         gpid = None
         self._pipes: list[int] = []
         self._sock: socket.socket | None = None
+        # the guest's root owns its console, so it can reopen /dev/console
+        master, slave = console.open_pty(*((ids.host, ids.host) if ids is not None else (None, None)))
         try:
             new_net = bool(spec.addresses) or "HIDE_NETIF" in spec.flags
             if spec.addresses:
@@ -212,7 +216,7 @@ class Supervisor:
                 spec=spec, netplan=netplan, new_net=new_net,
                 new_time="VIRT_UPTIME" in spec.flags and namespaces.has_time_namespace(),
                 loopdev=loopdev, rlimits=limits.rlimit_plan(spec), ipc=limits.ipc_sysctls(spec),
-                keep_caps=spawn.keep_caps(spec), ids=ids, overlay=overlay)
+                keep_caps=spawn.keep_caps(spec), ids=ids, overlay=overlay, console_fd=slave)
             if netplan is not None:
                 from . import netns
                 netns.create_host_side(netplan)
@@ -221,6 +225,7 @@ class Supervisor:
             if err:
                 raise _error_from(err)
         except BaseException:
+            os.close(master)
             if gpid:
                 _kill_wait(gpid)
             self.layout.kill_all(xid)
@@ -238,11 +243,48 @@ class Supervisor:
                 self._sock = None
             if loopfd is not None:
                 os.close(loopfd)  # the mount holds the device now; autoclear does the rest
-        self.ctxs[xid] = Ctx(xid, gpid, child=True)
+            os.close(slave)  # init holds it now; EIO on the master once every holder is gone
+        ctx = self.ctxs[xid] = Ctx(xid, gpid, child=True)
+        self._attach_console(ctx, master)
         if "SCHED_PAUSE" in spec.flags:
             self.layout.freeze(xid, True)  # the vserver flag unschedules the whole context
         log.info("context %d started, init pid %d", xid, gpid)
         return gpid
+
+    def _attach_console(self, ctx: Ctx, master: int) -> None:
+        os.set_blocking(master, False)
+        ctx.console_fd = master
+        ctx.console_log = console.ConsoleLog(self.state_dir, ctx.xid)
+        ctx.console_log.reset()
+        self.sel.register(master, selectors.EVENT_READ, ("console", ctx))
+
+    def _detach_console(self, ctx: Ctx) -> None:
+        if ctx.console_fd is None:
+            return
+        # what init wrote last (e.g. why it died) belongs in the log too
+        while console.pump(ctx.console_fd, ctx.console_log):
+            try:
+                if not select.select([ctx.console_fd], [], [], 0)[0]:
+                    break
+            except OSError:
+                break
+        self.sel.unregister(ctx.console_fd)
+        os.close(ctx.console_fd)
+        ctx.console_fd = None
+        ctx.console_log.close()
+
+    def _pump_console(self, ctx: Ctx) -> None:
+        try:
+            alive = console.pump(ctx.console_fd, ctx.console_log)
+        except OSError as e:
+            log.warning("console of context %d: %s", ctx.xid, e)
+            alive = False
+        if not alive:
+            # nobody holds the slave any more; keep the log, stop polling the master
+            self.sel.unregister(ctx.console_fd)
+            os.close(ctx.console_fd)
+            ctx.console_fd = None
+            ctx.console_log.close()
 
     def _fork_init(self, plan: spawn.Plan) -> int:
         """Fork G into new PID (and time) namespaces, and a new user namespace unless the
@@ -359,6 +401,7 @@ class Supervisor:
 
     def context_ended(self, ctx: Ctx, reason: str, status: int | None) -> None:
         self.ctxs.pop(ctx.xid, None)
+        self._detach_console(ctx)
         if ctx.pidfd is not None:
             self.sel.unregister(ctx.pidfd)
             os.close(ctx.pidfd)
@@ -640,6 +683,8 @@ class Supervisor:
                             pass
                     except BlockingIOError:
                         pass
+                elif kind == "console":
+                    self._pump_console(obj)
                 elif kind == "pidfd":
                     self.adopted_ended(obj)
             self.reap()

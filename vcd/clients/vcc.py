@@ -137,6 +137,37 @@ def _create(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> 
     return common.OK
 
 
+FOLLOW_INTERVAL = 0.5  # seconds between polls of `vcc console -f`
+
+
+def _console_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--follow", action="store_true",
+                        help="keep printing what the console writes until Ctrl-C")
+
+
+def _console(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
+    """The last lines of the console log; with -f, follow it like `tail -f`."""
+    params = collect(spec, ns)
+    answer = client.call(spec.method, params)
+    if out.json and not ns.follow:
+        out.json_value(answer)
+        return common.OK
+    stream = out.out
+    stream.write(answer.get("data", ""))
+    stream.flush()
+    try:
+        while ns.follow:
+            time.sleep(FOLLOW_INTERVAL)
+            answer = client.call(spec.method, {"name": params["name"],
+                                               "offset": answer.get("offset", 0)})
+            if answer.get("data"):
+                stream.write(answer["data"])
+                stream.flush()
+    except KeyboardInterrupt:
+        pass
+    return common.OK
+
+
 def _graph_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", dest="output", metavar="FILE", required=True,
                         help="where the PNG goes ('-' = standard output)")
@@ -211,6 +242,7 @@ OVERRIDES = (
          doc="Create a vserver from a template and start it (vx.create, then vx.start)."),
     Spec("limstatus", "vx.limstatus", show=_show_limstatus),
     Spec("create", "vx.create", run=_create),
+    Spec("console", "vx.console", options=("lines", "offset"), setup=_console_options, run=_console),
     Spec("graph", "vx.graph", options=("period",), setup=_graph_options, show=_write_graph,
          fallback=_METRIC, usage="-o FILE"),
     Spec("stats", "vx.stats", options=("period",), show=_show_stats, fallback=_METRIC),

@@ -411,6 +411,21 @@ def limstatus(call: Call, name: str) -> list[dict]:
             for u in st.limits]
 
 
+@method("vx.console", cap=("INIT", "INFO"), owner=Owner.OWNER, txn=Txn.READ,
+        params=(NAME, Param("lines", Int(0, 100000), required=False, default=100,
+                            doc="how many of the last lines (default 100)"),
+                Param("offset", Int(0, 2**31 - 1), required=False, default=None,
+                      doc="an offset from an earlier answer: what came after it instead")),
+        returns="struct")
+def console(call: Call, name: str, lines: int, offset: int | None) -> dict:
+    """The console log of a vserver (what its init and /dev/console wrote, capped at
+    256 KiB, kept after it stops until its next start): {data, offset}. `data` is the
+    last `lines` lines, or with `offset` what came after it; `offset` is what to ask
+    next time to follow it (`vcc console NAME -f`)."""
+    data, end = call.runtime.console(call.vserver, lines, offset)
+    return {"data": data.decode("utf-8", errors="replace"), "offset": end}
+
+
 @method("vx.netstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
         returns="array")
 def netstatus(call: Call, name: str) -> list[dict]:

@@ -35,16 +35,25 @@ def _limit_value(text: str) -> int | None:
     return None if text == "inf" else int(text)
 
 
-def build_spec(db: vxdb.Connection, vserver: VServer) -> tuple[ContextSpec, dict[str, Any]]:
-    """The complete context spec of a vserver from every VXDB table, plus its
-    init settings (halt, reboot, timeout)."""
-    xid = vserver.xid
-    row = db.execute("SELECT init, halt, reboot, timeout FROM init WHERE xid = ?", (xid,)).fetchone()
+def init_settings(db: vxdb.Connection, xid: int) -> dict[str, Any]:
+    """{init, halt, reboot, timeout, halt_signal, reboot_signal} of a vserver, defaults
+    filled in; a signal of "" means "run the command"."""
+    row = db.execute("SELECT init, halt, reboot, timeout, halt_signal, reboot_signal "
+                     "FROM init WHERE xid = ?", (xid,)).fetchone()
     init = {"init": vocab.DEFAULT_INIT, "halt": vocab.DEFAULT_HALT,
-            "reboot": vocab.DEFAULT_REBOOT, "timeout": vocab.DEFAULT_TIMEOUT}
+            "reboot": vocab.DEFAULT_REBOOT, "timeout": vocab.DEFAULT_TIMEOUT,
+            "halt_signal": "", "reboot_signal": ""}
     if row is not None:
         # a timeout of 0 is a real value (kill at once); only empty strings mean default
         init = {k: init[k] if row[k] in (None, "") else row[k] for k in init}
+    return init
+
+
+def build_spec(db: vxdb.Connection, vserver: VServer) -> tuple[ContextSpec, dict[str, Any]]:
+    """The complete context spec of a vserver from every VXDB table, plus its
+    init settings (`init_settings`)."""
+    xid = vserver.xid
+    init = init_settings(db, xid)
 
     def values(sql: str) -> list[Any]:
         return db.execute(sql, (xid,)).fetchall()
@@ -73,6 +82,10 @@ def build_spec(db: vxdb.Connection, vserver: VServer) -> tuple[ContextSpec, dict
     broadcast = db.execute("SELECT broadcast FROM nx_broadcast WHERE xid = ?", (xid,)).fetchone()
     if broadcast is not None:
         spec.broadcast = broadcast[0]
+    boot = db.execute("SELECT api_mounts, ready FROM vx_boot WHERE xid = ?", (xid,)).fetchone()
+    if boot is not None:
+        spec.api_mounts = boot["api_mounts"].split()
+        spec.ready = boot["ready"]
     dx = db.execute("SELECT space, inodes, reserved FROM dx_limit WHERE xid = ?", (xid,)).fetchone()
     if dx is not None and dx["space"] > 0 and dx["inodes"] > 0:
         spec.disk_limit = DiskLimit(dx["space"], dx["inodes"], min(dx["reserved"], 50))
@@ -157,20 +170,43 @@ class Runtime:
         log.info("started %s (xid %d)", vserver.name, vserver.xid)
 
     def stop(self, db: vxdb.Connection, vserver: VServer) -> str:
+        """Halt a running vserver: send init its halt signal, or run its halt command,
+        wait up to its init timeout, kill what is left. Returns the halt command's output,
+        "" when a signal was sent."""
         with vxdb.transaction(db, immediate=True):
-            _, init = build_spec(db, vserver)
+            init = init_settings(db, vserver.xid)
             # an explicit stop supersedes a reboot requested from inside
             db.execute("DELETE FROM restart WHERE xid = ?", (vserver.xid,))
         self.require_running(vserver)
+        halt_argv = shlex.split(init["halt"])
+        if init["halt_signal"]:
+            self.kill(vserver, 1, vocab.signal_number(init["halt_signal"]))
+            halt_argv = []  # the backend only waits for the end and cleans up
         try:
-            output = self.backend.stop(vserver.xid, shlex.split(init["halt"]),
-                                       float(init["timeout"]))
+            output = self.backend.stop(vserver.xid, halt_argv, float(init["timeout"]))
         except libvserver.NotRunning:
-            raise VcdError(Fault.MESTOPPED, vserver.name) from None
+            if not init["halt_signal"]:
+                raise VcdError(Fault.MESTOPPED, vserver.name) from None
+            output = ""  # init obeyed the signal before the backend looked
         except libvserver.LibvserverError as exc:
             raise VcdError(Fault.MESYS, f"stop of {vserver.name} failed: {exc}") from None
         log.info("stopped %s (xid %d)", vserver.name, vserver.xid)
         return output
+
+    def reboot(self, db: vxdb.Connection, vserver: VServer) -> str:
+        """Ask a running vserver's init to reboot: its reboot signal (answer ""), or its
+        reboot command run inside (answer: the command's output). It comes back by itself."""
+        with vxdb.transaction(db):
+            init = init_settings(db, vserver.xid)
+        self.require_running(vserver)
+        if init["reboot_signal"]:
+            self.kill(vserver, 1, vocab.signal_number(init["reboot_signal"]))
+            return ""
+        try:
+            argv = shlex.split(init["reboot"])
+        except ValueError as exc:
+            raise VcdError(Fault.MEINVAL, f"reboot command of {vserver.name}: {exc}") from None
+        return self.exec(vserver, argv or [vocab.DEFAULT_REBOOT])
 
     def exec(self, vserver: VServer, argv: list[str]) -> str:
         self.require_running(vserver)

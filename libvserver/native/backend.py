@@ -156,8 +156,9 @@ class NativeBackend(Backend):
         deadline = time.monotonic() + timeout
         output = ""
         try:
-            r = self.exec(xid, halt_argv, timeout=timeout, output_cap=64 * 1024)
-            output = r.output.decode(errors="replace")
+            if halt_argv:  # empty: init was sent its halt signal by the caller
+                r = self.exec(xid, halt_argv, timeout=timeout, output_cap=64 * 1024)
+                output = r.output.decode(errors="replace")
         except (NotRunning, ProcessLookupError):
             pass
         while self.layout.pids(xid) and time.monotonic() < deadline:

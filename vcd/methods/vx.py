@@ -9,11 +9,9 @@ from templates.errors import (InvalidTemplateName, MetadataError, PopulateError,
                               TemplateNotFound, UnsafeArchive)
 from templates.metadata import TemplateMeta
 from templates.store import TemplateStore
-from vcd import vocab, vxdb
 from vcd.errors import Fault, VcdError
 from vcd.params import AbsPath, Bool, Int, Param, Pattern, Signal, Text, VServerName
 from vcd.registry import Call, Owner, Txn, method
-from vcd.vxdb.lookup import VServer
 
 NAME = Param("name", VServerName, doc="vserver name")
 
@@ -102,8 +100,13 @@ def apply_defaults(call: Call, xid: int, meta: TemplateMeta) -> None:
     db.executemany("INSERT INTO vx_bcaps (xid, bcap) VALUES (?, ?)", [(xid, c) for c in meta.bcaps])
     db.executemany("INSERT INTO vx_ccaps (xid, ccap) VALUES (?, ?)", [(xid, c) for c in meta.ccaps])
     db.executemany("INSERT INTO vx_flags (xid, flag) VALUES (?, ?)", [(xid, f) for f in meta.flags])
-    db.execute("INSERT INTO init (xid, init, halt, reboot, timeout) VALUES (?, ?, ?, ?, ?)",
-               (xid, meta.init, meta.halt, meta.reboot, meta.timeout))
+    db.execute("INSERT INTO init (xid, init, halt, reboot, timeout, halt_signal, reboot_signal) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (xid, meta.init, meta.halt, meta.reboot, meta.timeout, meta.halt_signal,
+                meta.reboot_signal))
+    if meta.api_mounts or meta.ready:
+        db.execute("INSERT INTO vx_boot (xid, api_mounts, ready) VALUES (?, ?, ?)",
+                   (xid, " ".join(meta.api_mounts), meta.ready))
     db.executemany("INSERT INTO mount (xid, dst, src, type, opts) VALUES (?, ?, ?, ?, ?)",
                    [(xid, m.dst, m.src, m.type, m.opts) for m in meta.mounts])
     db.executemany("INSERT INTO vx_limit (xid, type, soft, max) VALUES (?, ?, ?, ?)",
@@ -239,8 +242,9 @@ def start(call: Call, name: str) -> None:
 @method("vx.stop", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,),
         returns="string")
 def stop(call: Call, name: str) -> str:
-    """Stop a vserver: run its halt command inside, wait up to its init timeout, then
-    kill what is left. Returns the halt command's output."""
+    """Stop a vserver: send its init the halt signal (vxdb.init halt_signal; returns "")
+    or run its halt command inside (returns the command's output), wait up to its init
+    timeout, then kill what is left."""
     return call.runtime.stop(call.db, call.vserver)
 
 
@@ -254,16 +258,10 @@ def restart(call: Call, name: str) -> None:
 @method("vx.reboot", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,),
         returns="string")
 def reboot(call: Call, name: str) -> str:
-    """Run the reboot command inside; the vserver comes back by itself. Returns the
-    command's output."""
-    call.runtime.require_running(call.vserver)
-    return call.runtime.exec(call.vserver, reboot_command(call, call.vserver))
-
-
-def reboot_command(call: Call, vserver: VServer) -> list[str]:
-    with vxdb.transaction(call.db):
-        row = call.db.execute("SELECT reboot FROM init WHERE xid = ?", (vserver.xid,)).fetchone()
-    return _split_command((row[0] if row else "") or vocab.DEFAULT_REBOOT)
+    """Reboot a running vserver: send its init the reboot signal (vxdb.init reboot_signal;
+    returns "") or run its reboot command inside (returns the command's output); the
+    vserver comes back by itself."""
+    return call.runtime.reboot(call.db, call.vserver)
 
 
 @method("vx.exec", cap="EXEC", owner=Owner.OWNER, lock=False, txn=Txn.SELF,

@@ -141,6 +141,20 @@ MIGRATIONS: tuple[str, ...] = (
         last  REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # distro: init signals (vxdb.init halt_signal, reboot_signal) and how a template's init
+    # wants to be run (API filesystems, readiness), issue 16
+    f"""
+    ALTER TABLE init ADD COLUMN halt_signal TEXT NOT NULL DEFAULT ''
+        CHECK (halt_signal = '' OR halt_signal GLOB 'SIG[A-Z]*');
+    ALTER TABLE init ADD COLUMN reboot_signal TEXT NOT NULL DEFAULT ''
+        CHECK (reboot_signal = '' OR reboot_signal GLOB 'SIG[A-Z]*');
+    -- api_mounts: names of libvserver.api.API_MOUNTS, space-separated; ready: READY_MODES
+    CREATE TABLE vx_boot (
+        {_VX} PRIMARY KEY,
+        api_mounts TEXT NOT NULL DEFAULT '',
+        ready      TEXT NOT NULL DEFAULT '' {_in('ready', vocab.READY_MODES)}
+    );
+    """,
 )
 
 VERSION = len(MIGRATIONS)

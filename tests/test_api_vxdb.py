@@ -24,7 +24,8 @@ def test_new_vserver_has_design_defaults(admin, vs):
     assert admin.vxdb.vx.flags.get(name=vs) == sorted(
         ["VIRT_MEM", "VIRT_UPTIME", "VIRT_CPU", "VIRT_LOAD", "HIDE_NETIF"])
     assert admin.vxdb.init.get(name=vs) == {"init": "/sbin/init", "halt": "/sbin/halt",
-                                            "reboot": "/sbin/reboot", "timeout": 15}
+                                            "reboot": "/sbin/reboot", "timeout": 15,
+                                            "halt_signal": "", "reboot_signal": ""}
 
 
 def test_nx_addr_round_trip_with_default_netmask(admin, vs):
@@ -149,7 +150,8 @@ def test_dx_limit_round_trip(admin, vs):
 def test_init_set_defaults_empty_fields_and_validates_paths(admin, vs):
     admin.vxdb.init.set(name=vs, init="/bin/myinit", halt="", reboot="/bin/reboot2", timeout=30)
     assert admin.vxdb.init.get(name=vs) == {"init": "/bin/myinit", "halt": "/sbin/halt",
-                                            "reboot": "/bin/reboot2", "timeout": 30}
+                                            "reboot": "/bin/reboot2", "timeout": 30,
+                                            "halt_signal": "", "reboot_signal": ""}
     assert fault_code(admin.vxdb.init.set, name=vs, init="sbin/init") == 200
     admin.vxdb.init.set(name=vs)
     assert admin.vxdb.init.get(name=vs)["init"] == "/sbin/init"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import resource
@@ -169,7 +170,13 @@ class NativeBackend(Backend):
     def _kill_and_clean(self, xid: int) -> None:
         end = time.monotonic() + 10
         while self.layout.pids(xid) and time.monotonic() < end:
-            self.layout.kill_all(xid)
+            try:
+                self.layout.kill_all(xid)
+            except OSError as exc:
+                # ENOENT/ENODEV: the supervisor saw init end and removed the groups meanwhile
+                if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
+                break
             time.sleep(0.01)
         # Let the supervisor reap init and record the reason before the groups go away.
         self.client.call({"op": "reap"})

@@ -100,10 +100,11 @@ def metavar(param: Param) -> str:
 
 def usage_line(spec: Spec) -> str:
     words = []
+    options = []
     closing = 0
     for a in arguments(spec):
         if a.option:
-            words.append(f"[--{a.param.name} {metavar(a.param)}]")
+            options.append(f"[--{a.param.name} {metavar(a.param)}]")
         elif a.rest:
             words.append(f"{metavar(a.param)} [ARGS...]")
         elif a.required:
@@ -111,7 +112,7 @@ def usage_line(spec: Spec) -> str:
         else:
             words.append(f"[{metavar(a.param)}")
             closing += 1
-    text = " ".join(words) + "]" * closing
+    text = " ".join([" ".join(words) + "]" * closing, *options]).strip()
     return text
 
 

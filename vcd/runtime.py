@@ -49,6 +49,11 @@ def init_settings(db: vxdb.Connection, xid: int) -> dict[str, Any]:
     return init
 
 
+def forget_restarts(db: vxdb.Connection, xids: list[int]) -> None:
+    """Drop reboot requests from inside: an explicit stop supersedes them."""
+    db.executemany("DELETE FROM restart WHERE xid = ?", [(x,) for x in xids])
+
+
 def build_spec(db: vxdb.Connection, vserver: VServer) -> tuple[ContextSpec, dict[str, Any]]:
     """The complete context spec of a vserver from every VXDB table, plus its
     init settings (`init_settings`)."""
@@ -198,14 +203,16 @@ class Runtime:
             raise VcdError(Fault.MESYS, f"start of {vserver.name} failed: {exc}") from None
         log.info("started %s (xid %d)", vserver.name, vserver.xid)
 
-    def stop(self, db: vxdb.Connection, vserver: VServer) -> str:
+    def stop(self, db: vxdb.Connection, vserver: VServer,
+             init: dict[str, Any] | None = None) -> str:
         """Halt a running vserver: send init its halt signal, or run its halt command,
         wait up to its init timeout, kill what is left. Returns the halt command's output,
-        "" when a signal was sent."""
-        with vxdb.transaction(db, immediate=True):
-            init = init_settings(db, vserver.xid)
-            # an explicit stop supersedes a reboot requested from inside
-            db.execute("DELETE FROM restart WHERE xid = ?", (vserver.xid,))
+        "" when a signal was sent. `init`: its `init_settings`, read by a caller that has
+        also cleared its restart request (`forget_restarts`) in its own transaction."""
+        if init is None:
+            with vxdb.transaction(db, immediate=True):
+                init = init_settings(db, vserver.xid)
+                forget_restarts(db, [vserver.xid])
         self.require_running(vserver)
         marker = self.stop_marker(vserver.xid)
         self.stop_markers.mkdir(mode=0o700, parents=True, exist_ok=True)

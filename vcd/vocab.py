@@ -1,11 +1,11 @@
 """Value vocabularies of the API (case-sensitive), and the defaults of a new vserver."""
 from __future__ import annotations
 
-# The kernel's vocabulary (capabilities in bit order, context caps, flags, limit and uname
-# types) is libvserver's: it is what a backend can be asked for.
 import re
 import signal as _signal
 
+# The kernel's vocabulary (capabilities in bit order, context caps, flags, limit and uname
+# types) is libvserver's: it is what a backend can be asked for.
 from libvserver.api import (BCAPS, CCAPS, FLAGS, LIMIT_TYPES as LIMITS,  # noqa: F401
                             MEMORY_LIMIT_TYPES as MEMORY_LIMITS, UNAME_TYPES as UNAMES,
                             API_MOUNTS, READY_MODES)

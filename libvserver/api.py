@@ -35,6 +35,14 @@ BCAPS = ("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL",
          "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE")
 # The capability number is the index in BCAPS (linux/capability.h order).
 CAP_NUMBERS = {name: i for i, name in enumerate(BCAPS)}
+# API filesystems mounted before init for a distribution's own init (issue 16): "run" a
+# tmpfs on /run, "run-lock" a tmpfs on /run/lock, "cgroup" the vserver's own cgroup2
+# view on /sys/fs/cgroup (a cgroup namespace rooted at its group). systemd refuses to
+# boot without them ("Failed to mount API filesystems").
+API_MOUNTS = ("run", "run-lock", "cgroup")
+# How start() tells that init is up: "" once it has exec'd, "notify" on READY=1 through
+# NOTIFY_SOCKET (as systemd-nspawn --notify-ready), bounded by the init timeout.
+READY_MODES = ("", "notify")
 
 MIN_XID, MAX_XID = 2, 65534
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -162,6 +170,10 @@ class ContextSpec:
     # privileged: no user namespace (guest root is host root); seccomp: the default filter.
     privileged: bool = False
     seccomp: bool = True
+    # How init wants to be run (issue 16, from the template's metadata): API filesystems
+    # to mount before it (names of API_MOUNTS) and its readiness protocol (READY_MODES).
+    api_mounts: list[str] = field(default_factory=list)
+    ready: str = ""
 
     def validate(self) -> None:
         """Raise :class:`InvalidSpec` naming the first bad value."""
@@ -197,6 +209,11 @@ class ContextSpec:
         for s in self.sched:
             if s.interval < 0 or s.fillrate < 0 or s.interval2 < 0 or s.fillrate2 < 0:
                 raise InvalidSpec(f"negative sched value in {s}")
+        bad = sorted(set(self.api_mounts) - set(API_MOUNTS))
+        if bad:
+            raise InvalidSpec(f"unknown API filesystem {bad[0]!r} (known: {' '.join(API_MOUNTS)})")
+        if self.ready not in READY_MODES:
+            raise InvalidSpec(f"unknown readiness mode {self.ready!r} (known: '', 'notify')")
         if self.disk_limit and (self.disk_limit.space_kib <= 0 or self.disk_limit.inodes <= 0
                                 or not 0 <= self.disk_limit.reserved_pct <= 50):
             raise InvalidSpec(f"invalid disk limit {self.disk_limit}")
@@ -224,7 +241,8 @@ class ContextSpec:
             mounts=[Mount(**x) for x in d["mounts"]],
             addresses=[NetAddr(**x) for x in d["addresses"]], broadcast=d["broadcast"],
             disk_limit=DiskLimit(**d["disk_limit"]) if d["disk_limit"] else None,
-            privileged=bool(d.get("privileged", False)), seccomp=bool(d.get("seccomp", True)))
+            privileged=bool(d.get("privileged", False)), seccomp=bool(d.get("seccomp", True)),
+            api_mounts=list(d.get("api_mounts", [])), ready=str(d.get("ready", "")))
 
 
 @dataclass(frozen=True)
@@ -295,7 +313,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def stop(self, xid: int, halt_argv: list[str], timeout: float) -> str:
-        """Run halt inside, wait up to timeout for the end, then kill all; returns halt output."""
+        """Run halt inside, wait up to timeout for the end, then kill all; returns halt output.
+        An empty halt_argv runs nothing: the caller has told init to stop (its halt
+        signal), and stop() only waits and cleans up."""
 
     @abc.abstractmethod
     def exec(self, xid: int, argv: list[str], timeout: float = 30.0,

@@ -79,8 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a template cache", parents=[common])
     b.add_argument("name")
     b.add_argument("--from", dest="source", choices=["busybox", "debian"], required=True)
-    b.add_argument("--suite", default=debian.DEFAULT_SUITE, help="Debian suite (debian only)")
-    b.add_argument("--mirror", help="Debian mirror URL (default: the one this host's apt uses)")
+    b.add_argument("--init", choices=debian.INITS,
+                   help="init of a debian template: the distribution's own systemd "
+                        "(default) or BusyBox init (the small variant)")
+    b.add_argument("--suite", default=debian.DEFAULT_SUITE,
+                   help="debootstrap suite, e.g. bookworm, trixie, or Ubuntu's jammy "
+                        "(debian only; default %(default)s)")
+    b.add_argument("--mirror", help="mirror URL (default: the Debian mirror this host's apt uses; "
+                                    f"{debian.UBUNTU_MIRROR} for Ubuntu suites)")
     b.add_argument("--include", default="", help="extra packages, comma-separated (debian only)")
     b.add_argument("--format", dest="fmt", choices=sorted(FORMATS),
                    help="archive format, or 'dir' for a directory template that vservers can "
@@ -126,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         bar = BuildBar(STAGES[args.source]) if sys.stdout.isatty() else None
         progress = bar or StepPrinter(sys.stderr, time.monotonic())
         try:
+            if args.source == "busybox" and args.init not in (None, "busybox"):
+                raise ValueError(f"--init {args.init} needs --from debian (--from busybox "
+                                 "is BusyBox init)")
             out = _build(args, progress)
         finally:
             if bar is not None:
@@ -149,7 +158,8 @@ def _build(args: argparse.Namespace, progress: Progress) -> Path:
     include = [x.strip() for x in args.include.split(",") if x.strip()]
     return debian.build(args.name, args.templatedir, suite=args.suite, mirror=args.mirror,
                         include=include, fmt=args.fmt or "zst", hostname=args.hostname,
-                        cache_dir=args.cache_dir, progress=progress)
+                        cache_dir=args.cache_dir, progress=progress,
+                        init=args.init or debian.DEFAULT_INIT)
 
 
 if __name__ == "__main__":

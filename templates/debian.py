@@ -1,10 +1,24 @@
 """A Debian template: ``debootstrap --variant=minbase`` made bootable as a vserver.
 
-minbase has no init, so the template gets BusyBox's init (from the Debian
-package ``busybox-static``, so dpkg knows about it and apt upgrades it) with an
-inittab that runs the SysV start scripts of /etc/rc2.d, reaps orphans, and
-turns SIGUSR1/SIGTERM (what /sbin/halt and /sbin/reboot send) into an orderly
-shutdown. No kernel, no udev, no device nodes: the runtime provides /dev.
+Two inits (``--init``):
+
+- ``systemd`` (the default): the distribution's own systemd, as every VPS and LXC/Incus
+  container boots it (issue 16). minbase plus ``systemd-sysv`` (systemd as /sbin/init,
+  halt/reboot/poweroff), ``dbus`` (logind, hostnamectl, timedatectl), ``procps`` (ps,
+  kill, free) and ``iproute2`` (``ip``: vcd configures the network from outside, but an
+  admin inspects it from inside). No udev, no kernel, no ifupdown, no getty on tty1.
+  The template's metadata says how to run it: the API filesystems vcd mounts before
+  init (tmpfs /run and /run/lock, the vserver's own cgroup2 view), systemd's halt and
+  reboot signals (SIGRTMIN+3 and SIGINT) instead of commands, the capabilities it needs
+  inside the vserver's user namespace, and ``ready = "notify"`` (wait for READY=1).
+- ``busybox``: minbase has no init, so the template gets BusyBox's init (from the Debian
+  package ``busybox-static``, so dpkg knows about it and apt upgrades it) with an
+  inittab that runs the SysV start scripts of /etc/rc2.d, reaps orphans, and turns
+  SIGUSR1/SIGTERM (what /sbin/halt and /sbin/reboot send) into an orderly shutdown.
+
+Other debootstrap suites (e.g. Ubuntu's ``noble`` with ``--mirror
+http://archive.ubuntu.com/ubuntu`` and the host's ``ubuntu-keyring``) build the same
+way. No device nodes either way: the runtime provides /dev.
 """
 
 from __future__ import annotations
@@ -21,11 +35,41 @@ import urllib.request
 from pathlib import Path
 
 from .errors import BuildError
-from .metadata import TemplateMeta
+from .metadata import DEFAULT_BCAPS, TemplateMeta
 from .pack import Progress, build_into_store
 
 DEFAULT_SUITE = "bookworm"
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
+UBUNTU_MIRROR = "http://archive.ubuntu.com/ubuntu"
+INITS = ("systemd", "busybox")
+DEFAULT_INIT = "systemd"
+# Packages beyond minbase for each init (see the module docstring for why each).
+INIT_PACKAGES = {"systemd": ["systemd-sysv", "dbus", "procps", "iproute2"],
+                 "busybox": ["busybox-static"]}
+
+# Bounding capabilities of a systemd guest beyond vcd's defaults. Safe only because the
+# guest's root is an unprivileged user in its own user namespace: each one reaches only
+# what that namespace owns (its mounts, its network namespace, its files).
+SYSTEMD_EXTRA_BCAPS = (
+    "SETPCAP",       # systemd drops capabilities for units (journald, logind: status 218)
+    "SYS_ADMIN",     # mount namespaces for PrivateTmp/ProtectSystem/DynamicUser; logind's /run/user
+    "SYS_RESOURCE",  # raising RLIMIT_NOFILE and others for units (LimitNOFILE=)
+    "NET_ADMIN",     # the guest's own network namespace: ip, networkd, ifupdown
+    "NET_RAW",       # ping and DHCP clients
+    "SETFCAP",       # dpkg installs binaries with file capabilities (iputils-ping)
+    "AUDIT_WRITE",   # login, su and sshd send audit records (refused, not fatal, in a userns)
+    "MKNOD",         # PrivateDevices= builds a small /dev (systemd falls back to binds)
+    "SYS_NICE",      # Nice=, CPUSchedulingPolicy=, IOSchedulingClass= of units
+    "IPC_LOCK",      # mlock: gpg-agent, some databases
+)
+# systemd's own signals: SIGRTMIN+3 halts (systemctl halt), SIGINT reboots (ctrl-alt-del
+# in a container), as lxc.signal.halt / lxc.signal.reboot of LXC's systemd templates.
+SYSTEMD_HALT_SIGNAL = "SIGRTMIN+3"
+SYSTEMD_REBOOT_SIGNAL = "SIGINT"
+SYSTEMD_API_MOUNTS = ["run", "run-lock", "cgroup"]
+# Units that have no work in a vserver (no block devices of its own, no tty1): masked.
+SYSTEMD_MASKED = ("e2scrub_reap.service", "e2scrub_all.timer", "fstrim.timer",
+                  "getty@tty1.service", "systemd-pstore.service")
 # A minbase root is ~210 MB and its tarball ~50 MB; refuse early below this.
 MIN_FREE_BYTES = 600 * 1024 * 1024
 _SUITE_RE = re.compile(r"[a-z][a-z0-9.-]{1,30}")
@@ -201,31 +245,46 @@ def _link(target: str, link: Path) -> None:
     os.symlink(target, link)
 
 
-def make_bootable(root: Path, suite: str, mirror: str, hostname: str = "vserver") -> None:
+def is_ubuntu(suite: str, mirror: str | None = None) -> bool:
+    """Whether ``suite`` is Ubuntu's: debootstrap builds it with its Ubuntu script (gutsy),
+    or the mirror is an Ubuntu archive (suites newer than this host's debootstrap)."""
+    if mirror is not None and re.search(r"/ubuntu(-ports)?/?$", mirror):
+        return True
+    script = Path("/usr/share/debootstrap/scripts") / suite
+    return script.is_symlink() and os.readlink(script) == "gutsy" or script.name == "gutsy"
+
+
+def apt_sources(suite: str, mirror: str) -> str:
+    """/etc/apt/sources.list of the template: the suite, its updates and security."""
+    if is_ubuntu(suite, mirror):
+        components = "main universe"
+        security = f"deb http://security.ubuntu.com/ubuntu {suite}-security {components}\n"
+    else:
+        components = "main"
+        security = (f"deb http://security.debian.org/debian-security {suite}-security "
+                    f"{components}\n")
+    sources = f"deb {mirror} {suite} {components}\n"
+    if suite not in _NO_SECURITY:
+        sources += f"deb {mirror} {suite}-updates {components}\n" + security
+    return sources
+
+
+def make_bootable(root: Path, suite: str, mirror: str, hostname: str = "vserver",
+                  init: str = "busybox") -> None:
     """Turn a debootstrapped tree into a vserver root (init, halt, reboot, no devices, small)."""
-    bb = root / "bin" / "busybox"
-    if not bb.exists():
-        raise BuildError("busybox-static was not installed into the template")
-    for applet in ("init", "halt", "reboot", "poweroff"):
-        # Absolute target inside the vserver; /bin is /usr/bin on merged-usr suites.
-        _link("/bin/busybox", _confined(root / "sbin" / applet, root))
-    for rel in ("etc/inittab", "etc/vcd/rc.boot", "etc/hostname", "etc/hosts", "etc/resolv.conf",
-                "etc/apt/sources.list"):
+    if init == "systemd":
+        _systemd_init(root)
+    else:
+        _busybox_init(root)
+    for rel in ("etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/apt/sources.list"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         _confined(root / rel, root)
-    _write(root / "etc/inittab", INITTAB)
-    _write(root / "etc/vcd/rc.boot", RC_BOOT, 0o755)
-    _write(root / "etc/vcd/rc.halt", RC_HALT, 0o755)
     _write(root / "etc/hostname", hostname + "\n")
     _write(root / "etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n"
                                "::1\tlocalhost ip6-localhost ip6-loopback\n")
     # debootstrap copies the host's resolv.conf; a vserver gets its own.
     _write(root / "etc/resolv.conf", "")
-    sources = f"deb {mirror} {suite} main\n"
-    if suite not in _NO_SECURITY:
-        sources += f"deb {mirror} {suite}-updates main\n"
-        sources += f"deb http://security.debian.org/debian-security {suite}-security main\n"
-    _write(root / "etc/apt/sources.list", sources)
+    _write(root / "etc/apt/sources.list", apt_sources(suite, mirror))
 
     # Devices are made by the runtime at start; a template carries none.
     dev = root / "dev"
@@ -253,19 +312,69 @@ def make_bootable(root: Path, suite: str, mirror: str, hostname: str = "vserver"
                 os.unlink(p)
 
 
+def _busybox_init(root: Path) -> None:
+    bb = root / "bin" / "busybox"
+    if not bb.exists():
+        raise BuildError("busybox-static was not installed into the template")
+    for applet in ("init", "halt", "reboot", "poweroff"):
+        # Absolute target inside the vserver; /bin is /usr/bin on merged-usr suites.
+        _link("/bin/busybox", _confined(root / "sbin" / applet, root))
+    for rel in ("etc/inittab", "etc/vcd/rc.boot", "etc/vcd/rc.halt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        _confined(root / rel, root)
+    _write(root / "etc/inittab", INITTAB)
+    _write(root / "etc/vcd/rc.boot", RC_BOOT, 0o755)
+    _write(root / "etc/vcd/rc.halt", RC_HALT, 0o755)
+
+
+def _systemd_init(root: Path) -> None:
+    init = root / "sbin" / "init"
+    target = os.readlink(init) if init.is_symlink() else ""
+    if not target.endswith("/systemd"):
+        raise BuildError(f"systemd-sysv did not make /sbin/init systemd (it is {target or 'missing'})")
+    # Every vserver made from the template gets its own machine id: empty, systemd
+    # writes a fresh one at its first boot (machine-id(5)); dbus reads the same file.
+    _write(_confined(root / "etc/machine-id", root), "", 0o444)
+    dbus_id = _confined(root / "var/lib/dbus/machine-id", root)
+    if dbus_id.parent.is_dir():
+        _link("/etc/machine-id", dbus_id)
+    system = root / "etc/systemd/system"
+    for unit in SYSTEMD_MASKED:
+        for wants in system.glob(f"*.wants/{unit}"):
+            wants.unlink()
+        _link("/dev/null", _confined(system / unit, root))
+
+
+def build_meta(name: str, suite: str, init: str, mirror: str | None = None) -> TemplateMeta:
+    """The metadata of a Debian template: how vcd runs its init."""
+    distro = "Ubuntu" if is_ubuntu(suite, mirror) else "Debian"
+    if init == "busybox":
+        return TemplateMeta(name=name, description=f"{distro} {suite} (debootstrap minbase) "
+                                                   "with BusyBox init")
+    return TemplateMeta(
+        name=name, description=f"{distro} {suite} (debootstrap minbase) with systemd",
+        bcaps=DEFAULT_BCAPS + [c for c in SYSTEMD_EXTRA_BCAPS if c not in DEFAULT_BCAPS],
+        halt_signal=SYSTEMD_HALT_SIGNAL, reboot_signal=SYSTEMD_REBOOT_SIGNAL,
+        api_mounts=list(SYSTEMD_API_MOUNTS), ready="notify")
+
+
 def build(name: str, templatedir: Path, *, suite: str = DEFAULT_SUITE, mirror: str | None = None,
           include: list[str] | None = None, fmt: str = "zst", hostname: str = "vserver",
-          cache_dir: Path | None = None, progress: Progress | None = None) -> Path:
-    """Build Debian template ``name``; ``cache_dir`` keeps downloaded .debs for the next build."""
+          cache_dir: Path | None = None, progress: Progress | None = None,
+          init: str = DEFAULT_INIT) -> Path:
+    """Build Debian template ``name`` with ``init`` (systemd or busybox, see the module
+    docstring); ``cache_dir`` keeps downloaded .debs for the next build."""
     if not _SUITE_RE.fullmatch(suite):
         raise BuildError(f"invalid suite name {suite!r}")
-    pkgs = ["busybox-static"] + [p for p in (include or []) if p]
+    if init not in INITS:
+        raise BuildError(f"unknown init {init!r} (known: {' '.join(INITS)})")
+    pkgs = INIT_PACKAGES[init] + [p for p in (include or []) if p]
     for p in pkgs:
         if not _PKG_RE.fullmatch(p):
             raise BuildError(f"invalid package name {p!r}")
     if shutil.which("debootstrap") is None:
         raise BuildError("debootstrap is not installed (apt-get install debootstrap)")
-    mirror = (mirror or host_mirror()).rstrip("/")
+    mirror = (mirror or (UBUNTU_MIRROR if is_ubuntu(suite) else host_mirror())).rstrip("/")
     if not re.fullmatch(r"(https?|file)://[^\s,]+", mirror):
         raise BuildError(f"invalid mirror URL {mirror!r}")
     say = progress or (lambda m: None)
@@ -290,8 +399,8 @@ def build(name: str, templatedir: Path, *, suite: str = DEFAULT_SUITE, mirror: s
         argv += [suite, str(root), mirror]
         say(f"debootstrap --variant=minbase {suite} ({', '.join(pkgs)})")
         _run_debootstrap(argv, root, say)
-        say("making it bootable as a vserver (busybox init, no devices, apt caches dropped)")
-        make_bootable(root, suite, mirror, hostname)
+        say(f"making it bootable as a vserver ({init} init, no devices, apt caches dropped)")
+        make_bootable(root, suite, mirror, hostname, init)
 
-    meta = TemplateMeta(name=name, description=f"Debian {suite} (debootstrap minbase) with BusyBox init")
+    meta = build_meta(name, suite, init, mirror)
     return build_into_store(name, templatedir, fmt, populate=populate, meta=meta, progress=say)

@@ -26,6 +26,7 @@ BCAPS = frozenset(_api.BCAPS)
 CCAPS = frozenset(_api.CCAPS)
 FLAGS = frozenset(_api.FLAGS)
 LIMIT_TYPES = frozenset(_api.LIMIT_TYPES)
+API_MOUNTS = frozenset(_api.API_MOUNTS)
 DEFAULT_BCAPS = list(_vocab.DEFAULT_BCAPS)
 DEFAULT_CCAPS = list(_vocab.DEFAULT_CCAPS)
 DEFAULT_FLAGS = list(_vocab.DEFAULT_FLAGS)
@@ -64,6 +65,13 @@ class TemplateMeta:
     ccaps: list[str] = field(default_factory=lambda: list(DEFAULT_CCAPS))
     flags: list[str] = field(default_factory=lambda: list(DEFAULT_FLAGS))
     limits: list[LimitSpec] = field(default_factory=list)
+    # How a distribution's own init wants to be run (issue 16): signals instead of the
+    # halt/reboot commands ("" = run the command), API filesystems mounted before init
+    # (names of API_MOUNTS) and its readiness protocol ("" or "notify").
+    halt_signal: str = ""
+    reboot_signal: str = ""
+    api_mounts: list[str] = field(default_factory=list)
+    ready: str = ""
 
     # -- reading -----------------------------------------------------------
 
@@ -73,7 +81,8 @@ class TemplateMeta:
             return MetadataError(f"{source}: key {key!r}: {why}")
 
         known = {"name", "description", "init", "halt", "reboot", "timeout", "mounts", "bcaps",
-                 "ccaps", "flags", "limits"}
+                 "ccaps", "flags", "limits", "halt_signal", "reboot_signal", "api_mounts",
+                 "ready"}
         for key in data:
             if key not in known:
                 raise err(key, f"unknown key (known: {', '.join(sorted(known))})")
@@ -100,6 +109,23 @@ class TemplateMeta:
                 setattr(meta, key, _names(data[key], key, vocab, err))
         if "limits" in data:
             meta.limits = _limits(data["limits"], err)
+        for key in ("halt_signal", "reboot_signal"):
+            if key in data:
+                value = _string(data[key], key, err)
+                if value:
+                    try:
+                        _vocab.signal_number(value)
+                    except ValueError:
+                        raise err(key, f"{value!r} is not {_vocab.SIGNAL_FORMS}, "
+                                       "nor \"\" (run the command)") from None
+                setattr(meta, key, value)
+        if "api_mounts" in data:
+            meta.api_mounts = _names(data["api_mounts"], "api_mounts", API_MOUNTS, err)
+        if "ready" in data:
+            value = _string(data["ready"], "ready", err)
+            if value not in _vocab.READY_MODES:
+                raise err("ready", f"unknown readiness mode {value!r} (known: \"\", \"notify\")")
+            meta.ready = value
         return meta
 
     @classmethod
@@ -124,13 +150,15 @@ class TemplateMeta:
             "bcaps": list(self.bcaps), "ccaps": list(self.ccaps), "flags": list(self.flags),
             "mounts": [vars(m).copy() for m in self.mounts],
             "limits": [vars(lim).copy() for lim in self.limits],
+            "halt_signal": self.halt_signal, "reboot_signal": self.reboot_signal,
+            "api_mounts": list(self.api_mounts), "ready": self.ready,
         }
 
     def dumps(self) -> str:
         d = self.to_dict()
         lines = ["# vcd template metadata (TOML); read by vx.create and vx.templates"]
         for key in ("name", "description", "init", "halt", "reboot", "timeout", "bcaps",
-                    "ccaps", "flags"):
+                    "ccaps", "flags", "halt_signal", "reboot_signal", "api_mounts", "ready"):
             lines.append(f"{key} = {_toml_value(d[key])}")
         for table in ("mounts", "limits"):
             for row in d[table]:

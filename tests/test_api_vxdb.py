@@ -24,7 +24,8 @@ def test_new_vserver_has_design_defaults(admin, vs):
     assert admin.vxdb.vx.flags.get(name=vs) == sorted(
         ["VIRT_MEM", "VIRT_UPTIME", "VIRT_CPU", "VIRT_LOAD", "HIDE_NETIF"])
     assert admin.vxdb.init.get(name=vs) == {"init": "/sbin/init", "halt": "/sbin/halt",
-                                            "reboot": "/sbin/reboot", "timeout": 15}
+                                            "reboot": "/sbin/reboot", "timeout": 15,
+                                            "halt_signal": "", "reboot_signal": ""}
     # host-protecting default (default_nproc); memory and disk unlimited
     assert admin.vxdb.vx.limit.get(name=vs) == [{"limit": "NPROC", "soft": "4096",
                                                  "max": "4096"}]
@@ -154,7 +155,8 @@ def test_dx_limit_round_trip(admin, vs):
 def test_init_set_keeps_empty_fields_and_validates_paths(admin, vs):
     admin.vxdb.init.set(name=vs, init="/bin/myinit", halt="", reboot="/bin/reboot2", timeout=30)
     assert admin.vxdb.init.get(name=vs) == {"init": "/bin/myinit", "halt": "/sbin/halt",
-                                            "reboot": "/bin/reboot2", "timeout": 30}
+                                            "reboot": "/bin/reboot2", "timeout": 30,
+                                            "halt_signal": "", "reboot_signal": ""}
     assert fault_code(admin.vxdb.init.set, name=vs, init="sbin/init") == 200
     admin.vxdb.init.set(name=vs)   # names nothing: changes nothing
     assert admin.vxdb.init.get(name=vs)["init"] == "/bin/myinit"

@@ -317,6 +317,10 @@ def test_vce_edits_each_area_with_the_original_argument_orders(d):
     assert json.loads(ok(d, "vce", "--json", "vx.sched.get", name))[0]["fillrate"] == 30
     ok(d, "vce", "init.set", name, "/sbin/init", "/sbin/halt", "/sbin/reboot", "5")
     assert json.loads(ok(d, "vce", "--json", "init.get", name))["timeout"] == 5
+    ok(d, "vce", "init.set", name, "--halt_signal", "SIGRTMIN+3", "--reboot_signal", "SIGINT")
+    assert re.search(r"halt_signal:\s+SIGRTMIN\+3", ok(d, "vce", "init.get", name))
+    assert json.loads(ok(d, "vce", "--json", "init.get", name))["reboot_signal"] == "SIGINT"
+    assert "SIGRTMIN+n" in fails(d, 6, "vce", "init.set", name, "--halt_signal", "TERM")
     ok(d, "vce", "dx.limit.set", name, "1048576", "10000", "5")
     assert re.search(r"space:\s+1\.0G", ok(d, "vce", "dx.limit.get", name))   # KiB, shown human
     ok(d, "vce", "vx.cpuset.set", name, "0")

@@ -267,6 +267,24 @@ class Signal(ParamType):
 
 
 @dataclass(frozen=True)
+class SignalName(ParamType):
+    """A signal by name (vocab.signal_number), kept as given: "SIGRTMIN+3", "SIGPWR"."""
+    description: str = "signal name"
+
+    def convert(self, name: str, value: Any) -> str:
+        value = self._string(name, value)
+        # "" on the wire means "absent" (a set keeps the current value): "none" clears it
+        if value.lower() == "none":
+            return ""
+        try:
+            vocab.signal_number(value)
+        except ValueError:
+            raise invalid(f"'{name}' is not a signal name: {value!r}; expected "
+                          f"{vocab.SIGNAL_FORMS}, or \"none\" to run the command") from None
+        return value
+
+
+@dataclass(frozen=True)
 class Param:
     """One named method parameter.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import resource
@@ -184,8 +185,9 @@ class NativeBackend(Backend):
         deadline = time.monotonic() + timeout
         output = ""
         try:
-            r = self.exec(xid, halt_argv, timeout=timeout, output_cap=64 * 1024)
-            output = r.output.decode(errors="replace")
+            if halt_argv:  # empty: init was sent its halt signal by the caller
+                r = self.exec(xid, halt_argv, timeout=timeout, output_cap=64 * 1024)
+                output = r.output.decode(errors="replace")
         except (NotRunning, ProcessLookupError):
             pass
         while self.layout.pids(xid) and time.monotonic() < deadline:
@@ -196,7 +198,13 @@ class NativeBackend(Backend):
     def _kill_and_clean(self, xid: int) -> None:
         end = time.monotonic() + 10
         while self.layout.pids(xid) and time.monotonic() < end:
-            self.layout.kill_all(xid)
+            try:
+                self.layout.kill_all(xid)
+            except OSError as exc:
+                # ENOENT/ENODEV: the supervisor saw init end and removed the groups meanwhile
+                if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
+                break
             time.sleep(0.01)
         # Let the supervisor reap init and record the reason before the groups go away.
         self.client.call({"op": "reap"})

@@ -205,7 +205,8 @@ class VserverBackend(Backend):
         if self._info(xid) is None:
             raise NotRunning(f"context {xid} is not running")
         deadline = time.monotonic() + timeout
-        out = self.exec(xid, halt_argv, timeout=timeout, output_cap=64 * 1024)
+        out = (self.exec(xid, halt_argv, timeout=timeout, output_cap=64 * 1024) if halt_argv
+               else ExecResult(0, b""))  # empty: init was sent its halt signal by the caller
         while self._info(xid) is not None and time.monotonic() < deadline:
             time.sleep(0.05)
         end = time.monotonic() + 10

@@ -51,7 +51,8 @@ def deb_store(tmp_path_factory, deb_cache) -> TemplateStore:
     td = tmp_path_factory.mktemp("debtemplates")
     t0 = time.monotonic()
     lines: list[str] = []
-    debian.build("deb", td, suite="bookworm", fmt="zst", cache_dir=deb_cache, progress=lines.append)
+    debian.build("deb", td, suite="bookworm", fmt="zst", cache_dir=deb_cache, progress=lines.append,
+                 init="busybox")
     print(f"debian build {time.monotonic() - t0:.1f}s")
     assert any("debootstrap" in ln for ln in lines)
     return TemplateStore(td)

@@ -102,13 +102,14 @@ def metavar(param: Param) -> str:
 
 def usage_line(spec: Spec) -> str:
     words = []
+    options = []
     closing = 0
     args = arguments(spec)
     if spec.rest:  # options after the rest would be the command's own
         args = [a for a in args if a.option] + [a for a in args if not a.option]
     for a in args:
         if a.option:
-            words.append(f"[--{a.param.name} {metavar(a.param)}]")
+            options.append(f"[--{a.param.name} {metavar(a.param)}]")
         elif a.rest:
             words.append(f"{metavar(a.param)} [ARGS...]")
         elif a.required:
@@ -116,7 +117,7 @@ def usage_line(spec: Spec) -> str:
         else:
             words.append(f"[{metavar(a.param)}")
             closing += 1
-    text = " ".join(words) + "]" * closing
+    text = " ".join([" ".join(words) + "]" * closing, *options]).strip()
     return f"{text} {spec.usage}" if spec.usage else text
 
 

@@ -15,6 +15,8 @@ OVERRIDES = (
     # original: vx.limit.set <name> <limit> <soft> [<max>], max defaulting to soft
     Spec("vx.limit.set", "vxdb.vx.limit.set", order=("name", "limit", "soft", "max?"),
          fill={"max": "soft"}),
+    # the init signals are newer than the original vce's positional arguments
+    Spec("init.set", "vxdb.init.set", options=("halt_signal", "reboot_signal")),
 )
 
 PROGRAM = Program("vce", "VServer Configuration Editor: the settings of vservers in VXDB.",

@@ -115,8 +115,13 @@ def apply_defaults(call: Call, xid: int, meta: TemplateMeta) -> None:
     db.executemany("INSERT INTO vx_bcaps (xid, bcap) VALUES (?, ?)", [(xid, c) for c in meta.bcaps])
     db.executemany("INSERT INTO vx_ccaps (xid, ccap) VALUES (?, ?)", [(xid, c) for c in meta.ccaps])
     db.executemany("INSERT INTO vx_flags (xid, flag) VALUES (?, ?)", [(xid, f) for f in meta.flags])
-    db.execute("INSERT INTO init (xid, init, halt, reboot, timeout) VALUES (?, ?, ?, ?, ?)",
-               (xid, meta.init, meta.halt, meta.reboot, meta.timeout))
+    db.execute("INSERT INTO init (xid, init, halt, reboot, timeout, halt_signal, reboot_signal) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (xid, meta.init, meta.halt, meta.reboot, meta.timeout, meta.halt_signal,
+                meta.reboot_signal))
+    if meta.api_mounts or meta.ready:
+        db.execute("INSERT INTO vx_boot (xid, api_mounts, ready) VALUES (?, ?, ?)",
+                   (xid, " ".join(meta.api_mounts), meta.ready))
     db.executemany("INSERT INTO mount (xid, dst, src, type, opts) VALUES (?, ?, ?, ?, ?)",
                    [(xid, m.dst, m.src, m.type, m.opts) for m in meta.mounts])
     db.executemany("INSERT INTO vx_limit (xid, type, soft, max) VALUES (?, ?, ?, ?)",
@@ -282,8 +287,9 @@ def start(call: Call, name: str) -> None:
         background=True,
         returns="string")
 def stop(call: Call, name: str) -> str:
-    """Stop a vserver: run its halt command inside, wait up to its init timeout, then
-    kill what is left. Returns the halt command's output."""
+    """Stop a vserver: send its init the halt signal (vxdb.init halt_signal; returns "")
+    or run its halt command inside (returns the command's output), wait up to its init
+    timeout, then kill what is left."""
     output = call.runtime.stop(call.db, call.vserver)
     call.say(output)
     call.say(f"stopped {name}")
@@ -303,16 +309,10 @@ def restart(call: Call, name: str) -> None:
 @method("vx.reboot", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,),
         returns="string")
 def reboot(call: Call, name: str) -> str:
-    """Run the reboot command inside; the vserver comes back by itself. Returns the
-    command's output."""
-    call.runtime.require_running(call.vserver)
-    return call.runtime.exec(call.vserver, reboot_command(call, call.vserver))
-
-
-def reboot_command(call: Call, vserver: VServer) -> list[str]:
-    with vxdb.transaction(call.db):
-        row = call.db.execute("SELECT reboot FROM init WHERE xid = ?", (vserver.xid,)).fetchone()
-    return _split_command((row[0] if row else "") or vocab.DEFAULT_REBOOT)
+    """Reboot a running vserver: send its init the reboot signal (vxdb.init reboot_signal;
+    returns "") or run its reboot command inside (returns the command's output); the
+    vserver comes back by itself."""
+    return call.runtime.reboot(call.db, call.vserver)
 
 
 def _exec_timeout(call: Call, values: dict) -> None:

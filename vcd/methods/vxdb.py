@@ -16,8 +16,8 @@ from vcd import vocab
 from vcd.errors import Fault, VcdError
 from vcd.limit_ranges import (MAX_DISK_KIB, MIN_DISK_KIB, MIN_INODES, check_disk, check_limit,
                                check_sched, limit_range, max_rate)
-from vcd.params import (AbsPath, Bool, Choice, CpuList, Int, IPv4, Netmask, Param, Text,
-                        UInt64, UserName, VServerName)
+from vcd.params import (AbsPath, Bool, Choice, CpuList, Int, IPv4, Netmask, Param,
+                        SignalName, Text, UInt64, UserName, VServerName)
 from vcd.vxdb.lookup import VServer, find_vserver, may_see, security_of, uid_of, xid_of
 from vcd.registry import Call, Method, Owner, Txn, method, register
 
@@ -380,15 +380,25 @@ single_area("vxdb.dx.limit", cap="DLIM", table="dx_limit", what="disk limit",
                                  doc="percent reserved for root inside"))),
             unset=lambda: {"space": "", "inodes": "", "reserved": 0}, check=_dx_check)
 
-single_area("vxdb.init", cap="INIT", table="init", what="init, halt and reboot commands",
+single_area("vxdb.init", cap="INIT", table="init",
+            what="init, halt and reboot commands (or halt and reboot signals)",
             fields=(_field(Param("init", AbsPath(), required=False, default=vocab.DEFAULT_INIT)),
                     _field(Param("halt", AbsPath(), required=False, default=vocab.DEFAULT_HALT)),
                     _field(Param("reboot", AbsPath(), required=False, default=vocab.DEFAULT_REBOOT)),
                     _field(Param("timeout", Int(0, 86400), required=False,
                                  default=vocab.DEFAULT_TIMEOUT,
-                                 doc="seconds vx.stop waits before killing"))),
+                                 doc="seconds vx.stop waits before killing")),
+                    _field(Param("halt_signal", SignalName(), required=False, default="",
+                                 doc='vx.stop sends this to init instead of running halt, '
+                                     'e.g. "SIGRTMIN+3" (systemd), "SIGUSR2" (BusyBox); '
+                                     '"none" clears it (run halt); read back "" then')),
+                    _field(Param("reboot_signal", SignalName(), required=False, default="",
+                                 doc='vx.reboot sends this to init instead of running reboot, '
+                                     'e.g. "SIGINT" (systemd), "SIGTERM" (BusyBox); '
+                                     '"none" clears it (run reboot)'))),
             unset=lambda: {"init": vocab.DEFAULT_INIT, "halt": vocab.DEFAULT_HALT,
-                           "reboot": vocab.DEFAULT_REBOOT, "timeout": vocab.DEFAULT_TIMEOUT},
+                           "reboot": vocab.DEFAULT_REBOOT, "timeout": vocab.DEFAULT_TIMEOUT,
+                           "halt_signal": "", "reboot_signal": ""},
             check=_init_defaults, with_remove=False)
 
 single_area("vxdb.nx.broadcast", cap="NET", table="nx_broadcast", what="broadcast address",

@@ -171,6 +171,20 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE vx_limit SET soft = 'inf' WHERE soft = '18446744073709551615';
     UPDATE vx_limit SET max = 'inf' WHERE max = '18446744073709551615';
     """,
+    # 3: init signals (vxdb.init halt_signal, reboot_signal) and how a template's init
+    # wants to be run (API filesystems, readiness), issue 16
+    f"""
+    ALTER TABLE init ADD COLUMN halt_signal TEXT NOT NULL DEFAULT ''
+        CHECK (halt_signal = '' OR halt_signal GLOB 'SIG[A-Z]*');
+    ALTER TABLE init ADD COLUMN reboot_signal TEXT NOT NULL DEFAULT ''
+        CHECK (reboot_signal = '' OR reboot_signal GLOB 'SIG[A-Z]*');
+    -- api_mounts: names of libvserver.api.API_MOUNTS, space-separated; ready: READY_MODES
+    CREATE TABLE vx_boot (
+        {_VX} PRIMARY KEY,
+        api_mounts TEXT NOT NULL DEFAULT '',
+        ready      TEXT NOT NULL DEFAULT '' {_in('ready', vocab.READY_MODES)}
+    );
+    """,
 )
 
 VERSION = len(MIGRATIONS)

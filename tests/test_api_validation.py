@@ -133,11 +133,13 @@ def test_init_set_with_only_a_timeout_keeps_the_commands(admin, vcd_module):
                         reboot="/bin/myreboot", timeout=20)
     admin.vxdb.init.set(name=name, timeout=7)
     assert admin.vxdb.init.get(name=name) == {"init": "/bin/myinit", "halt": "/bin/myhalt",
-                                              "reboot": "/bin/myreboot", "timeout": 7}
+                                              "reboot": "/bin/myreboot", "timeout": 7,
+                                              "halt_signal": "", "reboot_signal": ""}
     other = create_vserver(vcd_module)
     admin.vxdb.init.set(name=other, timeout=3)   # nothing set yet: defaults for the rest
     assert admin.vxdb.init.get(name=other) == {"init": "/sbin/init", "halt": "/sbin/halt",
-                                               "reboot": "/sbin/reboot", "timeout": 3}
+                                               "reboot": "/sbin/reboot", "timeout": 3,
+                                               "halt_signal": "", "reboot_signal": ""}
 
 
 def test_dx_and_cpuset_sets_keep_what_they_leave_out(admin, vcd_module):

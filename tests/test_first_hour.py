@@ -196,7 +196,7 @@ def test_limstatus_shows_the_limit_beside_the_peak_with_units(d):
         rows = {r["type"]: r for r in json.loads(ok(d, f"vcc --json limstatus {name}"))}
         # the manual's max stays the observed peak; the limit is a field of its own
         assert rows["RSS"]["limit"] == "102400" and rows["RSS"]["unit"] == "KiB"
-        assert int(rows["RSS"]["max"]) < 102400 and rows["NPROC"]["limit"] == "inf"
+        assert int(rows["RSS"]["max"]) < 102400 and rows["NPROC"]["limit"] == "4096"  # default_nproc
         header, *lines = ok(d, f"vcc limstatus {name}").splitlines()
         assert header.split() == ["TYPE", "CURRENT", "PEAK", "LIMIT"]
         rss = next(ln.split() for ln in lines if ln.startswith("RSS"))

@@ -76,8 +76,11 @@ def test_init_signals_round_trip_through_vxdb_init(admin, vserver):
     admin.vxdb.init.set(name=vserver, halt_signal="SIGPWR", reboot_signal="SIGRTMAX-2")
     got = admin.vxdb.init.get(name=vserver)
     assert (got["halt_signal"], got["reboot_signal"]) == ("SIGPWR", "SIGRTMAX-2")
-    # a set replaces the whole row, like halt and reboot: "" means the command again
+    # a partial set keeps what it does not name; "none" clears a signal (the command again)
     admin.vxdb.init.set(name=vserver, halt="/sbin/halt")
+    got = admin.vxdb.init.get(name=vserver)
+    assert (got["halt_signal"], got["reboot_signal"]) == ("SIGPWR", "SIGRTMAX-2")
+    admin.vxdb.init.set(name=vserver, halt_signal="none", reboot_signal="NONE")
     got = admin.vxdb.init.get(name=vserver)
     assert (got["halt_signal"], got["reboot_signal"]) == ("", "")
 

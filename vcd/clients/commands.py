@@ -105,8 +105,6 @@ def usage_line(spec: Spec) -> str:
     options = []
     closing = 0
     args = arguments(spec)
-    if spec.rest:  # options after the rest would be the command's own
-        args = [a for a in args if a.option] + [a for a in args if not a.option]
     for a in args:
         if a.option:
             options.append(f"[--{a.param.name} {metavar(a.param)}]")
@@ -117,7 +115,9 @@ def usage_line(spec: Spec) -> str:
         else:
             words.append(f"[{metavar(a.param)}")
             closing += 1
-    text = " ".join([" ".join(words) + "]" * closing, *options]).strip()
+    positional = " ".join(words) + "]" * closing
+    # options after a rest argument would be the command's own: they go first then
+    text = " ".join([*options, positional] if spec.rest else [positional, *options]).strip()
     return f"{text} {spec.usage}" if spec.usage else text
 
 

@@ -91,7 +91,9 @@ def test_a_daemon_started_with_a_relative_config_brings_a_rebooted_vserver_back(
     worker = supervisor_worker(relative_vcd)
     cmdline = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
     notify = json.loads(cmdline[cmdline.index(b"--notify") + 1])
-    assert notify[notify.index("-c") + 1] == str(relative_vcd.config_path)
+    # (behind vcd's sh filter: the vshelper argv is the part after "-m vshelper")
+    vshelper = notify[notify.index("vshelper") - 1:]
+    assert vshelper[vshelper.index("-c") + 1] == str(relative_vcd.config_path)
     reboot_and_wait(admin, name)
     admin.vx.stop(name=name)
 

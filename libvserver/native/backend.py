@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import resource
 import signal
 import time
 from pathlib import Path
 
 from ..api import (ENFORCED, Backend, ContextSpec, ContextStat, ExecResult,
-                   InvalidSpec, NoSuchProcess, NotRunning, StartError, not_enforced)
-from . import enter, limits, namespaces, quota, stat
+                   InvalidSpec, LibvserverError, NoSuchProcess, NotRunning, StartError,
+                   not_enforced)
+from . import enter, handles, limits, namespaces, quota, seccomp, stat
 from .cgroups import Layout
 from .client import SupervisorClient
-from .supervisor import init_pid_of
+from .supervisor import init_pid_of, is_init
 
 CCAP_WHY = {
     "SET_RLIMIT": "raising limits needs CAP_SYS_RESOURCE in the bounding set; there is no "
@@ -62,26 +62,29 @@ class NativeBackend(Backend):
     # --- helpers --------------------------------------------------------------------------
 
     def init_pid(self, xid: int) -> int:
-        pid = init_pid_of(self.layout.pids(xid))
+        pid = self._init_pid(xid, self.layout.pids(xid))
         if pid is None:
             raise NotRunning(f"context {xid} is not running")
         return pid
 
-    def _init_caps(self, pid: int) -> set[int]:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("CapBnd:"):
-                    mask = int(line.split()[1], 16)
-                    return {c for c in range(64) if mask >> c & 1}
-        return set()
-
-    def _init_rlimits(self, pid: int) -> list[limits.RlimitPlan]:
-        # Entered commands get exactly init's limits, read back from the kernel.
-        out = []
-        for name, (res, _) in limits.RLIMITS.items():
-            soft, hard = resource.prlimit(pid, res)
-            out.append(limits.RlimitPlan(name, res, soft, hard, False))
-        return out
+    def _init_pid(self, xid: int, pids: list[int]) -> int | None:
+        """The context's PID 1: the pid the supervisor recorded at start when it is still
+        that process (in the group, PID 1 of the kept PID namespace), else the one process
+        of the group that is PID 1 of a PID namespace one level below ours. A guest's
+        processes in PID namespaces of its own (NSpid ... 1 three or more deep) never
+        qualify."""
+        if not pids:
+            return None
+        kept = handles.load(self.state_dir, xid)
+        if kept is not None and kept.init_pid in pids and is_init(kept.init_pid):
+            pidns = kept.ns.get("pid")
+            try:
+                if pidns is None or os.stat(pidns).st_ino == \
+                        os.stat(f"/proc/{kept.init_pid}/ns/pid").st_ino:
+                    return kept.init_pid
+            except OSError:
+                pass
+        return init_pid_of(pids)
 
     def supervisor_pid(self) -> int:
         return int(self.client.call({"op": "ping"})["pid"])
@@ -102,6 +105,7 @@ class NativeBackend(Backend):
             pass
         for xid in self.layout.xids():
             self.layout.remove(xid, wait=5)
+        handles.drop_all(self.state_dir)
         for h in self.layout.hierarchies:
             try:
                 os.rmdir(self.layout.group(h))
@@ -142,13 +146,17 @@ class NativeBackend(Backend):
             entry.close()
 
     def entry(self, xid: int) -> enter.Entry:
-        """What a new process needs to join context xid (namespaces, cgroups, and init's
-        rlimits and bounding set, read back from the kernel). Caller closes it."""
-        pid = self.init_pid(xid)
+        """What a new process needs to join context xid: the namespace handles the
+        supervisor kept at start (opened), and the bounding set, rlimits and seccomp
+        filter of the spec the context was started with. Caller closes it."""
+        self.init_pid(xid)
+        kept = handles.load(self.state_dir, xid)
+        if kept is None:
+            raise LibvserverError(f"context {xid} has no recorded spec and namespaces (it was "
+                                  "started by an older libvserver): restart it to enter it")
         try:
-            return enter.open_entry(self.layout, xid, pid, self._init_rlimits(pid),
-                                    self._init_caps(pid))
-        except ProcessLookupError:
+            return enter.open_entry(self.layout, xid, kept, seccomp.for_spec(kept.spec))
+        except FileNotFoundError:
             raise NotRunning(f"context {xid} is not running") from None
 
     def stop(self, xid: int, halt_argv: list[str], timeout: float = 15.0) -> str:
@@ -156,10 +164,13 @@ class NativeBackend(Backend):
         deadline = time.monotonic() + timeout
         output = ""
         try:
+            # the clean entry of vx.exec, with the privileges of the spec it started with
             r = self.exec(xid, halt_argv, timeout=timeout, output_cap=64 * 1024)
             output = r.output.decode(errors="replace")
         except (NotRunning, ProcessLookupError):
             pass
+        except LibvserverError as e:
+            output = f"halt not run: {e}\n"   # the context is killed all the same
         while self.layout.pids(xid) and time.monotonic() < deadline:
             time.sleep(0.02)
         self._kill_and_clean(xid)
@@ -176,24 +187,30 @@ class NativeBackend(Backend):
 
     def kill(self, xid: int, pid: int, sig: int) -> None:
         pids = self.layout.pids(xid)
-        if not pids:
+        init = self._init_pid(xid, pids)
+        if init is None:
             raise NotRunning(f"context {xid} is not running")
         if pid == 0:
             if sig == signal.SIGKILL:
                 self.layout.kill_all(xid)
                 return
-            # only the context's own processes: exec helpers in the group live in the
-            # host PID namespace and belong to a caller waiting for them
+            # every process of the context, also in PID namespaces of its own; not the
+            # entering helpers in the group, which live in our PID namespace and belong to
+            # a caller waiting for them
             for p in pids:
-                if self._in_context_pidns(p, pids):
+                if _nspid_depth(p) >= 2:
                     try:
                         os.kill(p, sig)
                     except ProcessLookupError:
                         pass
             return
+        try:
+            init_ns = os.stat(f"/proc/{init}/ns/pid").st_ino
+        except OSError:
+            raise NotRunning(f"context {xid} is not running") from None
         for p in pids:
             info = stat.task_info(p)
-            if info is not None and info[1] == pid and self._in_context_pidns(p, pids):
+            if info is not None and info[1] == pid and self._same_pidns(p, init_ns):
                 fd = os.pidfd_open(p)
                 try:
                     signal.pidfd_send_signal(fd, sig)
@@ -202,13 +219,11 @@ class NativeBackend(Backend):
                 return
         raise NoSuchProcess(f"no process {pid} in context {xid}")
 
-    def _in_context_pidns(self, pid: int, pids: list[int]) -> bool:
-        # exec helpers join the cgroup from the host PID namespace: their pids mean nothing
-        init = init_pid_of(pids)
-        if init is None:
-            return False
+    @staticmethod
+    def _same_pidns(pid: int, ns_ino: int) -> bool:
+        # pid numbers mean the context's only in its own PID namespace
         try:
-            return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{init}/ns/pid")
+            return os.stat(f"/proc/{pid}/ns/pid").st_ino == ns_ino
         except OSError:
             return False
 
@@ -220,8 +235,7 @@ class NativeBackend(Backend):
 
     def stat(self, xid: int) -> ContextStat:
         pids = self.layout.pids(xid)
-        return stat.collect(self.layout, xid, init_pid_of(pids) if pids else None,
-                            self.state_dir)
+        return stat.collect(self.layout, xid, self._init_pid(xid, pids), self.state_dir)
 
     def last_exit(self, xid: int) -> dict | None:
         """Why the last init of xid ended ({reason, status, time}), as the supervisor saw it."""
@@ -233,6 +247,18 @@ class NativeBackend(Backend):
 
     def enforcement(self, spec: ContextSpec) -> dict[str, str]:
         return enforcement(self.layout, spec)
+
+
+def _nspid_depth(pid: int) -> int:
+    """How many PID namespaces, ours included, pid is in (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return len(line.split()) - 1
+    except OSError:
+        pass
+    return 0
 
 
 def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:

@@ -24,7 +24,7 @@ import traceback
 from dataclasses import dataclass
 
 from ..api import CAP_NUMBERS, ContextSpec, InitMissing, StartError
-from . import limits, namespaces, rootfs
+from . import limits, namespaces, rootfs, seccomp
 from .namespaces import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
                          CLONE_NEWUTS)
 
@@ -128,6 +128,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int) -> None:
             os.dup2(null, fd)
         os.closerange(3, err_w)
         os.closerange(err_w + 1, 65536)
+        seccomp.load_prepared(spec)
         try:
             os.execve(spec.init[0], spec.init, INIT_ENV)
         except OSError as e:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..api import AlreadyRunning, ContextSpec, StartError
-from . import limits, namespaces, spawn
+from . import handles, limits, namespaces, seccomp, spawn
 from .cgroups import Layout
 
 log = logging.getLogger("libvserver.supervisor")
@@ -65,20 +65,24 @@ def reason_from_status(status: int) -> str:
     return f"exit {os.WEXITSTATUS(status)}"
 
 
+def is_init(pid: int) -> bool:
+    """pid is PID 1 of a PID namespace exactly one level below ours: a context's init.
+    A guest's own nested PID namespaces are deeper (NSpid has three or more entries), so
+    none of its processes can pass for init."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    ns = line.split()[1:]
+                    return len(ns) == 2 and ns[1] == "1"
+    except OSError:
+        pass
+    return False
+
+
 def init_pid_of(pids: list[int]) -> int | None:
-    """The process of the list that is PID 1 of its own (child) PID namespace."""
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("NSpid:"):
-                        ns = line.split()[1:]
-                        if len(ns) >= 2 and ns[-1] == "1":
-                            return pid
-                        break
-        except OSError:
-            continue
-    return None
+    """The process of the list that is a context's init (see is_init)."""
+    return next((pid for pid in pids if is_init(pid)), None)
 
 
 @dataclass
@@ -107,6 +111,9 @@ class Supervisor:
         # our own namespaces, to return to after unsharing for a child
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
                        for n in ("pid", "time") if os.path.exists(f"/proc/self/ns/{n}")}
+        # init loads the filter right before exec: compile both variants now, once
+        for allow_syslog in (False, True):
+            seccomp.program(allow_syslog)
 
     # --- files ----------------------------------------------------------------------------
 
@@ -175,6 +182,7 @@ class Supervisor:
             if loopfd is not None:
                 os.close(loopfd)  # the mount holds the device now; autoclear does the rest
         self.ctxs[xid] = Ctx(xid, gpid, child=True)
+        self.keep_handles(spec, gpid)
         if "SCHED_PAUSE" in spec.flags:
             self.layout.freeze(xid, True)  # the vserver flag unschedules the whole context
         log.info("context %d started, init pid %d", xid, gpid)
@@ -234,6 +242,19 @@ class Supervisor:
             pass  # G failed already: its error is on err_r
         return _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip()
 
+    def keep_handles(self, spec: ContextSpec, pid: int) -> None:
+        """Keep the namespaces made at start and the spec (handles.py) for everyone who
+        enters the context later; a context that cannot be kept is not left running."""
+        try:
+            handles.keep(self.state_dir, spec, pid)
+        except OSError as e:
+            self.ctxs.pop(spec.xid, None)
+            _kill_wait(pid)
+            self.layout.kill_all(spec.xid)
+            self.layout.remove(spec.xid)
+            handles.drop(self.state_dir, spec.xid)
+            raise StartError(f"context {spec.xid}: cannot keep its namespaces: {e}") from None
+
     # --- exits ----------------------------------------------------------------------------
 
     def reap(self) -> None:
@@ -263,6 +284,7 @@ class Supervisor:
         if self.layout.pids(ctx.xid):
             self.layout.kill_all(ctx.xid)
         self.layout.remove(ctx.xid)
+        handles.drop(self.state_dir, ctx.xid)
         if self.net_tag is not None:
             from . import netns
             ifname = netns.host_ifname(ctx.xid, self.net_tag)
@@ -303,7 +325,9 @@ class Supervisor:
             if not pids:
                 self.layout.remove(xid, wait=0)
                 continue
-            pid = init_pid_of(pids)
+            kept = handles.load(self.state_dir, xid)
+            pid = kept.init_pid if kept is not None and kept.init_pid in pids and \
+                is_init(kept.init_pid) else init_pid_of(pids)
             if pid is None:
                 continue
             try:

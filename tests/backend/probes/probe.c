@@ -74,13 +74,18 @@ static int steal(const char *logpath, int seconds) {
             }
             close(pfd);
             if (ptrace(PTRACE_ATTACH, pid, 0, 0) == 0) {
-                waitpid(pid, NULL, __WALL);
-                char p[64], comm[64] = "";
-                snprintf(p, sizeof p, "/proc/%d/comm", pid);
-                int c = open(p, O_RDONLY);
-                if (c >= 0) { ssize_t n = read(c, comm, sizeof comm - 1); if (n > 0) comm[n - 1] = 0; close(c); }
-                fprintf(log, "ATTACHED pid %d comm %s\n", pid, comm);
+                int st = 0;
+                waitpid(pid, &st, __WALL);
+                /* stopped now (or gone): which program it runs cannot change under us */
+                char p[64], exe[256] = "";
+                snprintf(p, sizeof p, "/proc/%d/exe", pid);
+                ssize_t n = readlink(p, exe, sizeof exe - 1);
+                if (n > 0) exe[n] = 0;
+                else snprintf(exe, sizeof exe, "(%s)", ename(errno));
+                fprintf(log, "ATTACHED pid %d status %#x exe %s\n", pid, st, exe);
+                /* a stop other than our SIGSTOP leaves that one pending: pass it on as 0 */
                 ptrace(PTRACE_DETACH, pid, 0, 0);
+                if (WIFSTOPPED(st) && WSTOPSIG(st) != SIGSTOP) kill(pid, SIGCONT);
             }
         }
         if (d) closedir(d);

@@ -1,0 +1,127 @@
+"""Entering a running context cleanly (libvserver.native.enter, handles): the entering
+process holds nothing of the caller, cannot be taken over from inside, and takes its
+privileges and namespaces from what the context was started with, never from the guest."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from libvserver.api import CAP_NUMBERS
+from libvserver.native import handles
+from libvserver.native.namespaces import NS_FLAGS
+
+
+def _mask(caps: set[str]) -> int:
+    return sum(1 << CAP_NUMBERS[c] for c in caps)
+
+
+def _capbnd(status: str) -> int:
+    return int(next(line for line in status.splitlines()
+                    if line.startswith("CapBnd:")).split()[1], 16)
+
+
+def test_guest_cannot_take_descriptors_or_attach_to_entering_processes(
+        backend, make_spec, started, vdir, probe_in, wait):
+    probe_in(vdir)
+    spec = make_spec()
+    if "user" not in (handles.load(backend.state_dir, spec.xid) or handles.Kept(spec, 0, {})).ns:
+        # without a user namespace, guest root with CAP_SYS_PTRACE is ptrace-capable over
+        # every uid-0 process of its PID namespace; the boundary is the non-dumpable flag
+        spec.bcaps.discard("SYS_PTRACE")
+    started(spec)
+    backend.exec(spec.xid, ["/bin/sh", "-c", "/bin/probe steal /tmp/steal.log 60 "
+                                             ">/dev/null 2>&1 &"])
+    log_file = vdir / "tmp" / "steal.log"     # read from the host: a reader inside is a target
+    wait(lambda: log_file.exists() and "started" in log_file.read_text())
+    for _ in range(60):
+        assert backend.exec(spec.xid, ["true"]).status == 0
+    log = log_file.read_text()
+    # the exec'd `true` holds only 0-2: any descriptor 3..20 came from the entry itself
+    assert "GOTFD" not in log, log
+    # after exec, `true` (busybox) is a guest process like any other, and one that has
+    # exited has no program left; before exec (the caller's Python), never
+    attached = {line.split()[-1] for line in log.splitlines() if line.startswith("ATTACHED")}
+    assert attached <= {"/bin/busybox", "(ENOENT)"}, log
+
+
+def test_entered_command_holds_only_its_stdio(backend, make_spec, started):
+    spec = started(make_spec())
+    keep = os.open("/dev/null", os.O_RDONLY)     # an inheritable descriptor of the caller
+    try:
+        r = backend.exec(spec.xid, ["/bin/ls", "/proc/self/fd"])
+    finally:
+        os.close(keep)
+    # 0-2 and the directory ls reads
+    assert r.output.split() == [b"0", b"1", b"2", b"3"]
+
+
+def test_guest_init_that_widens_its_bounding_set_gives_entered_commands_nothing(
+        backend, make_spec, started, vdir, probe_in, wait):
+    probe_in(vdir, "evilinit")
+    spec = started(make_spec(init=["/bin/evilinit", "evilinit", "1"]))
+    wait(lambda: _capbnd(backend.exec(spec.xid, ["/bin/cat", "/proc/1/status"])
+                         .output.decode()) == (1 << (max(CAP_NUMBERS.values()) + 1)) - 1
+         or _capbnd(backend.exec(spec.xid, ["/bin/cat", "/proc/1/status"]).output.decode())
+         > _mask(spec.bcaps))
+    status = backend.exec(spec.xid, ["/bin/cat", "/proc/self/status"]).output.decode()
+    assert _capbnd(status) == _mask(spec.bcaps)
+    r = backend.exec(spec.xid, ["/bin/mknod", "/tmp/sda", "b", "8", "0"])
+    assert r.status != 0
+    # halt runs with the same privileges and still stops the context
+    out = backend.stop(spec.xid, ["/bin/sh", "-c", "grep CapBnd /proc/self/status"],
+                       timeout=2)
+    assert _capbnd(out) == _mask(spec.bcaps)
+    assert not backend.is_running(spec.xid)
+
+
+def test_entry_joins_the_namespaces_made_at_start_not_ones_init_made_later(
+        backend, make_spec, started):
+    spec = started(make_spec())
+    kept = handles.load(backend.state_dir, spec.xid)
+    assert kept is not None and kept.init_pid == backend.init_pid(spec.xid)
+    assert {"mnt", "uts", "ipc", "pid"} <= set(kept.ns)
+    for name, path in kept.ns.items():
+        assert os.stat(path).st_ino == os.stat(f"/proc/{kept.init_pid}/ns/{name}").st_ino
+        assert name in NS_FLAGS or name == "user"
+    assert oct(os.stat(handles.spec_path(backend.state_dir, spec.xid)).st_mode & 0o777) == \
+        "0o600"
+    # a command that unshares its own mount namespace and stays: later entries still
+    # see the context's mounts, not its private tmpfs
+    backend.exec(spec.xid, ["/bin/sh", "-c", "unshare -m sh -c 'mount -t tmpfs x /mnt; "
+                                             "touch /mnt/decoy; sleep 100' >/dev/null 2>&1 &"])
+    time.sleep(0.3)
+    assert backend.exec(spec.xid, ["/bin/ls", "/mnt"]).output == b""
+
+
+def test_handles_and_spec_go_when_the_context_ends(backend, make_spec, started, wait):
+    spec = started(make_spec())
+    d = handles.ns_dir(backend.state_dir, spec.xid)
+    assert d.is_dir()
+    backend.stop(spec.xid, ["/bin/true"], timeout=0)
+    wait(lambda: not d.exists())
+    assert not handles.spec_path(backend.state_dir, spec.xid).exists()
+
+
+def test_restarted_supervisor_finds_the_handles(backend, make_spec, started, wait):
+    import signal
+    spec = started(make_spec())
+    old = backend.supervisor_pid()
+    os.kill(old, signal.SIGTERM)
+    wait(lambda: not os.path.exists(f"/proc/{old}") or
+         open(f"/proc/{old}/stat").read().rsplit(")", 1)[1].split()[0] == "Z")
+    assert backend.supervisor_pid() != old      # a new one, started on demand
+    assert backend.exec(spec.xid, ["/bin/hostname"]).output.strip() == spec.name.encode()
+
+
+def test_guest_process_claiming_pid_1_of_its_own_namespace_is_not_init(
+        backend, make_spec, started):
+    spec = started(make_spec(bcaps={"SYS_ADMIN"} | set(make_spec().bcaps)))
+    init = backend.init_pid(spec.xid)
+    backend.exec(spec.xid, ["/bin/sh", "-c", "unshare -p -f sleep 1000 >/dev/null 2>&1 &"])
+    time.sleep(0.3)
+    for _ in range(3):
+        assert backend.init_pid(spec.xid) == init
+    # vx.kill with pid 1 reaches the context's init only: SIGHUP makes busybox init reload
+    backend.kill(spec.xid, 1, signal_hup := 1)
+    assert backend.is_running(spec.xid) and signal_hup == 1

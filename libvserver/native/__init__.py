@@ -9,13 +9,17 @@ Where things are
     cgroups     <hierarchy>/<cgroup_parent>/<xid> in every mounted hierarchy
                 (v1 controllers, name=systemd, cgroup2): membership is "running".
     state_dir   supervisor.sock, supervisor.lock (its pid), supervisor.log,
-                <xid>.exit (why the last init ended), <xid>.load (load averages).
+                <xid>.exit (why the last init ended), <xid>.load (load averages),
+                <xid>.spec (the spec it was started with, and init's pid) and
+                ns/<xid>/<type> (its namespaces, kept as bind mounts: handles.py).
     image_dir   <xid>.img, the ext4 image of a context with a disk limit.
 
 Modules: backend (the Backend), supervisor, spawn (a context's PID 1 before init),
 rootfs (mounts, pivot_root), confine (symlink-safe paths in the vdir), cgroups,
 limits (limits → cgroups/rlimits/sysctls), netns (veth), quota (loop images),
-enter (exec inside), stat (counters), namespaces (syscall wrappers), client.
+enter (exec and login inside), handles (kept namespaces and spec), creds (the
+entering process's credentials), seccomp (the default filter), stat (counters),
+namespaces (syscall wrappers), client.
 """
 
 from .backend import NativeBackend

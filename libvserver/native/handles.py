@@ -18,6 +18,8 @@ context ends; NativeBackend.shutdown() removes what is left.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from .namespaces import MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, 
 # host's user namespace and by the vserver's alike), the user namespace last, as
 # nsenter(1) does; mnt is last of the rest only so that nothing after it needs a path.
 NS_TYPES = ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt", "user")
+NS_GET_USERNS = 0xB701      # linux/nsfs.h: _IO(0xb7, 0x1), the owning user namespace
+NS_GET_PARENT = 0xB702      # _IO(0xb7, 0x2), the parent (of a user or PID namespace)
 
 
 @dataclass
@@ -82,8 +86,38 @@ def keep(state_dir: Path, spec: ContextSpec, pid: int) -> Kept:
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         mount(src, str(target), None, MS_BIND)
         kept[name] = target
+    _check_owners(kept)
     _write_spec(state_dir, spec, pid)
     return Kept(spec, pid, kept)
+
+
+def _ns_ino_via(path: Path, request: int) -> int:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        other = fcntl.ioctl(fd, request)
+    finally:
+        os.close(fd)
+    try:
+        return os.fstat(other).st_ino
+    finally:
+        os.close(other)
+
+
+def _check_owners(kept: dict[str, Path]) -> None:
+    """The handles are taken right after init was exec'd, so a hostile init could have
+    unshared first. With a user namespace that is caught: the vserver's user namespace
+    must be a child of ours, and every other namespace owned by it or by ours; one the
+    guest made would belong to a user namespace of its own. Raises OSError(EPERM)."""
+    user = kept.get("user")
+    if user is None:
+        return
+    ours = os.stat("/proc/self/ns/user").st_ino
+    if _ns_ino_via(user, NS_GET_PARENT) != ours:
+        raise OSError(errno.EPERM, "the user namespace of init is not the one made at start")
+    allowed = {ours, os.stat(user).st_ino}
+    for name, path in kept.items():
+        if name != "user" and _ns_ino_via(path, NS_GET_USERNS) not in allowed:
+            raise OSError(errno.EPERM, f"the {name} namespace of init is not one made at start")
 
 
 def _write_spec(state_dir: Path, spec: ContextSpec, pid: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from libvserver.api import CAP_NUMBERS
 from libvserver.native import handles
@@ -125,3 +126,47 @@ def test_guest_process_claiming_pid_1_of_its_own_namespace_is_not_init(
     # vx.kill with pid 1 reaches the context's init only: SIGHUP makes busybox init reload
     backend.kill(spec.xid, 1, signal_hup := 1)
     assert backend.is_running(spec.xid) and signal_hup == 1
+
+
+def test_handles_refuse_namespaces_a_guest_made_inside_its_user_namespace(tmp_path):
+    """A hostile init that unshares before the supervisor keeps its namespaces is caught
+    when the context has a user namespace: a nested one, or a namespace owned by another
+    user namespace, is not what start made."""
+    import pytest
+    from libvserver.native import namespaces
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            namespaces.unshare(namespaces.CLONE_NEWUSER)
+            os.write(w, b"1")
+            os.read(r2, 1)                      # our maps are written
+            namespaces.unshare(namespaces.CLONE_NEWUSER)
+            namespaces.unshare(namespaces.CLONE_NEWUTS)
+            os.write(w, b"2")
+            os.read(r2, 1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    first = None
+    try:
+        assert os.read(r, 1) == b"1"
+        first = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+        for m in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{m}", "w") as f:
+                f.write("0 0 1\n")
+        os.write(w2, b"g")
+        assert os.read(r, 1) == b"2"
+        made = Path(f"/proc/self/fd/{first}")
+        handles._check_owners({"user": made})
+        with pytest.raises(OSError, match="user namespace of init"):
+            handles._check_owners({"user": Path(f"/proc/{pid}/ns/user")})
+        with pytest.raises(OSError, match="uts namespace of init"):
+            handles._check_owners({"user": made, "uts": Path(f"/proc/{pid}/ns/uts")})
+    finally:
+        os.write(w2, b"q")
+        os.waitpid(pid, 0)
+        for fd in (r, r2, w2) + ((first,) if first is not None else ()):
+            os.close(fd)

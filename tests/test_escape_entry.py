@@ -78,6 +78,11 @@ def _steal_during_execs(rt, name: str) -> tuple[list[str], set[str]]:
     text = log.read_text()
     got = [line.split()[-1] for line in text.splitlines() if line.startswith("GOTFD")]
     attached = {line.split()[-1] for line in text.splitlines() if line.startswith("ATTACHED")}
+    # a process it reached before exec is never a copy of the worker: the entering
+    # process is then a fresh interpreter running libvserver's entercore.py
+    for line in text.splitlines():
+        if line.startswith("CMDLINE") and "python" in line:
+            assert "entercore.py" in line, line
     # and the daemon still answers with its listening socket and VXDB its own
     assert admin.vx.status(name=name)["running"] is True
     return got, attached
@@ -96,8 +101,8 @@ def test_guest_never_takes_a_descriptor_of_the_worker_during_exec(rt, running):
         assert got == [] and attached <= {"/bin/busybox", "(ENOENT)"}, (got, attached)
     else:
         # without a user namespace guest root's CAP_SYS_PTRACE is the host's: it may
-        # reach the entering process before exec, which by then holds only the
-        # command's stdio and the pid pipe, never the worker's socket, log or VXDB
+        # reach the entering process before exec, which is then a fresh image holding
+        # only the command's stdio, never the worker's memory, socket, log or VXDB
         assert all(link == "/dev/null" or link.startswith("pipe:") for link in got), got
 
 

@@ -9,16 +9,19 @@ OSError naming the call.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the C library the interpreter is linked with (no ldconfig lookup: this module also
+# starts fresh entering processes, see entercore.py)
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
 
 PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -26,6 +29,10 @@ SYS_CAPSET = 126            # x86_64
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 MAX_CAP = 63                # the kernel answers EINVAL past its last capability
 FD_MAX = 0x7FFFFFFF
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
 class _CapHeader(ctypes.Structure):
@@ -99,3 +106,16 @@ def limit_caps(keep: set[int]) -> None:
         data[i].effective = data[i].permitted = held
         data[i].inheritable = held
     _check(_libc.syscall(SYS_CAPSET, ctypes.byref(hdr), data), "capset")
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), f"setns({nstype:#x})")
+
+
+def load_seccomp(bpf: bytes) -> None:
+    """Install a classic-BPF seccomp filter (whole sock_filter instructions) on the
+    calling thread, without NO_NEW_PRIVS: needs CAP_SYS_ADMIN in its user namespace."""
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0),
+           "prctl(PR_SET_SECCOMP)")

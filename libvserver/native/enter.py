@@ -11,6 +11,11 @@ E1:     not dumpable; closes every descriptor but stdio, the pid pipe and the
         cannot name it.
 E2:     born with all of that: new session, stdio on 0-2, the spec's rlimits, exec.
 
+E1 and E2 run entercore.py. Where the context has no user namespace and its bounding
+set holds CAP_SYS_PTRACE, guest root could reach E2 before its exec whatever the
+dumpable flag says, so E1 first execs a fresh interpreter (entercore.exec_fresh):
+what it joins with is then the plan, never a copy of the caller's memory.
+
 Nothing is taken from the guest: privileges come from the spec the context was
 started with (handles.py), namespaces from the handles, stdio from the caller, and
 no path inside the guest is resolved until the process holds only the guest's
@@ -25,18 +30,15 @@ cannot block the command, and the timeout kills the command's session.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import select
 import signal
-import termios
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from ..api import ExecResult
-from . import creds, limits, namespaces
+from ..api import CAP_NUMBERS, ExecResult
+from . import creds, entercore, limits
 from .cgroups import Layout
 from .handles import Kept
 from .namespaces import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
@@ -49,17 +51,14 @@ GRACE = 0.2
 NS_CLONE = {"cgroup": CLONE_NEWCGROUP, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS,
             "net": CLONE_NEWNET, "pid": CLONE_NEWPID, "time": CLONE_NEWTIME,
             "mnt": CLONE_NEWNS, "user": CLONE_NEWUSER}
-_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT,
-                    signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP,
-                    signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2)
+CAP_SYS_PTRACE = CAP_NUMBERS["SYS_PTRACE"]
 
 
 class Joiner(Protocol):
-    """How E1 becomes a process of the context (after its descriptors are cleaned)."""
-    rlimits: list[limits.RlimitPlan]
+    """How a process becomes one of the context's: a plan for entercore."""
 
-    def fds(self) -> set[int]: ...
-    def join(self) -> None: ...
+    def plan(self, cmd: "Command", stdio: tuple[int, int, int], ctty: bool,
+             pid_w: int) -> entercore.Plan: ...
 
 
 @dataclass
@@ -72,25 +71,28 @@ class Entry:
     keep: set[int]                      # bounding set
     rlimits: list[limits.RlimitPlan]
     seccomp: Program | None
-    userns: bool = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.userns = any(name == "user" for name, _ in self.ns)
+    def plan(self, cmd: "Command", stdio: tuple[int, int, int], ctty: bool,
+             pid_w: int) -> entercore.Plan:
+        return entercore.Plan(
+            exes=cmd.exes(), stdio=stdio, ctty=ctty, pid_w=pid_w,
+            cgroup_procs=[str(self.layout.group(h, self.xid) / "cgroup.procs")
+                          for h in self.layout.hierarchies],
+            ns=[(NS_CLONE[name], fd) for name, fd in self.ns],
+            userns=self.userns, keep=sorted(self.keep),
+            rlimits=[(r.resource, r.soft, r.hard) for r in self.rlimits],
+            bpf=self.seccomp.bpf if self.seccomp is not None else None)
 
-    def fds(self) -> set[int]:
-        return {fd for _, fd in self.ns}
+    @property
+    def userns(self) -> bool:
+        return any(name == "user" for name, _ in self.ns)
 
-    def join(self) -> None:
-        """In E1: cgroups, namespaces, credentials, bounding set, filter, capabilities."""
-        self.layout.join(self.xid)
-        for name, fd in self.ns:
-            namespaces.setns(fd, NS_CLONE[name])
-            os.close(fd)
-        creds.become_guest_root(self.userns)
-        creds.drop_bounding_set(self.keep)
-        if self.seccomp is not None:
-            self.seccomp.load()     # still holding CAP_SYS_ADMIN here (no NO_NEW_PRIVS)
-        creds.limit_caps(self.keep)
+    @property
+    def fresh_image(self) -> bool:
+        """Without a user namespace, guest root with CAP_SYS_PTRACE can reach the child
+        that joins it whatever its dumpable flag: then it must not be a copy of the
+        caller's memory (entercore.py)."""
+        return not self.userns and CAP_SYS_PTRACE in self.keep
 
     def close(self) -> None:
         for _, fd in self.ns:
@@ -107,14 +109,14 @@ class FnJoiner:
     fn: Callable[[], None]
     rlimits: list[limits.RlimitPlan] = field(default_factory=list)
     keep: set[int] | None = None
+    fresh_image = False
 
-    def fds(self) -> set[int]:
-        return set()
-
-    def join(self) -> None:
-        self.fn()
-        if self.keep is not None:
-            creds.drop_bounding_set(self.keep)
+    def plan(self, cmd: "Command", stdio: tuple[int, int, int], ctty: bool,
+             pid_w: int) -> entercore.Plan:
+        return entercore.Plan(
+            exes=cmd.exes(), stdio=stdio, ctty=ctty, pid_w=pid_w, join_fn=self.fn,
+            keep=sorted(self.keep) if self.keep is not None else None,
+            rlimits=[(r.resource, r.soft, r.hard) for r in self.rlimits])
 
 
 def open_entry(layout: Layout, xid: int, kept: Kept, seccomp: Program | None) -> Entry:
@@ -140,6 +142,9 @@ class Command:
     path: str | None = None
     fallbacks: list["Command"] = field(default_factory=list)
 
+    def exes(self) -> list[entercore.Exe]:
+        return [entercore.Exe(c.argv, c.env, c.path) for c in [self] + self.fallbacks]
+
 
 def spawn(joiner: Joiner, cmd: Command, stdio: tuple[int, int, int], *,
           ctty: bool = False, pid_w: int = -1) -> int:
@@ -147,75 +152,25 @@ def spawn(joiner: Joiner, cmd: Command, stdio: tuple[int, int, int], *,
     stdin the controlling terminal of E2's new session. E1 writes E2's pid to ``pid_w``
     (when given) and exits with E2's status (128 + signal when killed, 126 when it could
     not enter, 127 when the command cannot be executed). Returns E1's pid."""
+    plan = joiner.plan(cmd, stdio, ctty, pid_w)
+    fresh = bool(getattr(joiner, "fresh_image", False))
     e1 = os.fork()
     if e1 == 0:
-        _e1(joiner, cmd, stdio, ctty, pid_w)
+        try:
+            creds.set_dumpable(False)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            creds.close_all_but(plan.fds())
+            for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
+                signal.signal(s, signal.SIG_IGN)
+            if fresh:
+                entercore.exec_fresh(plan)
+            entercore.run_e1(plan)
+        except BaseException as e:
+            try:
+                os.write(stdio[2], f"cannot enter the context: {e}\n".encode())
+            finally:
+                os._exit(126)
     return e1
-
-
-def _e1(joiner: Joiner, cmd: Command, stdio: tuple[int, int, int], ctty: bool,
-        pid_w: int) -> None:
-    """Never returns."""
-    err = stdio[2]
-    try:
-        creds.set_dumpable(False)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        keep = set(stdio) | joiner.fds() | ({pid_w} if pid_w >= 0 else set())
-        creds.close_all_but(keep)
-        for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        joiner.join()
-        e2 = os.fork()
-        if e2 == 0:
-            _e2(joiner, cmd, stdio, ctty)
-        for fd in set(stdio):
-            os.close(fd)
-        if pid_w >= 0:
-            os.write(pid_w, f"{e2}\n".encode())
-            os.close(pid_w)
-        _, status = os.waitpid(e2, 0)
-        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status)
-                 else 128 + os.WTERMSIG(status))
-    except BaseException as e:
-        try:
-            os.write(err, f"cannot enter the context: {getattr(e, 'strerror', None) or e}\n"
-                     .encode())
-        finally:
-            os._exit(126)
-
-
-def _e2(joiner: Joiner, cmd: Command, stdio: tuple[int, int, int], ctty: bool) -> None:
-    """Inside the context with the guest's credentials; never returns."""
-    try:
-        os.setsid()
-        # move stdio to 0-2 without one dup2 clobbering another source
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in stdio]
-        for target, fd in enumerate(high):
-            os.dup2(fd, target)
-        creds.close_all_but({0, 1, 2})
-        if ctty:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        os.chdir("/")
-        limits.apply_rlimits(joiner.rlimits)
-        for s in _DEFAULT_SIGNALS:
-            signal.signal(s, signal.SIG_DFL)
-        _exec(cmd)
-    except BaseException as e:
-        try:
-            os.write(2, f"{cmd.argv[0]}: {getattr(e, 'strerror', None) or e}\n".encode())
-        finally:
-            os._exit(127)
-
-
-def _exec(cmd: Command) -> None:
-    for c in [cmd] + cmd.fallbacks:
-        try:
-            if c.path is None:
-                os.execvpe(c.argv[0], c.argv, c.env)
-            os.execve(c.path, c.argv, c.env)
-        except OSError as e:
-            if e.errno != errno.ENOENT or c is (cmd.fallbacks or [cmd])[-1]:
-                raise
 
 
 def run(joiner: Joiner, argv: list[str], timeout: float, output_cap: int) -> ExecResult:

@@ -3,7 +3,8 @@
 Built with libseccomp (through ``pyseccomp``, its ctypes bindings, API-compatible with
 libseccomp's own Python module), exported once per process as classic BPF and cached;
 a context's init and every entered process load the cached program with one
-``prctl(PR_SET_SECCOMP)`` right before exec (no libseccomp work in the child).
+``prctl(PR_SET_SECCOMP)`` right before exec (no libseccomp work in the child;
+``creds.load_seccomp``).
 
 Everything not listed is allowed (the default action is ALLOW): the vserver's own
 user namespace and bounding set are the boundary, the filter only removes kernel
@@ -71,14 +72,13 @@ mount and the new mount API (the guest's own mount namespace); ptrace (see above
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import functools
 import os
 from dataclasses import dataclass
 
 from ..api import ContextSpec
+from . import creds
 
 # the docstring's table says why each is denied
 ENOSYS_CALLS = ("name_to_handle_at", "keyctl", "add_key", "request_key",
@@ -95,34 +95,18 @@ READ_IMPLIES_EXEC = 0x0400000
 MMAP_PAGE_ZERO = 0x0100000
 _PERSONA_QUERY_BIT = 0x80000000  # set only in the query value 0xffffffff
 
-PR_SET_SECCOMP = 22
-SECCOMP_MODE_FILTER = 2
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
-                        ctypes.c_ulong]
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-@dataclass
+@dataclass(frozen=True)
 class Program:
-    """A compiled filter, ready to load: the BPF bytes and the sock_fprog that points at
-    them are made in the parent, so the child only makes one system call."""
+    """A compiled filter: classic BPF, whole sock_filter instructions."""
     bpf: bytes
-    _buf: ctypes.Array
-    _prog: _SockFprog
 
     def load(self) -> None:
         """Install the filter on the calling thread (inherited across fork and exec).
         Needs CAP_SYS_ADMIN in the caller's user namespace (no NO_NEW_PRIVS). Raises
         OSError naming the call."""
-        if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._prog),
-                       0, 0) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"prctl(PR_SET_SECCOMP): {os.strerror(err)}")
+        creds.load_seccomp(self.bpf)
 
 
 def _build(allow_syslog: bool) -> bytes:
@@ -174,9 +158,7 @@ def program(allow_syslog: bool = False) -> Program:
     _built.add(allow_syslog)
     if len(bpf) % 8 or not bpf:
         raise RuntimeError(f"libseccomp exported {len(bpf)} bytes, not whole BPF instructions")
-    buf = ctypes.create_string_buffer(bpf, len(bpf))
-    prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
-    return Program(bpf, buf, prog)
+    return Program(bpf)
 
 
 def for_spec(spec: ContextSpec) -> Program | None:

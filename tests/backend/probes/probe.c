@@ -82,6 +82,16 @@ static int steal(const char *logpath, int seconds) {
                 ssize_t n = readlink(p, exe, sizeof exe - 1);
                 if (n > 0) exe[n] = 0;
                 else snprintf(exe, sizeof exe, "(%s)", ename(errno));
+                char cmd[200] = "";
+                snprintf(p, sizeof p, "/proc/%d/cmdline", pid);
+                int c = open(p, O_RDONLY);
+                if (c >= 0) {
+                    ssize_t m = read(c, cmd, sizeof cmd - 1);
+                    for (ssize_t i = 0; i < m; i++) if (!cmd[i] || cmd[i] == '\n') cmd[i] = ' ';
+                    if (m > 0) cmd[m] = 0;
+                    close(c);
+                }
+                fprintf(log, "CMDLINE pid %d %s\n", pid, cmd);
                 fprintf(log, "ATTACHED pid %d status %#x exe %s\n", pid, st, exe);
                 /* a stop other than our SIGSTOP leaves that one pending: pass it on as 0 */
                 ptrace(PTRACE_DETACH, pid, 0, 0);

@@ -198,19 +198,17 @@ class NativeBackend(Backend):
             # entering helpers in the group, which live in our PID namespace and belong to
             # a caller waiting for them
             for p in pids:
-                if _nspid_depth(p) >= 2:
+                if len(_nspids(p)) >= 2:
                     try:
                         os.kill(p, sig)
                     except ProcessLookupError:
                         pass
             return
-        try:
-            init_ns = os.stat(f"/proc/{init}/ns/pid").st_ino
-        except OSError:
-            raise NotRunning(f"context {xid} is not running") from None
+        # the pid as the context sees it is the second NSpid entry of each of its
+        # processes, also of those in PID namespaces of the guest's own
         for p in pids:
-            info = stat.task_info(p)
-            if info is not None and info[1] == pid and self._same_pidns(p, init_ns):
+            ns = _nspids(p)
+            if len(ns) >= 2 and ns[1] == pid:
                 fd = os.pidfd_open(p)
                 try:
                     signal.pidfd_send_signal(fd, sig)
@@ -218,14 +216,6 @@ class NativeBackend(Backend):
                     os.close(fd)
                 return
         raise NoSuchProcess(f"no process {pid} in context {xid}")
-
-    @staticmethod
-    def _same_pidns(pid: int, ns_ino: int) -> bool:
-        # pid numbers mean the context's only in its own PID namespace
-        try:
-            return os.stat(f"/proc/{pid}/ns/pid").st_ino == ns_ino
-        except OSError:
-            return False
 
     def running(self) -> list[int]:
         return [x for x in self.layout.xids() if self.layout.pids(x)]
@@ -249,16 +239,16 @@ class NativeBackend(Backend):
         return enforcement(self.layout, spec)
 
 
-def _nspid_depth(pid: int) -> int:
-    """How many PID namespaces, ours included, pid is in (0 when it is gone)."""
+def _nspids(pid: int) -> list[int]:
+    """pid in each PID namespace it is in, ours first ([] when it is gone)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("NSpid:"):
-                    return len(line.split()) - 1
-    except OSError:
+                    return [int(x) for x in line.split()[1:]]
+    except (OSError, ValueError):
         pass
-    return 0
+    return []
 
 
 def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:

@@ -155,7 +155,12 @@ class NativeBackend(Backend):
             raise LibvserverError(f"context {xid} has no recorded spec and namespaces (it was "
                                   "started by an older libvserver): restart it to enter it")
         try:
-            return enter.open_entry(self.layout, xid, kept, seccomp.for_spec(kept.spec))
+            program = seccomp.for_spec(kept.spec)
+        except Exception as e:     # no libseccomp: never enter without the filter
+            raise LibvserverError(f"context {xid}: the seccomp filter cannot be built "
+                                  f"({type(e).__name__}: {e})") from None
+        try:
+            return enter.open_entry(self.layout, xid, kept, program)
         except FileNotFoundError:
             raise NotRunning(f"context {xid} is not running") from None
 

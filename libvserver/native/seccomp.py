@@ -168,21 +168,30 @@ def for_spec(spec: ContextSpec) -> Program | None:
     return program("SYSLOG" in spec.bcaps)
 
 
-def prepare(spec: ContextSpec) -> None:
-    """Build (or find cached) the filter of spec in this process, before forking."""
-    for_spec(spec)
+def prepare_all() -> None:
+    """Build both variants now (a supervisor, before it forks any init). On failure
+    (no libseccomp) the reason is kept for load_prepared's error, then re-raised."""
+    global _build_error
+    try:
+        for allow_syslog in (False, True):
+            program(allow_syslog)
+    except Exception as e:
+        _build_error = f"{type(e).__name__}: {e}"
+        raise
 
 
 def load_prepared(spec: ContextSpec) -> None:
-    """In a forked child right before exec: load the filter prepare() built in the parent.
+    """In a forked child right before exec: load the filter prepare_all() built in the parent.
     Never builds one here (the child may already see the guest's files, and libseccomp
     is loaded lazily). Raises RuntimeError when nothing was prepared."""
     if not spec.seccomp:
         return
     allow_syslog = "SYSLOG" in spec.bcaps
     if allow_syslog not in _built:
-        raise RuntimeError("the seccomp filter was not prepared before the fork")
+        raise RuntimeError("the seccomp filter was not prepared before the fork"
+                           + (f" ({_build_error})" if _build_error else ""))
     program(allow_syslog).load()
 
 
 _built: set[bool] = set()
+_build_error = ""

@@ -112,8 +112,10 @@ class Supervisor:
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
                        for n in ("pid", "time") if os.path.exists(f"/proc/self/ns/{n}")}
         # init loads the filter right before exec: compile both variants now, once
-        for allow_syslog in (False, True):
-            seccomp.program(allow_syslog)
+        try:
+            seccomp.prepare_all()
+        except Exception:   # starts that need it fail, naming the reason
+            log.exception("cannot build the seccomp filter")
 
     # --- files ----------------------------------------------------------------------------
 
@@ -284,7 +286,10 @@ class Supervisor:
         if self.layout.pids(ctx.xid):
             self.layout.kill_all(ctx.xid)
         self.layout.remove(ctx.xid)
-        handles.drop(self.state_dir, ctx.xid)
+        try:
+            handles.drop(self.state_dir, ctx.xid)
+        except OSError as e:
+            log.warning("context %d: cannot remove its namespace handles: %s", ctx.xid, e)
         if self.net_tag is not None:
             from . import netns
             ifname = netns.host_ifname(ctx.xid, self.net_tag)

@@ -66,11 +66,16 @@ def close_all_but(keep: set[int]) -> None:
         lo = fd + 1
 
 
+def drop_groups() -> None:
+    """No supplementary groups; done before joining a user namespace, where setgroups()
+    may be denied and the host's groups would otherwise stay (unmapped) with the process."""
+    os.setgroups([])
+
+
 def become_guest_root(userns: bool) -> None:
-    """uid/gid 0 and no supplementary groups: inside the joined user namespace (its
-    root, mapped to an unprivileged host id) or, without one, the host's root."""
+    """uid/gid 0: inside the joined user namespace (its root, mapped to an unprivileged
+    host id) or, without one, the host's root. Call drop_groups() first."""
     try:
-        os.setgroups([])
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     except OSError as e:

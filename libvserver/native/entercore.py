@@ -97,6 +97,8 @@ def run_e1(plan: Plan) -> None:
                 f.write(str(os.getpid()))
         if plan.join_fn is not None:
             plan.join_fn()
+        if plan.keep is not None:
+            creds.drop_groups()
         for nstype, fd in plan.ns:
             creds.setns(fd, nstype)
             os.close(fd)

@@ -181,3 +181,19 @@ def test_handles_refuse_namespaces_a_guest_made_inside_its_user_namespace(tmp_pa
         os.waitpid(pid, 0)
         for fd in (r, r2, w2) + ((first,) if first is not None else ()):
             os.close(fd)
+
+
+def test_entered_command_is_root_inside_with_no_supplementary_groups(backend, make_spec,
+                                                                      started):
+    spec = started(make_spec())
+    before = os.getgroups()
+    os.setgroups([0, 4, 27])        # what the caller carries must not come along
+    try:
+        status = backend.exec(spec.xid, ["/bin/cat", "/proc/self/status"]).output.decode()
+    finally:
+        os.setgroups(before)
+    fields = {line.split(":")[0]: line.split()[1:] for line in status.splitlines()}
+    assert fields["Uid"] == ["0"] * 4 and fields["Gid"] == ["0"] * 4
+    assert fields["Groups"] == []
+    assert fields["NoNewPrivs"] == ["0"] and fields["Seccomp"] == ["2"]
+    assert int(fields["CapEff"][0], 16) == _mask(spec.bcaps)

@@ -158,6 +158,12 @@ def spawn(joiner: Joiner, cmd: Command, stdio: tuple[int, int, int], *,
     if e1 == 0:
         try:
             creds.set_dumpable(False)
+            # the caller's Python signal handlers and wake-up fd are not ours: a handler of
+            # the daemon must never run in a process that has joined a vserver
+            signal.set_wakeup_fd(-1)
+            for sig in signal.valid_signals():
+                if callable(signal.getsignal(sig)):
+                    signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             creds.close_all_but(plan.fds())
             for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):

@@ -154,6 +154,12 @@ class NativeBackend(Backend):
         if kept is None:
             raise LibvserverError(f"context {xid} has no recorded spec and namespaces (it was "
                                   "started by an older libvserver): restart it to enter it")
+        if not handles.ALWAYS_KEPT <= set(kept.ns):
+            # never enter only half: without its mount and PID namespaces the command
+            # would run on the host
+            raise LibvserverError(f"context {xid}: its namespace handles are not visible in "
+                                  f"{handles.ns_dir(self.state_dir, xid)} (is this process in "
+                                  "another mount namespace than the supervisor?)")
         try:
             program = seccomp.for_spec(kept.spec)
         except Exception as e:     # no libseccomp: never enter without the filter

@@ -34,6 +34,9 @@ from .namespaces import MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, 
 # host's user namespace and by the vserver's alike), the user namespace last, as
 # nsenter(1) does; mnt is last of the rest only so that nothing after it needs a path.
 NS_TYPES = ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt", "user")
+# made at every start (the supervisor forks init into a new PID namespace, init unshares
+# its mount namespace): an entry without them would not be inside at all
+ALWAYS_KEPT = frozenset({"mnt", "pid"})
 NS_GET_USERNS = 0xB701      # linux/nsfs.h: _IO(0xb7, 0x1), the owning user namespace
 NS_GET_PARENT = 0xB702      # _IO(0xb7, 0x2), the parent (of a user or PID namespace)
 

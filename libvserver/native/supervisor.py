@@ -9,7 +9,9 @@ reaps them, records why each ended, removes the context's cgroups and runs
 vshelper makes on a Linux-VServer kernel.  It also keeps each context's load
 average.  It is single-threaded and never unshares, and everything it knows
 can be rebuilt from cgroups and /proc when it is restarted: contexts it did
-not fork are watched through a pidfd.
+not fork are watched through a pidfd.  It keeps each context's namespaces and
+start spec for everyone who enters it later (handles.py: bind mounts under
+<state_dir>/ns in its own, the host's, mount namespace).
 
 Requests arrive as one JSON line per connection on ``<state_dir>/supervisor.sock``.
 """

@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from libvserver.api import CAP_NUMBERS
 from libvserver.native import handles
 from libvserver.native.namespaces import NS_FLAGS
@@ -143,7 +145,6 @@ def test_handles_refuse_namespaces_a_guest_made_inside_its_user_namespace(tmp_pa
     """A hostile init that unshares before the supervisor keeps its namespaces is caught
     when the context has a user namespace: a nested one, or a namespace owned by another
     user namespace, is not what start made."""
-    import pytest
     from libvserver.native import namespaces
     r, w = os.pipe()
     r2, w2 = os.pipe()
@@ -197,3 +198,33 @@ def test_entered_command_is_root_inside_with_no_supplementary_groups(backend, ma
     assert fields["Groups"] == []
     assert fields["NoNewPrivs"] == ["0"] and fields["Seccomp"] == ["2"]
     assert int(fields["CapEff"][0], 16) == _mask(spec.bcaps)
+
+
+def test_entry_refuses_when_the_namespace_handles_are_not_visible(backend, make_spec,
+                                                                  started):
+    """A caller in another mount namespace than the supervisor sees an empty handle
+    directory: it must not run the command on the host instead."""
+    from libvserver import LibvserverError
+    from libvserver.native.namespaces import CLONE_NEWNS, MNT_DETACH, umount2, unshare
+    spec = started(make_spec())
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            unshare(CLONE_NEWNS)
+            umount2(str(handles.ns_root(backend.state_dir)), MNT_DETACH)
+            try:
+                backend.exec(spec.xid, ["/bin/true"])
+            except LibvserverError as e:
+                os.write(w, str(e).encode())
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    message = os.read(r, 4096).decode()
+    os.close(r)
+    assert os.waitstatus_to_exitcode(status) == 0, message
+    assert "not visible" in message
+    assert backend.exec(spec.xid, ["/bin/true"]).status == 0

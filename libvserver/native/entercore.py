@@ -1,7 +1,7 @@
 """The entering process itself (E1 and E2 of enter.py), on the standard library only.
 
 Kept free of the rest of libvserver so it can also run as a fresh process image:
-``python -I -S <this file> <plan, marshalled, in hex>``.  enter.py execs that when the context has
+``python -I -S <this file> <descriptor of a memfd with the plan>``.  enter.py execs that when the context has
 no user namespace and its bounding set holds CAP_SYS_PTRACE: guest root is then
 ptrace-capable over every uid-0 process of its PID namespace, the non-dumpable flag no
 longer protects the child that joins it, and a fork of the caller would carry a copy of
@@ -163,15 +163,29 @@ def _e2(plan: Plan) -> None:
 
 
 def exec_fresh(plan: Plan) -> None:
-    """Replace this (forked) process by a fresh interpreter that runs run_e1(plan)."""
+    """Replace this (forked) process by a fresh interpreter that runs run_e1(plan). The
+    plan travels in a memfd, not in argv, which every host user can read."""
+    memfd = os.memfd_create("vcd-entry-plan", 0)
+    data = plan.dumps().encode()
+    while data:
+        data = data[os.write(memfd, data):]
+    os.lseek(memfd, 0, os.SEEK_SET)
     for fd in plan.fds():
         os.set_inheritable(fd, True)
     os.execve(sys.executable, [sys.executable, "-I", "-S", os.path.abspath(__file__),
-                               plan.dumps()], {})
+                               str(memfd)], {})
+
+
+def _read_plan(fd: int) -> Plan:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return Plan.loads(b"".join(chunks).decode())
 
 
 if __name__ == "__main__":
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for _s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
         signal.signal(_s, signal.SIG_IGN)
-    run_e1(Plan.loads(sys.argv[1]))
+    run_e1(_read_plan(int(sys.argv[1])))

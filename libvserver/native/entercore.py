@@ -185,7 +185,11 @@ def _read_plan(fd: int) -> Plan:
 
 
 if __name__ == "__main__":
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    for _s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
-        signal.signal(_s, signal.SIG_IGN)
-    run_e1(_read_plan(int(sys.argv[1])))
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        for _s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
+            signal.signal(_s, signal.SIG_IGN)
+        _plan = _read_plan(int(sys.argv[1]))
+    except BaseException:
+        os._exit(126)   # "could not enter", never a status the command might have given
+    run_e1(_plan)

@@ -13,7 +13,7 @@ PANEL := vcd/panel
 # Debian packages the project needs at build, run or test time.
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config librrd-dev rrdtool \
 	busybox-static bzip2 e2fsprogs iproute2 util-linux zstd xz-utils debootstrap \
-	librpc-xml-perl libcap2-bin procps openssl nodejs chromium chromium-driver
+	librpc-xml-perl libcap2-bin procps openssl libseccomp2 nodejs chromium chromium-driver
 
 .PHONY: setup run links test bench clean apt
 setup: $(VENV)/.installed $(PANEL)/dist/.built

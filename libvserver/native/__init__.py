@@ -15,13 +15,18 @@ Where things are
                 <xid>.init (which process is its init), <xid>.notify (callbacks
                 not yet run), <xid>.callback (the last callback's output),
                 callbacks.failed (JSON lines, followed by vcd), notify.json (the
-                callback's argv), reaped/<pid>.json (the keeper's records).
+                callback's argv), reaped/<pid>.json (the keeper's records),
+                <xid>.console (its console log, console.py), <xid>.spec (the spec it
+                was started with, and init's pid) and ns/<xid>/<type> (its
+                namespaces, kept as bind mounts: handles.py).
     image_dir   <xid>.img, the ext4 image of a context with a disk limit.
 
 Modules: backend (the Backend), supervisor, spawn (a context's PID 1 before init),
 rootfs (mounts, pivot_root), confine (symlink-safe paths in the vdir), cgroups,
 limits (limits → cgroups/rlimits/sysctls), netns (veth), quota (loop images),
-enter (exec inside), stat (counters), namespaces (syscall wrappers), client.
+enter (exec and login inside), handles (kept namespaces and spec), creds (the
+entering process's credentials), seccomp (the default filter), stat (counters),
+namespaces (syscall wrappers), client.
 """
 
 from .backend import NativeBackend

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import resource
 import signal
 import time
 from typing import Callable
@@ -14,10 +13,10 @@ from pathlib import Path
 from ..api import (ENFORCED, AlreadyRunning, Backend, ContextSpec, ContextStat, ExecResult,
                    InvalidSpec, LibvserverError, NoSuchProcess, NotRunning, StartError,
                    not_enforced)
-from . import console, enter, idmap, limits, namespaces, quota, stat
+from . import console, enter, handles, idmap, limits, namespaces, quota, seccomp, stat
 from .cgroups import Layout
 from .client import SupervisorClient
-from .supervisor import init_pid_of
+from .supervisor import init_pid_of, is_init
 
 CCAP_WHY = {
     "SET_RLIMIT": "raising limits needs CAP_SYS_RESOURCE in the bounding set; there is no "
@@ -68,26 +67,29 @@ class NativeBackend(Backend):
     # --- helpers --------------------------------------------------------------------------
 
     def init_pid(self, xid: int) -> int:
-        pid = init_pid_of(self.layout.pids(xid))
+        pid = self._init_pid(xid, self.layout.pids(xid))
         if pid is None:
             raise NotRunning(f"context {xid} is not running")
         return pid
 
-    def _init_caps(self, pid: int) -> set[int]:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("CapBnd:"):
-                    mask = int(line.split()[1], 16)
-                    return {c for c in range(64) if mask >> c & 1}
-        return set()
-
-    def _init_rlimits(self, pid: int) -> list[limits.RlimitPlan]:
-        # Entered commands get exactly init's limits, read back from the kernel.
-        out = []
-        for name, (res, _) in limits.RLIMITS.items():
-            soft, hard = resource.prlimit(pid, res)
-            out.append(limits.RlimitPlan(name, res, soft, hard, False))
-        return out
+    def _init_pid(self, xid: int, pids: list[int]) -> int | None:
+        """The context's PID 1: the pid the supervisor recorded at start when it is still
+        that process (in the group, PID 1 of the kept PID namespace), else the one process
+        of the group that is PID 1 of a PID namespace one level below ours. A guest's
+        processes in PID namespaces of its own (NSpid ... 1 three or more deep) never
+        qualify."""
+        if not pids:
+            return None
+        kept = handles.load(self.state_dir, xid)
+        if kept is not None and kept.init_pid in pids and is_init(kept.init_pid):
+            pidns = kept.ns.get("pid")
+            try:
+                if pidns is None or os.stat(pidns).st_ino == \
+                        os.stat(f"/proc/{kept.init_pid}/ns/pid").st_ino:
+                    return kept.init_pid
+            except OSError:
+                pass
+        return init_pid_of(pids)
 
     def supervisor_pid(self) -> int:
         return int(self.client.call({"op": "ping"})["pid"])
@@ -108,6 +110,7 @@ class NativeBackend(Backend):
             pass
         for xid in self.layout.xids():
             self.layout.remove(xid, wait=5)
+        handles.drop_all(self.state_dir)
         for h in self.layout.hierarchies:
             try:
                 os.rmdir(self.layout.group(h))
@@ -171,13 +174,28 @@ class NativeBackend(Backend):
             entry.close()
 
     def entry(self, xid: int) -> enter.Entry:
-        """What a new process needs to join context xid (namespaces, cgroups, and init's
-        rlimits and bounding set, read back from the kernel). Caller closes it."""
-        pid = self.init_pid(xid)
+        """What a new process needs to join context xid: the namespace handles the
+        supervisor kept at start (opened), and the bounding set, rlimits and seccomp
+        filter of the spec the context was started with. Caller closes it."""
+        self.init_pid(xid)
+        kept = handles.load(self.state_dir, xid)
+        if kept is None:
+            raise LibvserverError(f"context {xid} has no recorded spec and namespaces (it was "
+                                  "started by an older libvserver): restart it to enter it")
+        if not handles.ALWAYS_KEPT <= set(kept.ns):
+            # never enter only half: without its mount and PID namespaces the command
+            # would run on the host
+            raise LibvserverError(f"context {xid}: its namespace handles are not visible in "
+                                  f"{handles.ns_dir(self.state_dir, xid)} (is this process in "
+                                  "another mount namespace than the supervisor?)")
         try:
-            return enter.open_entry(self.layout, xid, pid, self._init_rlimits(pid),
-                                    self._init_caps(pid))
-        except ProcessLookupError:
+            program = seccomp.for_spec(kept.spec)
+        except Exception as e:     # no libseccomp: never enter without the filter
+            raise LibvserverError(f"context {xid}: the seccomp filter cannot be built "
+                                  f"({type(e).__name__}: {e})") from None
+        try:
+            return enter.open_entry(self.layout, xid, kept, program)
+        except FileNotFoundError:
             raise NotRunning(f"context {xid} is not running") from None
 
     def stop(self, xid: int, halt_argv: list[str], timeout: float = 15.0) -> str:
@@ -186,10 +204,13 @@ class NativeBackend(Backend):
         output = ""
         try:
             if halt_argv:  # empty: init was sent its halt signal by the caller
+                # the clean entry of vx.exec, with the privileges of the spec it started with
                 r = self.exec(xid, halt_argv, timeout=timeout, output_cap=64 * 1024)
                 output = r.output.decode(errors="replace")
         except (NotRunning, ProcessLookupError):
             pass
+        except LibvserverError as e:
+            output = f"halt not run: {e}\n"   # the context is killed all the same
         while self.layout.pids(xid) and time.monotonic() < deadline:
             time.sleep(0.02)
         self._kill_and_clean(xid)
@@ -212,24 +233,28 @@ class NativeBackend(Backend):
 
     def kill(self, xid: int, pid: int, sig: int) -> None:
         pids = self.layout.pids(xid)
-        if not pids:
+        init = self._init_pid(xid, pids)
+        if init is None:
             raise NotRunning(f"context {xid} is not running")
         if pid == 0:
             if sig == signal.SIGKILL:
                 self.layout.kill_all(xid)
                 return
-            # only the context's own processes: exec helpers in the group live in the
-            # host PID namespace and belong to a caller waiting for them
+            # every process of the context, also in PID namespaces of its own; not the
+            # entering helpers in the group, which live in our PID namespace and belong to
+            # a caller waiting for them
             for p in pids:
-                if self._in_context_pidns(p, pids):
+                if len(_nspids(p)) >= 2:
                     try:
                         os.kill(p, sig)
                     except ProcessLookupError:
                         pass
             return
+        # the pid as the context sees it is the second NSpid entry of each of its
+        # processes, also of those in PID namespaces of the guest's own
         for p in pids:
-            info = stat.task_info(p)
-            if info is not None and info[1] == pid and self._in_context_pidns(p, pids):
+            ns = _nspids(p)
+            if len(ns) >= 2 and ns[1] == pid:
                 fd = os.pidfd_open(p)
                 try:
                     signal.pidfd_send_signal(fd, sig)
@@ -237,16 +262,6 @@ class NativeBackend(Backend):
                     os.close(fd)
                 return
         raise NoSuchProcess(f"no process {pid} in context {xid}")
-
-    def _in_context_pidns(self, pid: int, pids: list[int]) -> bool:
-        # exec helpers join the cgroup from the host PID namespace: their pids mean nothing
-        init = init_pid_of(pids)
-        if init is None:
-            return False
-        try:
-            return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{init}/ns/pid")
-        except OSError:
-            return False
 
     def running(self) -> list[int]:
         return [x for x in self.layout.xids() if self.layout.pids(x)]
@@ -256,8 +271,7 @@ class NativeBackend(Backend):
 
     def stat(self, xid: int) -> ContextStat:
         pids = self.layout.pids(xid)
-        return stat.collect(self.layout, xid, init_pid_of(pids) if pids else None,
-                            self.state_dir)
+        return stat.collect(self.layout, xid, self._init_pid(xid, pids), self.state_dir)
 
     def last_exit(self, xid: int) -> dict | None:
         """Why the last init of xid ended ({reason, status, time}), as the supervisor saw it."""
@@ -326,6 +340,18 @@ def migrate_overlay(overlay: dict, ids: idmap.IdRange) -> None:
         st = os.lstat(overlay[key])
         if not ids.contains(st.st_uid):
             idmap.shift_tree(overlay[key], ids)
+
+
+def _nspids(pid: int) -> list[int]:
+    """pid in each PID namespace it is in, ours first ([] when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return [int(x) for x in line.split()[1:]]
+    except (OSError, ValueError):
+        pass
+    return []
 
 
 def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:

@@ -1,14 +1,28 @@
-"""Running a command inside a running context (vx.exec, halt, reboot).
+"""Running a command inside a running context (vx.exec, halt, reboot, vcc login).
 
-caller ──fork──▶ E1: joins the context's cgroups, setns() into all of init's
-                     namespaces through a pidfd (one atomic call), forks E2
-                     (the PID namespace applies to children), relays E2's status.
-                 E2: new session, same rlimits and bounding set as init, exec argv.
+caller: opens the command's stdio on the host (/dev/null, pipes, a pty) and the
+        namespace handles the supervisor kept, then forks E1.
+E1:     not dumpable; closes every descriptor but stdio, the pid pipe and the
+        handles; joins the context's cgroups (host side); setns() into the kept
+        handles (the user namespace last); becomes the guest's root (uid/gid 0 inside
+        the user namespace, no groups); the spec's bounding set; the seccomp filter;
+        the spec's capabilities; forks E2 (a PID namespace applies to children only)
+        and relays E2's status.  E1 stays in the host's PID namespace, where the guest
+        cannot name it.
+E2:     born with all of that: new session, stdio on 0-2, the spec's rlimits, exec.
+
+E1 and E2 run entercore.py. Where the context has no user namespace and its bounding
+set holds CAP_SYS_PTRACE, guest root could reach E2 before its exec whatever the
+dumpable flag says, so E1 first execs a fresh interpreter (entercore.exec_fresh):
+what it joins with is then the plan, never a copy of the caller's memory.
+
+Nothing is taken from the guest: privileges come from the spec the context was
+started with (handles.py), namespaces from the handles, stdio from the caller, and
+no path inside the guest is resolved until the process holds only the guest's
+credentials and descriptors.  Everything E1 and E2 run is imported before the fork,
+so no import can read the guest's files.
 
 The caller reads the combined output until E1 has exited plus a short grace:
-(it also feeds `stdin` bytes through a pipe and hands each chunk to `on_output` as it
-arrives, for callers that stream; an exception raised in the caller meanwhile, e.g. by
-a signal handler, kills the command's session before it propagates)
 a background process of the command may keep the pipe open forever, so EOF
 is never awaited.  Output beyond the cap is drained and dropped so a flood
 cannot block the command, and the timeout kills the command's session.
@@ -20,154 +34,171 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
-from ..api import ExecResult
-from . import limits, namespaces
+from ..api import CAP_NUMBERS, ExecResult
+from . import creds, entercore, limits
 from .cgroups import Layout
-from .namespaces import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
-                         CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS)
+from .handles import Kept
+from .namespaces import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
+                         CLONE_NEWPID, CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS)
+from .seccomp import Program
+from .spawn import keep_caps
 
+OnOutput = Callable[[bytes], None]
 EXEC_ENV = {"PATH": "/sbin:/bin:/usr/sbin:/usr/bin", "HOME": "/root", "TERM": "dumb"}
 GRACE = 0.2
+NS_CLONE = {"cgroup": CLONE_NEWCGROUP, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS,
+            "net": CLONE_NEWNET, "pid": CLONE_NEWPID, "time": CLONE_NEWTIME,
+            "mnt": CLONE_NEWNS, "user": CLONE_NEWUSER}
+CAP_SYS_PTRACE = CAP_NUMBERS["SYS_PTRACE"]
 
 
-def _ns_flags(init_pid: int) -> int:
-    flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
-    # only enter a time namespace that differs from ours (setns needs it to be a real change
-    # of time_for_children; the same one is harmless but skip the work)
-    try:
-        if os.stat(f"/proc/{init_pid}/ns/time").st_ino != os.stat("/proc/self/ns/time").st_ino:
-            flags |= CLONE_NEWTIME
-    except FileNotFoundError:
-        pass
-    # iso-ns (minimal, until the entry path is reworked): an unprivileged context's user
-    # and cgroup namespaces too; joining the same user namespace again is refused (EINVAL)
-    for name, flag in (("user", CLONE_NEWUSER), ("cgroup", CLONE_NEWCGROUP)):
-        if os.stat(f"/proc/{init_pid}/ns/{name}").st_ino != os.stat(f"/proc/self/ns/{name}").st_ino:
-            flags |= flag
-    return flags
+class Joiner(Protocol):
+    """How a process becomes one of the context's: a plan for entercore."""
 
-
-def _exec_child(enter_fn: Callable[[], None], argv: list[str],
-                rl: list[limits.RlimitPlan], keep: set[int] | None, out_w: int,
-                pid_w: int, in_r: int = -1) -> None:
-    """Body of E1; never returns."""
-    try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        enter_fn()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(pid_w)
-                os.setsid()
-                os.chdir("/")
-                limits.apply_rlimits(rl)
-                if keep is not None:
-                    namespaces.drop_bounding_set(keep)
-                for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT,
-                          signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(s, signal.SIG_DFL)
-                os.dup2(in_r if in_r >= 0 else os.open("/dev/null", os.O_RDONLY), 0)
-                os.dup2(out_w, 1)
-                os.dup2(out_w, 2)
-                os.closerange(3, 65536)
-                os.execvpe(argv[0], argv, EXEC_ENV)
-            except BaseException as e:
-                try:
-                    os.write(2, f"vx.exec: {argv[0]}: {getattr(e, 'strerror', None) or e}\n"
-                             .encode())
-                finally:
-                    os._exit(127)
-        os.close(out_w)
-        os.write(pid_w, f"{pid}\n".encode())
-        os.close(pid_w)
-        _, status = os.waitpid(pid, 0)
-        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status)
-                 else 128 + os.WTERMSIG(status))
-    except BaseException as e:
-        try:
-            os.write(out_w, f"vx.exec: cannot enter the context: {e}\n".encode())
-        finally:
-            os._exit(126)
+    def plan(self, cmd: "Command", stdio: tuple[int, int, int], ctty: bool,
+             pid_w: int) -> entercore.Plan: ...
 
 
 @dataclass
 class Entry:
-    """How a new process joins a running context: vx.exec uses it, and so does an
-    interactive login (which brings its own terminal handling)."""
+    """A native context to join: the kept handles (open), and what the spec says."""
     layout: Layout
     xid: int
     init_pid: int
-    pidfd: int
-    flags: int
+    ns: list[tuple[str, int]]           # (type, open handle), in handles.NS_TYPES order
+    keep: set[int]                      # bounding set
     rlimits: list[limits.RlimitPlan]
-    keep: set[int] | None
+    seccomp: Program | None
 
-    def join(self) -> None:
-        """In a child of the caller: the context's cgroups and namespaces. The PID
-        namespace applies to this process's children only: fork once more after it."""
-        self.layout.join(self.xid)
-        namespaces.setns(self.pidfd, self.flags)
-        if self.flags & CLONE_NEWUSER:
-            # iso-ns (minimal): host ids are unmapped in there; become the guest's root
-            os.setresgid(0, 0, 0)
-            os.setgroups([])
-            os.setresuid(0, 0, 0)
+    def plan(self, cmd: "Command", stdio: tuple[int, int, int], ctty: bool,
+             pid_w: int) -> entercore.Plan:
+        return entercore.Plan(
+            exes=cmd.exes(), stdio=stdio, ctty=ctty, pid_w=pid_w,
+            cgroup_procs=[str(self.layout.group(h, self.xid) / "cgroup.procs")
+                          for h in self.layout.hierarchies],
+            ns=[(NS_CLONE[name], fd) for name, fd in self.ns],
+            userns=self.userns, keep=sorted(self.keep),
+            rlimits=[(r.resource, r.soft, r.hard) for r in self.rlimits],
+            bpf=self.seccomp.bpf if self.seccomp is not None else None)
 
-    def confine(self) -> None:
-        """In that grandchild, before exec: init's rlimits and bounding set."""
-        limits.apply_rlimits(self.rlimits)
-        if self.keep is not None:
-            namespaces.drop_bounding_set(self.keep)
+    @property
+    def userns(self) -> bool:
+        return any(name == "user" for name, _ in self.ns)
+
+    @property
+    def fresh_image(self) -> bool:
+        """Without a user namespace, guest root with CAP_SYS_PTRACE can reach the child
+        that joins it whatever its dumpable flag: then it must not be a copy of the
+        caller's memory (entercore.py)."""
+        return not self.userns and CAP_SYS_PTRACE in self.keep
 
     def close(self) -> None:
-        os.close(self.pidfd)
+        for _, fd in self.ns:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.ns = []
 
 
-def open_entry(layout: Layout, xid: int, init_pid: int, rlimits: list[limits.RlimitPlan],
-               keep: set[int] | None) -> Entry:
-    """An Entry for init_pid's namespaces (held through a pidfd, so a recycled pid can't
-    redirect it); close() it when done."""
-    return Entry(layout, xid, init_pid, os.pidfd_open(init_pid), _ns_flags(init_pid),
-                 rlimits, keep)
+@dataclass
+class FnJoiner:
+    """Joining through a callable (the Linux-VServer kernel's own context switch)."""
+    fn: Callable[[], None]
+    rlimits: list[limits.RlimitPlan] = field(default_factory=list)
+    keep: set[int] | None = None
+    fresh_image = False
+
+    def plan(self, cmd: "Command", stdio: tuple[int, int, int], ctty: bool,
+             pid_w: int) -> entercore.Plan:
+        return entercore.Plan(
+            exes=cmd.exes(), stdio=stdio, ctty=ctty, pid_w=pid_w, join_fn=self.fn,
+            keep=sorted(self.keep) if self.keep is not None else None,
+            rlimits=[(r.resource, r.soft, r.hard) for r in self.rlimits])
 
 
-OnOutput = Callable[[bytes], None]
+def open_entry(layout: Layout, xid: int, kept: Kept, seccomp: Program | None) -> Entry:
+    """An Entry for the handles the supervisor kept for xid; close() it when done."""
+    ns: list[tuple[str, int]] = []
+    try:
+        for name, path in kept.ns.items():
+            ns.append((name, os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)))
+    except BaseException:
+        for _, fd in ns:
+            os.close(fd)
+        raise
+    return Entry(layout, xid, kept.init_pid, ns, keep_caps(kept.spec),
+                 limits.rlimit_plan(kept.spec), seccomp)
 
 
-def run(entry: Entry, argv: list[str], timeout: float, output_cap: int,
+@dataclass
+class Command:
+    """What E2 execs: ``path`` None means argv[0] looked up in env's PATH; further
+    candidates are tried in order while the file does not exist (a login's shells)."""
+    argv: list[str]
+    env: dict[str, str]
+    path: str | None = None
+    fallbacks: list["Command"] = field(default_factory=list)
+
+    def exes(self) -> list[entercore.Exe]:
+        return [entercore.Exe(c.argv, c.env, c.path) for c in [self] + self.fallbacks]
+
+
+def spawn(joiner: Joiner, cmd: Command, stdio: tuple[int, int, int], *,
+          ctty: bool = False, pid_w: int = -1) -> int:
+    """Fork E1 for cmd with stdio (host descriptors of the caller) on 0-2; ``ctty`` makes
+    stdin the controlling terminal of E2's new session. E1 writes E2's pid to ``pid_w``
+    (when given) and exits with E2's status (128 + signal when killed, 126 when it could
+    not enter, 127 when the command cannot be executed). Returns E1's pid."""
+    plan = joiner.plan(cmd, stdio, ctty, pid_w)
+    fresh = bool(getattr(joiner, "fresh_image", False))
+    e1 = os.fork()
+    if e1 == 0:
+        try:
+            creds.set_dumpable(False)
+            # the caller's Python signal handlers and wake-up fd are not ours: a handler of
+            # the daemon must never run in a process that has joined a vserver
+            signal.set_wakeup_fd(-1)
+            for sig in signal.valid_signals():
+                if callable(signal.getsignal(sig)):
+                    signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            creds.close_all_but(plan.fds())
+            for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
+                signal.signal(s, signal.SIG_IGN)
+            if fresh:
+                entercore.exec_fresh(plan)
+            entercore.run_e1(plan)
+        except BaseException as e:
+            try:
+                os.write(stdio[2], f"cannot enter the context: {e}\n".encode())
+            finally:
+                os._exit(126)
+    return e1
+
+
+def run(joiner: Joiner, argv: list[str], timeout: float, output_cap: int,
         stdin: bytes | None = None, on_output: OnOutput | None = None) -> ExecResult:
-    """Run argv inside the context of entry. stdin: bytes fed to the command (None =
-    /dev/null); on_output: called with each chunk of output as it arrives (only the
-    chunks kept within output_cap)."""
-    return run_entered(entry.join, argv, timeout, output_cap, entry.rlimits, entry.keep,
-                       stdin, on_output)
-
-
-def run_entered(enter_fn: Callable[[], None], argv: list[str], timeout: float,
-                output_cap: int, rl: list[limits.RlimitPlan],
-                keep: set[int] | None, stdin: bytes | None = None,
-                on_output: OnOutput | None = None) -> ExecResult:
-    """Fork E1, which calls enter_fn() and forks E2 for argv; collect E2's output."""
+    """Run argv inside the context: output through a pipe. stdin: bytes fed to the
+    command through a pipe (None = the host's /dev/null); on_output: called with each
+    chunk of output as it arrives (only the chunks kept within output_cap)."""
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
-    in_r, in_w = os.pipe2(os.O_CLOEXEC) if stdin is not None else (-1, -1)
+    if stdin is not None:
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    else:
+        in_r, in_w = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC), -1
     try:
-        e1 = os.fork()
-        if e1 == 0:
-            os.close(out_r)
-            os.close(pid_r)
-            if in_w >= 0:
-                os.close(in_w)  # else the command never sees the end of its input
-            _exec_child(enter_fn, argv, rl, keep, out_w, pid_w, in_r)
-        os.close(out_w)
-        os.close(pid_w)
-        out_w = pid_w = -1
-        if in_r >= 0:
-            os.close(in_r)
-            in_r = -1
+        # E1 keeps only its stdio: the write end of stdin stays here, so the command
+        # sees the end of its input when the feed is done
+        e1 = spawn(joiner, Command(argv, EXEC_ENV), (in_r, out_w, out_w), pid_w=pid_w)
+        for fd in (out_w, pid_w, in_r):
+            os.close(fd)
+        out_w = pid_w = in_r = -1
+        if in_w >= 0:
             os.set_blocking(in_w, False)
         e1fd = os.pidfd_open(e1)
         try:
@@ -180,6 +211,14 @@ def run_entered(enter_fn: Callable[[], None], argv: list[str], timeout: float,
         for fd in (out_r, pid_r, out_w, pid_w, in_r, in_w):
             if fd >= 0:
                 os.close(fd)
+
+
+def run_entered(enter_fn: Callable[[], None], argv: list[str], timeout: float,
+                output_cap: int, rl: list[limits.RlimitPlan],
+                keep: set[int] | None, stdin: bytes | None = None,
+                on_output: OnOutput | None = None) -> ExecResult:
+    """run() for a context joined by enter_fn (the Linux-VServer kernel backend)."""
+    return run(FnJoiner(enter_fn, rl, keep), argv, timeout, output_cap, stdin, on_output)
 
 
 @dataclass

@@ -38,7 +38,7 @@ import traceback
 from dataclasses import dataclass
 
 from ..api import CAP_NUMBERS, ContextSpec, InitMissing, StartError
-from . import idmap, limits, namespaces, rootfs
+from . import idmap, limits, namespaces, rootfs, seccomp
 from .namespaces import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                          CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS)
 
@@ -267,6 +267,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             os.dup2(stdio, fd)
         os.closerange(3, err_w)
         os.closerange(err_w + 1, 65536)
+        seccomp.load_prepared(spec)
         try:
             os.execve(spec.init[0], spec.init, INIT_ENV)
         except OSError as e:

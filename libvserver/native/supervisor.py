@@ -33,6 +33,10 @@ Callbacks run with their output in ``<xid>.callback``; one that fails is logged
 with that output in ``supervisor.log`` and appended as a JSON line to
 ``callbacks.failed``, which vcd follows into its own log.
 
+It keeps each context's namespaces and start spec for everyone who enters it
+later (handles.py: bind mounts under <state_dir>/ns in its own, the host's, mount
+namespace).
+
 Requests arrive as one JSON line per connection on ``<state_dir>/supervisor.sock``.
 """
 
@@ -55,7 +59,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..api import AlreadyRunning, ContextSpec, StartError
-from . import console, idmap, limits, namespaces, spawn
+from . import console, handles, idmap, limits, namespaces, seccomp, spawn
 from .cgroups import Layout
 
 log = logging.getLogger("libvserver.supervisor")
@@ -115,22 +119,24 @@ def parent_of(pid: int) -> int | None:
     return int(fields[1]) if fields else None
 
 
-def is_namespace_init(pid: int) -> bool:
-    """PID 1 of a child PID namespace (also while a zombie)."""
+def is_init(pid: int) -> bool:
+    """pid is PID 1 of a PID namespace exactly one level below ours: a context's init.
+    A guest's own nested PID namespaces are deeper (NSpid has three or more entries), so
+    none of its processes can pass for init."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("NSpid:"):
                     ns = line.split()[1:]
-                    return len(ns) >= 2 and ns[-1] == "1"
+                    return len(ns) == 2 and ns[1] == "1"
     except OSError:
         pass
     return False
 
 
 def init_pid_of(pids: list[int]) -> int | None:
-    """The process of the list that is PID 1 of its own (child) PID namespace."""
-    return next((pid for pid in pids if is_namespace_init(pid)), None)
+    """The process of the list that is a context's init (see is_init)."""
+    return next((pid for pid in pids if is_init(pid)), None)
 
 
 @dataclass
@@ -166,6 +172,11 @@ class Supervisor:
         # our own namespaces, to return to after unsharing for a child
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
                        for n in ("pid", "time") if os.path.exists(f"/proc/self/ns/{n}")}
+        # init loads the filter right before exec: compile both variants now, once
+        try:
+            seccomp.prepare_all()
+        except Exception:   # starts that need it fail, naming the reason
+            log.exception("cannot build the seccomp filter")
 
     # --- files ----------------------------------------------------------------------------
 
@@ -245,6 +256,7 @@ class Supervisor:
                 os.close(loopfd)  # the mount holds the device now; autoclear does the rest
             os.close(slave)  # init holds it now; EIO on the master once every holder is gone
         ctx = self.ctxs[xid] = Ctx(xid, gpid, child=True)
+        self.keep_handles(spec, gpid)
         self._attach_console(ctx, master)
         if "SCHED_PAUSE" in spec.flags:
             self.layout.freeze(xid, True)  # the vserver flag unschedules the whole context
@@ -379,6 +391,19 @@ class Supervisor:
             pass  # G failed already: its error is on err_r
         return _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip()
 
+    def keep_handles(self, spec: ContextSpec, pid: int) -> None:
+        """Keep the namespaces made at start and the spec (handles.py) for everyone who
+        enters the context later; a context that cannot be kept is not left running."""
+        try:
+            handles.keep(self.state_dir, spec, pid)
+        except OSError as e:
+            self.ctxs.pop(spec.xid, None)
+            _kill_wait(pid)
+            self.layout.kill_all(spec.xid)
+            self.layout.remove(spec.xid)
+            handles.drop(self.state_dir, spec.xid)
+            raise StartError(f"context {spec.xid}: cannot keep its namespaces: {e}") from None
+
     # --- exits ----------------------------------------------------------------------------
 
     def reap(self) -> None:
@@ -410,6 +435,10 @@ class Supervisor:
         if self.layout.pids(ctx.xid):
             self.layout.kill_all(ctx.xid)
         self.layout.remove(ctx.xid)
+        try:
+            handles.drop(self.state_dir, ctx.xid)
+        except OSError as e:
+            log.warning("context %d: cannot remove its namespace handles: %s", ctx.xid, e)
         if self.net_tag is not None:
             from . import netns
             ifname = netns.host_ifname(ctx.xid, self.net_tag)
@@ -544,7 +573,9 @@ class Supervisor:
             if xid in self.ctxs:
                 continue
             pids = self.layout.pids(xid)
-            pid = init_pid_of(pids) if pids else None
+            kept = handles.load(self.state_dir, xid)
+            pid = kept.init_pid if kept is not None and kept.init_pid in pids and \
+                is_init(kept.init_pid) else (init_pid_of(pids) if pids else None)
             known = inits.get(xid)
             if known is not None and pid != known.get("pid"):
                 # its init is gone: ended while no worker watched (the keeper has its status)
@@ -809,7 +840,7 @@ class Keeper:
 
     def record(self, pid: int) -> None:
         """Reap `pid` (a zombie child); an init's wait status goes to reaped/<pid>.json."""
-        init = is_namespace_init(pid)
+        init = is_init(pid)
         start_time = start_time_of(pid) if init else None
         try:
             _, status = os.waitpid(pid, 0)

@@ -169,3 +169,27 @@ def notified(notify_log):
 @pytest.fixture
 def groups_of(backend):
     return lambda xid: cgroup_dirs(backend, xid)
+
+
+@pytest.fixture(scope="session")
+def probe(session_dir) -> Path:
+    """tests/backend/probes/probe.c, compiled static once per session (gcc)."""
+    src = Path(__file__).parent / "probes" / "probe.c"
+    out = session_dir / "probe"
+    if not out.exists():
+        if shutil.which("gcc") is None:
+            pytest.skip("gcc is needed to build the in-vserver probe")
+        import subprocess
+        subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(src)], check=True)
+    return out
+
+
+@pytest.fixture
+def probe_in(probe):
+    """Copy the probe into a vdir as /bin/probe (mode 0755); returns the in-vserver path."""
+    def install(vdir: Path, name: str = "probe", mode: int = 0o755) -> str:
+        dest = vdir / "bin" / name
+        shutil.copyfile(probe, dest)
+        os.chmod(dest, mode)
+        return f"/bin/{name}"
+    return install

@@ -1,17 +1,17 @@
 """`vcc login NAME`: an interactive shell inside a running vserver on this host.
 
 The daemon answers which context the name is (vxdb.xid.get) and whether it runs;
-the rest is local and needs root: libvserver's native backend finds the context's
-init (`NativeBackend.init_pid`, from the context's cgroup) and the limits and
-bounding set entered commands get, and `NativeBackend.entry(xid)` puts a process into the
-context exactly as vx.exec does. What libvserver has no part for - a terminal -
-is here: a pty whose slave becomes the shell's controlling terminal, the window
+the rest is local and needs root: `NativeBackend.entry(xid)` opens the namespaces
+the supervisor kept at start and the privileges of the spec the context was started
+with, and `enter.spawn` puts a process into the context exactly as vx.exec does.
+What libvserver has no part for - a terminal - is here: a pty whose slave becomes the shell's controlling terminal, the window
 size copied to it (and again on SIGWINCH), and a relay between it and ours.
 
-    vcc ─fork─▶ E1: joins the cgroups, setns() into init's namespaces, forks E2,
-                    waits, exits with E2's status
-                E2: (PID 1's namespace) setsid, the pty slave as controlling
-                    terminal and fds 0-2, init's limits and bounding set, exec shell
+    vcc ─enter.spawn─▶ E1: keeps only the pty slave, joins the context exactly as
+                           vx.exec does (libvserver.native.enter), forks E2, waits,
+                           exits with E2's status
+                       E2: setsid, the pty slave as controlling terminal and fds 0-2,
+                           exec the first shell of SHELLS that exists inside
 """
 from __future__ import annotations
 
@@ -75,47 +75,6 @@ def _shell_env() -> dict[str, str]:
             "TERM": os.environ.get("TERM") or "vt100"}
 
 
-def _e2(slave: int, entry: Any) -> None:
-    """Inside the context; never returns."""
-    try:
-        os.setsid()
-        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-        for fd in (0, 1, 2):
-            os.dup2(slave, fd)
-        os.closerange(3, 65536)
-        os.chdir("/")
-        entry.confine()
-        for s in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                  signal.SIGTSTP, signal.SIGWINCH, signal.SIGCHLD):
-            signal.signal(s, signal.SIG_DFL)
-        shell = next((s for s in SHELLS if os.access(s, os.X_OK)), SHELLS[-1])
-        # a leading '-' makes it a login shell, which reads /etc/profile
-        os.execve(shell, ["-" + os.path.basename(shell)], {**_shell_env(), "SHELL": shell})
-    except BaseException as exc:
-        os.write(2, f"vcc login: {getattr(exc, 'strerror', None) or exc}\r\n".encode())
-    os._exit(127)
-
-
-def _e1(entry: Any, master: int, slave: int) -> None:
-    """Enters the context and waits for the shell; never returns."""
-    try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        os.close(master)
-        entry.join()
-        shell = os.fork()     # a PID namespace applies to children only
-        if shell == 0:
-            _e2(slave, entry)
-        os.close(slave)
-        for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        _, status = os.waitpid(shell, 0)
-        os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status)
-                 else 128 + os.WTERMSIG(status))
-    except BaseException as exc:
-        os.write(slave, f"vcc login: cannot enter the context: {exc}\r\n".encode())
-        os._exit(126)
-
-
 def _relay(master: int, child: int) -> int:
     """Copy our terminal to the pty and back until the shell's side is gone."""
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
@@ -168,26 +127,41 @@ def _relay(master: int, child: int) -> int:
     return status if status >= 0 else 128 - status
 
 
+def _shell_command() -> Any:
+    """The login shell: the first of SHELLS that exists inside (tried there, by exec)."""
+    from libvserver.native.enter import Command
+    cmds = [Command(["-" + os.path.basename(sh)], {**_shell_env(), "SHELL": sh}, path=sh)
+            for sh in SHELLS]
+    # a leading '-' makes it a login shell, which reads /etc/profile
+    return Command(cmds[0].argv, cmds[0].env, cmds[0].path, fallbacks=cmds[1:])
+
+
 def attach(backend: Any, xid: int) -> int:
-    from libvserver import LibvserverError
+    from libvserver import LibvserverError, NotRunning
+    from libvserver.native import enter
     try:
         entry = backend.entry(xid)
-    except LibvserverError:
+    except NotRunning:
         raise ClientError("login", f"context {xid} is not running", 300) from None
+    except LibvserverError as exc:
+        raise ClientError("login", f"context {xid}: {exc}", status=common.SYSTEM) from None
     try:
         master, slave = os.openpty()
     except BaseException:
         entry.close()
         raise
+    os.set_inheritable(master, False)
     interactive = os.isatty(sys.stdin.fileno())
     if interactive:
         _copy_winsize(sys.stdin.fileno(), slave)
     sys.stdout.flush()
-    child = os.fork()
-    if child == 0:
-        _e1(entry, master, slave)
-    os.close(slave)
-    entry.close()
+    try:
+        # the same clean entry as vx.exec: the entering process keeps only the pty slave
+        # (never our terminal), the shell gets it as its controlling terminal
+        child = enter.spawn(entry, _shell_command(), (slave, slave, slave), ctty=True)
+    finally:
+        os.close(slave)
+        entry.close()
     saved = termios.tcgetattr(sys.stdin.fileno()) if interactive else None
     previous = signal.getsignal(signal.SIGWINCH)
     try:

@@ -1,0 +1,195 @@
+"""The entering process itself (E1 and E2 of enter.py), on the standard library only.
+
+Kept free of the rest of libvserver so it can also run as a fresh process image:
+``python -I -S <this file> <descriptor of a memfd with the plan>``.  enter.py execs that when the context has
+no user namespace and its bounding set holds CAP_SYS_PTRACE: guest root is then
+ptrace-capable over every uid-0 process of its PID namespace, the non-dumpable flag no
+longer protects the child that joins it, and a fork of the caller would carry a copy of
+the caller's memory (a daemon worker's: requests, passwords, keys) into its reach.
+A fresh image holds nothing but the plan.  Elsewhere (a user namespace, or no
+CAP_SYS_PTRACE) the same code runs in the forked caller, with no exec in between.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import marshal
+import os
+import resource
+import signal
+import sys
+import termios
+TYPE_CHECKING = False   # not typing's: importing typing costs a fresh image 5 ms
+if TYPE_CHECKING:
+    from typing import Callable
+
+if __package__:
+    from . import creds
+else:   # a fresh image (python -I, no package): creds.py sits beside this file
+    import importlib.util
+    _spec = importlib.util.spec_from_file_location(
+        "vcd_entry_creds", os.path.join(os.path.dirname(os.path.abspath(__file__)), "creds.py"))
+    creds = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+    _spec.loader.exec_module(creds)  # type: ignore[union-attr]
+
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT,
+                    signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP,
+                    signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class Exe:
+    """One program to exec: ``path`` None means argv[0] looked up in env's PATH."""
+    __slots__ = ("argv", "env", "path")
+
+    def __init__(self, argv: list[str], env: dict[str, str], path: str | None = None) -> None:
+        self.argv, self.env, self.path = argv, env, path
+
+    def __iter__(self):
+        return iter((self.argv, self.env, self.path))
+
+
+class Plan:
+    """Everything E1 and E2 do, decided by the caller (so nothing is read inside).
+    A plain class and marshal, not dataclasses and json: a fresh image imports little."""
+    FIELDS = ("exes", "stdio", "ctty", "pid_w", "cgroup_procs", "ns", "userns", "keep",
+              "rlimits", "bpf")
+
+    def __init__(self, exes: list[Exe], stdio: tuple[int, int, int], ctty: bool = False,
+                 pid_w: int = -1, cgroup_procs: list[str] | None = None,
+                 ns: list[tuple[int, int]] | None = None, userns: bool = False,
+                 keep: list[int] | None = None,
+                 rlimits: list[tuple[int, int, int]] | None = None,
+                 bpf: bytes | None = None,
+                 join_fn: "Callable[[], None] | None" = None) -> None:
+        self.exes = [Exe(*e) for e in exes]     # tried in order while the file is missing
+        self.stdio = tuple(stdio)               # the caller's descriptors for 0-2
+        self.ctty = ctty                        # stdin becomes the controlling terminal
+        self.pid_w = pid_w                      # E1 writes E2's pid here
+        self.cgroup_procs = cgroup_procs or []  # host cgroup files to join
+        self.ns = [tuple(x) for x in ns or []]  # (CLONE_NEW*, open handle)
+        self.userns = userns
+        self.keep = keep                        # bounding and capability set; None: as is
+        self.rlimits = [tuple(x) for x in rlimits or []]   # (resource, soft, hard)
+        self.bpf = bpf                          # the seccomp filter
+        self.join_fn = join_fn                  # in-process only (not serialisable)
+
+    def fds(self) -> set[int]:
+        return set(self.stdio) | {fd for _, fd in self.ns} | (
+            {self.pid_w} if self.pid_w >= 0 else set())
+
+    def dumps(self) -> str:
+        return marshal.dumps({k: ([tuple(e) for e in self.exes] if k == "exes" else
+                                  getattr(self, k)) for k in self.FIELDS}).hex()
+
+    @classmethod
+    def loads(cls, text: str) -> "Plan":
+        return cls(**marshal.loads(bytes.fromhex(text)))
+
+
+def run_e1(plan: Plan) -> None:
+    """E1 with its descriptors already reduced to plan.fds(); never returns."""
+    err = plan.stdio[2]
+    try:
+        creds.set_dumpable(False)   # again: exec of a fresh image made it dumpable
+        for path in plan.cgroup_procs:
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+        if plan.join_fn is not None:
+            plan.join_fn()
+        if plan.keep is not None:
+            creds.drop_groups()
+        for nstype, fd in plan.ns:
+            creds.setns(fd, nstype)
+            os.close(fd)
+        if plan.keep is not None:
+            creds.become_guest_root(plan.userns)
+            creds.drop_bounding_set(set(plan.keep))
+        if plan.bpf is not None:
+            creds.load_seccomp(plan.bpf)   # still holding CAP_SYS_ADMIN (no NO_NEW_PRIVS)
+        if plan.keep is not None:
+            creds.limit_caps(set(plan.keep))
+        e2 = os.fork()          # a PID namespace applies to children only
+        if e2 == 0:
+            _e2(plan)
+        for fd in set(plan.stdio):
+            os.close(fd)
+        if plan.pid_w >= 0:
+            os.write(plan.pid_w, f"{e2}\n".encode())
+            os.close(plan.pid_w)
+        _, status = os.waitpid(e2, 0)
+        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                 else 128 + os.WTERMSIG(status))
+    except BaseException as e:
+        try:
+            os.write(err, f"cannot enter the context: {getattr(e, 'strerror', None) or e}\n"
+                     .encode())
+        finally:
+            os._exit(126)
+
+
+def _e2(plan: Plan) -> None:
+    """Inside the context with the guest's credentials; never returns."""
+    try:
+        if plan.pid_w >= 0:
+            os.close(plan.pid_w)
+        os.setsid()
+        # stdio to 0-2 without one dup2 clobbering another source
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in plan.stdio]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)
+        creds.close_all_but({0, 1, 2})
+        if plan.ctty:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        os.chdir("/")
+        for res, soft, hard in plan.rlimits:
+            resource.setrlimit(res, (soft, hard))
+        for s in _DEFAULT_SIGNALS:
+            signal.signal(s, signal.SIG_DFL)
+        for exe in plan.exes:
+            try:
+                if exe.path is None:
+                    os.execvpe(exe.argv[0], exe.argv, exe.env)
+                os.execve(exe.path, exe.argv, exe.env)
+            except OSError as e:
+                if e.errno != errno.ENOENT or exe is plan.exes[-1]:
+                    raise
+    except BaseException as e:
+        try:
+            os.write(2, f"{plan.exes[0].argv[0]}: {getattr(e, 'strerror', None) or e}\n"
+                     .encode())
+        finally:
+            os._exit(127)
+
+
+def exec_fresh(plan: Plan) -> None:
+    """Replace this (forked) process by a fresh interpreter that runs run_e1(plan). The
+    plan travels in a memfd, not in argv, which every host user can read."""
+    memfd = os.memfd_create("vcd-entry-plan", 0)
+    data = plan.dumps().encode()
+    while data:
+        data = data[os.write(memfd, data):]
+    os.lseek(memfd, 0, os.SEEK_SET)
+    for fd in plan.fds():
+        os.set_inheritable(fd, True)
+    os.execve(sys.executable, [sys.executable, "-I", "-S", os.path.abspath(__file__),
+                               str(memfd)], {})
+
+
+def _read_plan(fd: int) -> Plan:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return Plan.loads(b"".join(chunks).decode())
+
+
+if __name__ == "__main__":
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        for _s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
+            signal.signal(_s, signal.SIG_IGN)
+        _plan = _read_plan(int(sys.argv[1]))
+    except BaseException:
+        os._exit(126)   # "could not enter", never a status the command might have given
+    run_e1(_plan)

@@ -1,0 +1,180 @@
+"""What a running context was started with, kept by the supervisor for everyone who
+enters it later: its namespaces and its spec.
+
+    <state_dir>/ns/            a private tmpfs (mode 0700): nothing mounted below it
+                               propagates to any other mount namespace, or from one
+    <state_dir>/ns/<xid>/<ns>  the namespace files of init, bind-mounted right after the
+                               start, for every namespace made at start (those that
+                               differ from the supervisor's own): user, cgroup, ipc,
+                               uts, net, pid, time, mnt
+    <state_dir>/<xid>.spec     JSON {"spec": ContextSpec.to_dict(), "init": host pid},
+                               mode 0600
+
+A bind-mounted namespace file keeps the namespace itself, not init's current one: what
+the guest's init unshares later never becomes what vx.exec, halt or login join, and a
+restarted supervisor finds the handles again.  The supervisor removes both when the
+context ends; NativeBackend.shutdown() removes what is left.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..api import ContextSpec
+from .namespaces import MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_BIND, \
+    mount, umount2
+
+# The order entering uses: every namespace but the user namespace first (while the
+# process still holds the host's capabilities, which reach namespaces owned by the
+# host's user namespace and by the vserver's alike), the user namespace last, as
+# nsenter(1) does; mnt is last of the rest only so that nothing after it needs a path.
+NS_TYPES = ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt", "user")
+# made at every start (the supervisor forks init into a new PID namespace, init unshares
+# its mount namespace): an entry without them would not be inside at all
+ALWAYS_KEPT = frozenset({"mnt", "pid"})
+NS_GET_USERNS = 0xB701      # linux/nsfs.h: _IO(0xb7, 0x1), the owning user namespace
+NS_GET_PARENT = 0xB702      # _IO(0xb7, 0x2), the parent (of a user or PID namespace)
+
+
+@dataclass
+class Kept:
+    spec: ContextSpec
+    init_pid: int
+    ns: dict[str, Path]     # namespace type → its handle, in NS_TYPES order
+
+
+def ns_root(state_dir: Path) -> Path:
+    return Path(state_dir) / "ns"
+
+
+def ns_dir(state_dir: Path, xid: int) -> Path:
+    return ns_root(state_dir) / str(xid)
+
+
+def spec_path(state_dir: Path, xid: int) -> Path:
+    return Path(state_dir) / f"{xid}.spec"
+
+
+def _ensure_private_root(state_dir: Path) -> Path:
+    root = ns_root(state_dir)
+    root.mkdir(mode=0o700, exist_ok=True)
+    if not os.path.ismount(root):
+        mount("vcd-ns", str(root), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "mode=0700,size=64k")
+        mount(None, str(root), None, MS_PRIVATE)
+    return root
+
+
+def keep(state_dir: Path, spec: ContextSpec, pid: int) -> Kept:
+    """Bind init's namespaces that differ from ours and record the spec. Raises OSError
+    (the caller then stops the context: it could not be entered safely)."""
+    drop(state_dir, spec.xid)
+    root = _ensure_private_root(state_dir)
+    d = root / str(spec.xid)
+    d.mkdir(mode=0o700)
+    kept: dict[str, Path] = {}
+    for name in NS_TYPES:
+        src = f"/proc/{pid}/ns/{name}"
+        try:
+            if os.stat(src).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                continue    # not made at start (e.g. no time namespace)
+        except FileNotFoundError:
+            continue        # this kernel has no such namespace type
+        target = d / name
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        mount(src, str(target), None, MS_BIND)
+        kept[name] = target
+    _check_owners(kept)
+    _write_spec(state_dir, spec, pid)
+    return Kept(spec, pid, kept)
+
+
+def _ns_ino_via(path: Path, request: int) -> int:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        other = fcntl.ioctl(fd, request)
+    finally:
+        os.close(fd)
+    try:
+        return os.fstat(other).st_ino
+    finally:
+        os.close(other)
+
+
+def _check_owners(kept: dict[str, Path]) -> None:
+    """The handles are taken right after init was exec'd, so a hostile init could have
+    unshared first. With a user namespace that is caught: the vserver's user namespace
+    must be a child of ours, and every other namespace owned by it or by ours; one the
+    guest made would belong to a user namespace of its own. Raises OSError(EPERM)."""
+    user = kept.get("user")
+    if user is None:
+        return
+    ours = os.stat("/proc/self/ns/user").st_ino
+    if _ns_ino_via(user, NS_GET_PARENT) != ours:
+        raise OSError(errno.EPERM, "the user namespace of init is not the one made at start")
+    allowed = {ours, os.stat(user).st_ino}
+    for name, path in kept.items():
+        if name != "user" and _ns_ino_via(path, NS_GET_USERNS) not in allowed:
+            raise OSError(errno.EPERM, f"the {name} namespace of init is not one made at start")
+
+
+def _write_spec(state_dir: Path, spec: ContextSpec, pid: int) -> None:
+    path = spec_path(state_dir, spec.xid)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"spec": spec.to_dict(), "init": pid}, f)
+    os.rename(tmp, path)
+
+
+def load(state_dir: Path, xid: int) -> Kept | None:
+    """The recorded spec, init pid and namespace handles of xid; None when there are
+    none (not running, or started by a libvserver that kept none)."""
+    try:
+        data = json.loads(spec_path(state_dir, xid).read_text())
+        spec = ContextSpec.from_dict(data["spec"])
+        pid = int(data["init"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    d = ns_dir(state_dir, xid)
+    ns = {n: d / n for n in NS_TYPES if (d / n).is_file()}
+    return Kept(spec, pid, ns)
+
+
+def drop(state_dir: Path, xid: int) -> None:
+    """Unmount and remove the handles and the spec of xid (what exists of them)."""
+    d = ns_dir(state_dir, xid)
+    if d.is_dir():
+        for name in os.listdir(d):
+            target = d / name
+            try:
+                umount2(str(target), MNT_DETACH)
+            except OSError:
+                pass        # never mounted (a start that failed half-way)
+            target.unlink(missing_ok=True)
+        os.rmdir(d)
+    spec_path(state_dir, xid).unlink(missing_ok=True)
+
+
+def drop_all(state_dir: Path) -> None:
+    """Every context's handles and the private tmpfs itself (for shutdown())."""
+    root = ns_root(state_dir)
+    if not root.is_dir():
+        return
+    if os.path.ismount(root):
+        for name in os.listdir(root):
+            if name.isdigit():
+                drop(state_dir, int(name))
+        umount2(str(root), MNT_DETACH)
+    for p in Path(state_dir).glob("*.spec"):
+        p.unlink(missing_ok=True)
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass

@@ -52,9 +52,16 @@ def running(rt, probe):
 
 def test_guest_dev_null_symlink_to_a_descriptor_reaches_nothing_of_the_daemon(rt, running):
     admin = rt.proxy()
+    # In a user namespace /dev/null is a bind of the host's: a guest that may mount
+    # (SYS_ADMIN in its bcaps) can still plant the symlink, on a /dev of its own.
+    admin.vx.stop(name=running)
+    admin.vxdb.vx.bcaps.add(name=running, bcap="SYS_ADMIN")
+    admin.vx.start(name=running)
+    admin.vx.exec(name=running, command="mount -t tmpfs none /dev")
     for fd in range(3, 12):
-        admin.vx.exec(name=running, command=f"sh -c 'rm -f /dev/null; "
-                                            f"ln -s /proc/self/fd/{fd} /dev/null'")
+        admin.vx.exec(name=running, command=f"ln -sfn /proc/self/fd/{fd} /dev/null")
+        assert admin.vx.exec(name=running, command="readlink /dev/null") == \
+            f"/proc/self/fd/{fd}\n"
         out = admin.vx.exec(name=running, command="od -c -N 16")
         assert "SQLite" not in out and out.split() == ["0000000"], (fd, out)   # empty input
     # the command itself holds its stdio only (and the directory ls reads)

@@ -395,4 +395,8 @@ def test_make_run_starts_vstatd_beside_vcd_and_one_ctrl_c_stops_both(tmp_path):
             pid = _pid(pidfile)
             if pid and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        # the supervisor outlives vcd by design: end it, its contexts and its mounts
+        import libvserver
+        libvserver.get_backend(state_dir=root / "run" / "libvserver",
+                               cgroup_parent=CGROUP_PARENT).shutdown()
         shutil.rmtree(sockdir, ignore_errors=True)

@@ -130,16 +130,10 @@ def _mount(vdir: Path, row: Any) -> Mount:
 # argv: MARKER_DIR VSHELPER_ARGV... ACTION XID. A marker means vcd stopped the context:
 # "restart" is dropped (an explicit stop supersedes a reboot asked for from inside, as
 # Runtime.stop does in VXDB) and "shutdown" consumes the marker; anything else is vshelper.
-NOTIFY_FILTER = """\
-markers=$1; shift
-for arg; do action=$xid; xid=$arg; done
-marker="$markers/$xid"
-if [ -e "$marker" ]; then
-    [ "$action" = shutdown ] && rm -f "$marker"
-    exit 0
-fi
-exec "$@"
-"""
+NOTIFY_FILTER = (  # one line, so the logs that quote a failing callback stay one line
+    'markers=$1; shift; for arg; do action=$xid; xid=$arg; done; marker="$markers/$xid"; '
+    'if [ -e "$marker" ]; then [ "$action" = shutdown ] && rm -f "$marker"; exit 0; fi; '
+    'exec "$@"')
 
 
 class Runtime:

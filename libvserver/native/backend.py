@@ -45,6 +45,10 @@ FLAG_WHY = {
 }
 
 
+# How long entering waits for the handles of a context whose start is in progress
+HANDLES_WAIT = 5.0
+
+
 class NativeBackend(Backend):
     name = "native"
 
@@ -103,11 +107,20 @@ class NativeBackend(Backend):
                 self.layout.kill_all(xid)
             except OSError:
                 pass
+        pids = []
         try:
             # never start a supervisor only to stop it
+            pids.append(int(self.client.call({"op": "ping"}, timeout=10, spawn=False)["pid"]))
+            keeper = (self.state_dir / "supervisor.lock").read_text().split()
+            if keeper and keeper[0].isdigit():
+                pids.append(int(keeper[0]))
             self.client.call({"op": "quit"}, timeout=10, spawn=False)
         except Exception:  # a supervisor that is gone already is what we want
             pass
+        # its handles and records are removed only once it can no longer make new ones
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
         for xid in self.layout.xids():
             self.layout.remove(xid, wait=5)
         handles.drop_all(self.state_dir)
@@ -179,6 +192,14 @@ class NativeBackend(Backend):
         filter of the spec the context was started with. Caller closes it."""
         self.init_pid(xid)
         kept = handles.load(self.state_dir, xid)
+        # a start in progress: init is in its cgroups before the supervisor has kept its
+        # handles (it does so before it answers the start)
+        deadline = time.monotonic() + HANDLES_WAIT
+        while kept is None and time.monotonic() < deadline and self.layout.pids(xid):
+            time.sleep(0.01)
+            kept = handles.load(self.state_dir, xid)
+        if kept is None and not self.layout.pids(xid):
+            raise NotRunning(f"context {xid} is not running")
         if kept is None:
             raise LibvserverError(f"context {xid} has no recorded spec and namespaces (it was "
                                   "started by an older libvserver): restart it to enter it")
@@ -340,6 +361,14 @@ def migrate_overlay(overlay: dict, ids: idmap.IdRange) -> None:
         st = os.lstat(overlay[key])
         if not ids.contains(st.st_uid):
             idmap.shift_tree(overlay[key], ids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _nspids(pid: int) -> list[int]:

@@ -302,13 +302,31 @@ def _collect_loop(e1: int, e1fd: int, out_r: int, pid_r: int, timeout: float,
                 grace_end = time.monotonic() + GRACE
     except BaseException:
         if status is None:
-            _kill_session(e1, e1fd, e2)
+            _kill_session(e1, e1fd, e2 if e2 is not None else _late_pid(pid_r, pidbuf))
         raise
     if status is None:
-        status = _kill_session(e1, e1fd, e2)
+        status = _kill_session(e1, e1fd, e2 if e2 is not None else _late_pid(pid_r, pidbuf))
         timed_out = True
     return ExecResult(status=status, output=bytes(out), timed_out=timed_out,
                       truncated=truncated)
+
+
+def _late_pid(pid_r: int, pidbuf: bytes, wait: float = 2.0) -> int | None:
+    """E2's pid when E1 had not written it yet (E2 may print before E1 reports it): the
+    session to kill is E2's, killing E1 alone would orphan the command."""
+    deadline = time.monotonic() + wait
+    try:
+        while not pidbuf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pid_r], [], [], left)[0]:
+                break
+            chunk = os.read(pid_r, 64)
+            if not chunk:
+                break
+            pidbuf += chunk
+    except OSError:
+        pass
+    return int(pidbuf) if pidbuf.strip().isdigit() else None
 
 
 def _kill_session(e1: int, e1fd: int, e2: int | None) -> int:

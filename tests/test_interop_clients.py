@@ -113,7 +113,7 @@ CLIENT_LIST = [
     Client("ruby-xmlrpc",
            lambda: _runs(["ruby", "-rxmlrpc/client", "-e", "1"], "Debian's ruby-xmlrpc"),
            lambda tmp: ["ruby", str(CLIENTS / "ruby.rb")],
-           void="true", nil_0=True),
+           void="true", nil_0=True, extra={"multicall": "struct,true,fault:202"}),
     Client("php-xmlrpc",
            lambda: _runs(["php", "-r", "exit(function_exists('xmlrpc_encode_request') ? 0 : 1);"],
                          "Debian's php-xmlrpc"),

@@ -1,5 +1,6 @@
 # Ruby's XMLRPC::Client (Debian ruby-xmlrpc) with its default configuration: it cannot read
-# <nil/> (only with XMLRPC::Config::ENABLE_NIL_PARSER), so it posts to /RPC2?nil=0.
+# <nil/> (only with XMLRPC::Config::ENABLE_NIL_PARSER), so it posts to /RPC2?nil=0, where
+# void results are true also inside its multicall.
 # Prints one line per step: "<step> <value>", strings as hex of their UTF-8 bytes.
 require "xmlrpc/client"
 
@@ -21,3 +22,10 @@ out = client.call("vx.exec", auth, { "name" => running, "command" => "printf 'a\
 puts "exec #{hex_of(out)}"
 puts "digits #{client.call('vcd.login', { 'username' => digit_user, 'password' => digit_pass }, {}).inspect}"
 puts "xid #{client.call('vxdb.xid.get', auth, { 'name' => 123 }).inspect}"
+# system.multicall: a fault inside comes back as an XMLRPC::FaultException in its place
+results = client.multicall(["vcd.status", auth, {}],
+                           ["vcd.user.set", auth, { "username" => "#{new_user}m", "password" => "secret123" }],
+                           ["vxdb.xid.get", auth, { "name" => "nosuchvserver" }])
+puts "multicall " + results.map { |r|
+  r.is_a?(XMLRPC::FaultException) ? "fault:#{r.faultCode}" : r.is_a?(Hash) ? "struct" : r.inspect
+}.join(",")

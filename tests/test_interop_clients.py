@@ -5,10 +5,10 @@ Each client (its script in tests/interop_clients/) runs one scene against one da
 prints a line per step, strings as hex of their UTF-8 bytes: log in, vcd.status,
 vxdb.list, a void method (nil, or boolean true through ``/RPC2?nil=0`` for clients that
 cannot read ``<nil/>``), a fault (202, its code and text), vx.exec output with an escape
-character and ``\\r\\n`` from a running busybox vserver, a login whose password is all
-digits with leading zeros (Perl's clients send it as ``<int>00123456</int>``), the vserver
-named ``123`` sent as ``<int>``, and a compressed request body where the client can send
-one. `make setup` installs every client (Makefile APT_PACKAGES, npm for Node); a test skips
+character and ``\\r\\n`` from a running busybox vserver (and every byte of an output as
+``<base64>``), a login whose password is all digits with leading zeros (Perl's clients
+send it as ``<int>00123456</int>``), the vserver named ``123`` sent as ``<int>``, and a
+compressed request body where the client can send one. `make setup` installs every client (Makefile APT_PACKAGES, npm for Node); a test skips
 only when its client is missing.
 """
 from __future__ import annotations
@@ -174,6 +174,8 @@ def test_a_real_client_logs_in_lists_gets_faults_and_reads_exec_output(
     assert _text(text) == client.fault_prefix + scene.fault_text + client.fault_suffix
     expected = COMMAND_OUTPUT if client.name != "c-xmlrpc-c" else COMMAND_OUTPUT.replace("\r\n", "\n")
     assert _text(got["exec"]) == expected
+    # every byte, as <base64>: printf 'a\033\r\n\377'
+    assert got["exec_raw"] == "611b0d0aff"
     # an all-digit password with leading zeros (an <int> from Perl) and the name 123
     assert got["digits"] == client.void
     assert int(got["xid"]) == scene.xid

@@ -42,6 +42,11 @@ public class AxmlrpcClient {
         }
         String out = (String) client.call("vx.exec", auth, struct("name", a[2], "command", "printf 'a\\033[1mb\\r\\nc'"));
         System.out.println("exec " + hex(out));
+        byte[] raw = (byte[]) client.call("vx.exec", auth, struct("name", a[2], "encoding", "base64",
+                                                                 "command", "printf 'a\\033\\r\\n\\377'"));
+        StringBuilder rawHex = new StringBuilder();
+        for (byte b : raw) rawHex.append(String.format("%02x", b));
+        System.out.println("exec_raw " + rawHex);
         System.out.println("digits " + client.call("vcd.login", struct("username", a[3], "password", a[4]), struct()));
         System.out.println("xid " + client.call("vxdb.xid.get", auth, struct("name", 123)));
     }

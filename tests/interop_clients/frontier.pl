@@ -4,6 +4,7 @@
 use strict;
 use warnings;
 use Frontier::Client;
+use MIME::Base64 ();
 
 my ($url, $pass, $running, $digit_user, $digit_pass, $new_user) = @ARGV;
 my $server = Frontier::Client->new(url => $url);
@@ -25,6 +26,10 @@ my ($code, $text) = $@ =~ /fault code (-?\d+): (.*?)\n?$/s or die "no fault: $@"
 print "fault $code ", hex_of($text), "\n";
 print 'exec ', hex_of($server->call('vx.exec', $auth,
                                     {name => $running, command => "printf 'a\\033[1mb\\r\\nc'"})), "\n";
+# every byte as <base64>: Frontier hands over the base64 text
+my $raw = $server->call('vx.exec', $auth, {name => $running, command => "printf 'a\\033\\r\\n\\377'",
+                                          encoding => 'base64'});
+print 'exec_raw ', unpack('H*', MIME::Base64::decode_base64($raw->value)), "\n";
 # Frontier sends these as <int>: it types every string of digits as a number
 print 'digits ', shown($server->call('vcd.login', {username => $digit_user, password => $digit_pass}, {})), "\n";
 print 'xid ', shown($server->call('vxdb.xid.get', $auth, {name => '123'})), "\n";

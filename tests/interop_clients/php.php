@@ -43,6 +43,10 @@ if (!is_array($fault) || !xmlrpc_is_fault($fault)) {
 echo 'fault ', $fault['faultCode'], ' ', bin2hex($fault['faultString']), "\n";
 $out = call($url, 'vx.exec', [$auth, ['name' => $running, 'command' => "printf 'a\\033[1mb\\r\\nc'"]]);
 echo 'exec ', bin2hex($out), "\n";
+// a <base64> answer decodes to an object whose scalar holds the bytes
+$raw = call($url, 'vx.exec', [$auth, ['name' => $running, 'encoding' => 'base64',
+                                      'command' => "printf 'a\\033\\r\\n\\377'"]]);
+echo 'exec_raw ', bin2hex($raw->scalar), "\n";
 echo 'digits ', shown(call($url, 'vcd.login', [['username' => $digit_user, 'password' => $digit_pass], []])), "\n";
 echo 'xid ', shown(call($url, 'vxdb.xid.get', [$auth, ['name' => 123]])), "\n";
 echo 'compressed ', keys_of(call($url, 'vcd.status', [$auth, []], true)), "\n";

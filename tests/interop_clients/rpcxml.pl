@@ -29,6 +29,8 @@ eval { call('vxdb.xid.get', $auth, {name => 'nosuchvserver'}) };
 print $@ =~ /^fault / ? $@ : "nofault $@\n";
 print 'exec ', hex_of(call('vx.exec', $auth, {name => $running,
                                               command => "printf 'a\\033[1mb\\r\\nc'"})->value), "\n";
+print 'exec_raw ', unpack('H*', call('vx.exec', $auth, {name => $running, encoding => 'base64',
+                        command => "printf 'a\\033\\r\\n\\377'"})->value), "\n";
 print 'digits ', shown(call('vcd.login', {username => $digit_user, password => $digit_pass}, {})), "\n";
 print 'xid ', call('vxdb.xid.get', $auth, {name => '123'})->value, "\n";
 # every request from here on is compressed (Content-Encoding: deflate, zlib's format)

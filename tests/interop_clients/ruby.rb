@@ -20,6 +20,9 @@ raise "no fault: #{fault.inspect}" if ok
 puts "fault #{fault.faultCode} #{hex_of(fault.faultString)}"
 out = client.call("vx.exec", auth, { "name" => running, "command" => "printf 'a\\033[1mb\\r\\nc'" })
 puts "exec #{hex_of(out)}"
+raw = client.call("vx.exec", auth, { "name" => running, "encoding" => "base64",
+                                     "command" => "printf 'a\\033\\r\\n\\377'" })
+puts "exec_raw #{hex_of(raw)}"
 puts "digits #{client.call('vcd.login', { 'username' => digit_user, 'password' => digit_pass }, {}).inspect}"
 puts "xid #{client.call('vxdb.xid.get', auth, { 'name' => 123 }).inspect}"
 # system.multicall: a fault inside comes back as an XMLRPC::FaultException in its place

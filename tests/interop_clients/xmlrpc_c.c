@@ -102,6 +102,13 @@ int main(int argc, char **argv) {
     xmlrpc_read_string_lp_crlf(&env, r, &len, &out); die_if_fault("exec crlf");
     print_hex("exec_crlf", out, len); free((void *)out); xmlrpc_DECREF(r);
 
+    r = CALL("vx.exec", "{s:s,s:s,s:s}", "name", running, "encoding", "base64",
+             "command", "printf 'a\\033\\r\\n\\377'");
+    die_if_fault("exec raw");
+    const unsigned char *bytes;
+    xmlrpc_read_base64(&env, r, &len, &bytes); die_if_fault("exec raw bytes");
+    print_hex("exec_raw", (const char *)bytes, len); free((void *)bytes); xmlrpc_DECREF(r);
+
     r = xmlrpc_client_call(&env, url, "vcd.login", "({s:s,s:s}{})", "username", argv[4],
                            "password", argv[5]);
     die_if_fault("digits"); print_shown("digits", r); xmlrpc_DECREF(r);

@@ -30,6 +30,9 @@ function call(method, ...params) {
   }
   console.log('exec', hex(await call('vx.exec', auth,
     { name: running, command: "printf 'a\\033[1mb\\r\\nc'" })));
+  const raw = await call('vx.exec', auth,
+    { name: running, encoding: 'base64', command: "printf 'a\\033\\r\\n\\377'" });
+  console.log('exec_raw', Buffer.from(raw).toString('hex'));
   console.log('digits', JSON.stringify(await call('vcd.login',
     { username: digitUser, password: digitPass }, {})));
   console.log('xid', JSON.stringify(await call('vxdb.xid.get', auth, { name: 123 })));

@@ -114,6 +114,10 @@ CLIENT_LIST = [
            lambda: _runs(["ruby", "-rxmlrpc/client", "-e", "1"], "Debian's ruby-xmlrpc"),
            lambda tmp: ["ruby", str(CLIENTS / "ruby.rb")],
            void="true", nil_0=True, extra={"multicall": "struct,true,fault:202"}),
+    Client("ruby-xmlrpc-nil-parser",
+           lambda: _runs(["ruby", "-rxmlrpc/client", "-e", "1"], "Debian's ruby-xmlrpc"),
+           lambda tmp: ["env", "RUBY_XMLRPC_NIL=1", "ruby", str(CLIENTS / "ruby.rb")],
+           void="nil", extra={"multicall": "struct,nil,fault:202"}),
     Client("php-xmlrpc",
            lambda: _runs(["php", "-r", "exit(function_exists('xmlrpc_encode_request') ? 0 : 1);"],
                          "Debian's php-xmlrpc"),
@@ -130,6 +134,12 @@ CLIENT_LIST = [
                AXMLRPC_JAR, why="Debian's libaxmlrpc-java"),
            lambda tmp: ["java", "-cp", AXMLRPC_JAR, str(CLIENTS / "AxmlrpcClient.java")],
            void="true", nil_0=True, fault_suffix=" [202]"),
+    Client("java-axmlrpc-flags-nil",
+           lambda: _runs(["javac", "-version"], "a JDK (default-jdk-headless)") or _files(
+               AXMLRPC_JAR, why="Debian's libaxmlrpc-java"),
+           lambda tmp: ["java", "-Daxmlrpc.nil=true", "-cp", AXMLRPC_JAR,
+                        str(CLIENTS / "AxmlrpcClient.java")],
+           void="null", fault_suffix=" [202]"),
     Client("node-xmlrpc",
            lambda: _runs(["node", "--version"], "nodejs") or _files(
                str(NODE_DIR / "node_modules" / "xmlrpc" / "package.json"),

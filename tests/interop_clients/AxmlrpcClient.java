@@ -1,5 +1,6 @@
 // Java with aXMLRPC (Debian libaxmlrpc-java), run by the JDK's source launcher. Without
-// FLAGS_NIL it cannot read <nil/>, so it posts to /RPC2?nil=0, as its users do.
+// FLAGS_NIL it cannot read <nil/>, so it posts to /RPC2?nil=0, as its users do; with
+// -Daxmlrpc.nil=true it sets FLAGS_NIL and reads <nil/> at /RPC2.
 // Prints one line per step: "<step> <value>", strings as hex of their UTF-8 bytes.
 // usage: java -cp axmlrpc.jar AxmlrpcClient.java URL PASS RUNNING DIGIT_USER DIGIT_PASS NEW_USER
 import de.timroes.axmlrpc.XMLRPCClient;
@@ -26,7 +27,8 @@ public class AxmlrpcClient {
     }
 
     public static void main(String[] a) throws Exception {
-        XMLRPCClient client = new XMLRPCClient(new URL(a[0]), XMLRPCClient.FLAGS_NONE);
+        XMLRPCClient client = new XMLRPCClient(new URL(a[0]),
+                Boolean.getBoolean("axmlrpc.nil") ? XMLRPCClient.FLAGS_NIL : XMLRPCClient.FLAGS_NONE);
         Map<String, Object> auth = struct("username", "admin", "password", a[1]);
         System.out.println("login " + client.call("vcd.login", auth, struct()));
         Map<?, ?> status = (Map<?, ?>) client.call("vcd.status", auth, struct());

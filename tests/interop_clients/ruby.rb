@@ -2,7 +2,13 @@
 # <nil/> (only with XMLRPC::Config::ENABLE_NIL_PARSER), so it posts to /RPC2?nil=0, where
 # void results are true also inside its multicall.
 # Prints one line per step: "<step> <value>", strings as hex of their UTF-8 bytes.
+# (with RUBY_XMLRPC_NIL=1 it sets that flag and reads <nil/> at /RPC2)
 require "xmlrpc/client"
+
+if ENV["RUBY_XMLRPC_NIL"] == "1"
+  XMLRPC::Config.send(:remove_const, :ENABLE_NIL_PARSER)
+  XMLRPC::Config.const_set(:ENABLE_NIL_PARSER, true)
+end
 
 url, pass, running, digit_user, digit_pass, new_user = ARGV
 client = XMLRPC::Client.new2(url)

@@ -2,10 +2,11 @@
 results and faults into methodResponse bodies every XML-RPC client can parse.
 
 A number arrives remembering the text it was sent as (`IntText`, `FloatText`): Perl's
-Frontier::Client and RPC::XML send every number-like string as ``<int>`` (``<i4>``) or
-``<double>`` with the string's own characters (``<int>00123456</int>`` for the password
-``00123456``, ``<double>1.10</double>``), so where a string is expected `sent_text` gives
-those characters back; ``int()`` would lose leading zeros and signs.
+Frontier::Client and RPC::XML send every number-like string as ``<i4>``/``<int>``/``<i8>``
+with the string's own characters (``<int>00123456</int>`` for the password ``00123456``),
+Frontier also ``<double>1.10</double>``, so where a string is expected `sent_text` gives
+those characters back; ``int()`` and ``float()`` would lose leading zeros, signs and
+trailing zeros.
 
 Every string the daemon sends passes through here (results at any depth, struct
 keys, fault strings, system.multicall entries), so the rules live in one place:

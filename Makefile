@@ -13,10 +13,21 @@ PANEL := vcd/panel
 # Debian packages the project needs at build, run or test time.
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config librrd-dev rrdtool \
 	busybox-static bzip2 e2fsprogs iproute2 util-linux zstd xz-utils debootstrap \
-	librpc-xml-perl libcap2-bin procps openssl libseccomp2 nodejs chromium chromium-driver
+	librpc-xml-perl libcap2-bin procps openssl libseccomp2 nodejs chromium chromium-driver \
+	$(INTEROP_PACKAGES)
+
+# The XML-RPC clients of other languages tests/test_interop_clients.py drives (download /
+# installed size on Debian 12): Ruby's xmlrpc (6 MB / 26 MB with ruby), Perl's
+# Frontier::Client (30 KB), PHP's xmlrpc extension (2.7 MB / 15 MB with php-cli), xmlrpc-c
+# for a C client gcc compiles at test time (370 KB), Java's aXMLRPC (42 KB) run by the JDK's
+# source launcher (default-jdk-headless: 113 MB / 265 MB, the one big item). Node's client
+# comes from npm (tests/interop_clients/node, pinned in its package-lock.json).
+INTEROP_PACKAGES := ruby ruby-xmlrpc libfrontier-rpc-perl php-cli php-xmlrpc \
+	libxmlrpc-core-c3-dev libaxmlrpc-java default-jdk-headless
+INTEROP_NODE := tests/interop_clients/node
 
 .PHONY: setup run links test bench clean apt
-setup: $(VENV)/.installed $(PANEL)/dist/.built
+setup: $(VENV)/.installed $(PANEL)/dist/.built $(INTEROP_NODE)/node_modules/.installed
 
 # Installs only what is missing, so a second run costs one dpkg query.
 $(VENV)/.apt: Makefile
@@ -42,6 +53,11 @@ $(PANEL)/dist/.built: $(PANEL)/package.json $(PANEL)/package-lock.json $(PANEL)/
 	@command -v npm >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
 	cd $(PANEL) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	@touch $@
+
+$(INTEROP_NODE)/node_modules/.installed: $(INTEROP_NODE)/package.json \
+		$(INTEROP_NODE)/package-lock.json $(PANEL)/dist/.built  # the panel's recipe brings npm
+	cd $(INTEROP_NODE) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # vcd and vstatd in the foreground, side by side: Ctrl-C (or SIGTERM to make) stops both.
@@ -78,4 +94,5 @@ bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(PANEL)/node_modules $(PANEL)/dist
+	rm -rf $(VENV) build *.egg-info $(PANEL)/node_modules $(PANEL)/dist \
+		$(INTEROP_NODE)/node_modules

@@ -23,7 +23,7 @@ from vcd.audit import AuditLog
 from vcd.config import Config
 from vcd.errors import Fault, VcdError
 from vcd.locks import vserver_lock
-from vcd.marshal import dump_fault, dump_result
+from vcd.marshal import RequestUnmarshaller, dump_fault, dump_result, sent_text
 from vcd.registry import BACKGROUND, REGISTRY, Call, Method, Owner, Txn, check_owner, load_all
 from vcd.vocab import USER_CAPS
 from vcd.vxdb.lookup import VServer, find_vserver
@@ -81,7 +81,7 @@ def on_boot(config: Config) -> None:
 # -- parsing and marshalling -----------------------------------------------------------
 
 def loads(body: bytes) -> tuple[tuple[Any, ...], str]:
-    unmarshaller = xmlrpc.client.Unmarshaller()
+    unmarshaller = RequestUnmarshaller()
     parser = DefusedExpatParser(unmarshaller, forbid_dtd=True, forbid_entities=True,
                                 forbid_external=True)
     parser.feed(body)
@@ -349,16 +349,15 @@ def _no_credentials(creds: Any) -> bool:
     if creds is None or creds == "":
         return True
     return isinstance(creds, dict) and set(creds) <= {"username", "password"} \
-        and not creds.get("username") and not creds.get("password")
+        and not _credential(creds.get("username")) and not _credential(creds.get("password"))
 
 
 def _credential(value: Any) -> str | None:
-    """A username or password as sent: Perl's clients send an all-digit one as <int>."""
+    """A username or password as sent: Perl's clients send an all-digit one as <int>
+    (a number-like one as <double>), with its own characters."""
     if isinstance(value, str):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
+    return sent_text(value)
 
 
 def _short(exc: BaseException) -> str:

@@ -1,4 +1,12 @@
-"""Turning results and faults into methodResponse bodies every XML-RPC client can parse.
+"""The wire form of XML-RPC: reading methodCalls as old clients send them, and turning
+results and faults into methodResponse bodies every XML-RPC client can parse.
+
+A number arrives remembering the text it was sent as (`IntText`, `FloatText`): Perl's
+Frontier::Client and RPC::XML send every number-like string as ``<i4>``/``<int>``/``<i8>``
+with the string's own characters (``<int>00123456</int>`` for the password ``00123456``),
+Frontier also ``<double>1.10</double>``, so where a string is expected `sent_text` gives
+those characters back; ``int()`` and ``float()`` would lose leading zeros, signs and
+trailing zeros.
 
 Every string the daemon sends passes through here (results at any depth, struct
 keys, fault strings, system.multicall entries), so the rules live in one place:
@@ -27,13 +35,71 @@ REPLACEMENT = "\ufffd"
 _FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
+class IntText(int):
+    """An ``<int>``/``<i4>``/``<i8>`` as sent: an int that keeps its literal `text`."""
+    text: str
+
+    def __new__(cls, text: str) -> "IntText":
+        number = super().__new__(cls, int(text))
+        number.text = text.strip()
+        return number
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return IntText, (self.text,)
+
+
+class FloatText(float):
+    """A ``<double>`` as sent: a float that keeps its literal `text`."""
+    text: str
+
+    def __new__(cls, text: str) -> "FloatText":
+        number = super().__new__(cls, float(text))
+        number.text = text.strip()
+        return number
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return FloatText, (self.text,)
+
+
+def sent_text(value: Any) -> str | None:
+    """The characters of a number sent where a string was meant (Perl's clients type every
+    number-like string), or None for anything that is not a number (booleans included)."""
+    if isinstance(value, (IntText, FloatText)):
+        return value.text
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+class RequestUnmarshaller(xmlrpc.client.Unmarshaller):
+    """xmlrpc.client's Unmarshaller, except that numbers keep the text they were sent as."""
+    dispatch = dict(xmlrpc.client.Unmarshaller.dispatch)
+
+    def end_int(self, data: str) -> None:
+        self.append(IntText(data))
+        self._value = 0
+
+    def end_double(self, data: str) -> None:
+        self.append(FloatText(data))
+        self._value = 0
+
+    for _tag in ("i1", "i2", "i4", "i8", "int", "biginteger"):
+        dispatch[_tag] = end_int
+    for _tag in ("double", "float"):
+        dispatch[_tag] = end_double
+    del _tag
+
+
 def xml_text(text: str) -> str:
     """`text` with every character XML 1.0 forbids replaced by U+FFFD."""
     return _FORBIDDEN.sub(REPLACEMENT, text)
 
 
 def xml_safe(value: Any) -> Any:
-    """`value` with every string in it (struct keys too, at any depth) made XML-safe."""
+    """`value` with every string in it (struct keys too, at any depth) made XML-safe, and
+    every number as its plain type (xmlrpc.client refuses subclasses: an echoed `IntText`)."""
+    if isinstance(value, (IntText, FloatText)):
+        return int(value) if isinstance(value, int) else float(value)
     if isinstance(value, str):
         return xml_text(value) if _FORBIDDEN.search(value) else value
     if isinstance(value, dict):

@@ -14,6 +14,7 @@ from typing import Any
 
 from vcd import vocab
 from vcd.errors import invalid
+from vcd.marshal import sent_text
 
 ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT", "__bool__": lambda self: False})()
 
@@ -34,10 +35,10 @@ class ParamType:
     def _string(name: str, value: Any) -> str:
         if isinstance(value, bytes):
             raise invalid(f"'{name}' must be a string, not base64")
-        if isinstance(value, int) and not isinstance(value, bool):
-            # Perl's XML-RPC clients send a number-like string (a vserver named 123,
-            # an all-digit password) as <int>: the digits are what was meant
-            value = str(value)
+        if not isinstance(value, str) and sent_text(value) is not None:
+            # Perl's XML-RPC clients send a number-like string (a vserver named 123, the
+            # password 00123456, a value 1.10) as <int> or <double>: its characters are meant
+            value = sent_text(value)
         if not isinstance(value, str):
             raise invalid(f"'{name}' must be a string, got {_wire_name(value)}")
         if "\x00" in value:
@@ -46,8 +47,11 @@ class ParamType:
 
 
 def _wire_name(value: Any) -> str:
-    return {bool: "boolean", int: "int", float: "double", str: "string", dict: "struct",
-            list: "array", bytes: "base64"}.get(type(value), type(value).__name__)
+    for kind, wire in ((bool, "boolean"), (int, "int"), (float, "double"), (str, "string"),
+                       (dict, "struct"), (list, "array"), (bytes, "base64")):
+        if isinstance(value, kind):
+            return wire
+    return type(value).__name__
 
 
 @dataclass(frozen=True)

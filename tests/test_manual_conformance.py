@@ -415,6 +415,30 @@ def test_each_documented_fault_code_with_its_standard_text(env):
     assert env["tenant"].vcd.login() is None
 
 
+def test_a_group_fault_names_each_member_after_the_standard_text(env):
+    admin, group = env["admin"], unique("grp")
+    admin.vg.add(group=group, name=env["other"])
+    try:
+        f = fault(env["tenant"].vg.vx.stop, group=group)       # not theirs: 202 per member
+        assert f.faultCode == 202
+        assert f.faultString.startswith("Virtual server does not exist: 1 of 1 members of "
+                                         f"group {group} failed: {env['other']}: "), f
+    finally:
+        admin.vg.remove(group=group)
+
+
+def test_a_disk_limit_has_no_unlimited_value_and_says_so(env):
+    """An image needs a size: no disk limit is vxdb.dx.limit.remove; "inf" is fault 200
+    naming the range, and methodHelp does not promise "inf" for it."""
+    admin, name = env["admin"], env["mine"]
+    f = fault(admin.vxdb.dx.limit.set, name=name, space="inf", inodes=1000)
+    assert f.faultCode == 200 and "'space'" in f.faultString and "0.." in f.faultString
+    help_text = admin.raw("system.methodHelp", "vxdb.dx.limit.set")
+    space_line = next(ln for ln in help_text.splitlines() if ln.strip().startswith("space:"))
+    assert "inf" not in space_line.replace("vxdb.dx.limit.remove", "")
+    assert "unlimited" in admin.raw("system.methodHelp", "vxdb.vx.limit.set")
+
+
 def test_a_malformed_request_is_fault_minus_32700_with_http_200(env):
     d = env["d"]
     conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)

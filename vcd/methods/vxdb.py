@@ -311,7 +311,7 @@ def _dx_check(call: Call, values: dict[str, Any]) -> None:
 # -- the areas --------------------------------------------------------------------------
 
 _u64 = UInt64()
-_u64_finite = UInt64(allow_inf=False, max=2**63 - 1)
+_u64_finite = UInt64(allow_inf=False, max=2**63 - 1, description="uint64 as decimal string")
 _nonneg = Int(0, 2**31 - 1)
 
 keyed_area("vxdb.mount", cap="MOUNT", table="mount", what="mount point",
@@ -373,7 +373,8 @@ keyed_area("vxdb.vx.uname", cap="UNAME", table="vx_uname", what="system informat
 
 single_area("vxdb.dx.limit", cap="DLIM", table="dx_limit", what="disk limit",
             fields=(_field(Param("space", _u64_finite,
-                                 doc=f"KiB, {MIN_DISK_KIB}..{MAX_DISK_KIB}"), to_wire=str),
+                                 doc=f"KiB, {MIN_DISK_KIB}..{MAX_DISK_KIB} (no disk limit: "
+                                     "vxdb.dx.limit.remove)"), to_wire=str),
                     _field(Param("inodes", _u64_finite,
                                  doc=f"{MIN_INODES}..space (one per KiB at most)"), to_wire=str),
                     _field(Param("reserved", Int(0, 100), required=False, default=5,

@@ -439,6 +439,17 @@ def test_a_disk_limit_has_no_unlimited_value_and_says_so(env):
     assert "unlimited" in admin.raw("system.methodHelp", "vxdb.vx.limit.set")
 
 
+@pytest.mark.parametrize("bad", ["web\n", ".hidden", "-dash", "a" * 65, "sp ace", "a/b", ""])
+def test_vserver_and_user_names_outside_the_vocabulary_are_200(env, bad):
+    admin = env["admin"]
+    f = fault(admin.vx.create, name=bad, template="busybox")
+    assert f.faultCode == 200 and f.faultString.startswith("Invalid argument"), f
+    if bad:   # usernames: 1-64 of [A-Za-z0-9_.-], starting alphanumeric
+        f = fault(admin.vcd.user.set, username=bad, password="long-enough-1")
+        assert f.faultCode == 200, f
+    assert code_of(admin.vx.rename, name=env["mine"], newname=bad) == 200
+
+
 def test_a_malformed_request_is_fault_minus_32700_with_http_200(env):
     d = env["d"]
     conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
@@ -470,6 +481,10 @@ def test_running_vserver_faults_exec_status_and_shapes(env):
         assert f.faultString.startswith("Command execution failed"), f.faultString
         assert f.faultString.endswith("out\n")
         assert fault(admin.vx.exec, name=name, command="false").faultCode == 1001
+        # turn 2: stdin, timeout and encoding of vx.exec
+        assert admin.vx.exec(name=name, command="cat", stdin="fed\n", timeout=30) == "fed\n"
+        raw = admin.vx.exec(name=name, command="printf 'a\\001b'", encoding="base64")
+        assert isinstance(raw, xmlrpc.client.Binary) and raw.data == b"a\x01b"
         st = admin.vx.status(name=name)
         assert st["running"] is True and st["nproc"] >= 1
         rows = admin.vx.limstatus(name=name)

@@ -298,7 +298,7 @@ class Runtime:
              on_output: Callable[[bytes], None] | None = None) -> str | bytes:
         """Run argv inside; its combined output (bytes when raw). timeout: seconds,
         default exec_timeout; stdin: bytes fed to it; on_output: each chunk as it comes.
-        A non-zero exit N is fault 1000+N carrying the output (as text)."""
+        A non-zero exit N is fault 1000+N (errors.exec_failed), the output in its text."""
         self.require_running(vserver)
         seconds = self.config.exec_timeout if timeout is None else timeout
         try:

@@ -450,6 +450,27 @@ def test_vserver_and_user_names_outside_the_vocabulary_are_200(env, bad):
     assert code_of(admin.vx.rename, name=env["mine"], newname=bad) == 200
 
 
+def test_what_other_clients_send_i8_and_ints_for_strings(env):
+    """An <i8> 64-bit value (xmlrpc-c, Java) and a name sent as <int> (Perl) are taken."""
+    d, admin, name = env["d"], env["admin"], env["mine"]
+    auth = "".join(f"<member><name>{k}</name><value><string>{v}</string></value></member>"
+                   for k, v in admin.auth.items())
+    body = ("<?xml version='1.0'?><methodCall><methodName>vxdb.vx.limit.set</methodName>"
+            f"<params><param><value><struct>{auth}</struct></value></param>"
+            "<param><value><struct>"
+            f"<member><name>name</name><value><string>{name}</string></value></member>"
+            "<member><name>limit</name><value>AS</value></member>"
+            "<member><name>max</name><value><i8>9000000000</i8></value></member>"
+            "</struct></value></param></params></methodCall>").encode()
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+    conn.request("POST", "/RPC2", body, {"Content-Type": "text/xml"})
+    assert xmlrpc.client.loads(conn.getresponse().read())[0] == (None,)
+    assert admin.vxdb.vx.limit.get(name=name, limit="AS")[0]["max"] == "9000000000"
+    admin.vxdb.vx.limit.remove(name=name, limit="AS")
+    f = fault(admin.vxdb.xid.get, name=12345)
+    assert f.faultCode == 202 and "12345" in f.faultString
+
+
 def test_a_malformed_request_is_fault_minus_32700_with_http_200(env):
     d = env["d"]
     conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)

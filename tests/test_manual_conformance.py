@@ -469,6 +469,14 @@ def test_what_other_clients_send_i8_and_ints_for_strings(env):
     admin.vxdb.vx.limit.remove(name=name, limit="AS")
     f = fault(admin.vxdb.xid.get, name=12345)
     assert f.faultCode == 202 and "12345" in f.faultString
+    # an all-digit password arrives as <int> from Perl
+    admin.vcd.user.set(username="digits", password="123456789", admin=False)
+    try:
+        assert admin.raw("vcd.login", {"username": "digits", "password": 123456789}, {}) is None
+        f = fault(admin.raw, "vcd.login", {"username": "digits", "password": 123456780}, {})
+        assert f.faultCode == 100 and f.faultString == "Unauthorized"
+    finally:
+        admin.vcd.user.remove(username="digits")
 
 
 def test_a_malformed_request_is_fault_minus_32700_with_http_200(env):

@@ -387,6 +387,7 @@ def test_vxdb_init_set_keeps_the_fields_it_is_not_given(env):
 
 def test_each_documented_fault_code_with_its_standard_text(env):
     d, admin, name = env["d"], env["admin"], env["mine"]
+    before = admin.vcd.status()
     cases = [
         (100, lambda: d.proxy("admin", "wrong-password").vcd.login()),
         (100, lambda: d.proxy("no-such-user", "wrong-password").vcd.login()),
@@ -410,6 +411,10 @@ def test_each_documented_fault_code_with_its_standard_text(env):
         f = fault(fn)
         assert f.faultCode == code, (code, f)
         assert f.faultString.startswith(STANDARD_TEXT[code]), (code, f.faultString)
+    after = admin.vcd.status()
+    assert after["flogins"] >= before["flogins"] + 2          # counted (DESIGN.md)
+    assert after["nomethod"] >= before["nomethod"] + 1
+    assert after["requests"] > before["requests"]
     # the password of an existing user may stay empty (manual 11.8): no fault
     admin.vcd.user.set(username="tenant", password="", admin=False)
     assert env["tenant"].vcd.login() is None

@@ -75,7 +75,8 @@ def test_exec_returns_output_and_maps_exit_codes(admin, running):
     assert admin.vx.exec(name=running, command="echo hello world") == "hello world\n"
     assert admin.vx.exec(name=running, command="sh -c 'echo out; echo err >&2'") == "out\nerr\n"
     f = fault(admin.vx.exec, name=running, command="sh -c 'echo failing; exit 7'")
-    assert f.faultCode == 1007 and f.faultString == "failing\n"
+    assert f.faultCode == 1007
+    assert f.faultString == "Command execution failed: exit status 7: failing\n"
     # no shell: the redirection is just an argument
     assert admin.vx.exec(name=running, command="echo a > /tmp/x") == "a > /tmp/x\n"
     assert fault_code(admin.vx.exec, name=running, command="'unbalanced") == 200

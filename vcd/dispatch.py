@@ -174,7 +174,7 @@ class Dispatcher:
         method = REGISTRY.get(name)
         if method is None:
             self.stats.add("nomethod")
-            raise VcdError(Fault.METHOD_NOT_FOUND, text=f"Method not found: {name}")
+            raise VcdError(Fault.METHOD_NOT_FOUND, text=f"method not found: {name}")
         given = params[1] if len(params) > 1 else {}
         if self.audit is None or not method.mutating:
             user = self.authenticate(params, peer)
@@ -260,7 +260,7 @@ class Dispatcher:
             with vxdb.transaction(self.db):
                 call.task = tasks.get_checked(self.config, self.db, user, values["id"])
         elif method.owner is not Owner.NONE:
-            call.vserver = self.owner_check(method, user, values["name"])
+            call.vserver = self.owner_check(method, user, values[method.params[0].name])
         if method.check is not None:
             method.check(call, values)
         if background:
@@ -279,12 +279,13 @@ class Dispatcher:
                 if call.vserver is not None:
                     # re-read under the lock and inside the transaction: it may have
                     # been removed or renamed since the owner check
-                    call.vserver = find_vserver(self.db, call.vserver.name)
+                    name = call.vserver.name
+                    call.vserver = find_vserver(self.db, name)
                     if call.vserver is None:
-                        raise VcdError(Fault.MENOVPS, values["name"])
+                        raise VcdError(Fault.MENOVPS, name)
                 return method.func(call, **values)
 
-    def owner_check(self, method: Method, user: auth.User, name: str) -> VServer | None:
+    def owner_check(self, method: Method, user: auth.User, name: str | int) -> VServer | None:
         return check_owner(self.db, method.owner, user, name)
 
     # -- introspection ------------------------------------------------------------------
@@ -304,12 +305,12 @@ class Dispatcher:
                 return help_text if name == "system.methodHelp" else signature
             m = REGISTRY.get(target)
             if m is None:
-                raise VcdError(Fault.METHOD_NOT_FOUND, text=f"Method not found: {target}")
+                raise VcdError(Fault.METHOD_NOT_FOUND, text=f"method not found: {target}")
             return m.help if name == "system.methodHelp" else m.signature
         if name == "system.multicall":
             return self.multicall(args[0] if args else None, peer)
         self.stats.add("nomethod")
-        raise VcdError(Fault.METHOD_NOT_FOUND, text=f"Method not found: {name}")
+        raise VcdError(Fault.METHOD_NOT_FOUND, text=f"method not found: {name}")
 
     def multicall(self, calls: Any, peer: str) -> list[Any]:
         if not isinstance(calls, list):

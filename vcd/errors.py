@@ -5,6 +5,7 @@ the single place that turns it into an XML-RPC fault.
 """
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 
 
@@ -44,7 +45,7 @@ TEXT: dict[int, str] = {
     Fault.MESYS: "System call or library call failed",
     Fault.MEEXEC: "Command execution failed",
     Fault.PARSE_ERROR: "Parse error: not well formed",
-    Fault.METHOD_NOT_FOUND: "Method not found",
+    Fault.METHOD_NOT_FOUND: "method not found",  # DESIGN.md's text
 }
 
 
@@ -62,6 +63,23 @@ class VcdError(Exception):
             message = base
         super().__init__(message)
         self.message = message
+
+
+def exec_failed(status: int, output: str, reason: str | None = None) -> VcdError:
+    """Fault 1000+N of a command that exited N: the standard text, the exit status (or
+    `reason`), then the command's combined output, e.g.
+    "Command execution failed: exit status 7: failing\n"."""
+    detail = reason if reason is not None else f"exit status {status}"
+    return VcdError(Fault.MEEXEC + status, f"{detail}: {output}" if output else detail)
+
+
+_EXEC_PREFIX = re.compile(re.escape(TEXT[Fault.MEEXEC]) + r": (exit status \d+(: |$))?")
+
+
+def exec_output(fault_string: str) -> str:
+    """What follows the standard text and exit status of a 1000+N fault string: the
+    command's output (after a reason such as a timeout, with that reason)."""
+    return _EXEC_PREFIX.sub("", fault_string, count=1)
 
 
 def invalid(detail: str) -> VcdError:

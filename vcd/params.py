@@ -184,8 +184,10 @@ class UInt64(ParamType):
             number = value
         elif isinstance(value, str):
             text = value.strip()
-            if self.allow_inf and text.lower() in ("inf", "infinity", "unlimited"):
-                return "inf"
+            if text.lower() in ("inf", "infinity", "unlimited"):
+                if self.allow_inf:
+                    return "inf"
+                raise invalid(f"'{name}' has no unlimited form here: give 0..{self.max}")
             if not re.fullmatch(r"-?\d{1,20}", text):
                 raise invalid(f"'{name}' must be an unsigned decimal integer, got {value!r}")
             number = int(text)

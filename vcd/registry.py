@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from vcd.errors import Fault, VcdError
 from vcd.params import Bool, Param, signature_of
-from vcd.vxdb.lookup import VServer, find_vserver, is_owner
+from vcd.vxdb.lookup import VServer, find_vserver, find_vserver_by_xid, is_owner, may_see
 
 if TYPE_CHECKING:
     from vcd.auth import User
@@ -27,6 +27,8 @@ class Owner(Enum):
     OWNER = "owner"      # `name` must exist and be owned by the caller (admins pass)
     CREATE = "create"    # as OWNER, but an admin also passes for a name that doesn't exist yet
     TASK = "task"        # `id` names a task: the check of the method that started it applies
+    VISIBLE = "visible"  # a lookup by `name` or `xid`: owners, admins and HELPER (vshelper names
+                         # any context) see the vserver; anyone else gets 202 (issue 12)
 
 
 class Txn(Enum):
@@ -91,6 +93,11 @@ class Method:
         return " or ".join(self.caps) or "none"
 
     @property
+    def owner_text(self) -> str:
+        """The owner-check column of the README table and of methodHelp."""
+        return {Owner.NONE: "no", Owner.VISIBLE: "yes (HELPER: any)"}.get(self.owner, "yes")
+
+    @property
     def signature(self) -> list[list[str]]:
         # XML-RPC introspection: [return type, param types...]; ours take two structs
         return [[self.returns, "struct", "struct"]]
@@ -113,8 +120,7 @@ class Method:
                                                    if self.background else ""))
         if self.returns == "nil":
             lines.append("  (void: <nil/>; boolean true for a client that posts to /RPC2?nil=0)")
-        lines.append(f"Capability: {self.cap_text}; owner check: "
-                     f"{'yes' if self.owner is not Owner.NONE else 'no'}")
+        lines.append(f"Capability: {self.cap_text}; owner check: {self.owner_text}")
         return "\n".join(lines)
 
 
@@ -129,9 +135,10 @@ REGISTRY: dict[str, Method] = {}
 def register(m: Method) -> Method:
     if m.name in REGISTRY:
         raise ValueError(f"method {m.name} declared twice")
-    first = "id" if m.owner is Owner.TASK else "name"
-    if m.owner is not Owner.NONE and (not m.params or m.params[0].name != first):
-        raise ValueError(f"{m.name}: an owner-checked method takes '{first}' first")
+    first = {Owner.TASK: ("id",), Owner.VISIBLE: ("name", "xid")}.get(m.owner, ("name",))
+    if m.owner is not Owner.NONE and (not m.params or m.params[0].name not in first):
+        raise ValueError(f"{m.name}: an owner-checked method takes "
+                         f"{' or '.join(repr(f) for f in first)} first")
     REGISTRY[m.name] = m
     return m
 
@@ -151,9 +158,15 @@ def method(name: str, *, cap: str | tuple[str, ...] | None, owner: Owner = Owner
     return wrap
 
 
-def check_owner(db: "Connection", owner: Owner, user: "User", name: str) -> VServer | None:
-    """The owner check of a method for vserver `name`: the vserver, or None for an admin
-    creating it. Not yours answers like "does not exist" (202), so no name leaks."""
+def check_owner(db: "Connection", owner: Owner, user: "User", name: str | int) -> VServer | None:
+    """The owner check of a method for vserver `name` (an xid for Owner.VISIBLE lookups by
+    xid): the vserver, or None for an admin creating it. Not yours answers like "does not
+    exist" (202), so no name leaks."""
+    if owner is Owner.VISIBLE:
+        vserver = find_vserver_by_xid(db, name) if isinstance(name, int) else find_vserver(db, name)
+        if vserver is None or not may_see(db, user, vserver.xid):
+            raise VcdError(Fault.MENOVPS, f"xid {name}" if isinstance(name, int) else name)
+        return vserver
     vserver = find_vserver(db, name)
     if vserver is None:
         if owner is Owner.CREATE and user.admin:
@@ -178,6 +191,5 @@ def method_table_markdown() -> str:
         m = REGISTRY[name]
         params = ", ".join(p.name + ("" if p.required else "?")
                            for p in m.params + ((BACKGROUND,) if m.background else ()))
-        rows.append(f"| `{name}` | {params} | {m.returns} | {m.cap_text} | "
-                     f"{'yes' if m.owner is not Owner.NONE else 'no'} |")
+        rows.append(f"| `{name}` | {params} | {m.returns} | {m.cap_text} | {m.owner_text} |")
     return "\n".join(rows)

@@ -23,7 +23,7 @@ from templates.errors import TemplateError
 from templates.store import TemplateStore
 from vcd import vocab, vxdb
 from vcd.config import Config
-from vcd.errors import Fault, VcdError
+from vcd.errors import Fault, VcdError, exec_failed
 from vcd.vxdb.lookup import VServer, find_vserver, security_of
 
 log = logging.getLogger("vcd.runtime")
@@ -292,7 +292,7 @@ class Runtime:
              on_output: Callable[[bytes], None] | None = None) -> str | bytes:
         """Run argv inside; its combined output (bytes when raw). timeout: seconds,
         default exec_timeout; stdin: bytes fed to it; on_output: each chunk as it comes.
-        A non-zero exit N is fault 1000+N carrying the output (as text)."""
+        A non-zero exit N is fault 1000+N (errors.exec_failed), the output in its text."""
         self.require_running(vserver)
         seconds = self.config.exec_timeout if timeout is None else timeout
         try:
@@ -305,14 +305,14 @@ class Runtime:
             raise VcdError(Fault.MESYS, f"exec in {vserver.name} failed: {exc}") from None
         output = result.output.decode("utf-8", errors="replace")
         if result.timed_out:
-            raise VcdError(Fault.MEEXEC + (result.status or 137),
-                           text=f"command timed out after {seconds:g} s and was killed "
-                                f"(give vx.exec a 'timeout' in seconds, up to "
-                                f"exec_timeout_max = {self.config.exec_timeout_max:g}; the "
-                                f"default is exec_timeout = {self.config.exec_timeout:g}): "
-                                f"{output}")
+            raise exec_failed(result.status or 137, output,
+                              reason=f"command timed out after {seconds:g} s and was killed "
+                                     f"(give vx.exec a 'timeout' in seconds, up to "
+                                     f"exec_timeout_max = {self.config.exec_timeout_max:g}; "
+                                     f"the default is exec_timeout = "
+                                     f"{self.config.exec_timeout:g})")
         if result.status != 0:
-            raise VcdError(Fault.MEEXEC + result.status, text=output)
+            raise exec_failed(result.status, output)
         return result.output if raw else output
 
     def kill(self, vserver: VServer, pid: int, sig: int) -> None:

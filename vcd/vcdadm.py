@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 from vcd import auth, config as configmod, dispatch, vxdb
 from vcd.clients import common
@@ -148,18 +148,8 @@ def _user_set(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -
     return common.OK
 
 
-def _show_status(result: Any, ns: argparse.Namespace, out: Output) -> None:
-    """vcd.status answers each counter under two names (its own and the reference
-    implementation's, for scripts of either); a person reads each once."""
-    if isinstance(result, dict) and not out.json:
-        result = {k: v for k, v in result.items() if k not in STATUS_ALIASES}
-    out.result(result)
-
-
-STATUS_ALIASES = ("failedlogins", "nosuchmethod")
-
 OVERRIDES = (
-    Spec("status", "vcd.status", show=_show_status),
+    Spec("status", "vcd.status"),
     Spec("user.set", "vcd.user.set", order=("username", "admin", "password?"), run=_user_set),
 )
 

@@ -17,6 +17,7 @@ from vcd.clients.commands import Program, Spec, collect, confirmation, derived
 from vcd.clients.follow import follow
 from vcd.clients.common import Client, ClientError
 from vcd.clients.output import Output, human_kib
+from vcd.errors import exec_output
 from vcd.params import Param, Text, VServerName
 
 
@@ -74,7 +75,7 @@ def _exec(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> in
         except ClientError as error:
             if error.code is None or error.code <= 1000:
                 raise
-            output, status = error.text, error.code - 1000
+            output, status = exec_output(error.text), error.code - 1000
         out.json_value({"status": status, "output": output})
         return status
     task_id = client.call(spec.method, {**params, "background": True})
@@ -92,6 +93,7 @@ def _exec(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> in
     text = str(task.get("fault_string", ""))
     streamed = "".join(shown)
     if code > 1000:
+        text = exec_output(text)
         # the output was shown as it came; say more only when the fault says more (timeout)
         note = text[:len(text) - len(streamed)] if text.endswith(streamed) else text
         if note.strip():

@@ -38,9 +38,7 @@ def status(call: Call) -> dict:
     counts = _stats(call)
     uptime = int(time.time() - counts["started"])
     return {"uptime": uptime, "requests": int(counts["requests"]),
-            "flogins": int(counts["flogins"]), "nomethod": int(counts["nomethod"]),
-            # the reference implementation's names for the same counters
-            "failedlogins": int(counts["flogins"]), "nosuchmethod": int(counts["nomethod"])}
+            "flogins": int(counts["flogins"]), "nomethod": int(counts["nomethod"])}
 
 
 def _stats(call: Call) -> dict[str, float]:

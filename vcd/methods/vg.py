@@ -136,16 +136,18 @@ def _each(call: Call, group: str, action: Action, prepare: Prepare | None = None
 
 def group_fault(group: str, total: int, failures: list[tuple[str, VcdError]]) -> VcdError:
     """One fault for the failed members (in name order): the code of the first failure,
-    the message naming every failed member and its reason."""
+    its standard text (as every fault string), then the message naming every failed member
+    and its reason."""
     listed = "; ".join(f"{name}: {exc}" for name, exc in failures)
     return VcdError(failures[0][1].code,
-                    text=f"{len(failures)} of {total} members of group {group} failed: {listed}")
+                    f"{len(failures)} of {total} members of group {group} failed: {listed}")
 
 
 FAULT_DOC = (" Members are handled in parallel. Returns nil when every member succeeded; "
              "otherwise, after all were tried, one fault naming each failed member and its "
-             "reason (\"N of M members of group G failed: a: reason; b: reason\"), with the "
-             "code of the first failed member in name order.")
+             "reason (\"<standard text>: N of M members of group G failed: a: reason; b: "
+             "reason\"), with the code (and standard text) of the first failed member in "
+             "name order.")
 
 
 def _group_method(verb: str, doc: str, action: Action, prepare: Prepare | None = None) -> None:

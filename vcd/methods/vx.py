@@ -340,8 +340,8 @@ def _exec_timeout(call: Call, values: dict) -> None:
 def exec_(call: Call, name: str, command: str, timeout: float | None, stdin: str | None,
           encoding: str) -> str | bytes:
     """Run a command inside a running vserver; returns its combined stdout and stderr.
-    A non-zero exit N is fault 1000+N carrying the output. Run as a task
-    (background: true), its output is the task's log as it comes."""
+    A non-zero exit N is fault 1000+N: "Command execution failed: exit status N: <output>".
+    Run as a task (background: true), its output is the task's log as it comes."""
     return call.runtime.exec(call.vserver, _split_command(command), timeout=timeout,
                              stdin=None if stdin is None else stdin.encode("utf-8"),
                              raw=encoding == "base64", on_output=call.output)

@@ -18,7 +18,7 @@ from vcd.limit_ranges import (MAX_DISK_KIB, MIN_DISK_KIB, MIN_INODES, check_disk
                                check_sched, limit_range, max_rate)
 from vcd.params import (AbsPath, Bool, Choice, CpuList, Int, IPv4, Netmask, Param,
                         SignalName, Text, UInt64, UserName, VServerName)
-from vcd.vxdb.lookup import VServer, find_vserver, may_see, security_of, uid_of, xid_of
+from vcd.vxdb.lookup import security_of, uid_of, xid_of
 from vcd.registry import Call, Method, Owner, Txn, method, register
 
 NAME = Param("name", VServerName, doc="vserver name")
@@ -311,7 +311,7 @@ def _dx_check(call: Call, values: dict[str, Any]) -> None:
 # -- the areas --------------------------------------------------------------------------
 
 _u64 = UInt64()
-_u64_finite = UInt64(allow_inf=False, max=2**63 - 1)
+_u64_finite = UInt64(allow_inf=False, max=2**63 - 1, description="uint64 as decimal string")
 _nonneg = Int(0, 2**31 - 1)
 
 keyed_area("vxdb.mount", cap="MOUNT", table="mount", what="mount point",
@@ -373,7 +373,8 @@ keyed_area("vxdb.vx.uname", cap="UNAME", table="vx_uname", what="system informat
 
 single_area("vxdb.dx.limit", cap="DLIM", table="dx_limit", what="disk limit",
             fields=(_field(Param("space", _u64_finite,
-                                 doc=f"KiB, {MIN_DISK_KIB}..{MAX_DISK_KIB}"), to_wire=str),
+                                 doc=f"KiB, {MIN_DISK_KIB}..{MAX_DISK_KIB} (no disk limit: "
+                                     "vxdb.dx.limit.remove)"), to_wire=str),
                     _field(Param("inodes", _u64_finite,
                                  doc=f"{MIN_INODES}..space (one per KiB at most)"), to_wire=str),
                     _field(Param("reserved", Int(0, 100), required=False, default=5,
@@ -471,32 +472,26 @@ def owner_remove(call: Call, name: str, username: str | None) -> None:
 LOOKUP_CAPS = ("INFO", "HELPER")
 
 
-def _visible(call: Call, vserver: VServer | None, what: str) -> VServer:
-    if vserver is None or not may_see(call.db, call.user, vserver.xid):
-        raise VcdError(Fault.MENOVPS, what)
-    return vserver
-
-
-@method("vxdb.name.get", cap=LOOKUP_CAPS, returns="string",
+@method("vxdb.name.get", cap=LOOKUP_CAPS, owner=Owner.VISIBLE, returns="string",
         params=(Param("xid", Int(2, 65534)),))
 def name_get(call: Call, xid: int) -> str:
     """The name of the vserver with this context id (one the caller owns; admins and
-    HELPER: any); 202 otherwise."""
-    row = call.db.execute("SELECT name FROM vservers WHERE xid = ?", (xid,)).fetchone()
-    return _visible(call, find_vserver(call.db, row[0]) if row else None, f"xid {xid}").name
+    HELPER: any); 202 otherwise (issue 12)."""
+    return call.vserver.name
 
 
-@method("vxdb.xid.get", cap=LOOKUP_CAPS, returns="int", params=(NAME,))
+@method("vxdb.xid.get", cap=LOOKUP_CAPS, owner=Owner.VISIBLE, returns="int", params=(NAME,))
 def xid_get(call: Call, name: str) -> int:
-    """The context id of a vserver (one the caller owns; admins and HELPER: any)."""
-    return _visible(call, find_vserver(call.db, name), name).xid
+    """The context id of a vserver (one the caller owns; admins and HELPER: any); 202
+    otherwise (issue 12)."""
+    return call.vserver.xid
 
 
-@method("vxdb.vdir.get", cap=LOOKUP_CAPS, returns="string", params=(NAME,))
+@method("vxdb.vdir.get", cap=LOOKUP_CAPS, owner=Owner.VISIBLE, returns="string", params=(NAME,))
 def vdir_get(call: Call, name: str) -> str:
     """The absolute root directory of a vserver on the host (one the caller owns;
-    admins and HELPER: any)."""
-    return _visible(call, find_vserver(call.db, name), name).vdir
+    admins and HELPER: any); 202 otherwise (issue 12)."""
+    return call.vserver.vdir
 
 
 # -- security settings: admins only ---------------------------------------------------

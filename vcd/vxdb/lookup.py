@@ -31,6 +31,11 @@ def find_vserver(db: "Connection", name: str) -> VServer | None:
     return VServer(row["xid"], row["name"], row["vdir"], row["template"], bool(row["shared"]))
 
 
+def find_vserver_by_xid(db: "Connection", xid: int) -> VServer | None:
+    row = db.execute("SELECT name FROM vservers WHERE xid = ?", (xid,)).fetchone()
+    return find_vserver(db, row[0]) if row is not None else None
+
+
 def xid_of(db: "Connection", name: str) -> int:
     """The xid of an existing vserver, or MENOVPS."""
     row = db.execute("SELECT xid FROM vservers WHERE name = ?", (name,)).fetchone()

@@ -140,8 +140,8 @@ async function execBlocking(session, name, command, output, result) {
     fill(result, h("span", { class: "notice" }, "exit status 0"));
   } catch (err) {
     if (err instanceof Fault && err.code > 1000) {
-      // a command that exited N: the fault carries its output
-      output.textContent = err.message;
+      // a command that exited N: the fault carries its output after the standard text
+      output.textContent = err.message.replace(/^Command execution failed: (exit status \d+(: |$))?/, "");
       fill(result, h("span", { class: "fault" }, `exit status ${err.code - 1000}`));
     } else {
       output.hidden = true;

@@ -396,3 +396,70 @@ def test_make_run_starts_vstatd_beside_vcd_and_one_ctrl_c_stops_both(tmp_path):
             if pid and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+# -- 6. a second new user's trial (branch newuser): what still stumbled ------------------------
+
+@needs_root
+def test_an_empty_console_says_so_on_stderr_and_its_usage_shows_follow(d):
+    name = unique("cn")
+    try:
+        ok(d, f"vcc launch {name} busybox")
+        r = typed(d, f"vcc console {name}")
+        # busybox init writes nothing: not a silent exit 0, but a line a script does not read
+        assert r.returncode == 0 and r.stdout == "", (r.stdout, r.stderr)
+        assert r.stderr.startswith("(none") and f"vcc console {name} -f" in r.stderr, r.stderr
+        assert typed(d, f"vcc -q console {name}").stderr == ""
+        ok(d, f"vcc exec {name} sh -c 'echo booted > /dev/console'")
+        r = typed(d, f"vcc console {name}")
+        assert r.stdout == "booted\n" and r.stderr == "", (r.stdout, r.stderr)
+    finally:
+        typed(d, f"vcc stop {name}")
+        typed(d, f"vcc remove {name}")
+    usage = ok(None, "vcc console --help")
+    assert usage.splitlines()[0] == "usage: vcc console NAME [--lines LINES] [--offset OFFSET] [-f]"
+    assert "console NAME [--lines LINES] [--offset OFFSET] [-f]" in ok(None, "vcc help")
+    # a default or a choice list the doc already gives is not repeated after it
+    assert "default 100); default 100" not in usage
+    assert ok(None, "vcc help graph").count("1h, 1d, 1w") == 1
+
+
+def test_vcdadm_passwd_keeps_the_first_start_password_file_current(d):
+    """The README's first session reads /var/lib/vcd/admin.password; after `vcdadm passwd
+    admin` that file held the old password and every client using it got 'Unauthorized'."""
+    old = d.admin_password
+    new = "a-changed-password-7"
+    try:
+        r = typed(None, f"vcdadm -c {d.config_path} passwd admin --password-stdin", input=new + "\n")
+        assert r.returncode == 0, r.stderr
+        assert f"{d.datadir / 'admin.password'} now holds the new password" in r.stdout
+        assert d.admin_password == new
+        assert (d.datadir / "admin.password").stat().st_mode & 0o777 == 0o600
+        assert d.proxy().vcd.whoami()["username"] == "admin"   # the file's password works
+    finally:
+        typed(None, f"vcdadm -c {d.config_path} passwd admin --password-stdin", input=old + "\n")
+    assert d.admin_password == old
+    assert "USER" in ok(None, "vcdadm help passwd")
+
+
+def test_a_refused_or_missing_password_says_whose_where_and_where_to_look(d):
+    r = typed(None, f"vcc -h 127.0.0.1 -p {d.port} list", VCD_PASSWORD="wrong-password")
+    assert r.returncode == 3
+    assert r.stderr.startswith("vcc: vxdb.list: Unauthorized: ") and r.stderr.endswith("(100)\n")
+    assert f"127.0.0.1:{d.port}" in r.stderr and "user admin" in r.stderr
+    assert "$VCD_PASSWORD" in r.stderr and "admin.password" in r.stderr
+    r = typed(None, f"vcc -h 127.0.0.1 -p {d.port} --non-interactive list")
+    assert r.returncode == 3
+    assert "admin.password" in r.stderr and "password_file" in r.stderr, r.stderr
+
+
+def test_check_config_checks_the_vshelper_table_too(tmp_path):
+    r = check_config(tmp_path, '[vshelper]\nurll = "unix:///run/vcd/vcd.sock"\n'
+                               'password_file = "vshelper.password"\n')
+    assert r.returncode == 2
+    assert "unknown key 'urll' in [vshelper] (did you mean 'url'?)" in r.stderr
+    assert "'password_file' in [vshelper]: must be an absolute path" in r.stderr
+    r = check_config(tmp_path, '[vshelper]\nurl = "unix:///run/vcd/vcd.sock"\nusername = "vshelper"\n')
+    assert r.returncode == 0, r.stderr
+    # and vcd.conf.example documents the table
+    assert "# [vshelper]" in (REPO / "vcd.conf.example").read_text()

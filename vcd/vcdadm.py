@@ -79,6 +79,12 @@ def cmd_passwd(config: Config, args: argparse.Namespace) -> int:
     finally:
         conn.close()
     print(f"password of {args.user} changed")
+    # the first-start file is where the README, vshelper and a client's password_file
+    # read this user's password: a stale one there would lock them out
+    path = config.password_file(args.user)
+    if path.is_file():
+        auth.write_password_file(path, password)
+        print(f"{path} now holds the new password")
     return 0
 
 
@@ -125,7 +131,9 @@ def _local(command: str, help_text: str, usage: str,
 
 
 def _passwd_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("user")
+    p.add_argument("user", metavar="USER",
+                   help="the user (admin, vshelper or one made with user.set); its "
+                        "first-start password file in datadir, if there, is updated too")
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from standard input instead of the terminal")
 

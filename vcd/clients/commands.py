@@ -177,9 +177,12 @@ def summary(doc: str) -> str:
 
 def _arg_help(param: Param) -> str:
     text = param.doc or param.type.description
-    if isinstance(param.type, Choice):
+    # the choices, unless the doc already lists every one of them
+    if isinstance(param.type, Choice) and not all(v in text.split(", ") or f" {v}" in text
+                                                  for v in param.type.values):
         text += f" (one of {', '.join(param.type.values)})"
-    if not param.required and param.default not in (None, ""):
+    # a doc that already names its default ("(default 100)") is not told it twice
+    if not param.required and param.default not in (None, "") and "default" not in text:
         text += f"; default {param.default}"
     return text
 

@@ -132,7 +132,12 @@ class Client:
                 self._anonymous = False
                 return send(self._proxy())
         except xmlrpc.client.Fault as fault:
-            raise ClientError(method, fault.faultString, fault.faultCode) from None
+            text = fault.faultString
+            if fault.faultCode == 100 and not self._anonymous:
+                # the daemon says only "Unauthorized": we know who asked, where, and
+                # where the password came from
+                text = f"{text}: {self.settings.refused_hint()}"
+            raise ClientError(method, text, fault.faultCode) from None
         except SettingsError as exc:
             raise ClientError(method, str(exc), status=AUTH) from None
         except TransportError as exc:

@@ -153,8 +153,13 @@ def _console(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) ->
         out.json_value(answer)
         return common.OK
     stream = out.out
-    stream.write(answer.get("data", ""))
-    stream.flush()
+    if answer.get("data"):
+        stream.write(answer["data"])
+        stream.flush()
+    elif not ns.follow and not out.quiet:
+        # an empty log is an answer too: say so, and how to wait for output
+        out.err.write(f"(none: nothing written to the console of {params['name']} since "
+                      f"its last start; vcc console {params['name']} -f waits for it)\n")
     try:
         while ns.follow:
             time.sleep(FOLLOW_INTERVAL)
@@ -242,7 +247,8 @@ OVERRIDES = (
          doc="Create a vserver from a template and start it (vx.create, then vx.start)."),
     Spec("limstatus", "vx.limstatus", show=_show_limstatus),
     Spec("create", "vx.create", run=_create),
-    Spec("console", "vx.console", options=("lines", "offset"), setup=_console_options, run=_console),
+    Spec("console", "vx.console", options=("lines", "offset"), setup=_console_options,
+         run=_console, usage="[-f]"),
     Spec("graph", "vx.graph", options=("period",), setup=_graph_options, show=_write_graph,
          fallback=_METRIC, usage="-o FILE"),
     Spec("stats", "vx.stats", options=("period",), show=_show_stats, fallback=_METRIC),

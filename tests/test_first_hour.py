@@ -463,3 +463,40 @@ def test_check_config_checks_the_vshelper_table_too(tmp_path):
     assert r.returncode == 0, r.stderr
     # and vcd.conf.example documents the table
     assert "# [vshelper]" in (REPO / "vcd.conf.example").read_text()
+
+
+def test_a_graph_without_samples_says_so_instead_of_nan_and_percent_axes_have_no_milli(tmp_path):
+    import rrdtool
+    from vstatd import graph
+    from vstatd.layout import rrd_path
+    now = int(time.time())
+    path = rrd_path(tmp_path, "web", "cpu")
+    path.parent.mkdir(parents=True)
+    # what vstatd leaves before its first flush: the file, not a single update
+    rrdtool.create(str(path), "--start", str(now - 300), "--step", "5",
+                   "DS:user:DERIVE:20:0:U", "DS:system:DERIVE:20:0:U", "RRA:AVERAGE:0.5:1:200")
+    legends = " ".join(graph.legends(tmp_path, "web", "cpu", "1h", now=now))
+    assert "nan" not in legends and "no sample in this period" in legends, legends
+    for t in range(now - 295, now, 5):
+        rrdtool.update(str(path), f"{t}:{(t - now + 300) * 2000}:{(t - now + 300) * 1000}")
+    legends = " ".join(graph.legends(tmp_path, "web", "cpu", "1h", now=now))
+    assert "nan" not in legends and "0.20%" in legends, legends
+    # the axis of a percent reads 0.8, not "800 m"
+    assert "--units-exponent" in graph.graph_args(tmp_path, "web", "cpu", "1h", now=now)
+
+
+def test_stats_names_a_unit_only_where_it_adds_to_the_label():
+    import argparse
+    import io
+    from vcd.clients.output import Output
+    from vcd.clients.vcc import _show_stats
+    now = int(time.time())
+    answer = {"name": "web", "metric": "thread_TOTAL", "period": "1h", "step": 5,
+              "timestamps": [now - 5, now],
+              "series": [{"ds": "value", "label": "threads", "unit": "threads", "values": [2, None]},
+                         {"ds": "x", "label": "user", "unit": "% of one CPU", "values": [1, 2]}]}
+    out, err = io.StringIO(), io.StringIO()
+    _show_stats(answer, argparse.Namespace(), Output(out=out, err=err))
+    header = [c for c in out.getvalue().splitlines()[1].split("  ") if c.strip()]
+    assert [c.strip() for c in header] == ["TIME", "THREADS", "USER (% OF ONE CPU)"]
+    assert "flush_interval" in err.getvalue()

@@ -199,8 +199,11 @@ def _show_stats(result: Any, ns: argparse.Namespace, out: Output) -> None:
     if out.json or not isinstance(result, dict) or not isinstance(result.get("series"), list):
         return out.result(result)
     series = [s for s in result["series"] if isinstance(s, dict)]
-    columns = ["time"] + [f"{s.get('label') or s.get('ds')}" + (f" ({s['unit']})" if s.get("unit")
-                                                                 else "") for s in series]
+    columns = ["time"]
+    for s in series:
+        label = f"{s.get('label') or s.get('ds')}"
+        # "threads (threads)" says nothing twice: the unit only where it adds something
+        columns.append(label + (f" ({s['unit']})" if s.get("unit") and s["unit"] != label else ""))
     rows = []
     for i, stamp in enumerate(result.get("timestamps") or []):
         row: dict[str, Any] = {"time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))}
@@ -216,7 +219,8 @@ def _show_stats(result: Any, ns: argparse.Namespace, out: Output) -> None:
     if not out.quiet and any(v is None for r in rows for k, v in r.items() if k != "time"):
         out.err.write("- = no sample for that time: vstatd was not running, or the vserver "
                       "had not run long enough (rates need two samples, averages a minute "
-                      "of them)\n")
+                      "of them), or vstatd has not written it yet (it writes its samples "
+                      "every flush_interval, 60 s by default)\n")
 
 
 def _show_limstatus(result: Any, ns: argparse.Namespace, out: Output) -> None:

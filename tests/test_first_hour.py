@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
@@ -500,3 +501,38 @@ def test_stats_names_a_unit_only_where_it_adds_to_the_label():
     header = [c for c in out.getvalue().splitlines()[1].split("  ") if c.strip()]
     assert [c.strip() for c in header] == ["TIME", "THREADS", "USER (% OF ONE CPU)"]
     assert "flush_interval" in err.getvalue()
+
+
+@needs_root
+def test_the_readme_first_session_runs_as_printed_and_can_run_again(d):
+    """The README's Python session, only its daemon URL and password file pointed at the
+    test daemon: twice, since a user who tries it again must not meet 'exists'."""
+    code = readme_block("## A first session", "python")
+    assert "http://127.0.0.1:13386/RPC2" in code and "/var/lib/vcd/admin.password" in code
+    code = code.replace("http://127.0.0.1:13386/RPC2", d.url)
+    code = code.replace("/var/lib/vcd/admin.password", str(d.datadir / "admin.password"))
+    try:
+        for _ in range(2):
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=300)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.startswith("web1\n"), r.stdout      # vx.exec hostname
+    finally:
+        admin = d.proxy()
+        for call in (admin.vx.stop, admin.vx.remove):
+            try:
+                call(name="web1")
+            except xmlrpc.client.Fault:
+                pass
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_the_panel_login_says_where_the_first_password_is(d, tmp_path):
+    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                        f"--user-data-dir={tmp_path}", "--virtual-time-budget=5000",
+                        "--dump-dom", f"http://{d.host}:{d.port}/"],
+                       capture_output=True, text=True, timeout=120)
+    dom = re.sub(r"<[^>]+>", "", r.stdout)
+    assert "Log in to vcd" in dom, r.stdout[-2000:]
+    assert "First time? User admin: its password is in admin.password" in dom
+    assert "logged in in" not in dom

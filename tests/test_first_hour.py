@@ -536,3 +536,13 @@ def test_the_panel_login_says_where_the_first_password_is(d, tmp_path):
     assert "Log in to vcd" in dom, r.stdout[-2000:]
     assert "First time? User admin: its password is in admin.password" in dom
     assert "logged in in" not in dom
+
+
+def test_vcdadm_help_explains_tls_options_and_lists_every_template_command():
+    text = ok(None, "vcdadm help tls")
+    assert text.startswith("usage: vcdadm tls init") and "--days" in text and "validity" in text
+    assert ok(None, "vcdadm tls init --help") == text
+    assert "template build|unpack|list|remove" in ok(None, "vcdadm help")
+    # the exit statuses read one per line, each with its number first
+    lines = ok(None, "vcc --help").split("exit status:\n", 1)[1].splitlines()
+    assert [ln.split()[0] for ln in lines if ln[:4].strip().isdigit()] == [str(n) for n in range(11)]

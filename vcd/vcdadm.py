@@ -8,7 +8,7 @@ Locally, as root on the daemon's host (-c is the daemon's config, default
 /etc/vcd/vcd.conf; these open the VXDB file directly):
   vcdadm [-c FILE] init                      create (or migrate) VXDB, first users
   vcdadm [-c FILE] passwd USER [--password-stdin]
-  vcdadm [-c FILE] template build|list|remove ...
+  vcdadm [-c FILE] template build|unpack|list|remove ...
 """
 from __future__ import annotations
 
@@ -101,9 +101,9 @@ def cmd_tls(config: Config, args: argparse.Namespace) -> int:
     rest = list(args.rest)
     usage = ("usage: vcdadm [-c vcd.conf] tls init [--cert PATH] [--key PATH] "
              "[--name HOST ...] [--days N] [--force]")
-    if rest[:1] in (["-h"], ["--help"]):
-        print(usage)
-        return common.OK
+    if rest[:1] in (["-h"], ["--help"]) or rest[:2] in (["init", "-h"], ["init", "--help"]):
+        # the usage line alone left a person guessing what each option does
+        return tls.main(["--help"])
     if not rest or rest[0] != "init":
         print(f"vcdadm: {usage}", file=sys.stderr)
         return common.USAGE
@@ -176,7 +176,8 @@ LOCALS = (
            lambda p: None, cmd_init),
     _local("passwd", "change a user's password in VXDB (local, root)",
            "USER [--password-stdin]", _passwd_args, cmd_passwd),
-    _local("template", "build, list and remove templates (local)", "build|list|remove ...",
+    _local("template", "build, unpack, list and remove templates (local)",
+           "build|unpack|list|remove ...",
            _template_args, cmd_template, own_help=True),
     _local("tls", "make a self-signed certificate and key for HTTPS (local, root)",
            "init [--cert PATH] [--key PATH] [--name HOST ...] [--days N] [--force]",

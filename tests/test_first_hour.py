@@ -546,3 +546,28 @@ def test_vcdadm_help_explains_tls_options_and_lists_every_template_command():
     # the exit statuses read one per line, each with its number first
     lines = ok(None, "vcc --help").split("exit status:\n", 1)[1].splitlines()
     assert [ln.split()[0] for ln in lines if ln[:4].strip().isdigit()] == [str(n) for n in range(11)]
+
+
+@needs_root
+def test_tasks_have_commands_of_their_own_in_vcc(d):
+    """A task started with background: true (or by vcc exec) could only be seen over the API."""
+    name = unique("tk")
+    admin = d.proxy()
+    try:
+        ok(d, f"vcc launch {name} busybox")
+        task = admin.vx.exec(name=name, command="sh -c 'echo one; sleep 1; echo two'",
+                             background=True)
+        # -f follows the log as it grows, until the task has ended
+        assert ok(d, f"vcc task.log {task} -f") == "one\ntwo\n"
+        assert ok(d, f"vcc task.log --offset 4 {task}") == "two\n"
+        header, *rows = ok(d, f"vcc task.list {name}").splitlines()
+        assert header.split() == ["ID", "METHOD", "NAME", "USER", "STARTED", "STATE"]
+        assert rows[0].split()[:4] == [task, "vx.exec", name, "admin"] and rows[0].endswith("done")
+        shown = ok(d, f"vcc task.get {task}")
+        assert re.search(r"^started: +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", shown, re.M), shown
+        long = admin.vx.exec(name=name, command="sleep 60", background=True)
+        assert ok(d, f"vcc task.stop {long}") == f"{long}: task stopped\n"
+        assert json.loads(ok(d, f"vcc --json task.get {long}"))["fault_code"] == 500
+    finally:
+        typed(d, f"vcc stop {name}")
+        typed(d, f"vcc remove {name}")

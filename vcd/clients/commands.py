@@ -266,7 +266,8 @@ def confirmation(spec: Spec, values: dict[str, Any]) -> str:
     `web: renamed to web2`, `alice: user set`."""
     area, _, verb = spec.command.rpartition(".")
     past = PAST.get(verb, verb + ("d" if verb.endswith("e") else "ed"))
-    subject = next((str(values[k]) for k in ("name", "group", "username") if k in values), "")
+    subject = next((str(values[k]) for k in ("name", "group", "username", "id") if k in values),
+                   "")
     what = f"{area} {past}" if area and area != "vx" else past
     if "newname" in values:
         what += f" to {values['newname']}"

@@ -16,7 +16,7 @@ from vcd.clients import common, login
 from vcd.clients.commands import Program, Spec, collect, confirmation, derived
 from vcd.clients.follow import follow
 from vcd.clients.common import Client, ClientError
-from vcd.clients.output import Output, human_kib
+from vcd.clients.output import HUMAN, Output, human_kib
 from vcd.params import Param, Text, VServerName
 
 
@@ -237,6 +237,72 @@ def _show_limstatus(result: Any, ns: argparse.Namespace, out: Output) -> None:
     out.rows(rows, ["type", "current", "peak", "limit"])
 
 
+def _show_tasks(result: Any, ns: argparse.Namespace, out: Output) -> None:
+    """task.list as a table a person reads: times, and one state word instead of
+    running/fault_code/fault_string (the result stays for --json and task.get)."""
+    if out.json or not isinstance(result, list):
+        return out.result(result)
+    def when(stamp: Any) -> str | None:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else None
+    rows = [{"id": t.get("id"), "method": t.get("method"), "name": t.get("name"),
+             "user": t.get("user"), "started": when(t.get("started")),
+             "state": "running" if t.get("running") else
+             ("done" if not t.get("fault_code") else f"fault {t.get('fault_code')}")}
+            for t in result if isinstance(t, dict)]
+    out.rows(rows, ["id", "method", "name", "user", "started", "state"])
+
+
+def _show_task(result: Any, ns: argparse.Namespace, out: Output) -> None:
+    """task.get with its times as local time (0 = not ended yet: -)."""
+    if out.json or not isinstance(result, dict):
+        return out.result(result)
+    stamp = lambda v: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v)) if v else "-"
+    out.mapping(result, {**HUMAN, "started": stamp, "ended": stamp})
+
+
+def _follow_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--follow", action="store_true",
+                        help="keep printing the log until the task ends (Ctrl-C stops "
+                             "following, not the task)")
+
+
+def _task_log(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
+    """A task's log from OFFSET; with -f, as it grows until the task has ended."""
+    params = collect(spec, ns)
+    if out.json and not ns.follow:
+        out.json_value(client.call(spec.method, params))
+        return common.OK
+    offset = int(params.get("offset", 0))
+    shown = False
+    try:
+        while True:
+            part = client.call(spec.method, {"id": params["id"], "offset": offset})
+            if part.get("data"):
+                out.out.write(part["data"])
+                out.out.flush()
+                shown = True
+            moved = part.get("offset", offset) != offset
+            offset = part.get("offset", offset)
+            if part.get("eof") or not ns.follow:
+                break
+            if not moved:
+                time.sleep(FOLLOW_INTERVAL)
+    except KeyboardInterrupt:
+        pass
+    if not shown:
+        out.nothing()
+    return common.OK
+
+
+# Tasks (background: true) are vcc's too: it starts most of them (exec, create, start...)
+TASKS = (
+    Spec("task.list", "task.list", show=_show_tasks),
+    Spec("task.get", "task.get", show=_show_task),
+    Spec("task.log", "task.log", options=("offset",), setup=_follow_option, run=_task_log,
+         usage="[-f]"),
+    Spec("task.stop", "task.stop"),
+)
+
 _METRIC = (Param("name", VServerName, doc="vserver name"),
            Param("metric", Text(max_len=64), doc="RRD name, e.g. thread_TOTAL, sys_LOADAVG"),
            Param("period", Text(max_len=8), required=False, default="1d",
@@ -260,7 +326,7 @@ OVERRIDES = (
 
 PROGRAM = Program(
     "vcc", "VServer Control Client: create, start, stop, enter and watch vservers.",
-    derived("vx.", OVERRIDES),
+    [*derived("vx.", OVERRIDES), *TASKS],
     [login.LOCAL])
 
 

@@ -571,3 +571,30 @@ def test_tasks_have_commands_of_their_own_in_vcc(d):
     finally:
         typed(d, f"vcc stop {name}")
         typed(d, f"vcc remove {name}")
+
+
+@needs_root
+def test_an_exec_timeout_tells_a_vcc_user_the_option_to_type(d):
+    name = unique("to")
+    try:
+        ok(d, f"vcc launch {name} busybox")
+        r = typed(d, f"vcc exec --timeout 1 {name} sh -c 'echo a; sleep 30'")
+        assert r.returncode != 0 and r.stdout == "a\n", (r.returncode, r.stdout, r.stderr)
+        assert "timed out after 1 s" in r.stderr and "vcc exec --timeout SECONDS" in r.stderr
+        assert "give vx.exec" not in r.stderr
+    finally:
+        typed(d, f"vcc stop {name}")
+        typed(d, f"vcc remove {name}")
+
+
+@needs_root
+def test_options_with_underscores_also_take_dashes(d):
+    name = unique("op")
+    try:
+        ok(d, f"vcc create {name} busybox")
+        assert ok(d, f"vce init.set {name} --halt-signal SIGPWR") == f"{name}: init set\n"
+        assert json.loads(ok(d, f"vce --json init.get {name}"))["halt_signal"] == "SIGPWR"
+        ok(d, f"vce init.set {name} --halt_signal none")          # the README's spelling
+        assert json.loads(ok(d, f"vce --json init.get {name}"))["halt_signal"] == ""
+    finally:
+        typed(d, f"vcc remove {name}")

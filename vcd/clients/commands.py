@@ -20,7 +20,7 @@ from vcd.clients.common import Client, ClientError
 from vcd.clients.output import Output
 from vcd.clients.settings import SettingsError, load as load_settings
 from vcd.errors import Fault, VcdError
-from vcd.params import Bool, Choice, Param, Signal
+from vcd.params import Bool, Choice, Param, Signal, SignalName
 from vcd.registry import Method, load_all
 
 Show = Callable[[Any, argparse.Namespace, Output], None]
@@ -142,7 +142,12 @@ def to_wire(param: Param, text: str | list[str]) -> Any:
         text = "true" if text.lower() in ("yes", "on") else "false"
     if text == "" and not param.empty_is_value:
         return ""
-    return param.type.convert(param.name, text)
+    value = param.type.convert(param.name, text)
+    if isinstance(param.type, SignalName):
+        # checked here, sent as typed: "none" converts to "", which the daemon reads as
+        # "left out, keep the current signal" instead of "clear it"
+        return text
+    return value
 
 
 def collect(spec: Spec, ns: argparse.Namespace) -> dict[str, Any]:
@@ -206,7 +211,10 @@ def add_spec(sub: Any, spec: Spec) -> None:
     output_options(parser)
     for a in arguments(spec):
         if a.option:
-            parser.add_argument(f"--{a.param.name}", metavar=metavar(a.param),
+            # --halt_signal as the param is named, and --halt-signal as people type options
+            dashed = a.param.name.replace("_", "-")
+            flags = [f"--{a.param.name}"] + ([f"--{dashed}"] if dashed != a.param.name else [])
+            parser.add_argument(*flags, dest=a.param.name, metavar=metavar(a.param),
                                 help=_arg_help(a.param))
         elif a.rest:
             parser.add_argument(a.param.name, metavar=metavar(a.param), nargs=argparse.REMAINDER,

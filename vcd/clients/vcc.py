@@ -95,6 +95,9 @@ def _exec(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> in
         # the output was shown as it came; say more only when the fault says more (timeout)
         note = text[:len(text) - len(streamed)] if text.endswith(streamed) else text
         if note.strip():
+            # the daemon speaks of the API's param; a vcc user types an option
+            note = note.replace("give vx.exec a 'timeout' in seconds",
+                                "vcc exec --timeout SECONDS")
             print(f"vcc: {spec.method}: {note.rstrip(': ')}", file=sys.stderr)
         return min(code - 1000, 255)
     raise ClientError(spec.method, text, code)

@@ -546,6 +546,7 @@ def test_vcdadm_help_explains_tls_options_and_lists_every_template_command():
     # the exit statuses read one per line, each with its number first
     lines = ok(None, "vcc --help").split("exit status:\n", 1)[1].splitlines()
     assert [ln.split()[0] for ln in lines if ln[:4].strip().isdigit()] == [str(n) for n in range(11)]
+    assert "7 wrong state" in "\n".join(lines)
 
 
 @needs_root
@@ -567,6 +568,8 @@ def test_tasks_have_commands_of_their_own_in_vcc(d):
         assert re.search(r"^started: +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", shown, re.M), shown
         long = admin.vx.exec(name=name, command="sleep 60", background=True)
         assert ok(d, f"vcc task.stop {long}") == f"{long}: task stopped\n"
+        # the stop is sent at once; the task ends when its command is gone
+        assert _wait(lambda: not json.loads(ok(d, f"vcc --json task.get {long}"))["running"], 60)
         assert json.loads(ok(d, f"vcc --json task.get {long}"))["fault_code"] == 500
     finally:
         typed(d, f"vcc stop {name}")

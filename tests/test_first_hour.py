@@ -601,3 +601,10 @@ def test_options_with_underscores_also_take_dashes(d):
         assert json.loads(ok(d, f"vce --json init.get {name}"))["halt_signal"] == ""
     finally:
         typed(d, f"vcc remove {name}")
+
+
+def test_an_unknown_option_after_a_command_shows_that_commands_usage():
+    r = typed(None, "vce init.set web --bogus x")
+    assert r.returncode == 2
+    assert r.stderr.startswith("usage: vce init.set NAME"), r.stderr
+    assert "vce init.set: error: unrecognized arguments: --bogus x" in r.stderr

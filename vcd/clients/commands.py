@@ -357,6 +357,7 @@ class Program:
     def parser(self) -> argparse.ArgumentParser:
         p = base_parser(self.prog, f"{self.description}\n\n{self.commands_text()}")
         sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+        p.command_parsers = sub.choices    # type: ignore[attr-defined]  # for errors
         for entry in self.entries():
             if isinstance(entry, Spec):
                 add_spec(sub, entry)
@@ -386,7 +387,9 @@ class Program:
             # argparse leaves an option-like first word (template --help) out of REMAINDER
             ns.rest = extra + list(getattr(ns, "rest", []))
         elif extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            # the command's own usage line, not the program's: that is where the option is
+            sub = getattr(parser, "command_parsers", {}).get(ns.command)
+            (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
         out = Output(json_mode=ns.json, quiet=ns.quiet)
         if local is not None and not local.needs_client:
             return local.run(None, ns, out)

@@ -608,3 +608,19 @@ def test_an_unknown_option_after_a_command_shows_that_commands_usage():
     assert r.returncode == 2
     assert r.stderr.startswith("usage: vce init.set NAME"), r.stderr
     assert "vce init.set: error: unrecognized arguments: --bogus x" in r.stderr
+
+
+def test_vstatd_drops_samples_of_a_removed_vserver_without_an_error(tmp_path, caplog):
+    """After `vcc remove`, vstatd's next flush (or its exit) logged an ERROR per RRD file
+    of the removed vserver: a wall of 'No such file' for a user who did nothing wrong."""
+    import logging
+    from vstatd.store import Identity, Store
+    store = Store(tmp_path, step=1, on_remove="keep", flush_interval=10)
+    d = store.claim("gone", Identity(2, 1), 1000)
+    t0 = int(time.time())
+    store.write(d, t0, {"thread_TOTAL": (1,), "sys_LOADAVG": (0.1, 0.1, 0.1)})
+    shutil.rmtree(d)                                   # what vx.remove's archiving does
+    with caplog.at_level(logging.DEBUG, logger="vcd.vstatd"):
+        assert store.flush_all() == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "gone (vserver removed)" in caplog.text

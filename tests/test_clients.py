@@ -254,7 +254,9 @@ def test_each_fault_class_has_its_own_exit_status_and_message(d):
     missing = unique("none")
     # auth (100): a wrong password
     err = fails(d, 3, "vcc", "list", extra_env={"VCD_PASSWORD": "wrong-password"})
-    assert err == "vcc: vxdb.list: Unauthorized (100)\n"
+    # the fault's text, then who was refused where, with the password from where
+    assert err.startswith("vcc: vxdb.list: Unauthorized: ") and err.endswith(" (100)\n"), err
+    assert "refused user admin with the password from $VCD_PASSWORD" in err
     # permission (101): a user without capabilities
     err = fails(d, 4, "vcdadm", "-u", "nocaps", "status",
                 extra_env={"VCD_PASSWORD": "nocaps-pw-1"})

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +401,230 @@ def test_make_run_starts_vstatd_beside_vcd_and_one_ctrl_c_stops_both(tmp_path):
         libvserver.get_backend(state_dir=root / "run" / "libvserver",
                                cgroup_parent=CGROUP_PARENT).shutdown()
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+# -- 6. a second new user's trial (branch newuser): what still stumbled ------------------------
+
+@needs_root
+def test_an_empty_console_says_so_on_stderr_and_its_usage_shows_follow(d):
+    name = unique("cn")
+    try:
+        ok(d, f"vcc launch {name} busybox")
+        r = typed(d, f"vcc console {name}")
+        # busybox init writes nothing: not a silent exit 0, but a line a script does not read
+        assert r.returncode == 0 and r.stdout == "", (r.stdout, r.stderr)
+        assert r.stderr.startswith("(none") and f"vcc console {name} -f" in r.stderr, r.stderr
+        assert typed(d, f"vcc -q console {name}").stderr == ""
+        ok(d, f"vcc exec {name} sh -c 'echo booted > /dev/console'")
+        r = typed(d, f"vcc console {name}")
+        assert r.stdout == "booted\n" and r.stderr == "", (r.stdout, r.stderr)
+    finally:
+        typed(d, f"vcc stop {name}")
+        typed(d, f"vcc remove {name}")
+    usage = ok(None, "vcc console --help")
+    assert usage.splitlines()[0] == "usage: vcc console NAME [--lines LINES] [--offset OFFSET] [-f]"
+    assert "console NAME [--lines LINES] [--offset OFFSET] [-f]" in ok(None, "vcc help")
+    # a default or a choice list the doc already gives is not repeated after it
+    assert "default 100); default 100" not in usage
+    assert ok(None, "vcc help graph").count("1h, 1d, 1w") == 1
+
+
+def test_vcdadm_passwd_keeps_the_first_start_password_file_current(d):
+    """The README's first session reads /var/lib/vcd/admin.password; after `vcdadm passwd
+    admin` that file held the old password and every client using it got 'Unauthorized'."""
+    old = d.admin_password
+    new = "a-changed-password-7"
+    try:
+        r = typed(None, f"vcdadm -c {d.config_path} passwd admin --password-stdin", input=new + "\n")
+        assert r.returncode == 0, r.stderr
+        assert f"{d.datadir / 'admin.password'} now holds the new password" in r.stdout
+        assert d.admin_password == new
+        assert (d.datadir / "admin.password").stat().st_mode & 0o777 == 0o600
+        assert d.proxy().vcd.whoami()["username"] == "admin"   # the file's password works
+    finally:
+        typed(None, f"vcdadm -c {d.config_path} passwd admin --password-stdin", input=old + "\n")
+    assert d.admin_password == old
+    assert "USER" in ok(None, "vcdadm help passwd")
+
+
+def test_a_refused_or_missing_password_says_whose_where_and_where_to_look(d):
+    r = typed(None, f"vcc -h 127.0.0.1 -p {d.port} list", VCD_PASSWORD="wrong-password")
+    assert r.returncode == 3
+    assert r.stderr.startswith("vcc: vxdb.list: Unauthorized: ") and r.stderr.endswith("(100)\n")
+    assert f"127.0.0.1:{d.port}" in r.stderr and "user admin" in r.stderr
+    assert "$VCD_PASSWORD" in r.stderr and "admin.password" in r.stderr
+    r = typed(None, f"vcc -h 127.0.0.1 -p {d.port} --non-interactive list")
+    assert r.returncode == 3
+    assert "admin.password" in r.stderr and "password_file" in r.stderr, r.stderr
+
+
+def test_check_config_checks_the_vshelper_table_too(tmp_path):
+    r = check_config(tmp_path, '[vshelper]\nurll = "unix:///run/vcd/vcd.sock"\n'
+                               'password_file = "vshelper.password"\n')
+    assert r.returncode == 2
+    assert "unknown key 'urll' in [vshelper] (did you mean 'url'?)" in r.stderr
+    assert "'password_file' in [vshelper]: must be an absolute path" in r.stderr
+    r = check_config(tmp_path, '[vshelper]\nurl = "unix:///run/vcd/vcd.sock"\nusername = "vshelper"\n')
+    assert r.returncode == 0, r.stderr
+    # and vcd.conf.example documents the table
+    assert "# [vshelper]" in (REPO / "vcd.conf.example").read_text()
+
+
+def test_a_graph_without_samples_says_so_instead_of_nan_and_percent_axes_have_no_milli(tmp_path):
+    import rrdtool
+    from vstatd import graph
+    from vstatd.layout import rrd_path
+    now = int(time.time())
+    path = rrd_path(tmp_path, "web", "cpu")
+    path.parent.mkdir(parents=True)
+    # what vstatd leaves before its first flush: the file, not a single update
+    rrdtool.create(str(path), "--start", str(now - 300), "--step", "5",
+                   "DS:user:DERIVE:20:0:U", "DS:system:DERIVE:20:0:U", "RRA:AVERAGE:0.5:1:200")
+    legends = " ".join(graph.legends(tmp_path, "web", "cpu", "1h", now=now))
+    assert "nan" not in legends and "no sample in this period" in legends, legends
+    for t in range(now - 295, now, 5):
+        rrdtool.update(str(path), f"{t}:{(t - now + 300) * 2000}:{(t - now + 300) * 1000}")
+    legends = " ".join(graph.legends(tmp_path, "web", "cpu", "1h", now=now))
+    assert "nan" not in legends and "0.20%" in legends, legends
+    # the axis of a percent reads 0.8, not "800 m"
+    assert "--units-exponent" in graph.graph_args(tmp_path, "web", "cpu", "1h", now=now)
+
+
+def test_stats_names_a_unit_only_where_it_adds_to_the_label():
+    import argparse
+    import io
+    from vcd.clients.output import Output
+    from vcd.clients.vcc import _show_stats
+    now = int(time.time())
+    answer = {"name": "web", "metric": "thread_TOTAL", "period": "1h", "step": 5,
+              "timestamps": [now - 5, now],
+              "series": [{"ds": "value", "label": "threads", "unit": "threads", "values": [2, None]},
+                         {"ds": "x", "label": "user", "unit": "% of one CPU", "values": [1, 2]}]}
+    out, err = io.StringIO(), io.StringIO()
+    _show_stats(answer, argparse.Namespace(), Output(out=out, err=err))
+    header = [c for c in out.getvalue().splitlines()[1].split("  ") if c.strip()]
+    assert [c.strip() for c in header] == ["TIME", "THREADS", "USER (% OF ONE CPU)"]
+    assert "flush_interval" in err.getvalue()
+
+
+@needs_root
+def test_the_readme_first_session_runs_as_printed_and_can_run_again(d):
+    """The README's Python session, only its daemon URL and password file pointed at the
+    test daemon: twice, since a user who tries it again must not meet 'exists'."""
+    code = readme_block("## A first session", "python")
+    assert "http://127.0.0.1:13386/RPC2" in code and "/var/lib/vcd/admin.password" in code
+    code = code.replace("http://127.0.0.1:13386/RPC2", d.url)
+    code = code.replace("/var/lib/vcd/admin.password", str(d.datadir / "admin.password"))
+    try:
+        for _ in range(2):
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=300)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.startswith("web1\n"), r.stdout      # vx.exec hostname
+    finally:
+        admin = d.proxy()
+        for call in (admin.vx.stop, admin.vx.remove):
+            try:
+                call(name="web1")
+            except xmlrpc.client.Fault:
+                pass
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_the_panel_login_says_where_the_first_password_is(d, tmp_path):
+    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                        f"--user-data-dir={tmp_path}", "--virtual-time-budget=5000",
+                        "--dump-dom", f"http://{d.host}:{d.port}/"],
+                       capture_output=True, text=True, timeout=120)
+    dom = re.sub(r"<[^>]+>", "", r.stdout)
+    assert "Log in to vcd" in dom, r.stdout[-2000:]
+    assert "First time? User admin: its password is in admin.password" in dom
+    assert "logged in in" not in dom
+
+
+def test_vcdadm_help_explains_tls_options_and_lists_every_template_command():
+    text = ok(None, "vcdadm help tls")
+    assert text.startswith("usage: vcdadm tls init") and "--days" in text and "validity" in text
+    assert ok(None, "vcdadm tls init --help") == text
+    assert "template build|unpack|list|remove" in ok(None, "vcdadm help")
+    # the exit statuses read one per line, each with its number first
+    lines = ok(None, "vcc --help").split("exit status:\n", 1)[1].splitlines()
+    assert [ln.split()[0] for ln in lines if ln[:4].strip().isdigit()] == [str(n) for n in range(11)]
+    assert "7 wrong state" in "\n".join(lines)
+
+
+@needs_root
+def test_tasks_have_commands_of_their_own_in_vcc(d):
+    """A task started with background: true (or by vcc exec) could only be seen over the API."""
+    name = unique("tk")
+    admin = d.proxy()
+    try:
+        ok(d, f"vcc launch {name} busybox")
+        task = admin.vx.exec(name=name, command="sh -c 'echo one; sleep 1; echo two'",
+                             background=True)
+        # -f follows the log as it grows, until the task has ended
+        assert ok(d, f"vcc task.log {task} -f") == "one\ntwo\n"
+        assert ok(d, f"vcc task.log --offset 4 {task}") == "two\n"
+        header, *rows = ok(d, f"vcc task.list {name}").splitlines()
+        assert header.split() == ["ID", "METHOD", "NAME", "USER", "STARTED", "STATE"]
+        assert rows[0].split()[:4] == [task, "vx.exec", name, "admin"] and rows[0].endswith("done")
+        shown = ok(d, f"vcc task.get {task}")
+        assert re.search(r"^started: +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", shown, re.M), shown
+        long = admin.vx.exec(name=name, command="sleep 60", background=True)
+        assert ok(d, f"vcc task.stop {long}") == f"{long}: task stopped\n"
+        # the stop is sent at once; the task ends when its command is gone
+        assert _wait(lambda: not json.loads(ok(d, f"vcc --json task.get {long}"))["running"], 60)
+        assert json.loads(ok(d, f"vcc --json task.get {long}"))["fault_code"] == 500
+    finally:
+        typed(d, f"vcc stop {name}")
+        typed(d, f"vcc remove {name}")
+
+
+@needs_root
+def test_an_exec_timeout_tells_a_vcc_user_the_option_to_type(d):
+    name = unique("to")
+    try:
+        ok(d, f"vcc launch {name} busybox")
+        r = typed(d, f"vcc exec --timeout 1 {name} sh -c 'echo a; sleep 30'")
+        assert r.returncode != 0 and r.stdout == "a\n", (r.returncode, r.stdout, r.stderr)
+        assert "timed out after 1 s" in r.stderr and "vcc exec --timeout SECONDS" in r.stderr
+        assert "give vx.exec" not in r.stderr
+    finally:
+        typed(d, f"vcc stop {name}")
+        typed(d, f"vcc remove {name}")
+
+
+@needs_root
+def test_options_with_underscores_also_take_dashes(d):
+    name = unique("op")
+    try:
+        ok(d, f"vcc create {name} busybox")
+        assert ok(d, f"vce init.set {name} --halt-signal SIGPWR") == f"{name}: init set\n"
+        assert json.loads(ok(d, f"vce --json init.get {name}"))["halt_signal"] == "SIGPWR"
+        ok(d, f"vce init.set {name} --halt_signal none")          # the README's spelling
+        assert json.loads(ok(d, f"vce --json init.get {name}"))["halt_signal"] == ""
+    finally:
+        typed(d, f"vcc remove {name}")
+
+
+def test_an_unknown_option_after_a_command_shows_that_commands_usage():
+    r = typed(None, "vce init.set web --bogus x")
+    assert r.returncode == 2
+    assert r.stderr.startswith("usage: vce init.set NAME"), r.stderr
+    assert "vce init.set: error: unrecognized arguments: --bogus x" in r.stderr
+
+
+def test_vstatd_drops_samples_of_a_removed_vserver_without_an_error(tmp_path, caplog):
+    """After `vcc remove`, vstatd's next flush (or its exit) logged an ERROR per RRD file
+    of the removed vserver: a wall of 'No such file' for a user who did nothing wrong."""
+    import logging
+    from vstatd.store import Identity, Store
+    store = Store(tmp_path, step=1, on_remove="keep", flush_interval=10)
+    d = store.claim("gone", Identity(2, 1), 1000)
+    t0 = int(time.time())
+    store.write(d, t0, {"thread_TOTAL": (1,), "sys_LOADAVG": (0.1, 0.1, 0.1)})
+    shutil.rmtree(d)                                   # what vx.remove's archiving does
+    with caplog.at_level(logging.DEBUG, logger="vcd.vstatd"):
+        assert store.flush_all() == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "gone (vserver removed)" in caplog.text

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import whirlpool
 
@@ -52,6 +54,21 @@ class User:
     username: str
     admin: bool
     caps: frozenset[str]
+
+
+def write_password_file(path: Path, password: str) -> None:
+    """A first-start password file (`<datadir>/<user>.password`): mode 0600 from its
+    creation, replaced whole (a reader never sees half a password)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_user(conn: Connection, username: str) -> tuple[User, str] | None:

@@ -16,6 +16,7 @@ from vcd.configkeys import (ConfigError, Key, abspath, boolean, check_keys, choi
                             example_lines, host, int_list, int_range, loglevel, name_like,
                             number_range, octal_mode, optional_abspath, optional_str,
                             parse_keys, toml_value)
+from vshelper import config as vshelper_config
 from vstatd import config as vstatd_config
 
 DEFAULT_CONFIG = Path("/etc/vcd/vcd.conf")
@@ -190,6 +191,8 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Config:
     if "vstatd" in sections:
         # vstatd's keys are its own, but checked here too: a value is wrong when it is set
         problems += vstatd_config.check(sections["vstatd"])
+    if "vshelper" in sections:
+        problems += vshelper_config.check(sections["vshelper"])
     if (values.get("tls_cert") is None) != (values.get("tls_key") is None):
         problems.append("'tls_cert' and 'tls_key' must be given together")
     if values.get("exec_timeout") is not None and values.get("exec_timeout_max") is not None \
@@ -229,4 +232,5 @@ def example_text() -> str:
     """The documented example config: every key, its default, what it does."""
     lines = ["# vcd configuration (TOML). Every key is optional; shown with its default.", ""]
     lines += example_lines(KEYS)
-    return "\n".join(lines) + "\n" + vstatd_config.example_text()
+    return ("\n".join(lines) + "\n" + vstatd_config.example_text() + "\n"
+            + vshelper_config.example_text())

@@ -8,7 +8,6 @@ the peer address and gets a complete methodResponse body back.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import xmlrpc.client
 from contextlib import ExitStack
@@ -65,10 +64,7 @@ def create_first_users(conn: vxdb.Connection, config: Config) -> None:
             password = auth.random_password()
             auth.create_user(conn, username, password, admin=admin, caps=caps)
             path = config.password_file(username)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(password + "\n")
-            os.chmod(path, 0o600)
+            auth.write_password_file(path, password)
             log.info("first start: created user %s, password in %s", username, path)
 
 

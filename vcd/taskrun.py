@@ -58,10 +58,17 @@ def run(tasks: TaskStore, task: Task) -> None:
         task.fault_code = int(Fault.MESYS)
         task.fault_string = "stopped by task.stop"
     except Exception as exc:
-        fault = fault_of(exc)
-        if not isinstance(exc, VcdError):
-            logging.getLogger("vcd.task").exception("task %s (%s) failed", task.id, task.method)
-        task.fault_code, task.fault_string = fault.code, str(fault)
+        if tasks.path(task.id, "stop").exists():
+            # the stop killed the work before our SIGTERM handler ran (vx.exec's command
+            # died first and answered 1137): it is still a stop, as task.stop documents
+            task.fault_code = int(Fault.MESYS)
+            task.fault_string = "stopped by task.stop"
+        else:
+            fault = fault_of(exc)
+            if not isinstance(exc, VcdError):
+                logging.getLogger("vcd.task").exception("task %s (%s) failed", task.id,
+                                                        task.method)
+            task.fault_code, task.fault_string = fault.code, str(fault)
     finally:
         os.close(logfd)
         if dispatcher is not None:

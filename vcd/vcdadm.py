@@ -8,7 +8,7 @@ Locally, as root on the daemon's host (-c is the daemon's config, default
 /etc/vcd/vcd.conf; these open the VXDB file directly):
   vcdadm [-c FILE] init                      create (or migrate) VXDB, first users
   vcdadm [-c FILE] passwd USER [--password-stdin]
-  vcdadm [-c FILE] template build|list|remove ...
+  vcdadm [-c FILE] template build|unpack|list|remove ...
 """
 from __future__ import annotations
 
@@ -79,6 +79,12 @@ def cmd_passwd(config: Config, args: argparse.Namespace) -> int:
     finally:
         conn.close()
     print(f"password of {args.user} changed")
+    # the first-start file is where the README, vshelper and a client's password_file
+    # read this user's password: a stale one there would lock them out
+    path = config.password_file(args.user)
+    if path.is_file():
+        auth.write_password_file(path, password)
+        print(f"{path} now holds the new password")
     return 0
 
 
@@ -95,9 +101,9 @@ def cmd_tls(config: Config, args: argparse.Namespace) -> int:
     rest = list(args.rest)
     usage = ("usage: vcdadm [-c vcd.conf] tls init [--cert PATH] [--key PATH] "
              "[--name HOST ...] [--days N] [--force]")
-    if rest[:1] in (["-h"], ["--help"]):
-        print(usage)
-        return common.OK
+    if rest[:1] in (["-h"], ["--help"]) or rest[:2] in (["init", "-h"], ["init", "--help"]):
+        # the usage line alone left a person guessing what each option does
+        return tls.main(["--help"])
     if not rest or rest[0] != "init":
         print(f"vcdadm: {usage}", file=sys.stderr)
         return common.USAGE
@@ -125,7 +131,9 @@ def _local(command: str, help_text: str, usage: str,
 
 
 def _passwd_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("user")
+    p.add_argument("user", metavar="USER",
+                   help="the user (admin, vshelper or one made with user.set); its "
+                        "first-start password file in datadir, if there, is updated too")
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from standard input instead of the terminal")
 
@@ -158,7 +166,8 @@ LOCALS = (
            lambda p: None, cmd_init),
     _local("passwd", "change a user's password in VXDB (local, root)",
            "USER [--password-stdin]", _passwd_args, cmd_passwd),
-    _local("template", "build, list and remove templates (local)", "build|list|remove ...",
+    _local("template", "build, unpack, list and remove templates (local)",
+           "build|unpack|list|remove ...",
            _template_args, cmd_template, own_help=True),
     _local("tls", "make a self-signed certificate and key for HTTPS (local, root)",
            "init [--cert PATH] [--key PATH] [--name HOST ...] [--days N] [--force]",

@@ -30,7 +30,7 @@ RETRY_FOR = 30.0   # vcd may be restarting right now
 
 def url_of(config: Config) -> str:
     section = config.sections.get("vshelper", {})
-    if "url" in section:
+    if section.get("url"):
         return str(section["url"])
     if config.unix_socket is not None:
         # local, so no TCP needed (nor TLS, nor a client certificate)
@@ -45,7 +45,7 @@ def url_of(config: Config) -> str:
 def cacert_of(config: Config) -> str | None:
     """The CA for an https:// URL: [vshelper] cacert, else vcd's own (self-signed) certificate."""
     section = config.sections.get("vshelper", {})
-    if "cacert" in section:
+    if section.get("cacert"):
         return str(section["cacert"])
     if url_of(config).startswith("https:") and config.tls_cert is not None:
         return str(config.tls_cert)
@@ -54,7 +54,7 @@ def cacert_of(config: Config) -> str | None:
 
 def password_of(config: Config) -> str:
     section = config.sections.get("vshelper", {})
-    path = Path(section.get("password_file", config.password_file("vshelper")))
+    path = Path(section.get("password_file") or config.password_file("vshelper"))
     return path.read_text().strip()
 
 

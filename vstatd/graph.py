@@ -176,15 +176,35 @@ def graph_args(rrddir: Path, name: str, metric: str, period: str = "1d",
             "--vertical-label", v.unit, "--base", str(v.base),
             "--width", str(width), "--height", str(height), "--lower-limit", "0",
             "--slope-mode", *_defs(path, v, True, start, end, step)]
+    if "%s" not in v.legend:
+        # percent and load read as plain numbers on the axis too, not "800 m"
+        args[args.index("--slope-mode"):args.index("--slope-mode")] = ["--units-exponent", "0"]
+    # rrdtool prints a line without a single sample as "-nan": say so in words instead
+    known = _known_lines(path, v, start)
     for i, line in enumerate(v.lines):
         if not line.graph:
             continue
         color = COLORS[i % len(COLORS)]
-        args += [f"LINE2:v{i}{color}:{line.label:<10}",
-                 f"GPRINT:v{i}:LAST:last {v.legend}",
-                 f"GPRINT:v{i}:AVERAGE:avg {v.legend}",
-                 f"GPRINT:v{i}:MAX:max {v.legend}\\n"]
+        args.append(f"LINE2:v{i}{color}:{line.label:<10}")
+        if i in known:
+            args += [f"GPRINT:v{i}:LAST:last {v.legend}",
+                     f"GPRINT:v{i}:AVERAGE:avg {v.legend}",
+                     f"GPRINT:v{i}:MAX:max {v.legend}\\n"]
+        else:
+            args.append("COMMENT:no sample in this period (is vstatd running? it writes "
+                        "every flush_interval)\\n")
     return args
+
+
+def _known_lines(path: Path, v: View, start: int) -> set[int]:
+    """The indexes of the view's lines that may have a sample in a window from `start`:
+    the file was updated within it, with a value for that line's data source (a file
+    vstatd made but has not flushed to yet says "U" for each)."""
+    info = rrdtool.info(str(path))
+    if int(info.get("last_update", 0)) <= start:
+        return set()
+    return {i for i, line in enumerate(v.lines)
+            if str(info.get(f"ds[{line.ds}].last_ds", "U")) not in ("U", "")}
 
 
 def series(rrddir: Path, name: str, metric: str, period: str = "1d",

@@ -190,6 +190,12 @@ class Store:
         self._due[zlib.crc32(path.encode()) % self.slots].discard(path)
         if not samples:
             return 0
+        if not os.path.exists(path):
+            # vx.remove moved (or deleted) the vserver's files while these samples waited
+            # for their turn: they have nowhere to go, and that is no error to report
+            log.debug("%s: gone (vserver removed); %d samples dropped", path, len(samples))
+            self._last.pop(path, None)
+            return 0
         try:
             rrdtool.update(path, *samples)
         except rrdtool.OperationalError as exc:

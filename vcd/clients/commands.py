@@ -20,7 +20,7 @@ from vcd.clients.common import Client, ClientError
 from vcd.clients.output import Output
 from vcd.clients.settings import SettingsError, load as load_settings
 from vcd.errors import Fault, VcdError
-from vcd.params import Bool, Choice, Param, Signal
+from vcd.params import Bool, Choice, Param, Signal, SignalName
 from vcd.registry import Method, load_all
 
 Show = Callable[[Any, argparse.Namespace, Output], None]
@@ -142,7 +142,12 @@ def to_wire(param: Param, text: str | list[str]) -> Any:
         text = "true" if text.lower() in ("yes", "on") else "false"
     if text == "" and not param.empty_is_value:
         return ""
-    return param.type.convert(param.name, text)
+    value = param.type.convert(param.name, text)
+    if isinstance(param.type, SignalName):
+        # checked here, sent as typed: "none" converts to "", which the daemon reads as
+        # "left out, keep the current signal" instead of "clear it"
+        return text
+    return value
 
 
 def collect(spec: Spec, ns: argparse.Namespace) -> dict[str, Any]:
@@ -177,9 +182,12 @@ def summary(doc: str) -> str:
 
 def _arg_help(param: Param) -> str:
     text = param.doc or param.type.description
-    if isinstance(param.type, Choice):
+    # the choices, unless the doc already lists every one of them
+    if isinstance(param.type, Choice) and not all(v in text.split(", ") or f" {v}" in text
+                                                  for v in param.type.values):
         text += f" (one of {', '.join(param.type.values)})"
-    if not param.required and param.default not in (None, ""):
+    # a doc that already names its default ("(default 100)") is not told it twice
+    if not param.required and param.default not in (None, "") and "default" not in text:
         text += f"; default {param.default}"
     return text
 
@@ -203,7 +211,10 @@ def add_spec(sub: Any, spec: Spec) -> None:
     output_options(parser)
     for a in arguments(spec):
         if a.option:
-            parser.add_argument(f"--{a.param.name}", metavar=metavar(a.param),
+            # --halt_signal as the param is named, and --halt-signal as people type options
+            dashed = a.param.name.replace("_", "-")
+            flags = [f"--{a.param.name}"] + ([f"--{dashed}"] if dashed != a.param.name else [])
+            parser.add_argument(*flags, dest=a.param.name, metavar=metavar(a.param),
                                 help=_arg_help(a.param))
         elif a.rest:
             parser.add_argument(a.param.name, metavar=metavar(a.param), nargs=argparse.REMAINDER,
@@ -263,7 +274,8 @@ def confirmation(spec: Spec, values: dict[str, Any]) -> str:
     `web: renamed to web2`, `alice: user set`."""
     area, _, verb = spec.command.rpartition(".")
     past = PAST.get(verb, verb + ("d" if verb.endswith("e") else "ed"))
-    subject = next((str(values[k]) for k in ("name", "group", "username") if k in values), "")
+    subject = next((str(values[k]) for k in ("name", "group", "username", "id") if k in values),
+                   "")
     what = f"{area} {past}" if area and area != "vx" else past
     if "newname" in values:
         what += f" to {values['newname']}"
@@ -345,6 +357,7 @@ class Program:
     def parser(self) -> argparse.ArgumentParser:
         p = base_parser(self.prog, f"{self.description}\n\n{self.commands_text()}")
         sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+        p.command_parsers = sub.choices    # type: ignore[attr-defined]  # for errors
         for entry in self.entries():
             if isinstance(entry, Spec):
                 add_spec(sub, entry)
@@ -374,7 +387,9 @@ class Program:
             # argparse leaves an option-like first word (template --help) out of REMAINDER
             ns.rest = extra + list(getattr(ns, "rest", []))
         elif extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            # the command's own usage line, not the program's: that is where the option is
+            sub = getattr(parser, "command_parsers", {}).get(ns.command)
+            (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
         out = Output(json_mode=ns.json, quiet=ns.quiet)
         if local is not None and not local.needs_client:
             return local.run(None, ns, out)

@@ -30,14 +30,18 @@ FAULT_CLASSES: dict[int, int] = {
 }
 
 EXIT_HELP = """exit status:
-  0 success          1 other error        2 usage or client config
-  3 unauthorized (100)    4 not permitted (101)
-  5 not found (102 user, 202 vserver, 203 group, -32601 method)
-  6 invalid argument (200, -32700)
-  7 wrong state (201 exists, 300 not running, 301 running, 302 busy)
-  8 system error (400, 401, 500)   9 daemon unreachable
-  10 command inside the vserver failed (1000+N); vcc exec exits with the
-     command's own status instead, as ssh does"""
+   0 success
+   1 any other error
+   2 usage: bad arguments or client config
+   3 unauthorized (100)
+   4 not permitted (101)
+   5 not found (102 user, 202 vserver, 203 group, -32601 method)
+   6 invalid argument (200, -32700)
+   7 wrong state (201 exists, 300 not running, 301 running, 302 busy)
+   8 system error (400, 401, 500)
+   9 daemon unreachable
+  10 a command inside the vserver exited non-zero (1000+N); vcc exec exits
+     with the command's own status instead, as ssh does"""
 
 COMMON_HELP = """Options go before the command. The client config (-c, else
 ~/.config/vcd/vcc.conf, else /etc/vcd/vcc.conf) is TOML with host, port or url, user,
@@ -132,7 +136,12 @@ class Client:
                 self._anonymous = False
                 return send(self._proxy())
         except xmlrpc.client.Fault as fault:
-            raise ClientError(method, fault.faultString, fault.faultCode) from None
+            text = fault.faultString
+            if fault.faultCode == 100 and not self._anonymous:
+                # the daemon says only "Unauthorized": we know who asked, where, and
+                # where the password came from
+                text = f"{text}: {self.settings.refused_hint()}"
+            raise ClientError(method, text, fault.faultCode) from None
         except SettingsError as exc:
             raise ClientError(method, str(exc), status=AUTH) from None
         except TransportError as exc:

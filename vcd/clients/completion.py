@@ -130,4 +130,5 @@ def local_command(programs: Mapping[str, Program]) -> Local:
         return common.OK
 
     return Local("completion", "print the bash completion script (source it, or install it "
-                               "as /etc/bash_completion.d/vcc)", setup, run, usage="bash", needs_client=False)
+                               "as /etc/bash_completion.d/vcd-clients)", setup, run, usage="bash",
+                 needs_client=False)

@@ -58,6 +58,7 @@ class Settings:
     _file_password: str | None = field(default=None, repr=False)
     _file_user: str | None = None
     user_named: bool = False           # -u or the file named the user
+    password_source: str = ""          # file, env or prompt: where password() found it
 
     @property
     def local_socket(self) -> bool:
@@ -69,27 +70,41 @@ class Settings:
         return self.local_socket and not self.user_named and self._file_password is None \
             and not os.environ.get(PASSWORD_ENV)
 
+    def _where(self) -> str:
+        if self.user != DEFAULT_USER:
+            return f"the password of {self.user} is the one its admin set"
+        return ("the first start of vcd wrote admin's password to "
+                f"{DEFAULT_DATADIR / 'admin.password'} (datadir) on the daemon's host")
+
     def password_hint(self) -> str:
         """Where a person finds the password, shown before the prompt."""
-        where = "the first start of vcd wrote admin's password to " \
-                f"{DEFAULT_DATADIR / 'admin.password'} (datadir) on the daemon's host"
-        if self.user != DEFAULT_USER:
-            where = f"the password of {self.user} is the one its admin set"
         return (f"No password for {self.user} at {self.url} in a client config or "
-                f"${PASSWORD_ENV}; {where}. To skip this prompt, put password_file = \"...\" "
-                "in ~/.config/vcd/vcc.conf.")
+                f"${PASSWORD_ENV}; {self._where()}. To skip this prompt, put "
+                "password_file = \"...\" in ~/.config/vcd/vcc.conf.")
+
+    def refused_hint(self) -> str:
+        """What a person checks when the daemon refused the password we sent (fault 100)."""
+        came = {"file": f"password or password_file of {self.source}",
+                "env": f"${PASSWORD_ENV}", "prompt": "the prompt"}.get(self.password_source, "")
+        text = f"{self.url} refused user {self.user}"
+        if came:
+            text += f" with the password from {came}"
+        return f"{text}; {self._where()}"
 
     def password(self, interactive: bool = True) -> str:
         # a password from the file belongs to the file's user, not to a `-u` override
         if self._file_password is not None and self.user == self._file_user:
+            self.password_source = "file"
             return self._file_password
         env = os.environ.get(PASSWORD_ENV)
         if env:
+            self.password_source = "env"
             return env
         if not interactive:
-            raise SettingsError(f"no password for {self.user}: set it in the config file "
-                                f"or ${PASSWORD_ENV}")
+            raise SettingsError(f"no password for {self.user} at {self.url}: set password_file "
+                                f"in a client config, or ${PASSWORD_ENV}; {self._where()}")
         print(self.password_hint(), file=sys.stderr)
+        self.password_source = "prompt"
         try:
             return getpass.getpass(f"Password for {self.user}: ")
         except (EOFError, KeyboardInterrupt):

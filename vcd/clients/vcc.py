@@ -16,7 +16,7 @@ from vcd.clients import common, login
 from vcd.clients.commands import Program, Spec, collect, confirmation, derived
 from vcd.clients.follow import follow
 from vcd.clients.common import Client, ClientError
-from vcd.clients.output import Output, human_kib
+from vcd.clients.output import HUMAN, Output, human_kib
 from vcd.errors import exec_output
 from vcd.params import Param, Text, VServerName
 
@@ -97,6 +97,9 @@ def _exec(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> in
         # the output was shown as it came; say more only when the fault says more (timeout)
         note = text[:len(text) - len(streamed)] if text.endswith(streamed) else text
         if note.strip():
+            # the daemon speaks of the API's param; a vcc user types an option
+            note = note.replace("give vx.exec a 'timeout' in seconds",
+                                "vcc exec --timeout SECONDS")
             print(f"vcc: {spec.method}: {note.rstrip(': ')}", file=sys.stderr)
         return min(code - 1000, 255)
     raise ClientError(spec.method, text, code)
@@ -155,8 +158,13 @@ def _console(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) ->
         out.json_value(answer)
         return common.OK
     stream = out.out
-    stream.write(answer.get("data", ""))
-    stream.flush()
+    if answer.get("data"):
+        stream.write(answer["data"])
+        stream.flush()
+    elif not ns.follow and not out.quiet:
+        # an empty log is an answer too: say so, and how to wait for output
+        out.err.write(f"(none: nothing written to the console of {params['name']} since "
+                      f"its last start; vcc console {params['name']} -f waits for it)\n")
     try:
         while ns.follow:
             time.sleep(FOLLOW_INTERVAL)
@@ -196,8 +204,11 @@ def _show_stats(result: Any, ns: argparse.Namespace, out: Output) -> None:
     if out.json or not isinstance(result, dict) or not isinstance(result.get("series"), list):
         return out.result(result)
     series = [s for s in result["series"] if isinstance(s, dict)]
-    columns = ["time"] + [f"{s.get('label') or s.get('ds')}" + (f" ({s['unit']})" if s.get("unit")
-                                                                 else "") for s in series]
+    columns = ["time"]
+    for s in series:
+        label = f"{s.get('label') or s.get('ds')}"
+        # "threads (threads)" says nothing twice: the unit only where it adds something
+        columns.append(label + (f" ({s['unit']})" if s.get("unit") and s["unit"] != label else ""))
     rows = []
     for i, stamp in enumerate(result.get("timestamps") or []):
         row: dict[str, Any] = {"time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))}
@@ -213,7 +224,8 @@ def _show_stats(result: Any, ns: argparse.Namespace, out: Output) -> None:
     if not out.quiet and any(v is None for r in rows for k, v in r.items() if k != "time"):
         out.err.write("- = no sample for that time: vstatd was not running, or the vserver "
                       "had not run long enough (rates need two samples, averages a minute "
-                      "of them)\n")
+                      "of them), or vstatd has not written it yet (it writes its samples "
+                      "every flush_interval, 60 s by default)\n")
 
 
 def _show_limstatus(result: Any, ns: argparse.Namespace, out: Output) -> None:
@@ -230,6 +242,72 @@ def _show_limstatus(result: Any, ns: argparse.Namespace, out: Output) -> None:
     out.rows(rows, ["type", "current", "peak", "limit"])
 
 
+def _show_tasks(result: Any, ns: argparse.Namespace, out: Output) -> None:
+    """task.list as a table a person reads: times, and one state word instead of
+    running/fault_code/fault_string (the result stays for --json and task.get)."""
+    if out.json or not isinstance(result, list):
+        return out.result(result)
+    def when(stamp: Any) -> str | None:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else None
+    rows = [{"id": t.get("id"), "method": t.get("method"), "name": t.get("name"),
+             "user": t.get("user"), "started": when(t.get("started")),
+             "state": "running" if t.get("running") else
+             ("done" if not t.get("fault_code") else f"fault {t.get('fault_code')}")}
+            for t in result if isinstance(t, dict)]
+    out.rows(rows, ["id", "method", "name", "user", "started", "state"])
+
+
+def _show_task(result: Any, ns: argparse.Namespace, out: Output) -> None:
+    """task.get with its times as local time (0 = not ended yet: -)."""
+    if out.json or not isinstance(result, dict):
+        return out.result(result)
+    stamp = lambda v: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v)) if v else "-"
+    out.mapping(result, {**HUMAN, "started": stamp, "ended": stamp})
+
+
+def _follow_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--follow", action="store_true",
+                        help="keep printing the log until the task ends (Ctrl-C stops "
+                             "following, not the task)")
+
+
+def _task_log(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
+    """A task's log from OFFSET; with -f, as it grows until the task has ended."""
+    params = collect(spec, ns)
+    if out.json and not ns.follow:
+        out.json_value(client.call(spec.method, params))
+        return common.OK
+    offset = int(params.get("offset", 0))
+    shown = False
+    try:
+        while True:
+            part = client.call(spec.method, {"id": params["id"], "offset": offset})
+            if part.get("data"):
+                out.out.write(part["data"])
+                out.out.flush()
+                shown = True
+            moved = part.get("offset", offset) != offset
+            offset = part.get("offset", offset)
+            if part.get("eof") or not ns.follow:
+                break
+            if not moved:
+                time.sleep(FOLLOW_INTERVAL)
+    except KeyboardInterrupt:
+        pass
+    if not shown:
+        out.nothing()
+    return common.OK
+
+
+# Tasks (background: true) are vcc's too: it starts most of them (exec, create, start...)
+TASKS = (
+    Spec("task.list", "task.list", show=_show_tasks),
+    Spec("task.get", "task.get", show=_show_task),
+    Spec("task.log", "task.log", options=("offset",), setup=_follow_option, run=_task_log,
+         usage="[-f]"),
+    Spec("task.stop", "task.stop"),
+)
+
 _METRIC = (Param("name", VServerName, doc="vserver name"),
            Param("metric", Text(max_len=64), doc="RRD name, e.g. thread_TOTAL, sys_LOADAVG"),
            Param("period", Text(max_len=8), required=False, default="1d",
@@ -244,7 +322,8 @@ OVERRIDES = (
          doc="Create a vserver from a template and start it (vx.create, then vx.start)."),
     Spec("limstatus", "vx.limstatus", show=_show_limstatus),
     Spec("create", "vx.create", run=_create),
-    Spec("console", "vx.console", options=("lines", "offset"), setup=_console_options, run=_console),
+    Spec("console", "vx.console", options=("lines", "offset"), setup=_console_options,
+         run=_console, usage="[-f]"),
     Spec("graph", "vx.graph", options=("period",), setup=_graph_options, show=_write_graph,
          fallback=_METRIC, usage="-o FILE"),
     Spec("stats", "vx.stats", options=("period",), show=_show_stats, fallback=_METRIC),
@@ -252,7 +331,7 @@ OVERRIDES = (
 
 PROGRAM = Program(
     "vcc", "VServer Control Client: create, start, stop, enter and watch vservers.",
-    derived("vx.", OVERRIDES),
+    [*derived("vx.", OVERRIDES), *TASKS],
     [login.LOCAL])
 
 

@@ -22,14 +22,18 @@ function loginView(message) {
   const f = form([
     field("Username", "username", { autocomplete: "username", required: true, autofocus: true }),
     field("Password", "password", { type: "password", autocomplete: "current-password", required: true }),
-    checkbox("Stay logged in in this tab (kept in sessionStorage until the tab closes)", "remember"),
+    checkbox("Stay logged in while this tab is open (kept in sessionStorage)", "remember"),
   ], "Log in", async ({ username, password, remember }) => {
     session = await new Session(username || "", password || "").open();
     if (remember) session.remember();
     route();
   }, { id: "login" });
+  // a first-time user has no idea which password this is: say where the first start put it
   fill(app, h("article", { class: "login" }, h("h2", {}, "Log in to vcd"),
-    message ? h("p", { class: "fault" }, message) : null, f));
+    message ? h("p", { class: "fault" }, message) : null, f,
+    h("p", { id: "login-hint" }, h("small", {}, "First time? User admin: its password is in ",
+      h("code", {}, "admin.password"), " in vcd's datadir (",
+      h("code", {}, "/var/lib/vcd"), " by default) on the daemon's host."))));
 }
 
 function logout() {

@@ -14,6 +14,7 @@ from libvserver import Sched
 
 from vcd import vocab
 from vcd.errors import Fault, VcdError
+from vcd.host_addresses import host_use, special_kind
 from vcd.limit_ranges import (MAX_DISK_KIB, MIN_DISK_KIB, MIN_INODES, check_disk, check_limit,
                                check_sched, limit_range, max_rate)
 from vcd.params import (AbsPath, Bool, Choice, CpuList, Int, IPv4, Netmask, Param,
@@ -257,7 +258,19 @@ def _mount_check(call: Call, values: dict[str, Any]) -> None:
 
 
 def _addr_check(call: Call, values: dict[str, Any]) -> None:
-    """An IPv4 address belongs to one vserver at a time (the index in VXDB agrees)."""
+    """An IPv4 address belongs to one vserver at a time (the index in VXDB agrees); it
+    is a unicast address (fault 200 otherwise), and for owners who are not admins none
+    the host itself uses (fault 101: its /32 route would pull the host's own traffic for
+    it into the vserver, see vcd/host_addresses.py)."""
+    kind = special_kind(values["addr"])
+    if kind is not None:
+        raise VcdError(Fault.MEINVAL, f"'addr' {values['addr']} is {kind}, not an address a "
+                                      f"vserver may hold: give a unicast IPv4 address")
+    if not call.user.admin:
+        use = host_use(values["addr"])
+        if use is not None:
+            raise VcdError(Fault.MEPERM, f"'addr' {values['addr']} is {use}: only an admin "
+                                         f"may give it to a vserver")
     row = call.db.execute("SELECT v.name FROM nx_addr a JOIN vservers v ON v.xid = a.xid "
                           "WHERE a.addr = ? AND a.xid != ?",
                           (values["addr"], call.vserver.xid)).fetchone()
@@ -334,7 +347,10 @@ keyed_area("vxdb.nx.addr", cap="NET", table="nx_addr", what="network address",
                                 default=vocab.DEFAULT_NETMASK, doc="dot-decimal netmask")),),
            check=_addr_check,
            set_doc=" An address belongs to one vserver at a time: one held by another "
-                   "is fault 201 (naming the holder to admins only).")
+                   "is fault 201 (naming the holder to admins only). Loopback, 0.0.0.0/8, "
+                   "multicast and 240.0.0.0/4 are fault 200; owners who are not admins get "
+                   "fault 101 for an address the host uses (its own, a gateway of its routes, "
+                   "one on a link of its own addresses).")
 
 keyed_area("vxdb.vx.limit", cap="RLIM", table="vx_limit", what="resource limit",
            key=_field(Param("limit", Choice(vocab.LIMITS, "limit type"), aliases=("type",),

@@ -312,3 +312,68 @@ def test_a_tenant_reaches_no_other_tenants_vserver_or_the_admin_flags(rt):
     assert f.faultCode in (101, 202), f.faultString
     assert admin.vx.status(name=other)["running"] is False
     assert admin.vxdb.owner.get(name=other) == []
+
+
+# -- host paths the daemon touches: guest symlinks and the shared template ---------------
+
+def _plant_symlinks(user, name: str, victim: Path) -> None:
+    """What root inside leaves for the host's tree walkers: absolute and relative links
+    to a host directory, and a directory replaced by a link."""
+    up = "../" * 12
+    sh(user, name, f"ln -s {victim} /root/abs; ln -s {up}{str(victim).lstrip('/')} /root/rel; "
+                   f"rm -rf /home && ln -s {victim} /home; ln -s {victim}/precious /root/file")
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "host-victim"
+    victim.mkdir()
+    (victim / "precious").write_text("host data")
+    return victim
+
+
+def test_rebuild_and_remove_never_follow_the_guests_symlinks(rt, tmp_path):
+    name = create_vserver(rt)
+    user = make_tenant(rt, *TENANT_CAPS, "CREATE", owns=(name,))
+    victim = _victim(tmp_path)
+    user.vx.start(name=name)
+    _plant_symlinks(user, name, victim)
+    user.vx.stop(name=name)
+    user.vx.create(name=name, template="busybox", rebuild=True)
+    assert (victim / "precious").read_text() == "host data"
+    user.vx.start(name=name)
+    _plant_symlinks(user, name, victim)
+    user.vx.stop(name=name)
+    user.vx.remove(name=name)
+    assert (victim / "precious").read_text() == "host data"
+    assert sorted(p.name for p in victim.iterdir()) == ["precious"]
+
+
+def test_a_shared_vservers_root_never_writes_its_template(rt, tmp_path):
+    """Root inside a vserver that shares a template directory (overlay) with others,
+    with SYS_ADMIN, tries to get under its overlay to the template itself."""
+    from templates.store import TemplateStore
+    if not (rt.templatedir / "bbshared").exists():
+        TemplateStore(rt.templatedir).unpack("busybox", "bbshared")
+    name = unique("shared")
+    rt.proxy().vx.create(name=name, template="bbshared")
+    user = make_tenant(rt, *TENANT_CAPS, "CREATE", owns=(name,))
+    user.vxdb.vx.bcaps.add(name=name, bcap="SYS_ADMIN")
+    victim = _victim(tmp_path)
+    before = sorted(p.name for p in (rt.templatedir / "bbshared").rglob("*"))
+    user.vx.start(name=name)
+    try:
+        out = sh(user, name, "cd /; umount -l / 2>/dev/null && echo U root; "
+                             "mkdir -p /tmp/r; mount --bind / /tmp/r; umount -l /tmp/r; "
+                             "echo x > /evil-shared; rm -f /bin/true; echo y >> /etc/passwd; "
+                             "true")
+        assert "U root" not in out, out
+        _plant_symlinks(user, name, victim)
+    finally:
+        user.vx.stop(name=name)
+    after = sorted(p.name for p in (rt.templatedir / "bbshared").rglob("*"))
+    assert after == before
+    assert "y" not in (rt.templatedir / "bbshared" / "etc" / "passwd").read_text().split()
+    user.vx.create(name=name, template="bbshared", rebuild=True)
+    rt.proxy().vx.remove(name=name)
+    assert (victim / "precious").read_text() == "host data"
+    assert sorted(p.name for p in (rt.templatedir / "bbshared").rglob("*")) == before

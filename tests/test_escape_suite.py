@@ -377,3 +377,50 @@ def test_a_shared_vservers_root_never_writes_its_template(rt, tmp_path):
     rt.proxy().vx.remove(name=name)
     assert (victim / "precious").read_text() == "host data"
     assert sorted(p.name for p in (rt.templatedir / "bbshared").rglob("*")) == before
+
+
+# -- the network: another tenant's address as a source -----------------------------------
+
+def test_a_vserver_cannot_send_with_another_vservers_address(rt, probe):
+    """Root inside with NET_ADMIN (a bcap its tenant may add) puts the neighbour's
+    address on its own eth0 and sends from it to the host: the host must drop it
+    (strict reverse-path filter on the vserver's veth), or every service that trusts a
+    source address, and every packet the host forwards, would take it for the other."""
+    own, _ = _host_addresses()
+    if not own:
+        pytest.skip("the host has no IPv4 address besides loopback")
+    import socket
+    mine, other = create_vserver(rt), create_vserver(rt)
+    admin = rt.proxy()
+    admin.vxdb.nx.addr.set(name=mine, addr="10.233.7.2")
+    admin.vxdb.nx.addr.set(name=other, addr="10.233.7.3")
+    user = make_tenant(rt, *TENANT_CAPS, owns=(mine,))
+    user.vxdb.vx.bcaps.add(name=mine, bcap="NET_ADMIN")
+    shutil.copyfile(probe, rt.vbasedir / mine / "bin" / "probe")
+    os.chmod(rt.vbasedir / mine / "bin" / "probe", 0o755)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("0.0.0.0", 0))
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    admin.vx.start(name=mine)
+    admin.vx.start(name=other)
+    try:
+        sh(user, mine, "ip addr add 10.233.7.3/32 dev eth0; true")
+        seen: set[str] = set()
+        for _ in range(5):
+            for src in ("10.233.7.2", "10.233.7.3"):
+                sh(user, mine, f"/bin/probe udp {src} {own[0]} {port}")
+            try:
+                while True:
+                    data, (addr, _) = listener.recvfrom(100)
+                    seen.add(addr)
+            except socket.timeout:
+                pass
+            if "10.233.7.2" in seen:
+                break
+        assert "10.233.7.2" in seen, seen         # its own address reaches the host
+        assert "10.233.7.3" not in seen, seen     # the neighbour's never does
+    finally:
+        listener.close()
+        admin.vx.stop(name=mine)
+        admin.vx.stop(name=other)

@@ -434,3 +434,28 @@ def test_a_vserver_cannot_send_with_another_vservers_address(rt, probe):
         listener.close()
         admin.vx.stop(name=mine)
         admin.vx.stop(name=other)
+
+
+def test_a_tenant_cannot_put_its_vserver_into_the_hosts_network(rt):
+    """Without HIDE_NETIF and without addresses a vserver would share the host's network
+    namespace: root inside would reach the host's loopback-only services and abstract
+    unix sockets and listen on the host's ports. Only an admin may decide that."""
+    import socket
+    name = create_vserver(rt)
+    user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    f = fault(user.vxdb.vx.flags.remove, name=name, flag="HIDE_NETIF")
+    assert f.faultCode == 101 and "HIDE_NETIF" in f.faultString, f.faultString
+    assert "HIDE_NETIF" in user.vxdb.vx.flags.get(name=name)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    user.vx.start(name=name)
+    try:
+        sh(user, name, f"echo hi | nc -w 2 127.0.0.1 {port}; true")
+        with pytest.raises(socket.timeout):
+            listener.accept()[0].close()
+    finally:
+        listener.close()
+        user.vx.stop(name=name)

@@ -156,9 +156,23 @@ def single_area(prefix: str, *, cap: str, table: str, what: str, fields: tuple[F
 
 
 def flag_area(prefix: str, *, cap: str, table: str, column: str, what: str,
-              values: tuple[str, ...]) -> None:
-    """add(name, x); get(name) -> [string]; remove(name, x="" = all)."""
+              values: tuple[str, ...], kept_for_admins: dict[str, str] | None = None) -> None:
+    """add(name, x); get(name) -> [string]; remove(name, x="" = all).
+
+    kept_for_admins: values only an admin may remove (value -> why), fault 101 for
+    anyone else, also when a removal of all would take one of them."""
     param = Param(column, Choice(values, what))
+    kept = kept_for_admins or {}
+
+    def _check_removal(call: Call, value: str | None) -> None:
+        if call.user.admin or not kept:
+            return
+        present = {r[0] for r in call.db.execute(
+            f"SELECT {column} FROM {table} WHERE xid = ?", (call.vserver.xid,))}
+        for protected, why in kept.items():
+            if protected in present and value in (None, protected):
+                raise VcdError(Fault.MEPERM, f"only an admin may remove {what} {protected}: "
+                                             f"{why}")
 
     def add(call: Call, name: str, **given: str) -> None:
         call.db.execute(f"INSERT OR IGNORE INTO {table} (xid, {column}) VALUES (?, ?)",
@@ -169,6 +183,7 @@ def flag_area(prefix: str, *, cap: str, table: str, column: str, what: str,
             f"SELECT {column} FROM {table} WHERE xid = ? ORDER BY {column}", (call.vserver.xid,))]
 
     def remove(call: Call, name: str, **given: str | None) -> None:
+        _check_removal(call, given[column])
         if given[column] is None:
             call.db.execute(f"DELETE FROM {table} WHERE xid = ?", (call.vserver.xid,))
         else:
@@ -432,8 +447,13 @@ flag_area("vxdb.vx.bcaps", cap="BCAP", table="vx_bcaps", column="bcap",
           what="system capability", values=vocab.BCAPS)
 flag_area("vxdb.vx.ccaps", cap="CCAP", table="vx_ccaps", column="ccap",
           what="context capability", values=vocab.CCAPS)
+# Without HIDE_NETIF a vserver that has no addresses shares the host's network
+# namespace (libvserver/native/backend.py): root inside then reaches the host's
+# loopback-only services and abstract unix sockets and listens on its ports.
 flag_area("vxdb.vx.flags", cap="CFLAG", table="vx_flags", column="flag",
-          what="context flag", values=vocab.FLAGS)
+          what="context flag", values=vocab.FLAGS,
+          kept_for_admins={"HIDE_NETIF": "without it a vserver with no addresses shares "
+                                         "the host's network"})
 
 
 # -- lookups and owners -----------------------------------------------------------------

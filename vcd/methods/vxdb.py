@@ -195,7 +195,9 @@ def flag_area(prefix: str, *, cap: str, table: str, column: str, what: str,
             doc=f"The {plural(what)} of a vserver, as an array of strings.")
     _method(f"{prefix}.remove", cap, remove,
             (Param(column, Choice(values, what), required=False, doc='"" = all'),), write=True,
-            doc=f"Remove a {what} (an empty value removes all) from a vserver.")
+            doc=f"Remove a {what} (an empty value removes all) from a vserver."
+            + "".join(f" Only an admin may remove {v} ({why}): fault 101 for anyone else."
+                      for v, why in kept.items()))
 
 
 # -- value checks that involve more than one parameter --------------------------------

@@ -459,3 +459,27 @@ def test_a_tenant_cannot_put_its_vserver_into_the_hosts_network(rt):
     finally:
         listener.close()
         user.vx.stop(name=name)
+
+
+def test_a_tenant_cannot_lift_the_hosts_process_limit(rt):
+    """default_nproc keeps a fork bomb off the host's pids; a tenant with RLIM may lower
+    its vserver's NPROC and raise it again up to that, never above or away."""
+    name = create_vserver(rt)
+    user = make_tenant(rt, "RLIM", owns=(name,))
+    admin = rt.proxy()
+    for params in ({"max": 4097}, {"max": "inf"}, {"max": 5000, "soft": 100}):
+        f = fault(user.vxdb.vx.limit.set, name=name, limit="NPROC", **params)
+        assert f.faultCode == 101 and "default_nproc" in f.faultString, f.faultString
+    for limit in ("NPROC", ""):
+        f = fault(user.vxdb.vx.limit.remove, name=name, limit=limit)
+        assert f.faultCode == 101 and "NPROC" in f.faultString, f.faultString
+    assert user.vxdb.vx.limit.get(name=name, limit="NPROC")[0]["max"] == "4096"
+    user.vxdb.vx.limit.set(name=name, limit="NPROC", max=100)
+    user.vxdb.vx.limit.set(name=name, limit="NPROC", max=4096)
+    user.vxdb.vx.limit.set(name=name, limit="RSS", max=100000)
+    user.vxdb.vx.limit.remove(name=name, limit="RSS")          # other limits are its own
+    # what an admin raised stays the tenant's to use
+    admin.vxdb.vx.limit.set(name=name, limit="NPROC", max=9000)
+    user.vxdb.vx.limit.set(name=name, limit="NPROC", max=9000, soft=8000)
+    assert fault(user.vxdb.vx.limit.set, name=name, limit="NPROC",
+                 max=9001).faultCode == 101

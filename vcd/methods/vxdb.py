@@ -58,7 +58,7 @@ def _method(name: str, cap: str, func: Callable[..., Any], params: tuple[Param, 
 
 def keyed_area(prefix: str, *, cap: str, table: str, what: str, key: Field,
                fields: tuple[Field, ...], check: Check | None = None,
-               set_doc: str = "") -> None:
+               set_doc: str = "", check_remove: Check | None = None) -> None:
     """get(name, key="" = all) -> [struct]; set(name, key, fields...); remove(name, key="" = all)."""
     columns = [key.column, *(f.column for f in fields)]
     select = f"SELECT {', '.join(columns)} FROM {table} WHERE xid = ?"
@@ -90,6 +90,8 @@ def keyed_area(prefix: str, *, cap: str, table: str, what: str, key: Field,
 
     def remove(call: Call, name: str, **values: Any) -> None:
         wanted = values[key.param.name]
+        if check_remove:
+            check_remove(call, values)
         if wanted is None:
             call.db.execute(f"DELETE FROM {table} WHERE xid = ?", (call.vserver.xid,))
         else:
@@ -206,6 +208,41 @@ def _limit_check(call: Call, values: dict[str, Any]) -> None:
     if values["soft"] is None:
         values["soft"] = values["max"]
     check_limit(values["limit"], values["soft"], values["max"])
+    ceiling = _nproc_ceiling(call) if values["limit"] == "NPROC" else None
+    if ceiling is not None:
+        for field in ("soft", "max"):
+            if values[field] == "inf" or int(values[field]) > ceiling:
+                raise VcdError(Fault.MEPERM, f"'{field}' {values[field]} of NPROC is above "
+                                             f"{ceiling}: {_NPROC_WHY}")
+
+
+# default_nproc protects the host from a fork bomb (issue 11, "Host-protecting
+# defaults"): only the admin (or the template) says otherwise. An owner may lower the
+# limit, and raise it again up to default_nproc or what an admin set.
+_NPROC_WHY = ("only an admin may lift a vserver's process limit above the host's "
+              "default_nproc or remove it")
+
+
+def _nproc_ceiling(call: Call) -> int | None:
+    """The highest NPROC a non-admin may set on this vserver, or None (no bound)."""
+    if call.user.admin or not call.config.default_nproc:
+        return None
+    row = call.db.execute("SELECT max FROM vx_limit WHERE xid = ? AND type = 'NPROC'",
+                          (call.vserver.xid,)).fetchone()
+    if row is None:
+        return call.config.default_nproc
+    if not row[0].isdigit():
+        return None     # "inf": an admin already decided so
+    return max(call.config.default_nproc, int(row[0]))
+
+
+def _limit_remove_check(call: Call, values: dict[str, Any]) -> None:
+    if values["limit"] not in (None, "NPROC") or _nproc_ceiling(call) is None:
+        return
+    row = call.db.execute("SELECT 1 FROM vx_limit WHERE xid = ? AND type = 'NPROC'",
+                          (call.vserver.xid,)).fetchone()
+    if row is not None:
+        raise VcdError(Fault.MEPERM, f"removing NPROC: {_NPROC_WHY}")
 
 
 def _sched_check(call: Call, values: dict[str, Any]) -> None:
@@ -375,14 +412,17 @@ keyed_area("vxdb.vx.limit", cap="RLIM", table="vx_limit", what="resource limit",
                       column="type"),
            fields=(_field(Param("soft", _u64, required=False, doc="soft limit; default = max")),
                    _field(Param("max", _u64, doc="hard limit; 'inf' = unlimited"))),
-           check=_limit_check,
+           check=_limit_check, check_remove=_limit_remove_check,
            set_doc=' Unlimited is "inf" (also accepted: "-1", the int -1 and '
                    '18446744073709551615; read back as "inf"). A value the kernel or init '
                    'cannot live with is fault 200 naming the accepted range: RSS, AS and '
                    f'ANON {limit_range("RSS")[0]}..{limit_range("RSS")[1]} KiB, the other '
                    f'memory types up to {limit_range("MEMLOCK")[1]} KiB (bytes fit 63 bits), '
                    f'NPROC {limit_range("NPROC")[0]}..{limit_range("NPROC")[1]} (pids.max), '
-                   'NOFILE up to /proc/sys/fs/nr_open, NSEMS and SEMARY up to 2^31-1.')
+                   'NOFILE up to /proc/sys/fs/nr_open, NSEMS and SEMARY up to 2^31-1. '
+                   'Owners who are not admins may not raise NPROC above the larger of the '
+                   'config key default_nproc and its current value, nor remove it: fault '
+                   '101 (the host\'s protection against fork bombs).')
 
 keyed_area("vxdb.vx.sched", cap="SCHED", table="vx_sched", what="CPU scheduler bucket",
            key=_field(Param("cpuid", Int(0, 4095), doc="CPU id as in /proc/cpuinfo")),

@@ -2,7 +2,8 @@
 
 Inside: ``eth0`` with the spec's addresses (and broadcast), loopback up, and a
 default route out of eth0.  Host side: ``vx<xid>[-tag]`` without an address,
-a /32 route per context address and proxy ARP, so the host (and what it
+a /32 route per context address, proxy ARP and a strict reverse-path filter (a
+packet from the context carries one of its own addresses), so the host (and what it
 forwards) reaches the context and the context's ARP for any host address is
 answered.  The pair is created in the host namespace, then its inner end is
 moved; when the context's namespace dies the kernel deletes both ends.
@@ -66,6 +67,13 @@ def create_host_side(p: NetPlan) -> None:
         ipr.link("add", ifname=p.host_if, kind="veth", peer={"ifname": p.peer_tmp})
     # sysctl writes go to the writer's namespace: done before the caller unshares
     with open(f"/proc/sys/net/ipv4/conf/{p.host_if}/proxy_arp", "w") as f:
+        f.write("1")
+    # Strict reverse-path filter (RFC 3704): a packet from the context is taken only
+    # with a source the host routes back out of this veth, i.e. one of the context's own
+    # addresses. Without it root inside with NET_ADMIN (or NET_RAW) sends as another
+    # vserver or the host (the kernel takes max(all, this interface); an admin's "all=2"
+    # makes it loose again).
+    with open(f"/proc/sys/net/ipv4/conf/{p.host_if}/rp_filter", "w") as f:
         f.write("1")
     if any(":" in a for a, _ in p.addresses):
         try:

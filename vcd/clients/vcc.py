@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -150,6 +151,20 @@ def _console_options(parser: argparse.ArgumentParser) -> None:
                         help="keep printing what the console writes until Ctrl-C")
 
 
+# What a guest writes to its console reaches the admin's terminal through `vcc console`.
+# The daemon already replaces C0 controls (ESC among them) with U+FFFD because XML 1.0
+# forbids them; C1 controls (U+0080..U+009F: CSI, OSC, DCS as single characters) and DEL
+# are legal XML, and terminals that honour 8-bit controls would run them. Newline, tab and
+# carriage return stay (console output is full of CR LF).
+_TERMINAL_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control character a terminal could act on (other than
+    newline, tab and carriage return) replaced by U+FFFD."""
+    return _TERMINAL_CONTROLS.sub("\ufffd", text)
+
+
 def _console(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) -> int:
     """The last lines of the console log; with -f, follow it like `tail -f`."""
     params = collect(spec, ns)
@@ -159,7 +174,7 @@ def _console(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) ->
         return common.OK
     stream = out.out
     if answer.get("data"):
-        stream.write(answer["data"])
+        stream.write(terminal_safe(answer["data"]))
         stream.flush()
     elif not ns.follow and not out.quiet:
         # an empty log is an answer too: say so, and how to wait for output
@@ -171,7 +186,7 @@ def _console(spec: Spec, client: Client, ns: argparse.Namespace, out: Output) ->
             answer = client.call(spec.method, {"name": params["name"],
                                                "offset": answer.get("offset", 0)})
             if answer.get("data"):
-                stream.write(answer["data"])
+                stream.write(terminal_safe(answer["data"]))
                 stream.flush()
     except KeyboardInterrupt:
         pass

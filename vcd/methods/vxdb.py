@@ -14,6 +14,7 @@ from libvserver import Sched
 
 from vcd import vocab
 from vcd.errors import Fault, VcdError
+from vcd.host_addresses import host_use, special_kind
 from vcd.limit_ranges import (MAX_DISK_KIB, MIN_DISK_KIB, MIN_INODES, check_disk, check_limit,
                                check_sched, limit_range, max_rate)
 from vcd.params import (AbsPath, Bool, Choice, CpuList, Int, IPv4, Netmask, Param,
@@ -57,7 +58,7 @@ def _method(name: str, cap: str, func: Callable[..., Any], params: tuple[Param, 
 
 def keyed_area(prefix: str, *, cap: str, table: str, what: str, key: Field,
                fields: tuple[Field, ...], check: Check | None = None,
-               set_doc: str = "") -> None:
+               set_doc: str = "", check_remove: Check | None = None) -> None:
     """get(name, key="" = all) -> [struct]; set(name, key, fields...); remove(name, key="" = all)."""
     columns = [key.column, *(f.column for f in fields)]
     select = f"SELECT {', '.join(columns)} FROM {table} WHERE xid = ?"
@@ -89,6 +90,8 @@ def keyed_area(prefix: str, *, cap: str, table: str, what: str, key: Field,
 
     def remove(call: Call, name: str, **values: Any) -> None:
         wanted = values[key.param.name]
+        if check_remove:
+            check_remove(call, values)
         if wanted is None:
             call.db.execute(f"DELETE FROM {table} WHERE xid = ?", (call.vserver.xid,))
         else:
@@ -155,9 +158,23 @@ def single_area(prefix: str, *, cap: str, table: str, what: str, fields: tuple[F
 
 
 def flag_area(prefix: str, *, cap: str, table: str, column: str, what: str,
-              values: tuple[str, ...]) -> None:
-    """add(name, x); get(name) -> [string]; remove(name, x="" = all)."""
+              values: tuple[str, ...], kept_for_admins: dict[str, str] | None = None) -> None:
+    """add(name, x); get(name) -> [string]; remove(name, x="" = all).
+
+    kept_for_admins: values only an admin may remove (value -> why), fault 101 for
+    anyone else, also when a removal of all would take one of them."""
     param = Param(column, Choice(values, what))
+    kept = kept_for_admins or {}
+
+    def _check_removal(call: Call, value: str | None) -> None:
+        if call.user.admin or not kept:
+            return
+        present = {r[0] for r in call.db.execute(
+            f"SELECT {column} FROM {table} WHERE xid = ?", (call.vserver.xid,))}
+        for protected, why in kept.items():
+            if protected in present and value in (None, protected):
+                raise VcdError(Fault.MEPERM, f"only an admin may remove {what} {protected}: "
+                                             f"{why}")
 
     def add(call: Call, name: str, **given: str) -> None:
         call.db.execute(f"INSERT OR IGNORE INTO {table} (xid, {column}) VALUES (?, ?)",
@@ -168,6 +185,7 @@ def flag_area(prefix: str, *, cap: str, table: str, column: str, what: str,
             f"SELECT {column} FROM {table} WHERE xid = ? ORDER BY {column}", (call.vserver.xid,))]
 
     def remove(call: Call, name: str, **given: str | None) -> None:
+        _check_removal(call, given[column])
         if given[column] is None:
             call.db.execute(f"DELETE FROM {table} WHERE xid = ?", (call.vserver.xid,))
         else:
@@ -179,7 +197,9 @@ def flag_area(prefix: str, *, cap: str, table: str, column: str, what: str,
             doc=f"The {plural(what)} of a vserver, as an array of strings.")
     _method(f"{prefix}.remove", cap, remove,
             (Param(column, Choice(values, what), required=False, doc='"" = all'),), write=True,
-            doc=f"Remove a {what} (an empty value removes all) from a vserver.")
+            doc=f"Remove a {what} (an empty value removes all) from a vserver."
+            + "".join(f" Only an admin may remove {v} ({why}): fault 101 for anyone else."
+                      for v, why in kept.items()))
 
 
 # -- value checks that involve more than one parameter --------------------------------
@@ -188,6 +208,41 @@ def _limit_check(call: Call, values: dict[str, Any]) -> None:
     if values["soft"] is None:
         values["soft"] = values["max"]
     check_limit(values["limit"], values["soft"], values["max"])
+    ceiling = _nproc_ceiling(call) if values["limit"] == "NPROC" else None
+    if ceiling is not None:
+        for field in ("soft", "max"):
+            if values[field] == "inf" or int(values[field]) > ceiling:
+                raise VcdError(Fault.MEPERM, f"'{field}' {values[field]} of NPROC is above "
+                                             f"{ceiling}: {_NPROC_WHY}")
+
+
+# default_nproc protects the host from a fork bomb (issue 11, "Host-protecting
+# defaults"): only the admin (or the template) says otherwise. An owner may lower the
+# limit, and raise it again up to default_nproc or what an admin set.
+_NPROC_WHY = ("only an admin may lift a vserver's process limit above the host's "
+              "default_nproc or remove it")
+
+
+def _nproc_ceiling(call: Call) -> int | None:
+    """The highest NPROC a non-admin may set on this vserver, or None (no bound)."""
+    if call.user.admin or not call.config.default_nproc:
+        return None
+    row = call.db.execute("SELECT max FROM vx_limit WHERE xid = ? AND type = 'NPROC'",
+                          (call.vserver.xid,)).fetchone()
+    if row is None:
+        return call.config.default_nproc
+    if not row[0].isdigit():
+        return None     # "inf": an admin already decided so
+    return max(call.config.default_nproc, int(row[0]))
+
+
+def _limit_remove_check(call: Call, values: dict[str, Any]) -> None:
+    if values["limit"] not in (None, "NPROC") or _nproc_ceiling(call) is None:
+        return
+    row = call.db.execute("SELECT 1 FROM vx_limit WHERE xid = ? AND type = 'NPROC'",
+                          (call.vserver.xid,)).fetchone()
+    if row is not None:
+        raise VcdError(Fault.MEPERM, f"removing NPROC: {_NPROC_WHY}")
 
 
 def _sched_check(call: Call, values: dict[str, Any]) -> None:
@@ -257,7 +312,19 @@ def _mount_check(call: Call, values: dict[str, Any]) -> None:
 
 
 def _addr_check(call: Call, values: dict[str, Any]) -> None:
-    """An IPv4 address belongs to one vserver at a time (the index in VXDB agrees)."""
+    """An IPv4 address belongs to one vserver at a time (the index in VXDB agrees); it
+    is a unicast address (fault 200 otherwise), and for owners who are not admins none
+    the host itself uses (fault 101: its /32 route would pull the host's own traffic for
+    it into the vserver, see vcd/host_addresses.py)."""
+    kind = special_kind(values["addr"])
+    if kind is not None:
+        raise VcdError(Fault.MEINVAL, f"'addr' {values['addr']} is {kind}, not an address a "
+                                      f"vserver may hold: give a unicast IPv4 address")
+    if not call.user.admin:
+        use = host_use(values["addr"])
+        if use is not None:
+            raise VcdError(Fault.MEPERM, f"'addr' {values['addr']} is {use}: only an admin "
+                                         f"may give it to a vserver")
     row = call.db.execute("SELECT v.name FROM nx_addr a JOIN vservers v ON v.xid = a.xid "
                           "WHERE a.addr = ? AND a.xid != ?",
                           (values["addr"], call.vserver.xid)).fetchone()
@@ -334,7 +401,10 @@ keyed_area("vxdb.nx.addr", cap="NET", table="nx_addr", what="network address",
                                 default=vocab.DEFAULT_NETMASK, doc="dot-decimal netmask")),),
            check=_addr_check,
            set_doc=" An address belongs to one vserver at a time: one held by another "
-                   "is fault 201 (naming the holder to admins only).")
+                   "is fault 201 (naming the holder to admins only). Loopback, 0.0.0.0/8, "
+                   "multicast and 240.0.0.0/4 are fault 200; owners who are not admins get "
+                   "fault 101 for an address the host uses (its own, a gateway of its routes, "
+                   "one on a link of its own addresses).")
 
 keyed_area("vxdb.vx.limit", cap="RLIM", table="vx_limit", what="resource limit",
            key=_field(Param("limit", Choice(vocab.LIMITS, "limit type"), aliases=("type",),
@@ -342,14 +412,17 @@ keyed_area("vxdb.vx.limit", cap="RLIM", table="vx_limit", what="resource limit",
                       column="type"),
            fields=(_field(Param("soft", _u64, required=False, doc="soft limit; default = max")),
                    _field(Param("max", _u64, doc="hard limit; 'inf' = unlimited"))),
-           check=_limit_check,
+           check=_limit_check, check_remove=_limit_remove_check,
            set_doc=' Unlimited is "inf" (also accepted: "-1", the int -1 and '
                    '18446744073709551615; read back as "inf"). A value the kernel or init '
                    'cannot live with is fault 200 naming the accepted range: RSS, AS and '
                    f'ANON {limit_range("RSS")[0]}..{limit_range("RSS")[1]} KiB, the other '
                    f'memory types up to {limit_range("MEMLOCK")[1]} KiB (bytes fit 63 bits), '
                    f'NPROC {limit_range("NPROC")[0]}..{limit_range("NPROC")[1]} (pids.max), '
-                   'NOFILE up to /proc/sys/fs/nr_open, NSEMS and SEMARY up to 2^31-1.')
+                   'NOFILE up to /proc/sys/fs/nr_open, NSEMS and SEMARY up to 2^31-1. '
+                   'Owners who are not admins may not raise NPROC above the larger of the '
+                   'config key default_nproc and its current value, nor remove it: fault '
+                   '101 (the host\'s protection against fork bombs).')
 
 keyed_area("vxdb.vx.sched", cap="SCHED", table="vx_sched", what="CPU scheduler bucket",
            key=_field(Param("cpuid", Int(0, 4095), doc="CPU id as in /proc/cpuinfo")),
@@ -417,8 +490,13 @@ flag_area("vxdb.vx.bcaps", cap="BCAP", table="vx_bcaps", column="bcap",
           what="system capability", values=vocab.BCAPS)
 flag_area("vxdb.vx.ccaps", cap="CCAP", table="vx_ccaps", column="ccap",
           what="context capability", values=vocab.CCAPS)
+# Without HIDE_NETIF a vserver that has no addresses shares the host's network
+# namespace (libvserver/native/backend.py): root inside then reaches the host's
+# loopback-only services and abstract unix sockets and listens on its ports.
 flag_area("vxdb.vx.flags", cap="CFLAG", table="vx_flags", column="flag",
-          what="context flag", values=vocab.FLAGS)
+          what="context flag", values=vocab.FLAGS,
+          kept_for_admins={"HIDE_NETIF": "without it a vserver with no addresses shares "
+                                         "the host's network"})
 
 
 # -- lookups and owners -----------------------------------------------------------------

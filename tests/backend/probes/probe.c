@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
@@ -156,6 +159,15 @@ int main(int argc, char **argv) {
         execv(argv[3], argv + 3);
         perror("execv");
         return 127;
+    } else if (!strcmp(c, "udp")) {
+        /* probe udp SRC DST PORT: one datagram from source address SRC */
+        struct sockaddr_in src = { .sin_family = AF_INET }, dst = { .sin_family = AF_INET };
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        inet_pton(AF_INET, argv[2], &src.sin_addr);
+        inet_pton(AF_INET, argv[3], &dst.sin_addr);
+        dst.sin_port = htons(atoi(argv[4]));
+        report("bind", bind(s, (struct sockaddr *)&src, sizeof src));
+        report("sendto", sendto(s, argv[2], strlen(argv[2]), 0, (struct sockaddr *)&dst, sizeof dst));
     } else if (!strcmp(c, "steal")) {
         return steal(argv[2], atoi(argv[3]));
     } else if (!strcmp(c, "evilinit")) {

@@ -1,0 +1,485 @@
+"""The escape suite (issue 11): a tenant holding root inside a default vserver, with
+the bcaps a non-admin owner may add (SYS_ADMIN, MKNOD, SYS_MODULE, SYS_RAWIO ...), and
+the same tenant at the API, try to reach the host or another tenant. Every test asserts
+the host boundary held. Entry-path attacks live in test_escape_entry.py, mount and
+removal attacks in test_tenant_safety.py."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from pathlib import Path
+
+import pytest
+
+from api_helpers import create_vserver, fault, unique
+from vcdtest import VcdDaemon
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
+
+PROBE_SRC = Path(__file__).parent / "backend" / "probes" / "probe.c"
+BIN = Path(sys.executable).parent
+# what a tenant with the BCAP capability may add to its own vserver
+WIDE_BCAPS = ("SYS_ADMIN", "MKNOD", "SYS_MODULE", "SYS_RAWIO", "NET_ADMIN", "DAC_READ_SEARCH",
+              "SYS_PTRACE", "SYS_RESOURCE", "SYS_TIME", "SYS_BOOT")
+TENANT_CAPS = ("INIT", "EXEC", "MOUNT", "NET", "BCAP", "RLIM", "INFO", "UNAME", "CCAP", "CFLAG")
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory):
+    daemon = VcdDaemon(tmp_path_factory.mktemp("escape-suite"), workers=2, exec_timeout=30.0)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.cleanup()
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the in-vserver probe")
+    out = tmp_path_factory.mktemp("probe") / "probe"
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(PROBE_SRC)], check=True)
+    return out
+
+
+def make_tenant(daemon: VcdDaemon, *caps: str, owns: tuple[str, ...] = ()):
+    admin = daemon.proxy()
+    username = unique("attacker")
+    admin.vcd.user.set(username=username, password=f"password-{username}", admin=False)
+    for cap in caps:
+        admin.vcd.user.caps.add(username=username, cap=cap)
+    for name in owns:
+        admin.vxdb.owner.add(name=name, username=username)
+    return daemon.proxy(username, f"password-{username}")
+
+
+@pytest.fixture(scope="module")
+def wide(rt, probe):
+    """A running vserver whose tenant gave it every bcap it may: (name, tenant proxy)."""
+    name = create_vserver(rt)
+    user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    for bcap in WIDE_BCAPS:
+        user.vxdb.vx.bcaps.add(name=name, bcap=bcap)
+    shutil.copyfile(probe, rt.vbasedir / name / "bin" / "probe")
+    os.chmod(rt.vbasedir / name / "bin" / "probe", 0o755)
+    user.vx.start(name=name)
+    yield name, user
+    admin = rt.proxy()
+    if admin.vx.status(name=name)["running"]:
+        admin.vx.stop(name=name)
+
+
+def sh(user, name: str, script: str) -> str:
+    """Run a shell script as root inside; its output whatever its exit status."""
+    try:
+        return user.vx.exec(name=name, command=f"sh -c '{script}'")
+    except xmlrpc.client.Fault as f:
+        assert f.faultCode > 1000, f.faultString    # exit status, not a daemon fault
+        return f.faultString
+
+
+# -- root inside with the widest bcaps a tenant may give ---------------------------------
+
+def test_tenant_given_bcaps_are_capabilities_of_the_vservers_user_namespace_only(wide):
+    name, user = wide
+    uid_map = user.vx.exec(name=name, command="cat /proc/self/uid_map").split()
+    assert uid_map[:2] != ["0", "0"] and uid_map[2] == "65536", uid_map
+    for call in ("mknod_block", "init_module", "finit_module", "open_by_handle_at",
+                 "name_to_handle_at", "int80", "keyctl", "add_key", "bpf", "kexec_load",
+                 "perf_event_open", "userfaultfd"):
+        out = user.vx.exec(name=name, command=f"/bin/probe {call}")
+        assert " ok" not in out, out
+    out = sh(user, name, "mknod /tmp/mem c 1 1 2>&1; mknod /tmp/sda b 8 0 2>&1; "
+                         "ls /tmp/mem /tmp/sda 2>&1; true")
+    assert "Operation not permitted" in out and "No such file" in out, out
+    # the probe's own keyring requests are ENOSYS; the host's keys are not shown
+    assert user.vx.exec(name=name, command="cat /proc/keys") == ""
+
+
+def test_no_sysctl_outside_proc_sys_net_takes_a_write(wide):
+    name, user = wide
+    before = Path("/proc/sys/kernel/core_pattern").read_text()
+    # write every sysctl's own value back (harmless if the boundary broke) and list
+    # what took it: through vcd's /proc, and through a fresh proc of a new pid namespace
+    script = ("for f in $(find $P/sys -type f ! -path \"$P/sys/net/*\"); do "
+              "v=$(head -c 4096 $f 2>/dev/null) || continue; echo T; "
+              "(printf \"%s\" \"$v\" > $f) 2>/dev/null && echo W $f; done; "
+              "(echo \"|/tmp/evil %p\" > $P/sys/kernel/core_pattern) 2>/dev/null "
+              "&& echo W core_pattern; true")
+    written = user.vx.exec(name=name, command=f"sh -c 'P=/proc; {script}'").split("\n")
+    assert written.count("T") > 100 and [w for w in written if w not in ("T", "")] == [], written
+    fresh = user.vx.exec(name=name, command=(
+        "unshare -p -f -m sh -c 'mkdir -p /tmp/fp; mount -t proc proc /tmp/fp || exit 0; "
+        f"P=/tmp/fp; {script}'"))
+    # only sysctls that belong to the vserver's own namespaces may take writes there
+    namespaced = ("/kernel/hostname", "/kernel/domainname", "/kernel/shm", "/kernel/msg",
+                  "/kernel/sem", "/kernel/ns_last_pid", "/fs/mqueue/", "/user/",
+                  "/kernel/auto_msgmni", "/kernel/pid_max")   # pid_max: per pid ns since 6.14
+    assert fresh.splitlines().count("T") > 100, fresh
+    host_wide = [line for line in fresh.splitlines()
+                 if line != "T" and not any(part in line for part in namespaced)]
+    assert host_wide == [], host_wide
+    assert Path("/proc/sys/kernel/core_pattern").read_text() == before
+
+
+def test_lifting_vcds_masks_shows_no_more_than_the_kernel_allows_the_user_namespace(wide):
+    """The masks over /proc and /sys are mounts the vserver's own user namespace owns:
+    a guest with SYS_ADMIN may take them off (recorded as open in the escape report);
+    behind them the kernel's user-namespace checks still refuse every host write."""
+    name, user = wide
+    before = Path("/proc/sys/kernel/core_pattern").read_text()
+    out = sh(user, name, "umount /proc/sys/net; umount /proc/sys; umount /proc/sysrq-trigger; "
+                         "(echo \"|/tmp/evil\" > /proc/sys/kernel/core_pattern) 2>/dev/null "
+                         "&& echo W core; (echo h > /proc/sysrq-trigger) 2>/dev/null && echo W "
+                         "sysrq; umount /proc/timer_list; "
+                         "[ -n \"$(head -c 16 /proc/kcore 2>/dev/null)\" ] && echo R kcore; "
+                         "[ -n \"$(head -c 16 /proc/timer_list 2>/dev/null)\" ] && echo R timer; "
+                         "true")
+    assert "W " not in out and "R " not in out, out
+    assert Path("/proc/sys/kernel/core_pattern").read_text() == before
+    # /sys made writable again: the host's attributes still refuse (their own value
+    # written back, so nothing changes if the boundary broke)
+    out = sh(user, name, "umount /sys/kernel/security /sys/kernel/debug /sys/kernel/tracing "
+                         "/sys/firmware; mount -o remount,rw,bind /sys; "
+                         "for f in $(find /sys/kernel /sys/module -type f -perm -200 "
+                         "2>/dev/null | head -400); do v=$(head -c 4096 $f 2>/dev/null) || "
+                         "continue; echo T; (printf \"%s\" \"$v\" > $f) 2>/dev/null && "
+                         "echo W $f; done; true")
+    assert "W " not in out and out.split().count("T") > 20, out
+
+
+def test_pseudo_filesystems_that_show_the_host_cannot_be_mounted(wide):
+    name, user = wide
+    out = sh(user, name, "mkdir -p /tmp/s /tmp/d; mount -t sysfs sysfs /tmp/s && echo M sysfs; "
+                         "mount -t devtmpfs devtmpfs /tmp/d && echo M devtmpfs; "
+                         "mount -t debugfs debugfs /tmp/d && echo M debugfs; "
+                         "mount -t bpf bpf /tmp/d && echo M bpf; true")
+    assert "M " not in out, out
+
+
+def _host_cgroup(rt, user, name: str, controller: str) -> Path:
+    xid = user.vxdb.xid.get(name=name)
+    found = [p for p in Path("/sys/fs/cgroup", controller).rglob(str(xid))
+             if p.parent.name.startswith(os.environ.get("_", "")[:0] + "vcd-test")]
+    return found[0] if found else Path("/nonexistent")
+
+
+def test_the_guests_own_cgroup_mounts_change_none_of_its_limits(rt, wide):
+    name, user = wide
+    out = sh(user, name,
+             "mkdir -p /tmp/c1 /tmp/c2 /tmp/c3 /tmp/c4; "
+             "mount -t cgroup -o pids none /tmp/c1; mount -t cgroup -o memory none /tmp/c2; "
+             "mount -t cgroup -o none,name=systemd none /tmp/c3; mount -t cgroup2 none /tmp/c4; "
+             "for f in /tmp/c1/pids.max /tmp/c2/memory.limit_in_bytes /tmp/c3/release_agent "
+             "/tmp/c4/cgroup.freeze /tmp/c4/cgroup.kill /tmp/c4/cgroup.max.descendants; do "
+             "(echo 1 > $f) 2>/dev/null && echo W $f; done; "
+             "mkdir /tmp/c1/esc 2>/dev/null && echo W mkdir; "
+             "cat /tmp/c1/pids.max")
+    lines = out.split()
+    assert "W" not in lines, out
+    assert lines[-1] == "4096", out        # the default NPROC, as vcd set it
+    assert user.vx.status(name=name)["running"] is True
+
+
+def test_a_process_hidden_in_a_frozen_child_cgroup_is_counted_and_stopped(rt, probe):
+    name = create_vserver(rt)
+    user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    user.vxdb.vx.bcaps.add(name=name, bcap="SYS_ADMIN")
+    user.vx.start(name=name)
+    try:
+        before = user.vx.status(name=name)["nproc"]
+        hide = rt.vbasedir / name / "tmp" / "hide.sh"
+        hide.write_text("#!/bin/sh\necho $$ > /tmp/cg/hide/cgroup.procs\nexec sleep 1000\n")
+        hide.chmod(0o755)
+        user.vx.exec(name=name, command=(
+            "sh -c 'mkdir -p /tmp/cg; mount -t cgroup2 none /tmp/cg; mkdir /tmp/cg/hide; "
+            "/tmp/hide.sh >/dev/null 2>&1 </dev/null & sleep 1; "
+            "echo 1 > /tmp/cg/hide/cgroup.freeze; cat /tmp/cg/hide/cgroup.procs'"))
+        assert user.vx.status(name=name)["nproc"] >= before + 1
+        user.vx.stop(name=name)
+        assert user.vx.status(name=name)["running"] is False
+    finally:
+        admin = rt.proxy()
+        if admin.vx.status(name=name)["running"]:
+            admin.vx.stop(name=name)
+
+
+def test_the_host_run_directory_and_vcds_socket_are_out_of_reach(rt, wide):
+    name, user = wide
+    out = sh(user, name, "ls /run; find / -xdev -name \"vcd*.sock\" 2>/dev/null; "
+                         "ls /proc/1/root/run 2>&1; true")
+    assert "vcd" not in out, out
+    assert str(rt.root) not in user.vx.exec(name=name, command="ls /")
+
+
+def test_a_fork_bomb_stops_at_the_process_limit(rt, probe):
+    name = create_vserver(rt)
+    user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    user.vxdb.vx.limit.set(name=name, limit="NPROC", max=40)
+    user.vx.start(name=name)
+    try:
+        out = sh(user, name, "i=0; while [ $i -lt 100 ]; do sleep 30 >/dev/null 2>&1 & "
+                             "i=$((i+1)); done 2>/dev/null; echo looped $i")
+        nproc = user.vx.status(name=name)["nproc"]
+        assert 20 <= nproc <= 40, (nproc, out)     # it forked up to the limit, not beyond
+        assert user.vx.status(name=name)["nproc"] <= 40
+        assert rt.proxy().vcd.status() is not None   # the daemon still answers
+    finally:
+        rt.proxy().vx.stop(name=name)
+
+
+# -- the console -------------------------------------------------------------------------
+
+def test_guest_control_sequences_never_reach_the_terminal_of_vcc_console(rt, wide):
+    name, user = wide
+    # ESC [2J, a title OSC, and C1 CSI / OSC as UTF-8 characters (legal in XML)
+    sh(user, name, "printf \"mark\\033[2J\\033]0;pwned\\007\\302\\2332J\\302\\235x\\n\" "
+                   "> /dev/console")
+    end = time.monotonic() + 20
+    while "mark" not in user.vx.console(name=name)["data"]:
+        assert time.monotonic() < end
+        time.sleep(0.1)
+    env = dict(os.environ, VCD_PASSWORD=rt.admin_password, HOME=str(rt.root / "home"))
+    r = subprocess.run([str(BIN / "vcc"), "-p", str(rt.port), "console", name, "--lines", "5"],
+                       capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert b"mark" in r.stdout
+    text = r.stdout.decode("utf-8")
+    controls = [c for c in text if (ord(c) < 32 and c not in "\n\r\t") or 0x7f <= ord(c) <= 0x9f]
+    assert controls == [], [hex(ord(c)) for c in controls]
+
+
+# -- the tenant at the API ---------------------------------------------------------------
+
+def _host_addresses() -> tuple[list[str], list[str]]:
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        own = [a.get_attr("IFA_LOCAL") for a in ipr.get_addr(family=2)]
+        gateways = [r.get_attr("RTA_GATEWAY") for r in ipr.get_routes(family=2, table=254)]
+    return ([a for a in own if a and not a.startswith("127.")],
+            [g for g in gateways if g])
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1", "127.0.0.2", "0.0.0.0", "255.255.255.255",
+                                  "224.0.0.1", "239.1.2.3", "240.0.0.1"])
+def test_no_one_gives_a_vserver_an_address_that_is_not_unicast(rt, addr):
+    name = create_vserver(rt)
+    user = make_tenant(rt, "NET", owns=(name,))
+    for who in (user, rt.proxy()):
+        f = fault(who.vxdb.nx.addr.set, name=name, addr=addr)
+        assert f.faultCode == 200 and addr in f.faultString and "unicast" in f.faultString
+    assert rt.proxy().vxdb.nx.addr.get(name=name) == []
+
+
+def test_a_tenant_cannot_claim_an_address_the_host_uses(rt):
+    """Its /32 route would pull the host's own traffic for that address (to its
+    gateway, its DNS server, itself) into the tenant's vserver."""
+    own, gateways = _host_addresses()
+    if not own and not gateways:
+        pytest.skip("the host has no IPv4 address besides loopback")
+    name = create_vserver(rt)
+    user = make_tenant(rt, "NET", owns=(name,))
+    for addr in own + gateways:
+        f = fault(user.vxdb.nx.addr.set, name=name, addr=addr)
+        assert f.faultCode == 101 and addr in f.faultString and "admin" in f.faultString
+    assert user.vxdb.nx.addr.get(name=name) == []
+    # an admin decides otherwise deliberately
+    rt.proxy().vxdb.nx.addr.set(name=name, addr=(own + gateways)[0])
+    rt.proxy().vxdb.nx.addr.remove(name=name, addr=(own + gateways)[0])
+
+
+def test_a_tenant_reaches_no_other_tenants_vserver_or_the_admin_flags(rt):
+    mine, other = create_vserver(rt), create_vserver(rt)
+    user = make_tenant(rt, *TENANT_CAPS, "CREATE", owns=(mine,))
+    admin = rt.proxy()
+    for call, kw in [(user.vx.status, {}), (user.vx.console, {}), (user.vx.start, {}),
+                     (user.vx.exec, {"command": "id"}), (user.vxdb.vx.bcaps.add,
+                                                         {"bcap": "SYS_ADMIN"}),
+                     (user.vxdb.mount.set, {"dst": "/mnt/x", "src": "/srv"}),
+                     (user.vx.remove, {}), (user.vxdb.vx.security.get, {}),
+                     (user.vx.create, {"template": "busybox", "rebuild": True})]:
+        assert fault(call, name=other, **kw).faultCode == 202, call
+    # a rename onto another's name, a new vserver, a vdir of another: refused
+    assert fault(user.vx.rename, name=mine, newname=other).faultCode in (201, 202)
+    f = fault(user.vx.create, name=unique("n"), template="busybox",
+              vdir=str(rt.vbasedir / other))
+    assert f.faultCode in (101, 201, 202), f.faultString
+    assert fault(user.vx.create, name=mine, template="../busybox", rebuild=True).faultCode == 200
+    assert fault(user.vxdb.vx.security.set, name=mine, privileged=True).faultCode == 101
+    # group actions and users are AUTH's, which this tenant lacks
+    admin.vg.add(group="others", name=other)
+    for call, kw in [(user.vg.add, {"group": "others", "name": mine}),
+                     (user.vcd.user.set, {"username": "evil", "password": "password-x",
+                                          "admin": True}),
+                     (user.vxdb.owner.add, {"name": other, "username": "admin"})]:
+        assert fault(call, **kw).faultCode in (100, 101), call
+    f = fault(user.vg.vx.start, group="others")
+    assert f.faultCode in (101, 202), f.faultString
+    assert admin.vx.status(name=other)["running"] is False
+    assert admin.vxdb.owner.get(name=other) == []
+
+
+# -- host paths the daemon touches: guest symlinks and the shared template ---------------
+
+def _plant_symlinks(user, name: str, victim: Path) -> None:
+    """What root inside leaves for the host's tree walkers: absolute and relative links
+    to a host directory, and a directory replaced by a link."""
+    up = "../" * 12
+    sh(user, name, f"ln -s {victim} /root/abs; ln -s {up}{str(victim).lstrip('/')} /root/rel; "
+                   f"rm -rf /home && ln -s {victim} /home; ln -s {victim}/precious /root/file")
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "host-victim"
+    victim.mkdir()
+    (victim / "precious").write_text("host data")
+    return victim
+
+
+def test_rebuild_and_remove_never_follow_the_guests_symlinks(rt, tmp_path):
+    name = create_vserver(rt)
+    user = make_tenant(rt, *TENANT_CAPS, "CREATE", owns=(name,))
+    victim = _victim(tmp_path)
+    user.vx.start(name=name)
+    _plant_symlinks(user, name, victim)
+    user.vx.stop(name=name)
+    user.vx.create(name=name, template="busybox", rebuild=True)
+    assert (victim / "precious").read_text() == "host data"
+    user.vx.start(name=name)
+    _plant_symlinks(user, name, victim)
+    user.vx.stop(name=name)
+    user.vx.remove(name=name)
+    assert (victim / "precious").read_text() == "host data"
+    assert sorted(p.name for p in victim.iterdir()) == ["precious"]
+
+
+def test_a_shared_vservers_root_never_writes_its_template(rt, tmp_path):
+    """Root inside a vserver that shares a template directory (overlay) with others,
+    with SYS_ADMIN, tries to get under its overlay to the template itself."""
+    from templates.store import TemplateStore
+    if not (rt.templatedir / "bbshared").exists():
+        TemplateStore(rt.templatedir).unpack("busybox", "bbshared")
+    name = unique("shared")
+    rt.proxy().vx.create(name=name, template="bbshared")
+    user = make_tenant(rt, *TENANT_CAPS, "CREATE", owns=(name,))
+    user.vxdb.vx.bcaps.add(name=name, bcap="SYS_ADMIN")
+    victim = _victim(tmp_path)
+    before = sorted(p.name for p in (rt.templatedir / "bbshared").rglob("*"))
+    user.vx.start(name=name)
+    try:
+        out = sh(user, name, "cd /; umount -l / 2>/dev/null && echo U root; "
+                             "mkdir -p /tmp/r; mount --bind / /tmp/r; umount -l /tmp/r; "
+                             "echo x > /evil-shared; rm -f /bin/true; echo y >> /etc/passwd; "
+                             "true")
+        assert "U root" not in out, out
+        _plant_symlinks(user, name, victim)
+    finally:
+        user.vx.stop(name=name)
+    after = sorted(p.name for p in (rt.templatedir / "bbshared").rglob("*"))
+    assert after == before
+    assert "y" not in (rt.templatedir / "bbshared" / "etc" / "passwd").read_text().split()
+    user.vx.create(name=name, template="bbshared", rebuild=True)
+    rt.proxy().vx.remove(name=name)
+    assert (victim / "precious").read_text() == "host data"
+    assert sorted(p.name for p in (rt.templatedir / "bbshared").rglob("*")) == before
+
+
+# -- the network: another tenant's address as a source -----------------------------------
+
+def test_a_vserver_cannot_send_with_another_vservers_address(rt, probe):
+    """Root inside with NET_ADMIN (a bcap its tenant may add) puts the neighbour's
+    address on its own eth0 and sends from it to the host: the host must drop it
+    (strict reverse-path filter on the vserver's veth), or every service that trusts a
+    source address, and every packet the host forwards, would take it for the other."""
+    own, _ = _host_addresses()
+    if not own:
+        pytest.skip("the host has no IPv4 address besides loopback")
+    import socket
+    mine, other = create_vserver(rt), create_vserver(rt)
+    admin = rt.proxy()
+    admin.vxdb.nx.addr.set(name=mine, addr="10.233.7.2")
+    admin.vxdb.nx.addr.set(name=other, addr="10.233.7.3")
+    user = make_tenant(rt, *TENANT_CAPS, owns=(mine,))
+    user.vxdb.vx.bcaps.add(name=mine, bcap="NET_ADMIN")
+    shutil.copyfile(probe, rt.vbasedir / mine / "bin" / "probe")
+    os.chmod(rt.vbasedir / mine / "bin" / "probe", 0o755)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("0.0.0.0", 0))
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    admin.vx.start(name=mine)
+    admin.vx.start(name=other)
+    try:
+        sh(user, mine, "ip addr add 10.233.7.3/32 dev eth0; true")
+        seen: set[str] = set()
+        for _ in range(5):
+            for src in ("10.233.7.2", "10.233.7.3"):
+                sh(user, mine, f"/bin/probe udp {src} {own[0]} {port}")
+            try:
+                while True:
+                    data, (addr, _) = listener.recvfrom(100)
+                    seen.add(addr)
+            except socket.timeout:
+                pass
+            if "10.233.7.2" in seen:
+                break
+        assert "10.233.7.2" in seen, seen         # its own address reaches the host
+        assert "10.233.7.3" not in seen, seen     # the neighbour's never does
+    finally:
+        listener.close()
+        admin.vx.stop(name=mine)
+        admin.vx.stop(name=other)
+
+
+def test_a_tenant_cannot_put_its_vserver_into_the_hosts_network(rt):
+    """Without HIDE_NETIF and without addresses a vserver would share the host's network
+    namespace: root inside would reach the host's loopback-only services and abstract
+    unix sockets and listen on the host's ports. Only an admin may decide that."""
+    import socket
+    name = create_vserver(rt)
+    user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    f = fault(user.vxdb.vx.flags.remove, name=name, flag="HIDE_NETIF")
+    assert f.faultCode == 101 and "HIDE_NETIF" in f.faultString, f.faultString
+    assert "HIDE_NETIF" in user.vxdb.vx.flags.get(name=name)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    user.vx.start(name=name)
+    try:
+        sh(user, name, f"echo hi | nc -w 2 127.0.0.1 {port}; true")
+        with pytest.raises(socket.timeout):
+            listener.accept()[0].close()
+    finally:
+        listener.close()
+        user.vx.stop(name=name)
+
+
+def test_a_tenant_cannot_lift_the_hosts_process_limit(rt):
+    """default_nproc keeps a fork bomb off the host's pids; a tenant with RLIM may lower
+    its vserver's NPROC and raise it again up to that, never above or away."""
+    name = create_vserver(rt)
+    user = make_tenant(rt, "RLIM", owns=(name,))
+    admin = rt.proxy()
+    for params in ({"max": 4097}, {"max": "inf"}, {"max": 5000, "soft": 100}):
+        f = fault(user.vxdb.vx.limit.set, name=name, limit="NPROC", **params)
+        assert f.faultCode == 101 and "default_nproc" in f.faultString, f.faultString
+    for limit in ("NPROC", ""):
+        f = fault(user.vxdb.vx.limit.remove, name=name, limit=limit)
+        assert f.faultCode == 101 and "NPROC" in f.faultString, f.faultString
+    assert user.vxdb.vx.limit.get(name=name, limit="NPROC")[0]["max"] == "4096"
+    user.vxdb.vx.limit.set(name=name, limit="NPROC", max=100)
+    user.vxdb.vx.limit.set(name=name, limit="NPROC", max=4096)
+    user.vxdb.vx.limit.set(name=name, limit="RSS", max=100000)
+    user.vxdb.vx.limit.remove(name=name, limit="RSS")          # other limits are its own
+    # what an admin raised stays the tenant's to use
+    admin.vxdb.vx.limit.set(name=name, limit="NPROC", max=9000)
+    user.vxdb.vx.limit.set(name=name, limit="NPROC", max=9000, soft=8000)
+    assert fault(user.vxdb.vx.limit.set, name=name, limit="NPROC",
+                 max=9001).faultCode == 101

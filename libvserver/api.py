@@ -350,6 +350,12 @@ class Backend(abc.ABC):
         what came after ``offset`` (an absolute byte count from an earlier answer)."""
         raise LibvserverError(f"the {self.name} backend keeps no console log")
 
+    def wait_ready(self, xid: int, timeout: float) -> float | None:
+        """Wait for a started context's init to report readiness (``ready = "notify"``);
+        its seconds since start, or None where the backend cannot tell (it then returns
+        at once). Raises StartError when init ends first or is not ready in time."""
+        return None
+
     def forget(self, xid: int) -> None:
         """Remove whatever the backend keeps for a stopped context whose vserver is gone
         (disk image, cgroups, state files), so a new context with this xid starts clean.

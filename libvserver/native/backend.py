@@ -267,6 +267,33 @@ class NativeBackend(Backend):
         except (OSError, ValueError):
             return None
 
+    def wait_ready(self, xid: int, timeout: float) -> float | None:
+        """Seconds from start until init sent READY=1 (the supervisor writes <xid>.ready);
+        StartError when init ends first or is not ready within ``timeout`` seconds (the
+        context keeps running then)."""
+        import json
+        t0 = time.monotonic()
+        ready = self.state_dir / f"{xid}.ready"
+        started = (self.state_dir / f"{xid}.init")
+        try:
+            since = started.stat().st_mtime
+        except OSError:
+            since = time.time()
+        while True:
+            try:
+                got = json.loads(ready.read_text())
+                return max(0.0, float(got["time"]) - since)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            if not self.layout.pids(xid):
+                ended = self.last_exit(xid) or {}
+                raise StartError(f"init ended before it was ready "
+                                 f"({ended.get('reason', 'no exit status recorded')})")
+            if time.monotonic() - t0 >= timeout:
+                raise StartError(f"init did not report READY=1 within {timeout:g} s (the "
+                                 f"init timeout); it keeps running")
+            time.sleep(0.02)
+
     def console(self, xid: int, lines: int | None = 100,
                 offset: int | None = None) -> tuple[bytes, int]:
         return console.read(self.state_dir, xid, lines, offset)

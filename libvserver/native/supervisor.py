@@ -144,6 +144,9 @@ class Ctx:
     keeper_reaps: bool = False  # adopted, and its parent is our keeper: it records the status
     console_fd: int | None = None           # the pty master; None for an adopted context
     console_log: console.ConsoleLog | None = None
+    # our own hold of the slave: a guest's init (systemd) closes and reopens /dev/console,
+    # and a master whose slave nobody holds a moment reads EIO and would be lost for good
+    console_slave: int | None = None
     notify_sock: socket.socket | None = None  # NOTIFY_SOCKET of a ``ready = "notify"`` init
 
 
@@ -231,6 +234,7 @@ class Supervisor:
                 raise _error_from(err)
         except BaseException:
             os.close(master)
+            os.close(slave)
             if notify_sock is not None:
                 notify_sock.close()
                 self._notify_path(xid).unlink(missing_ok=True)
@@ -251,8 +255,7 @@ class Supervisor:
                 self._sock = None
             if loopfd is not None:
                 os.close(loopfd)  # the mount holds the device now; autoclear does the rest
-            os.close(slave)  # init holds it now; EIO on the master once every holder is gone
-        ctx = self.ctxs[xid] = Ctx(xid, gpid, child=True)
+        ctx = self.ctxs[xid] = Ctx(xid, gpid, child=True, console_slave=slave)
         self._attach_console(ctx, master)
         if notify_sock is not None:
             ctx.notify_sock = notify_sock
@@ -324,6 +327,9 @@ class Supervisor:
         self._notify_path(ctx.xid).unlink(missing_ok=True)
 
     def _detach_console(self, ctx: Ctx) -> None:
+        if ctx.console_slave is not None:
+            os.close(ctx.console_slave)
+            ctx.console_slave = None
         if ctx.console_fd is None:
             return
         # what init wrote last (e.g. why it died) belongs in the log too

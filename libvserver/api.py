@@ -214,6 +214,14 @@ class ContextSpec:
             raise InvalidSpec(f"unknown API filesystem {bad[0]!r} (known: {' '.join(API_MOUNTS)})")
         if self.ready not in READY_MODES:
             raise InvalidSpec(f"unknown readiness mode {self.ready!r} (known: '', 'notify')")
+        if self.privileged and self.api_mounts and "SYS_ADMIN" in self.bcaps:
+            # a distribution's init with CAP_SYS_ADMIN and no user namespace holds it over
+            # the host: systemd-sysctl alone would rewrite the host's /proc/sys at boot
+            raise InvalidSpec("a privileged vserver must not run a distribution's init "
+                              "(template API filesystems " + " ".join(self.api_mounts) +
+                              ") with SYS_ADMIN in its bounding set: that is safe only in "
+                              "its own user namespace; make it unprivileged or remove "
+                              "SYS_ADMIN from its bcaps")
         if self.disk_limit and (self.disk_limit.space_kib <= 0 or self.disk_limit.inodes <= 0
                                 or not 0 <= self.disk_limit.reserved_pct <= 50):
             raise InvalidSpec(f"invalid disk limit {self.disk_limit}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 import xmlrpc.client
 from pathlib import Path
@@ -179,33 +181,74 @@ def test_systemd_boots_to_running_unprivileged_and_halts_cleanly(sd, admin, gues
     assert ended_reasons(sd)[-1] == "halt", ended_reasons(sd)[-3:]
 
 
-def test_restart_and_reboot_from_inside_come_back(sd, admin, guest):
+def init_of(admin, name: str) -> str:
+    return admin.vx.exec(name=name, command="readlink /proc/1/ns/pid", timeout=10)
+
+
+def wait_new_init(admin, name: str, old: str, what: str) -> str:
+    """The PID namespace of the vserver's next init, once it runs (the old one ended)."""
+    # generous: a systemd that stops its units one by one may wait for one of them
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            now = init_of(admin, name)
+            if now != old:
+                return now
+        except xmlrpc.client.Fault:
+            pass  # between the end and vshelper's restart
+        time.sleep(1)
+    raise AssertionError(f"the vserver did not come back after {what}")
+
+
+def test_restart_and_reboots_come_back(sd, admin, guest):
     admin.vx.start(name=guest)
     system_state(admin, guest)
-    pid_ns = admin.vx.exec(name=guest, command="readlink /proc/1/ns/pid")
+    first = init_of(admin, guest)
     admin.vx.restart(name=guest)
     assert admin.vx.status(name=guest)["running"]
     system_state(admin, guest)
-    again = admin.vx.exec(name=guest, command="readlink /proc/1/ns/pid")
-    assert again != pid_ns
-    # systemd's own reboot: reboot(2) in its PID namespace ends it with SIGHUP, vcd
-    # starts it again (vshelper's restart)
+    second = init_of(admin, guest)
+    assert second != first
+    assert ended_reasons(sd)[-1] == "halt"
+    # vx.reboot sends SIGINT: systemd reboots itself, reboot(2) in its PID namespace ends
+    # it with SIGHUP, and vcd starts it again (vshelper's restart)
+    assert admin.vx.reboot(name=guest) == ""
+    third = wait_new_init(admin, guest, second, "vx.reboot")
+    system_state(admin, guest)
+    assert ended_reasons(sd)[-1] == "reboot"
+    # and a reboot from inside
+    t0 = time.monotonic()
     try:
         admin.vx.exec(name=guest, command="systemctl reboot", timeout=30)
     except xmlrpc.client.Fault:
         pass  # the exec may be cut off by the reboot itself
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            now = admin.vx.exec(name=guest, command="readlink /proc/1/ns/pid", timeout=10)
-            if now != again:
-                break
-        except xmlrpc.client.Fault:
-            pass
-        time.sleep(0.5)
-    else:
-        raise AssertionError("the vserver did not come back after a reboot from inside")
+    wait_new_init(admin, guest, third, "systemctl reboot inside")
+    print(f"back {time.monotonic() - t0:.1f} s after systemctl reboot inside")
     system_state(admin, guest)
+    assert ended_reasons(sd)[-1] == "reboot"
+
+
+def test_console_shows_the_boot_and_a_login_prompt(sd, admin, guest):
+    admin.vx.start(name=guest)
+    system_state(admin, guest)
+    deadline = time.monotonic() + 30
+    while "login:" not in console_text(admin, guest) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    text = console_text(admin, guest)
+    assert "Reached target" in text and "Console Getty" in text and "login:" in text, text
+    env = dict(os.environ, VCD_PASSWORD=sd.admin_password, HOME=str(sd.root / "home"))
+    r = subprocess.run([str(Path(sys.executable).parent / "vcc"), "-p", str(sd.port),
+                        "console", guest, "--lines", "3"], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 0 and "login:" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_privileged_vserver_with_systemd_and_sys_admin_is_refused(sd, admin, guest):
+    admin.vxdb.vx.security.set(name=guest, privileged=True)
+    f = fault(admin.vx.start, name=guest)
+    assert f.faultCode == 200 and "SYS_ADMIN" in f.faultString and "privileged" in \
+        f.faultString, f.faultString
+    assert not admin.vx.status(name=guest)["running"]
 
 
 def test_init_that_dies_at_start_is_a_fault_with_its_console(sd, admin, guest):

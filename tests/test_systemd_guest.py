@@ -275,3 +275,22 @@ def test_host_sysctls_and_cgroups_are_untouched(sd, admin, guest, host_before):
     for h in discover():
         group = h.path / sd.cgroup_parent
         assert not group.exists() or not [p for p in group.iterdir() if p.is_dir()], group
+
+
+def test_distro_init_capabilities_are_refused_without_a_user_namespace(tmp_path):
+    from libvserver.api import ContextSpec, InvalidSpec
+    from libvserver.native.backend import enforcement
+    from libvserver.native.cgroups import Layout
+    from templates import debian
+    meta = debian.build_meta("sd", "bookworm", "systemd")
+    spec = ContextSpec(xid=77, name="sd", vdir=tmp_path, init=["/sbin/init"],
+                       bcaps=set(meta.bcaps), api_mounts=list(meta.api_mounts), ready="notify")
+    spec.validate()
+    layout = Layout("vcdtest-enforcement")
+    assert enforcement(layout, spec)["security:distro_init"] == "enforced"
+    spec.privileged = True
+    with pytest.raises(InvalidSpec, match="SYS_ADMIN"):
+        spec.validate()
+    assert enforcement(layout, spec)["security:distro_init"].startswith("not enforced:")
+    spec.bcaps.discard("SYS_ADMIN")
+    spec.validate()  # privileged without SYS_ADMIN: the admin's choice

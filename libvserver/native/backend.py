@@ -370,6 +370,12 @@ def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:
         out["security:masks"] = ENFORCED if "SYS_ADMIN" not in spec.bcaps else not_enforced(
             "SYS_ADMIN is in the bounding set: root inside can unmount the masks of /proc "
             "and /sys (host-wide sysctls and files stay unwritable to its user namespace)")
+    if spec.api_mounts:
+        # a distribution's init (issue 16) with the template's extra bcaps: they are
+        # capabilities over the vserver's own namespaces only inside its user namespace
+        out["security:distro_init"] = ENFORCED if not spec.privileged else not_enforced(
+            "privileged: the init's capabilities (SETPCAP, SYS_ADMIN, ...) are the host's; "
+            "vx.start refuses it while SYS_ADMIN is in its bounding set")
     host_caps = namespaces.bounding_set()
     from ..api import CAP_NUMBERS
     for cap in sorted(spec.bcaps):

@@ -13,9 +13,11 @@ supervisor: [unshare(TIME) for its children only], fork G into a new user and PI
 G:          PID 1 of the new namespaces: takes uid/gid 0 inside, unshares mnt uts ipc
             [net] (owned by its user namespace), moves the root into place (mounts the
             overlay there for a shared template), mounts /proc /sys /dev, masks the
-            host-wide parts of /proc and /sys, pivot_root, hostname, rlimits, bounding
-            set, waits for "go", unshares its cgroup namespace (so its cgroup is "/"),
-            execs init.
+            host-wide parts of /proc and /sys, the template's API filesystems (tmpfs
+            /run, /run/lock; the supervisor's notify socket on /run/host/notify),
+            pivot_root, hostname, rlimits, bounding set, waits for "go", unshares its
+            cgroup namespace (so its cgroup is "/"), mounts its own cgroup2 view on
+            /sys/fs/cgroup (api_mounts "cgroup"), execs init.
 
 A ``privileged`` context (admin-only) skips the user namespace: G is forked into a new
 PID namespace only, gets no masks and no cgroup namespace, and mounts its root itself.

@@ -71,6 +71,7 @@ EXIT_RESTART = 75      # SIGTERM: the keeper starts a new worker
 CALLBACK_OUTPUT_MAX = 4096
 REAPED_WAIT = 10.0     # how long a worker waits for the keeper's record of an init's end
 CALLBACKS_FAILED = "callbacks.failed"
+NOTIFY_BATCH = 16       # sd_notify datagrams read per wake-up of the selector
 
 
 def calc_load(load: int, exp: int, active: int) -> int:
@@ -303,8 +304,12 @@ class Supervisor:
 
     def _read_notify(self, ctx: Ctx) -> None:
         """Datagrams of newline-separated KEY=VALUE; READY=1 writes <xid>.ready, which the
-        daemon's start waits for (never this process: it serves everybody)."""
-        while ctx.notify_sock is not None:
+        daemon's start waits for (never this process: it serves everybody). Readiness is
+        all vcd asks for: after READY=1 the socket is closed (sd_notify ignores that), and
+        a guest that floods it gets NOTIFY_BATCH datagrams read per turn of the loop."""
+        for _ in range(NOTIFY_BATCH):
+            if ctx.notify_sock is None:
+                return
             try:
                 data = ctx.notify_sock.recv(4096)
             except (BlockingIOError, InterruptedError):
@@ -313,11 +318,12 @@ class Supervisor:
                 log.warning("notify socket of context %d: %s", ctx.xid, e)
                 return
             fields = data.split(b"\n")
-            if b"READY=1" in fields and not (self.state_dir / f"{ctx.xid}.ready").exists():
+            if b"READY=1" in fields:
                 status = next((f[7:].decode(errors="replace") for f in fields
                                if f.startswith(b"STATUS=")), "")
                 self._write_state(f"{ctx.xid}.ready", {"time": time.time(), "status": status})
                 log.info("context %d is ready (READY=1)", ctx.xid)
+                self._close_notify(ctx)
 
     def _close_notify(self, ctx: Ctx) -> None:
         if ctx.notify_sock is not None:

@@ -189,7 +189,7 @@ def init_of(admin, name: str) -> str:
 
 def wait_new_init(admin, name: str, old: str, what: str) -> str:
     """The start time of the vserver's next init, once it runs (the old one ended)."""
-    # generous: a systemd that stops its units one by one may wait for one of them
+    # generous: a loaded machine; a boot and halt take well under a second here
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         try:

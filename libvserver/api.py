@@ -214,6 +214,14 @@ class ContextSpec:
             raise InvalidSpec(f"unknown API filesystem {bad[0]!r} (known: {' '.join(API_MOUNTS)})")
         if self.ready not in READY_MODES:
             raise InvalidSpec(f"unknown readiness mode {self.ready!r} (known: '', 'notify')")
+        if self.privileged and self.api_mounts and "SYS_ADMIN" in self.bcaps:
+            # a distribution's init with CAP_SYS_ADMIN and no user namespace holds it over
+            # the host: systemd-sysctl alone would rewrite the host's /proc/sys at boot
+            raise InvalidSpec("a privileged vserver must not run a distribution's init "
+                              "(template API filesystems " + " ".join(self.api_mounts) +
+                              ") with SYS_ADMIN in its bounding set: that is safe only in "
+                              "its own user namespace; make it unprivileged or remove "
+                              "SYS_ADMIN from its bcaps")
         if self.disk_limit and (self.disk_limit.space_kib <= 0 or self.disk_limit.inodes <= 0
                                 or not 0 <= self.disk_limit.reserved_pct <= 50):
             raise InvalidSpec(f"invalid disk limit {self.disk_limit}")
@@ -349,6 +357,12 @@ class Backend(abc.ABC):
         """(data, next offset) of the console log of xid: the last ``lines`` lines, or
         what came after ``offset`` (an absolute byte count from an earlier answer)."""
         raise LibvserverError(f"the {self.name} backend keeps no console log")
+
+    def wait_ready(self, xid: int, timeout: float) -> float | None:
+        """Wait for a started context's init to report readiness (``ready = "notify"``);
+        its seconds since start, or None where the backend cannot tell (it then returns
+        at once). Raises StartError when init ends first or is not ready in time."""
+        return None
 
     def forget(self, xid: int) -> None:
         """Remove whatever the backend keeps for a stopped context whose vserver is gone

@@ -187,6 +187,7 @@ class Runtime:
     def start(self, db: vxdb.Connection, vserver: VServer) -> None:
         with vxdb.transaction(db):
             spec, _ = build_spec(db, vserver)
+            init = init_settings(db, vserver.xid)
         if self.is_running(vserver.xid):
             raise VcdError(Fault.MERUNNING, vserver.name)
         try:
@@ -207,8 +208,27 @@ class Runtime:
             raise VcdError(Fault.MESYS, f"start of {vserver.name} failed: {exc}") from None
         if not self.is_running(vserver.xid):
             raise VcdError(Fault.MESYS, f"init of {vserver.name} died during its start: "
-                                        f"{self.death_reason(vserver.xid)}")
+                                        f"{self.death_reason(vserver.xid)}"
+                                        f"{self.console_tail(vserver.xid)}")
+        if spec.ready:
+            try:
+                took = self.backend.wait_ready(vserver.xid, float(init["timeout"]))
+            except libvserver.LibvserverError as exc:
+                raise VcdError(Fault.MESYS, f"start of {vserver.name}: {exc}"
+                                            f"{self.console_tail(vserver.xid)}") from None
+            if took is not None:
+                log.info("%s (xid %d) is ready %.2f s after its init started", vserver.name,
+                         vserver.xid, took)
         log.info("started %s (xid %d)", vserver.name, vserver.xid)
+
+    def console_tail(self, xid: int, lines: int = 20) -> str:
+        """The last console lines of xid (what init said before it died), as a suffix."""
+        try:
+            data, _ = self.backend.console(xid, lines=lines)
+        except libvserver.LibvserverError:
+            return ""
+        text = data.decode("utf-8", errors="replace").strip()
+        return f"; last console lines:\n{text}" if text else ""
 
     def death_reason(self, xid: int) -> str:
         """Why the init of xid ended, as the backend recorded it (it may take a moment

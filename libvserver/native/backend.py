@@ -302,6 +302,33 @@ class NativeBackend(Backend):
         except (OSError, ValueError):
             return None
 
+    def wait_ready(self, xid: int, timeout: float) -> float | None:
+        """Seconds from start until init sent READY=1 (the supervisor writes <xid>.ready);
+        StartError when init ends first or is not ready within ``timeout`` seconds (the
+        context keeps running then)."""
+        import json
+        t0 = time.monotonic()
+        ready = self.state_dir / f"{xid}.ready"
+        started = (self.state_dir / f"{xid}.init")
+        try:
+            since = started.stat().st_mtime
+        except OSError:
+            since = time.time()
+        while True:
+            try:
+                got = json.loads(ready.read_text())
+                return max(0.0, float(got["time"]) - since)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            if not self.layout.pids(xid):
+                ended = self.last_exit(xid) or {}
+                raise StartError(f"init ended before it was ready "
+                                 f"({ended.get('reason', 'no exit status recorded')})")
+            if time.monotonic() - t0 >= timeout:
+                raise StartError(f"init did not report READY=1 within {timeout:g} s (the "
+                                 f"init timeout); it keeps running")
+            time.sleep(0.02)
+
     def console(self, xid: int, lines: int | None = 100,
                 offset: int | None = None) -> tuple[bytes, int]:
         return console.read(self.state_dir, xid, lines, offset)
@@ -398,6 +425,12 @@ def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:
         out["security:masks"] = ENFORCED if "SYS_ADMIN" not in spec.bcaps else not_enforced(
             "SYS_ADMIN is in the bounding set: root inside can unmount the masks of /proc "
             "and /sys (host-wide sysctls and files stay unwritable to its user namespace)")
+    if spec.api_mounts:
+        # a distribution's init (issue 16) with the template's extra bcaps: they are
+        # capabilities over the vserver's own namespaces only inside its user namespace
+        out["security:distro_init"] = ENFORCED if not spec.privileged else not_enforced(
+            "privileged: the init's capabilities (SETPCAP, SYS_ADMIN, ...) are the host's; "
+            "vx.start refuses it while SYS_ADMIN is in its bounding set")
     host_caps = namespaces.bounding_set()
     from ..api import CAP_NUMBERS
     for cap in sorted(spec.bcaps):

@@ -201,7 +201,8 @@ def mask_kernel_interfaces(rootfd: int, new_net: bool) -> None:
 def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], root_fd: int,
                        sys_fd: int | None, new_net: bool,
                        host_srcs: dict[str, int] | None = None,
-                       console: int | None = None) -> None:
+                       console: int | None = None, api_mounts: list[str] = (),
+                       notify_fd: int | None = None) -> None:
     """Like setup(), in a mount namespace owned by the context's user namespace.
 
     host_dirs: O_PATH fds of the vdir [and a shared template's upper and work dirs],
@@ -209,10 +210,10 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
     supervisor (see idmap.py): the vdir, the disk-limit image, or for a shared template
     its lower layer, over which the overlay is mounted from in here (``userxattr``:
     trusted.* xattrs belong to host root).  sys_fd, if given, is a read-only /sys to use
-    instead of a sysfs mount; host_srcs as for spec_mount; console as for setup().  Takes
-    ownership of every fd passed."""
+    instead of a sysfs mount; host_srcs as for spec_mount; console, api_mounts and
+    notify_fd as for setup().  Takes ownership of every fd passed."""
     fds = list(host_dirs) + [root_fd] + ([sys_fd] if sys_fd is not None else []) + \
-        list((host_srcs or {}).values())
+        list((host_srcs or {}).values()) + ([notify_fd] if notify_fd is not None else [])
     try:
         mount(None, "/", None, MS_REC | MS_SLAVE)
         try:
@@ -244,6 +245,7 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
             mask_kernel_interfaces(rootfd, new_net)
         except OSError as e:
             raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
+        mount_api_filesystems(rootfd, api_mounts, notify_fd)
         for m in mounts:
             spec_mount(rootfd, m, host_srcs)
         os.fchdir(rootfd)
@@ -262,9 +264,11 @@ def _bind_console(rootfd: int, console: int | None) -> None:
 
 
 def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = True,
-          console: int | None = None) -> None:
+          console: int | None = None, api_mounts: list[str] = (),
+          notify_fd: int | None = None) -> None:
     """Make vdir the root of this mount namespace with /proc, /sys, /dev and the spec mounts;
-    ``console`` is the pty slave bound onto /dev/console."""
+    ``console`` is the pty slave bound onto /dev/console; ``api_mounts`` and ``notify_fd``
+    as for :func:`mount_api_filesystems` (the fd is closed here)."""
     # Slave: host mounts still propagate in, ours never propagate out.
     mount(None, "/", None, MS_REC | MS_SLAVE)
     if loopdev:
@@ -285,11 +289,14 @@ def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = Tru
             _bind_console(rootfd, console)
         except OSError as e:
             raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
+        mount_api_filesystems(rootfd, api_mounts, notify_fd)
         for m in mounts:
             spec_mount(rootfd, m)
         os.fchdir(rootfd)
     finally:
         os.close(rootfd)
+        if notify_fd is not None:
+            os.close(notify_fd)
     _pivot(vdir)
 
 
@@ -306,3 +313,45 @@ def _pivot(vdir: str) -> None:
         mount(".", "/", None, MS_MOVE)
         os.chroot(".")
     os.chdir("/")
+
+
+# API filesystems for a distribution's own init (ContextSpec.api_mounts), with the
+# options systemd's mount-setup.c and systemd-nspawn give them: /run 0755 with a size and
+# inode cap (20 % of RAM, 800k inodes), /run/lock 1777 capped at 5 MiB.
+RUN_OPTS = "mode=0755,size=20%,nr_inodes=800k"
+RUN_LOCK_OPTS = "mode=1777,size=5242880"
+NOTIFY_PATH = "run/host/notify"   # NOTIFY_SOCKET inside, where systemd-nspawn puts it
+
+
+def mount_api_filesystems(rootfd: int, api_mounts: list[str], notify_fd: int | None) -> None:
+    """Mount "run" (a tmpfs /run) and "run-lock" (a tmpfs /run/lock) of ``api_mounts`` in
+    the new root, and bind ``notify_fd`` (an O_PATH fd of the supervisor's notify socket,
+    opened in this mount namespace) onto /run/host/notify. "cgroup" comes later
+    (:func:`mount_cgroup`): it needs the context's cgroup namespace. Raises MountError."""
+    try:
+        if "run" in api_mounts:
+            _mount_at(rootfd, "run", "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME,
+                      RUN_OPTS)
+        if "run-lock" in api_mounts:
+            _mount_at(rootfd, "run/lock", "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                      RUN_LOCK_OPTS)
+        if notify_fd is not None:
+            fd = confine.ensure_dir(rootfd, "run/host")
+            os.close(fd)
+            _mount_at(rootfd, NOTIFY_PATH, confine.fd_path(notify_fd), None, MS_BIND, file=True)
+    except OSError as e:
+        raise MountError(f"cannot mount the API filesystems {' '.join(api_mounts)}: "
+                         f"{e.strerror or e}") from None
+
+
+def mount_cgroup() -> None:
+    """The context's own cgroup2 view on /sys/fs/cgroup, read-write (as LXC's
+    ``lxc.mount.auto = cgroup:rw`` and systemd-nspawn's unified mode give it): mounted
+    after pivot_root and from inside the context's cgroup namespace, so its root is the
+    context's delegated group and nothing of the host's hierarchies shows. The rest of
+    /sys stays read-only (mounting on a directory of it writes nothing there)."""
+    try:
+        mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError as e:
+        raise MountError(f"cannot mount the cgroup2 view on /sys/fs/cgroup: "
+                         f"{e.strerror or e}") from None

@@ -13,9 +13,11 @@ supervisor: [unshare(TIME) for its children only], fork G into a new user and PI
 G:          PID 1 of the new namespaces: takes uid/gid 0 inside, unshares mnt uts ipc
             [net] (owned by its user namespace), moves the root into place (mounts the
             overlay there for a shared template), mounts /proc /sys /dev, masks the
-            host-wide parts of /proc and /sys, pivot_root, hostname, rlimits, bounding
-            set, waits for "go", unshares its cgroup namespace (so its cgroup is "/"),
-            execs init.
+            host-wide parts of /proc and /sys, the template's API filesystems (tmpfs
+            /run, /run/lock; the supervisor's notify socket on /run/host/notify),
+            pivot_root, hostname, rlimits, bounding set, waits for "go", unshares its
+            cgroup namespace (so its cgroup is "/"), mounts its own cgroup2 view on
+            /sys/fs/cgroup (api_mounts "cgroup"), execs init.
 
 A ``privileged`` context (admin-only) skips the user namespace: G is forked into a new
 PID namespace only, gets no masks and no cgroup namespace, and mounts its root itself.
@@ -59,6 +61,7 @@ class Plan:
     console_fd: int | None = None   # pty slave: init's stdio and the guest's /dev/console
     ids: idmap.IdRange | None = None   # None: privileged (no user namespace)
     overlay: dict | None = None        # {lower, upper, work} of a shared template
+    notify_path: str | None = None     # host path of the supervisor's NOTIFY_SOCKET
 
     @property
     def host_sys(self) -> bool:
@@ -148,11 +151,11 @@ def time_offsets() -> str:
     return f"monotonic -{mono} 0\nboottime -{boot} 0\n"
 
 
-def _wait_go(go_r: int, userns: bool = False) -> None:
+def _wait_go(go_r: int, cgroupns: bool = False) -> None:
     if os.read(go_r, 1) != b"g":
         raise StartError("the supervisor gave up on this context")
     os.close(go_r)
-    if userns:
+    if cgroupns:
         # in the context's cgroups now: they become "/" for the guest
         namespaces.unshare(CLONE_NEWCGROUP)
 
@@ -215,9 +218,12 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         os.setsid()
         os.umask(0)
         userns = plan.ids is not None
+        # a cgroup view of its own needs a cgroup namespace, privileged or not
+        cgroupns = userns or "cgroup" in spec.api_mounts
         if userns:
             _wait_mapped(go_r)
         namespaces.unshare(child_flags(plan))
+        notify_fd = _open_notify(plan)
         if userns:
             host_dirs = _open_host_dirs(plan)
             host_srcs = _open_bind_sources(plan)
@@ -237,7 +243,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         go_pending = True
         if plan.netplan is not None:
             # the peer arrives with "go"; netlink code may import lazily: before pivot_root
-            _wait_go(go_r, userns)
+            _wait_go(go_r, cgroupns)
             go_pending = False
             from . import netns
             netns.configure_inside(plan.netplan)
@@ -250,9 +256,10 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             sock.close()
             rootfs.setup_unprivileged(str(spec.vdir), spec.mounts, host_dirs, fds[0],
                                       fds[1] if plan.host_sys else None, plan.new_net,
-                                      host_srcs, plan.console_fd)
+                                      host_srcs, plan.console_fd, spec.api_mounts, notify_fd)
         else:
-            rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev, console=plan.console_fd)
+            rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev, console=plan.console_fd,
+                         api_mounts=spec.api_mounts, notify_fd=notify_fd)
         os.umask(0o022)
         limits.apply_rlimits(plan.rlimits)
         namespaces.drop_bounding_set(plan.keep_caps)
@@ -261,7 +268,9 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
                   signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(s, signal.SIG_DFL)
         if go_pending:
-            _wait_go(go_r, userns)  # in the context's cgroups from here on
+            _wait_go(go_r, cgroupns)  # in the context's cgroups from here on
+        if "cgroup" in spec.api_mounts:
+            rootfs.mount_cgroup()
         stdio = plan.console_fd if plan.console_fd is not None else os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(stdio, fd)
@@ -269,7 +278,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         os.closerange(err_w + 1, 65536)
         seccomp.load_prepared(spec)
         try:
-            os.execve(spec.init[0], spec.init, INIT_ENV)
+            os.execve(spec.init[0], spec.init, init_env(plan))
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR):
                 raise InitMissing(f"init {spec.init[0]} cannot be executed in {spec.vdir}: "
@@ -278,6 +287,26 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
     except BaseException as e:
         _report(err_w, e)
     os._exit(127)
+
+
+def init_env(plan: Plan) -> dict[str, str]:
+    """INIT_ENV, with NOTIFY_SOCKET when init reports readiness (``ready = "notify"``)."""
+    if plan.notify_path is None:
+        return INIT_ENV
+    return {**INIT_ENV, "NOTIFY_SOCKET": "/" + rootfs.NOTIFY_PATH}
+
+
+def _open_notify(plan: Plan) -> int | None:
+    """O_PATH fd of the supervisor's notify socket, opened in G's new mount namespace
+    (a bind needs a source of this namespace) while G still has host uid 0 (the state
+    directory is root's 0700)."""
+    if plan.notify_path is None:
+        return None
+    try:
+        return os.open(plan.notify_path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as e:
+        raise StartError(f"cannot open the notify socket {plan.notify_path}: "
+                         f"{e.strerror}") from None
 
 
 def keep_caps(spec: ContextSpec) -> set[int]:

@@ -75,6 +75,7 @@ EXIT_RESTART = 75      # SIGTERM: the keeper starts a new worker
 CALLBACK_OUTPUT_MAX = 4096
 REAPED_WAIT = 10.0     # how long a worker waits for the keeper's record of an init's end
 CALLBACKS_FAILED = "callbacks.failed"
+NOTIFY_BATCH = 16       # sd_notify datagrams read per wake-up of the selector
 
 
 def calc_load(load: int, exp: int, active: int) -> int:
@@ -150,6 +151,10 @@ class Ctx:
     keeper_reaps: bool = False  # adopted, and its parent is our keeper: it records the status
     console_fd: int | None = None           # the pty master; None for an adopted context
     console_log: console.ConsoleLog | None = None
+    # our own hold of the slave: a guest's init (systemd) closes and reopens /dev/console,
+    # and a master whose slave nobody holds a moment reads EIO and would be lost for good
+    console_slave: int | None = None
+    notify_sock: socket.socket | None = None  # NOTIFY_SOCKET of a ``ready = "notify"`` init
 
 
 class Supervisor:
@@ -205,7 +210,7 @@ class Supervisor:
             raise AlreadyRunning(f"context {xid} is already running")
         if self.layout.exists(xid) and not self.layout.remove(xid, wait=0.5):
             raise StartError(f"stale cgroups of context {xid} cannot be removed")
-        for stale in ("exit", "load"):
+        for stale in ("exit", "load", "ready"):
             (self.state_dir / f"{xid}.{stale}").unlink(missing_ok=True)
         loopfd = None
         netplan = None
@@ -214,7 +219,10 @@ class Supervisor:
         self._sock: socket.socket | None = None
         # the guest's root owns its console, so it can reopen /dev/console
         master, slave = console.open_pty(*((ids.host, ids.host) if ids is not None else (None, None)))
+        notify_sock = None
         try:
+            if spec.ready == "notify":
+                notify_sock = self._notify_socket(xid, ids)
             new_net = bool(spec.addresses) or "HIDE_NETIF" in spec.flags
             if spec.addresses:
                 from . import netns
@@ -227,7 +235,8 @@ class Supervisor:
                 spec=spec, netplan=netplan, new_net=new_net,
                 new_time="VIRT_UPTIME" in spec.flags and namespaces.has_time_namespace(),
                 loopdev=loopdev, rlimits=limits.rlimit_plan(spec), ipc=limits.ipc_sysctls(spec),
-                keep_caps=spawn.keep_caps(spec), ids=ids, overlay=overlay, console_fd=slave)
+                keep_caps=spawn.keep_caps(spec), ids=ids, overlay=overlay, console_fd=slave,
+                notify_path=str(self._notify_path(xid)) if notify_sock is not None else None)
             if netplan is not None:
                 from . import netns
                 netns.create_host_side(netplan)
@@ -237,6 +246,10 @@ class Supervisor:
                 raise _error_from(err)
         except BaseException:
             os.close(master)
+            os.close(slave)
+            if notify_sock is not None:
+                notify_sock.close()
+                self._notify_path(xid).unlink(missing_ok=True)
             if gpid:
                 _kill_wait(gpid)
             self.layout.kill_all(xid)
@@ -254,10 +267,12 @@ class Supervisor:
                 self._sock = None
             if loopfd is not None:
                 os.close(loopfd)  # the mount holds the device now; autoclear does the rest
-            os.close(slave)  # init holds it now; EIO on the master once every holder is gone
-        ctx = self.ctxs[xid] = Ctx(xid, gpid, child=True)
+        ctx = self.ctxs[xid] = Ctx(xid, gpid, child=True, console_slave=slave)
         self.keep_handles(spec, gpid)
         self._attach_console(ctx, master)
+        if notify_sock is not None:
+            ctx.notify_sock = notify_sock
+            self.sel.register(notify_sock, selectors.EVENT_READ, ("notify", ctx))
         if "SCHED_PAUSE" in spec.flags:
             self.layout.freeze(xid, True)  # the vserver flag unschedules the whole context
         log.info("context %d started, init pid %d", xid, gpid)
@@ -270,7 +285,69 @@ class Supervisor:
         ctx.console_log.reset()
         self.sel.register(master, selectors.EVENT_READ, ("console", ctx))
 
+    # --- readiness (sd_notify) -------------------------------------------------------------
+
+    def _notify_path(self, xid: int) -> Path:
+        return self.state_dir / "sd-notify" / str(xid)
+
+    def _notify_socket(self, xid: int, ids: idmap.IdRange | None) -> socket.socket:
+        """The datagram socket init sends READY=1 to (systemd's sd_notify protocol), bound
+        at sd-notify/<xid> in the state dir and writable for the guest's (mapped) root
+        only; G binds it onto /run/host/notify as systemd-nspawn does."""
+        d = self.state_dir / "sd-notify"
+        d.mkdir(mode=0o700, exist_ok=True)
+        path = self._notify_path(xid)
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC |
+                             socket.SOCK_NONBLOCK)
+        dfd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            # by the directory's fd: a long state dir would overflow sun_path (108 bytes)
+            sock.bind(f"/proc/self/fd/{dfd}/{xid}")
+            os.chmod(f"/proc/self/fd/{dfd}/{xid}", 0o600)
+            if ids is not None:
+                os.chown(f"/proc/self/fd/{dfd}/{xid}", ids.host, ids.host)
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            os.close(dfd)
+        return sock
+
+    def _read_notify(self, ctx: Ctx) -> None:
+        """Datagrams of newline-separated KEY=VALUE; READY=1 writes <xid>.ready, which the
+        daemon's start waits for (never this process: it serves everybody). Readiness is
+        all vcd asks for: after READY=1 the socket is closed (sd_notify ignores that), and
+        a guest that floods it gets NOTIFY_BATCH datagrams read per turn of the loop."""
+        for _ in range(NOTIFY_BATCH):
+            if ctx.notify_sock is None:
+                return
+            try:
+                data = ctx.notify_sock.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("notify socket of context %d: %s", ctx.xid, e)
+                return
+            fields = data.split(b"\n")
+            if b"READY=1" in fields:
+                status = next((f[7:].decode(errors="replace") for f in fields
+                               if f.startswith(b"STATUS=")), "")
+                self._write_state(f"{ctx.xid}.ready", {"time": time.time(), "status": status})
+                log.info("context %d is ready (READY=1)", ctx.xid)
+                self._close_notify(ctx)
+
+    def _close_notify(self, ctx: Ctx) -> None:
+        if ctx.notify_sock is not None:
+            self.sel.unregister(ctx.notify_sock)
+            ctx.notify_sock.close()
+            ctx.notify_sock = None
+        self._notify_path(ctx.xid).unlink(missing_ok=True)
+
     def _detach_console(self, ctx: Ctx) -> None:
+        if ctx.console_slave is not None:
+            os.close(ctx.console_slave)
+            ctx.console_slave = None
         if ctx.console_fd is None:
             return
         # what init wrote last (e.g. why it died) belongs in the log too
@@ -427,6 +504,8 @@ class Supervisor:
     def context_ended(self, ctx: Ctx, reason: str, status: int | None) -> None:
         self.ctxs.pop(ctx.xid, None)
         self._detach_console(ctx)
+        self._close_notify(ctx)
+        (self.state_dir / f"{ctx.xid}.ready").unlink(missing_ok=True)
         if ctx.pidfd is not None:
             self.sel.unregister(ctx.pidfd)
             os.close(ctx.pidfd)
@@ -716,6 +795,8 @@ class Supervisor:
                         pass
                 elif kind == "console":
                     self._pump_console(obj)
+                elif kind == "notify":
+                    self._read_notify(obj)
                 elif kind == "pidfd":
                     self.adopted_ended(obj)
             self.reap()

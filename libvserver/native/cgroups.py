@@ -168,6 +168,41 @@ class Layout:
         for h in self.hierarchies:
             (self.group(h, xid) / "cgroup.procs").write_text(str(pid or os.getpid()))
 
+    def own_groups(self) -> dict[Path, Path]:
+        """The calling process's group in each v1 hierarchy ({hierarchy root: group})."""
+        lines = {}
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                lines[frozenset(ctrls.split(","))] = path
+        out: dict[Path, Path] = {}
+        for h in self.hierarchies:
+            if h.version != 1:
+                continue
+            key = h.controllers or frozenset({"name=systemd"})
+            path = next((p for k, p in lines.items() if key <= k), None)
+            if path is not None:
+                out[h.path] = h.path / path.lstrip("/")
+        return out
+
+    def move_self(self, groups: list[Path]) -> None:
+        """Move the calling thread into each group (v1 ``tasks``). A thread that moves
+        itself (pid 0 into tasks, not cgroup.procs) skips the global threadgroup lock and
+        the RCU grace period its writer waits for (milliseconds a migration otherwise);
+        in a single-threaded process that moves the whole process."""
+        for g in groups:
+            with open(g / "tasks", "w") as f:
+                f.write("0")
+
+    def v1_groups(self, xid: int) -> list[Path]:
+        return [self.group(h, xid) for h in self.hierarchies if h.version == 1]
+
+    def open_v2(self, xid: int) -> int | None:
+        """A descriptor of the context's cgroup2 group, for clone3's CLONE_INTO_CGROUP."""
+        if self.v2 is None:
+            return None
+        return os.open(self.group(self.v2, xid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
     # Files of a delegated cgroup2 group its owner may write (systemd's delegation doc);
     # the others (limits, cgroup.kill/freeze of the group itself) stay the host's.
     DELEGATE_FILES = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from typing import Callable
 
 from ..api import Mount, MountError
 from . import confine, idmap
@@ -201,7 +202,8 @@ def mask_kernel_interfaces(rootfd: int, new_net: bool) -> None:
 def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], root_fd: int,
                        sys_fd: int | None, new_net: bool,
                        host_srcs: dict[str, int] | None = None,
-                       console: int | None = None) -> None:
+                       console: int | None = None,
+                       mark: Callable[[str], None] = lambda _: None) -> None:
     """Like setup(), in a mount namespace owned by the context's user namespace.
 
     host_dirs: O_PATH fds of the vdir [and a shared template's upper and work dirs],
@@ -210,7 +212,7 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
     its lower layer, over which the overlay is mounted from in here (``userxattr``:
     trusted.* xattrs belong to host root).  sys_fd, if given, is a read-only /sys to use
     instead of a sysfs mount; host_srcs as for spec_mount; console as for setup().  Takes
-    ownership of every fd passed."""
+    ownership of every fd passed; ``mark`` is called after each phase (phases.py)."""
     fds = list(host_dirs) + [root_fd] + ([sys_fd] if sys_fd is not None else []) + \
         list((host_srcs or {}).values())
     try:
@@ -226,6 +228,7 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
                 root_fd = ovl
         except OSError as e:
             raise MountError(f"cannot mount the root of {vdir}: {e.strerror or e}") from None
+        mark("init: move the idmapped root into place")
         # the mount fd is the new root itself: no lookup of the vdir's host path needed
         rootfd = root_fd
         try:
@@ -239,9 +242,12 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
             else:
                 _mount_at(rootfd, "sys", "sysfs", "sysfs",
                           MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            mark("init: mount /proc /sys")
             _make_dev(rootfd, bind_devices=True)
             _bind_console(rootfd, console)
+            mark("init: /dev, console")
             mask_kernel_interfaces(rootfd, new_net)
+            mark("init: masks")
         except OSError as e:
             raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
         for m in mounts:
@@ -250,7 +256,9 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
     finally:
         for fd in fds:
             os.close(fd)
+    mark("init: spec mounts")
     _pivot(vdir)
+    mark("init: pivot_root, detach the old root")
 
 
 def _bind_console(rootfd: int, console: int | None) -> None:
@@ -262,7 +270,7 @@ def _bind_console(rootfd: int, console: int | None) -> None:
 
 
 def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = True,
-          console: int | None = None) -> None:
+          console: int | None = None, mark: Callable[[str], None] = lambda _: None) -> None:
     """Make vdir the root of this mount namespace with /proc, /sys, /dev and the spec mounts;
     ``console`` is the pty slave bound onto /dev/console."""
     # Slave: host mounts still propagate in, ours never propagate out.
@@ -285,12 +293,15 @@ def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = Tru
             _bind_console(rootfd, console)
         except OSError as e:
             raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
+        mark("init: mount /proc /sys /dev")
         for m in mounts:
             spec_mount(rootfd, m)
         os.fchdir(rootfd)
     finally:
         os.close(rootfd)
+    mark("init: spec mounts")
     _pivot(vdir)
+    mark("init: pivot_root, detach the old root")
 
 
 def _pivot(vdir: str) -> None:

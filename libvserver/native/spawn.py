@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import array
 import errno
+import json
 import os
 import signal
 import socket
@@ -39,9 +40,11 @@ from dataclasses import dataclass
 
 from ..api import CAP_NUMBERS, ContextSpec, InitMissing, StartError
 from . import idmap, limits, namespaces, rootfs, seccomp
+from .phases import Phases
 from .namespaces import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                          CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS)
 
+PHASES_PREFIX = "@phases "   # a line of init's phase timings on the error pipe
 INIT_ENV = {"PATH": "/sbin:/bin:/usr/sbin:/usr/bin", "TERM": "linux", "container": "vcd"}
 
 
@@ -59,6 +62,8 @@ class Plan:
     console_fd: int | None = None   # pty slave: init's stdio and the guest's /dev/console
     ids: idmap.IdRange | None = None   # None: privileged (no user namespace)
     overlay: dict | None = None        # {lower, upper, work} of a shared template
+    phases: bool = False               # init reports its phase timings (phases.py)
+    in_cgroups: bool = False           # G is born in the context's cgroups (clone3)
 
     @property
     def host_sys(self) -> bool:
@@ -68,8 +73,11 @@ class Plan:
 
 
 def child_flags(plan: Plan) -> int:
-    """Namespaces G unshares for itself (PID and time come from the supervisor's fork)."""
+    """Namespaces G unshares for itself (PID and time come from the supervisor's fork);
+    G born in its cgroups takes its cgroup namespace at once (its cgroup becomes "/")."""
     flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+    if plan.in_cgroups and plan.ids is not None:
+        flags |= CLONE_NEWCGROUP
     if plan.new_net:
         flags |= CLONE_NEWNET
     return flags
@@ -149,6 +157,7 @@ def time_offsets() -> str:
 
 
 def _wait_go(go_r: int, userns: bool = False) -> None:
+    """``userns``: unshare the cgroup namespace once in the context's cgroups."""
     if os.read(go_r, 1) != b"g":
         raise StartError("the supervisor gave up on this context")
     os.close(go_r)
@@ -208,6 +217,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
              sock: socket.socket | None = None) -> None:
     """Body of G, PID 1 of the context; execs init or reports and exits. Never returns."""
     spec = plan.spec
+    ph = Phases(plan.phases)
     try:
         # a fork of the supervisor: its signal wake-up pipe is not ours to write to
         signal.set_wakeup_fd(-1)
@@ -217,7 +227,9 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         userns = plan.ids is not None
         if userns:
             _wait_mapped(go_r)
+        ph.mark("init: wait for the id maps")
         namespaces.unshare(child_flags(plan))
+        ph.mark("init: unshare mnt uts ipc" + (" net" if plan.new_net else ""))
         if userns:
             host_dirs = _open_host_dirs(plan)
             host_srcs = _open_bind_sources(plan)
@@ -234,40 +246,52 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         namespaces.sethostname(spec.uname.get("NODENAME") or spec.name)
         if "DOMAINNAME" in spec.uname:
             namespaces.setdomainname(spec.uname["DOMAINNAME"])
+        ph.mark("init: ids, sysctls, hostname")
         go_pending = True
         if plan.netplan is not None:
             # the peer arrives with "go"; netlink code may import lazily: before pivot_root
-            _wait_go(go_r, userns)
+            _wait_go(go_r, userns and not plan.in_cgroups)
             go_pending = False
             from . import netns
+            ph.mark("init: wait for go (cgroups, veth)")
             netns.configure_inside(plan.netplan)
+            ph.mark("init: network inside")
         elif plan.new_net:
             from . import netns
             netns.loopback_up()
+            ph.mark("init: loopback up")
         if userns:
             assert sock is not None
             fds = _recv_fds(sock, 2 if plan.host_sys else 1)
             sock.close()
+            ph.mark("init: wait for the idmapped root")
             rootfs.setup_unprivileged(str(spec.vdir), spec.mounts, host_dirs, fds[0],
                                       fds[1] if plan.host_sys else None, plan.new_net,
-                                      host_srcs, plan.console_fd)
+                                      host_srcs, plan.console_fd, ph.mark)
         else:
-            rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev, console=plan.console_fd)
+            rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev, console=plan.console_fd,
+                         mark=ph.mark)
         os.umask(0o022)
         limits.apply_rlimits(plan.rlimits)
         namespaces.drop_bounding_set(plan.keep_caps)
+        ph.mark("init: rlimits, bounding set")
         # exec keeps ignored signals ignored and the mask; Python ignores PIPE and XFSZ.
         for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM,
                   signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(s, signal.SIG_DFL)
         if go_pending:
-            _wait_go(go_r, userns)  # in the context's cgroups from here on
+            _wait_go(go_r, userns and not plan.in_cgroups)  # cgroups and limits are in place
+            ph.mark("init: wait for go (cgroups)")
         stdio = plan.console_fd if plan.console_fd is not None else os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(stdio, fd)
         os.closerange(3, err_w)
         os.closerange(err_w + 1, 65536)
+        ph.mark("init: stdio, close fds")
         seccomp.load_prepared(spec)
+        ph.mark("init: seccomp load")
+        if plan.phases:
+            os.write(err_w, (PHASES_PREFIX + json.dumps(ph.items) + "\n").encode())
         try:
             os.execve(spec.init[0], spec.init, INIT_ENV)
         except OSError as e:

@@ -8,7 +8,10 @@ Prints, in one run on this machine:
   - host memory per running vserver (MemAvailable drop, supervisor included).
 
 Bounded: loopback only, fixed counts, cleans up every context it starts.
-    python bench/lifecycle.py [--runs 50] [--running 200]
+    python bench/lifecycle.py [--runs 50] [--running 200] [--no-netns]
+
+--no-netns: the many running vservers get no network namespace of their own (the
+HIDE_NETIF flag removed), for the density figure without one.
 """
 from __future__ import annotations
 
@@ -99,6 +102,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--running", type=int, default=200)
+    ap.add_argument("--no-netns", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vcd-bench-lifecycle-"))
     work.chmod(0o711)  # an unprivileged container's root must reach the rootfs below it
@@ -144,12 +148,19 @@ def main() -> int:
             else:
                 print(row(f"lxc-start -d ({kind})", lxc[0]))
                 print(row(f"lxc-stop -k ({kind})", lxc[1]))
+                print(f"{'  ratio vx.start / lxc-start -d':<44} "
+                      f"{statistics.median(starts) / statistics.median(lxc[0]):>9.2f}")
+                print(f"{'  ratio vx.stop (halt=/bin/true) / lxc-stop -k':<44} "
+                      f"{statistics.median(fast_stops) / statistics.median(lxc[1]):>9.2f}")
+        print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
         # many running vservers: API latency and memory
         before = mem_available_kib()
         names = [f"m{i}" for i in range(args.running)]
         for n in names:
             admin.vx.create(name=n, template="busybox")
+            if args.no_netns:
+                admin.vxdb.vx.flags.remove(name=n, flag="HIDE_NETIF")
         created = mem_available_kib()
         t = time.perf_counter()
         for n in names:
@@ -172,8 +183,11 @@ def main() -> int:
         print(row("vxdb.list", lists))
         per = (created - running) / args.running / 1024
         print(f"\nstarted {args.running} vservers in {start_all:.2f} s; host memory per running "
-              f"vserver (MemAvailable drop, supervisor included): {per:.2f} MiB "
-              f"(creating their root filesystems took {(before - created) / 1024:.0f} MiB of page cache)")
+              f"vserver (MemAvailable drop, supervisor included, "
+              f"{'no network namespace' if args.no_netns else 'own network namespace'}): "
+              f"{per:.2f} MiB (creating their root filesystems took "
+              f"{(before - created) / 1024:.0f} MiB of page cache)")
+        print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
         for n in names:
             admin.vxdb.init.set(name=n, halt="/bin/true", timeout=0)
         t = time.perf_counter()

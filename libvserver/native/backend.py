@@ -226,8 +226,7 @@ class NativeBackend(Backend):
             pass
         except LibvserverError as e:
             output = f"halt not run: {e}\n"   # the context is killed all the same
-        while self.layout.pids(xid) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self.layout.wait_empty(xid, max(0.0, deadline - time.monotonic()))
         self._kill_and_clean(xid)
         return output
 
@@ -241,7 +240,8 @@ class NativeBackend(Backend):
                 if exc.errno not in (errno.ENOENT, errno.ENODEV):
                     raise
                 break
-            time.sleep(0.01)
+            # woken by the kernel when the group empties; killed again if it did not
+            self.layout.wait_empty(xid, 0.1)
         # Let the supervisor reap init and record the reason before the groups go away.
         self.client.call({"op": "reap"})
         self.layout.remove(xid)

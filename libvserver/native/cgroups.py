@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +283,38 @@ class Layout:
 
     def file_exists(self, ctrl: str, xid: int, name: str) -> bool:
         return ctrl in self.by_ctrl and (self.path(ctrl, xid) / name).exists()
+
+    def wait_empty(self, xid: int, timeout: float) -> bool:
+        """Wait until no process is left in the context's subtree (or timeout seconds);
+        True when empty. On cgroup2 the kernel signals each change of ``populated`` in
+        cgroup.events (poll POLLPRI), so no sleeping loop is needed; on v1, a 5 ms poll."""
+        deadline = time.monotonic() + timeout
+        if self.v2 is not None and self.primary is self.v2:
+            try:
+                fd = os.open(self.group(self.v2, xid) / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return True
+            try:
+                p = select.poll()
+                p.register(fd, select.POLLPRI | select.POLLERR)
+                while True:
+                    if b"populated 0" in os.pread(fd, 4096, 0):
+                        return True
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    p.poll(max(1, int(left * 1000)))
+            except OSError as e:
+                if e.errno == errno.ENODEV:   # removed meanwhile: empty
+                    return True
+                raise
+            finally:
+                os.close(fd)
+        while self.pids(xid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     # --- freezing and killing --------------------------------------------------------------
 

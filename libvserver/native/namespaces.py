@@ -10,6 +10,8 @@ import ctypes
 import ctypes.util
 import os
 
+from . import creds
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 CLONE_NEWTIME = 0x00000080
@@ -149,47 +151,11 @@ def has_time_namespace() -> bool:
     return os.path.exists("/proc/self/ns/time")
 
 
-SYS_CLONE = 56  # x86_64
-_pylibc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_pylibc.syscall.restype = ctypes.c_long
-
-
-class _CloneArgs(ctypes.Structure):
-    """struct clone_args (linux/sched.h, CLONE_ARGS_SIZE_VER2)."""
-    _fields_ = [(n, ctypes.c_uint64) for n in (
-        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
-        "tls", "set_tid", "set_tid_size", "cgroup")]
-
-
-SYS_CLONE3 = 435
-CLONE_INTO_CGROUP = 0x200000000
-
-
 def fork_into(flags: int, cgroup_fd: int | None = None) -> int:
     """fork() that puts the child into new namespaces (CLONE_NEWUSER | CLONE_NEWPID, ...)
-    and, given ``cgroup_fd`` (a cgroup2 directory), into that cgroup (clone3's
-    CLONE_INTO_CGROUP: born there, no migration and none of its RCU grace period).
+    and, given ``cgroup_fd``, into that cgroup2 group (creds.clone).
 
     Unlike unshare, the child is created in them, so a PID namespace made here is owned
-    by the new user namespace (reboot(2) inside needs CAP_SYS_BOOT there).  The raw
-    clone(2)/clone3(2) runs with the GIL held (PyDLL) between Python's own before/after-fork
-    hooks, as os.fork() does; the caller must be single-threaded.  Returns 0 in the child."""
-    _api = ctypes.pythonapi
-    if cgroup_fd is not None:
-        args = _CloneArgs(flags=flags | CLONE_INTO_CGROUP, exit_signal=17, cgroup=cgroup_fd)
-        _api.PyOS_BeforeFork()
-        pid = _pylibc.syscall(ctypes.c_long(SYS_CLONE3), ctypes.byref(args),
-                              ctypes.c_size_t(ctypes.sizeof(args)))
-    else:
-        _api.PyOS_BeforeFork()
-        pid = _pylibc.syscall(ctypes.c_long(SYS_CLONE), ctypes.c_ulong(flags | 17),  # | SIGCHLD
-                              ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                              ctypes.c_ulong(0))
-    if pid == 0:
-        _api.PyOS_AfterFork_Child()
-        return 0
-    err = ctypes.get_errno()
-    _api.PyOS_AfterFork_Parent()
-    if pid < 0:
-        raise OSError(err, f"clone({flags:#x}): {os.strerror(err)}")
-    return pid
+    by the new user namespace (reboot(2) inside needs CAP_SYS_BOOT there).  The caller
+    must be single-threaded.  Returns 0 in the child."""
+    return creds.clone(flags, cgroup_fd)

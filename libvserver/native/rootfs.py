@@ -179,19 +179,29 @@ def mask_kernel_interfaces(rootfd: int, new_net: bool) -> None:
     """Mask MASKED, make READ_ONLY read-only; /proc/sys/net stays writable when the
     context has its own network namespace (its sysctls are then per namespace)."""
     ro = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-    for rel in MASKED:
-        try:
-            fd = confine.open_in_root(rootfd, rel, os.O_PATH)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        try:
-            p = confine.fd_path(fd)
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
-                mount("tmpfs", p, "tmpfs", ro, "size=4k,nr_inodes=1,mode=0555")
-            else:
-                mount("/dev/null", p, None, MS_BIND)
-        finally:
-            os.close(fd)
+    empty: int | None = None    # the one empty tmpfs every masked directory shows
+    try:
+        for rel in MASKED:
+            try:
+                fd = confine.open_in_root(rootfd, rel, os.O_PATH)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            try:
+                p = confine.fd_path(fd)
+                if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    mount("/dev/null", p, None, MS_BIND)
+                elif empty is None:
+                    mount("tmpfs", p, "tmpfs", ro, "size=4k,nr_inodes=1,mode=0555")
+                    empty = confine.open_in_root(rootfd, rel, os.O_PATH)
+                else:
+                    # binds of the first (read-only superblock): one tmpfs instance per
+                    # vserver, not one per masked directory (memory of 500 vservers)
+                    mount(confine.fd_path(empty), p, None, MS_BIND)
+            finally:
+                os.close(fd)
+    finally:
+        if empty is not None:
+            os.close(empty)
     if new_net:
         # a bind copies the flags of its source: take /proc/sys/net before /proc/sys goes ro
         _bind_self(rootfd, "proc/sys/net")

@@ -171,6 +171,7 @@ class Supervisor:
         self.keeper = 0
         self.next_sample = time.monotonic() + load_interval
         self.ph = Phases()          # the timings of the last start (when asked for)
+        self.later: list[Callable[[], None]] = []   # run once the current request is answered
         # our own namespaces, to return to after unsharing for a child
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
                        for n in ("pid", "time") if os.path.exists(f"/proc/self/ns/{n}")}
@@ -198,6 +199,7 @@ class Supervisor:
         record the timings of this start (and init's) in self.ph (phases.py)."""
         ph = self.ph = Phases(phases)
         self.reap()
+        self.run_later()
         xid = spec.xid
         # A killed init leaves its cgroups before it becomes a zombie we can reap: when the
         # groups are empty, wait a moment for the exit to reach us instead of refusing.
@@ -205,6 +207,7 @@ class Supervisor:
         while xid in self.ctxs and not self.layout.pids(xid) and time.monotonic() < deadline:
             time.sleep(0.001)
             self.reap()
+            self.run_later()
         if xid in self.ctxs or self.layout.pids(xid):
             raise AlreadyRunning(f"context {xid} is already running")
         if self.layout.exists(xid) and not self.layout.remove(xid, wait=0.5):
@@ -218,6 +221,8 @@ class Supervisor:
         self._pipes: list[int] = []
         self._sock: socket.socket | None = None
         self._kept = False      # namespace handles kept during the start
+        self._log: console.ConsoleLog | None = None   # made while init execs
+        self._start_time: int | None = None
         self._back: list[Path] = []   # our own v1 groups while we are in a context's
         # the guest's root owns its console, so it can reopen /dev/console
         master, slave = console.open_pty(*((ids.host, ids.host) if ids is not None else (None, None)))
@@ -253,6 +258,9 @@ class Supervisor:
         except BaseException:
             self._leave_context_groups()  # before kill_all, which reads the groups' members
             os.close(master)
+            (self.state_dir / f"{xid}.init").unlink(missing_ok=True)
+            if self._log is not None:
+                self._log.close()
             if gpid:
                 _kill_wait(gpid)
             self.layout.kill_all(xid)
@@ -276,22 +284,21 @@ class Supervisor:
             if loopfd is not None:
                 os.close(loopfd)  # the mount holds the device now; autoclear does the rest
             os.close(slave)  # init holds it now; EIO on the master once every holder is gone
-        ctx = self.ctxs[xid] = Ctx(xid, gpid, child=True)
+        ctx = self.ctxs[xid] = Ctx(xid, gpid, child=True, start_time=self._start_time)
         if not self._kept:
             self.keep_handles(spec, gpid)
             ph.mark("supervisor: keep namespace handles")
-        self._attach_console(ctx, master)
+        self._attach_console(ctx, master, self._log)
         if "SCHED_PAUSE" in spec.flags:
             self.layout.freeze(xid, True)  # the vserver flag unschedules the whole context
         ph.mark("supervisor: console log")
         log.info("context %d started, init pid %d", xid, gpid)
         return gpid
 
-    def _attach_console(self, ctx: Ctx, master: int) -> None:
+    def _attach_console(self, ctx: Ctx, master: int, log_: console.ConsoleLog) -> None:
         os.set_blocking(master, False)
         ctx.console_fd = master
-        ctx.console_log = console.ConsoleLog(self.state_dir, ctx.xid)
-        ctx.console_log.reset()
+        ctx.console_log = log_
         self.sel.register(master, selectors.EVENT_READ, ("console", ctx))
 
     def _detach_console(self, ctx: Ctx) -> None:
@@ -484,6 +491,12 @@ class Supervisor:
         except BrokenPipeError:
             pass  # G failed already: its error is on err_r
         ph.skip()
+        # while G loads its seccomp filter and execs: what is kept of a running context
+        self._start_time = start_time_of(gpid)
+        self._write_state(f"{xid}.init", {"pid": gpid, "start_time": self._start_time})
+        self._log = console.ConsoleLog(self.state_dir, xid)
+        self._log.reset()
+        ph.mark("supervisor: record init, console log")
         out = _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip()
         if out.startswith(spawn.PHASES_PREFIX):
             line, _, out = out.partition("\n")
@@ -541,11 +554,10 @@ class Supervisor:
         if self.layout.pids(ctx.xid):
             self.layout.kill_all(ctx.xid)
         self.layout.remove(ctx.xid)
-        try:
-            handles.drop(self.state_dir, ctx.xid)
-        except OSError as e:
-            log.warning("context %d: cannot remove its namespace handles: %s", ctx.xid, e)
+        # no entry into it from now on (the handles themselves go below)
+        handles.spec_path(self.state_dir, ctx.xid).unlink(missing_ok=True)
         if self.net_tag is not None:
+            # the kept handle holds the network namespace, and with it the veth pair
             from . import netns
             ifname = netns.host_ifname(ctx.xid, self.net_tag)
             if os.path.exists(f"/sys/class/net/{ifname}"):
@@ -554,6 +566,26 @@ class Supervisor:
                                               "time": time.time()})
         (self.state_dir / f"{ctx.xid}.load").unlink(missing_ok=True)
         (self.state_dir / f"{ctx.xid}.init").unlink(missing_ok=True)
+        # The rest waits until the request being served (a stop's "reap") is answered:
+        # unmounting the handles and forking the callback take milliseconds; a new start
+        # runs it first (run_later).
+        self.later.append(lambda: self._finish_end(ctx, reason))
+
+    def run_later(self) -> None:
+        """What context_ended left for after the answer (see there)."""
+        while self.later:
+            fn = self.later.pop(0)
+            try:
+                fn()
+            except Exception:
+                log.exception("cleaning up after a context")
+
+    def _finish_end(self, ctx: Ctx, reason: str) -> None:
+        if ctx.xid not in self.ctxs:    # not started again meanwhile (start runs us first)
+            try:
+                handles.drop(self.state_dir, ctx.xid)
+            except OSError as e:
+                log.warning("context %d: cannot remove its namespace handles: %s", ctx.xid, e)
         log.info("context %d ended: %s", ctx.xid, reason)
         if self.notify_argv:
             self.notify_queue.setdefault(ctx.xid, []).extend(
@@ -759,8 +791,6 @@ class Supervisor:
             pid = self.start(spec, req.get("image"),
                              None if ids is None else idmap.IdRange(int(ids[0]), int(ids[1])),
                              req.get("overlay"), bool(req.get("phases")))
-            self._remember(self.ctxs[spec.xid])
-            self.ph.mark("supervisor: record init")
             resp = {"ok": True, "pid": pid, "seconds": time.perf_counter() - t}
             if self.ph.on:
                 resp["phases"] = self.ph.items
@@ -829,6 +859,7 @@ class Supervisor:
                 elif kind == "pidfd":
                     self.adopted_ended(obj)
             self.reap()
+            self.run_later()
             if os.getppid() != self.keeper:
                 # our keeper was killed: we become the keeper ourselves (Keeper.spawn)
                 log.warning("supervisor keeper %d is gone; this worker takes its place",
@@ -932,6 +963,7 @@ class Keeper:
                     namespaces.set_subreaper()  # not inherited across fork
                     sup = self.make()
                     sup.run(self.listener)
+                    sup.run_later()
                     if sup.orphaned:
                         become_keeper(self.lockfd, self.listener)
                     code = EXIT_QUIT if sup.stopping else EXIT_RESTART

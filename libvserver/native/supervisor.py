@@ -59,7 +59,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..api import AlreadyRunning, ContextSpec, StartError
-from . import console, handles, idmap, limits, namespaces, seccomp, spawn
+# netns: imported here once, not by every init that brings its loopback up
+from . import console, handles, idmap, limits, namespaces, netns, seccomp, spawn
 from .cgroups import Layout
 from .phases import Phases
 
@@ -230,7 +231,6 @@ class Supervisor:
         try:
             new_net = bool(spec.addresses) or "HIDE_NETIF" in spec.flags
             if spec.addresses:
-                from . import netns
                 netplan = netns.plan(xid, self.net_tag, spec.addresses, spec.broadcast)
             loopdev = None
             if image:
@@ -244,7 +244,6 @@ class Supervisor:
                 phases=phases)
             ph.mark("supervisor: plan")
             if netplan is not None:
-                from . import netns
                 netns.create_host_side(netplan)
                 ph.mark("supervisor: veth pair")
             self.layout.create(xid)
@@ -270,7 +269,6 @@ class Supervisor:
             except OSError:
                 pass
             if netplan is not None:
-                from . import netns
                 netns.delete_host_side(netplan.host_if)
             raise
         finally:
@@ -464,7 +462,6 @@ class Supervisor:
                 self.layout.join(xid, gpid)
                 ph.mark("supervisor: cgroup join (every hierarchy)")
             if plan.netplan is not None:
-                from . import netns
                 netns.move_peer(plan.netplan, gpid)
                 ph.mark("supervisor: veth peer into the netns")
             if plan.in_cgroups or plan.ids is None:
@@ -558,7 +555,6 @@ class Supervisor:
         handles.spec_path(self.state_dir, ctx.xid).unlink(missing_ok=True)
         if self.net_tag is not None:
             # the kept handle holds the network namespace, and with it the veth pair
-            from . import netns
             ifname = netns.host_ifname(ctx.xid, self.net_tag)
             if os.path.exists(f"/sys/class/net/{ifname}"):
                 netns.delete_host_side(ifname)

@@ -48,6 +48,40 @@ def mem_available_kib() -> int:
     return 0
 
 
+def supervisor_rss_kib(state_dir: Path) -> int:
+    """VmRSS of the supervisor's keeper and worker (the keeper's pid is in its lock file)."""
+    try:
+        keeper = int((state_dir / "supervisor.lock").read_text().split()[0])
+        kids = Path(f"/proc/{keeper}/task/{keeper}/children").read_text().split()
+    except (OSError, ValueError, IndexError):
+        return 0
+    total = 0
+    for pid in [keeper, *map(int, kids)]:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def memcg_charged_kib(parent: str) -> list[int]:
+    """What each running context's memory cgroup is charged (kernel objects its processes
+    allocated included: page tables, stacks, mounts, its network namespace's accounted
+    parts), in KiB; MemAvailable is machine-wide and moves with everything else here."""
+    from libvserver.native.cgroups import Layout
+    layout = Layout(parent)
+    out = []
+    for xid in layout.xids():
+        for name in ("memory.usage_in_bytes", "memory.current"):
+            v = layout.read("memory", xid, name)
+            if v:
+                out.append(int(v) // 1024)
+                break
+    return out
+
+
 def bench_unshare(rootfs: Path, runs: int) -> list[float]:
     out = []
     for _ in range(runs):
@@ -162,12 +196,15 @@ def main() -> int:
             if args.no_netns:
                 admin.vxdb.vx.flags.remove(name=n, flag="HIDE_NETIF")
         created = mem_available_kib()
+        sup_before = supervisor_rss_kib(daemon.rundir / "libvserver")
         t = time.perf_counter()
         for n in names:
             admin.vx.start(name=n)
         start_all = time.perf_counter() - t
         time.sleep(2)
         running = mem_available_kib()
+        sup_after = supervisor_rss_kib(daemon.rundir / "libvserver")
+        charged = memcg_charged_kib(daemon.cgroup_parent)
         status = []
         for n in names[:100]:
             t = time.perf_counter()
@@ -187,6 +224,10 @@ def main() -> int:
               f"{'no network namespace' if args.no_netns else 'own network namespace'}): "
               f"{per:.2f} MiB (creating their root filesystems took "
               f"{(before - created) / 1024:.0f} MiB of page cache)")
+        if charged:
+            print(f"memory cgroup charge per running vserver: median {statistics.median(charged) / 1024:.2f} "
+                  f"MiB, p90 {pct(charged, 90) / 1024:.2f} MiB; supervisor RSS grew by "
+                  f"{(sup_after - sup_before) / args.running:.1f} KiB per vserver")
         print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
         for n in names:
             admin.vxdb.init.set(name=n, halt="/bin/true", timeout=0)

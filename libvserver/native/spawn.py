@@ -1,27 +1,32 @@
 """Creating a context: the code of its PID 1 between the supervisor's fork and init.
 
-supervisor: [unshare(TIME) for its children only], fork G into a new user and PID
-            namespace (clone, so the PID namespace belongs to the user namespace:
-            reboot(2) inside needs CAP_SYS_BOOT there), setns back into its own time
-            namespace (it is single-threaded, so it may), writes G's uid/gid maps
-            (see idmap.py) and sends "m"; makes the host-privileged mounts detached
-            (the idmapped root: vdir, the disk-limit image or the shared template;
-            /sys read-only when G gets no network namespace) and passes them to G
-            over a socket; while G builds its mounts, moves G into the context's
-            cgroups (delegating the cgroup2 group to G's root) and the veth peer into
-            G's network namespace, and sends G "go".
-G:          PID 1 of the new namespaces: takes uid/gid 0 inside, unshares mnt uts ipc
-            [net] (owned by its user namespace), moves the root into place (mounts the
-            overlay there for a shared template), mounts /proc /sys /dev, masks the
-            host-wide parts of /proc and /sys, pivot_root, hostname, rlimits, bounding
-            set, waits for "go", unshares its cgroup namespace (so its cgroup is "/"),
+supervisor: [unshare(TIME) for its children only], makes the context's cgroups, moves
+            itself into their v1 groups (a thread moving itself waits for no RCU grace
+            period, a migration of another process does) and clones G into a new user
+            and PID namespace and into the cgroup2 group (clone3 CLONE_INTO_CGROUP; the
+            PID namespace belongs to the user namespace: reboot(2) inside needs
+            CAP_SYS_BOOT there), so G is born in every group of the context; setns back
+            into its own time namespace (it is single-threaded, so it may), writes G's
+            uid/gid maps (see idmap.py) and sends "m"; makes the host-privileged mounts
+            detached (the idmapped root: vdir, the disk-limit image or the shared
+            template; /sys read-only when G gets no network namespace) and passes them
+            to G over a socket; moves itself back into its own groups; while G builds
+            its mounts, delegates the cgroup2 group to G's root, sets the limits, keeps
+            G's namespaces (handles.py), moves the veth peer into G's network namespace,
+            and sends G "go". (Where clone3 cannot, G is forked and migrated instead and
+            unshares its cgroup namespace after "go".)
+G:          PID 1 of the new namespaces: unshares mnt uts ipc [net] cgroup (owned by its
+            user namespace; its cgroup becomes "/"), takes uid/gid 0 inside, moves the
+            root into place (mounts the overlay there for a shared template), mounts
+            /proc /sys /dev, masks the host-wide parts of /proc and /sys, pivot_root,
+            hostname, rlimits, bounding set, waits for "go", loads the seccomp filter,
             execs init.
 
 A ``privileged`` context (admin-only) skips the user namespace: G is forked into a new
 PID namespace only, gets no masks and no cgroup namespace, and mounts its root itself.
 
-One fork, and the slow kernel work (cgroup migration waits for an RCU grace
-period, so does detaching the old root) runs in two processes at once.
+One fork, no cgroup migration on the way (see above), and the supervisor's work runs
+beside G's. VCD_START_PHASES (phases.py) makes both report their phase timings.
 Errors travel back as one line "Kind: message" on a close-on-exec pipe: EOF
 without a line means init was exec'd.
 """

@@ -172,7 +172,6 @@ class Supervisor:
         self.keeper = 0
         self.next_sample = time.monotonic() + load_interval
         self.ph = Phases()          # the timings of the last start (when asked for)
-        self.later: list[Callable[[], None]] = []   # run once the current request is answered
         # our own namespaces, to return to after unsharing for a child
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
                        for n in ("pid", "time") if os.path.exists(f"/proc/self/ns/{n}")}
@@ -200,7 +199,6 @@ class Supervisor:
         record the timings of this start (and init's) in self.ph (phases.py)."""
         ph = self.ph = Phases(phases)
         self.reap()
-        self.run_later()
         xid = spec.xid
         # A killed init leaves its cgroups before it becomes a zombie we can reap: when the
         # groups are empty, wait a moment for the exit to reach us instead of refusing.
@@ -208,7 +206,6 @@ class Supervisor:
         while xid in self.ctxs and not self.layout.pids(xid) and time.monotonic() < deadline:
             time.sleep(0.001)
             self.reap()
-            self.run_later()
         if xid in self.ctxs or self.layout.pids(xid):
             raise AlreadyRunning(f"context {xid} is already running")
         if self.layout.exists(xid) and not self.layout.remove(xid, wait=0.5):
@@ -551,10 +548,13 @@ class Supervisor:
         if self.layout.pids(ctx.xid):
             self.layout.kill_all(ctx.xid)
         self.layout.remove(ctx.xid)
-        # no entry into it from now on (the handles themselves go below)
-        handles.spec_path(self.state_dir, ctx.xid).unlink(missing_ok=True)
+        # before the answer to a stop: the kept mount namespace holds the vserver's mounts
+        # (a disk-limit image stays busy), the network namespace its veth pair
+        try:
+            handles.drop(self.state_dir, ctx.xid)
+        except OSError as e:
+            log.warning("context %d: cannot remove its namespace handles: %s", ctx.xid, e)
         if self.net_tag is not None:
-            # the kept handle holds the network namespace, and with it the veth pair
             ifname = netns.host_ifname(ctx.xid, self.net_tag)
             if os.path.exists(f"/sys/class/net/{ifname}"):
                 netns.delete_host_side(ifname)
@@ -562,26 +562,6 @@ class Supervisor:
                                               "time": time.time()})
         (self.state_dir / f"{ctx.xid}.load").unlink(missing_ok=True)
         (self.state_dir / f"{ctx.xid}.init").unlink(missing_ok=True)
-        # The rest waits until the request being served (a stop's "reap") is answered:
-        # unmounting the handles and forking the callback take milliseconds; a new start
-        # runs it first (run_later).
-        self.later.append(lambda: self._finish_end(ctx, reason))
-
-    def run_later(self) -> None:
-        """What context_ended left for after the answer (see there)."""
-        while self.later:
-            fn = self.later.pop(0)
-            try:
-                fn()
-            except Exception:
-                log.exception("cleaning up after a context")
-
-    def _finish_end(self, ctx: Ctx, reason: str) -> None:
-        if ctx.xid not in self.ctxs:    # not started again meanwhile (start runs us first)
-            try:
-                handles.drop(self.state_dir, ctx.xid)
-            except OSError as e:
-                log.warning("context %d: cannot remove its namespace handles: %s", ctx.xid, e)
         log.info("context %d ended: %s", ctx.xid, reason)
         if self.notify_argv:
             self.notify_queue.setdefault(ctx.xid, []).extend(
@@ -855,7 +835,6 @@ class Supervisor:
                 elif kind == "pidfd":
                     self.adopted_ended(obj)
             self.reap()
-            self.run_later()
             if os.getppid() != self.keeper:
                 # our keeper was killed: we become the keeper ourselves (Keeper.spawn)
                 log.warning("supervisor keeper %d is gone; this worker takes its place",
@@ -959,7 +938,6 @@ class Keeper:
                     namespaces.set_subreaper()  # not inherited across fork
                     sup = self.make()
                     sup.run(self.listener)
-                    sup.run_later()
                     if sup.orphaned:
                         become_keeper(self.lockfd, self.listener)
                     code = EXIT_QUIT if sup.stopping else EXIT_RESTART

@@ -8,7 +8,10 @@ Prints, in one run on this machine:
   - host memory per running vserver (MemAvailable drop, supervisor included).
 
 Bounded: loopback only, fixed counts, cleans up every context it starts.
-    python bench/lifecycle.py [--runs 50] [--running 200]
+    python bench/lifecycle.py [--runs 50] [--running 200] [--no-netns]
+
+--no-netns: the many running vservers get no network namespace of their own (the
+HIDE_NETIF flag removed), for the density figure without one.
 """
 from __future__ import annotations
 
@@ -43,6 +46,40 @@ def mem_available_kib() -> int:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1])
     return 0
+
+
+def supervisor_rss_kib(state_dir: Path) -> int:
+    """VmRSS of the supervisor's keeper and worker (the keeper's pid is in its lock file)."""
+    try:
+        keeper = int((state_dir / "supervisor.lock").read_text().split()[0])
+        kids = Path(f"/proc/{keeper}/task/{keeper}/children").read_text().split()
+    except (OSError, ValueError, IndexError):
+        return 0
+    total = 0
+    for pid in [keeper, *map(int, kids)]:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def memcg_charged_kib(parent: str) -> list[int]:
+    """What each running context's memory cgroup is charged (kernel objects its processes
+    allocated included: page tables, stacks, mounts, its network namespace's accounted
+    parts), in KiB; MemAvailable is machine-wide and moves with everything else here."""
+    from libvserver.native.cgroups import Layout
+    layout = Layout(parent)
+    out = []
+    for xid in layout.xids():
+        for name in ("memory.usage_in_bytes", "memory.current"):
+            v = layout.read("memory", xid, name)
+            if v:
+                out.append(int(v) // 1024)
+                break
+    return out
 
 
 def bench_unshare(rootfs: Path, runs: int) -> list[float]:
@@ -99,6 +136,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--running", type=int, default=200)
+    ap.add_argument("--no-netns", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vcd-bench-lifecycle-"))
     work.chmod(0o711)  # an unprivileged container's root must reach the rootfs below it
@@ -144,19 +182,29 @@ def main() -> int:
             else:
                 print(row(f"lxc-start -d ({kind})", lxc[0]))
                 print(row(f"lxc-stop -k ({kind})", lxc[1]))
+                print(f"{'  ratio vx.start / lxc-start -d':<44} "
+                      f"{statistics.median(starts) / statistics.median(lxc[0]):>9.2f}")
+                print(f"{'  ratio vx.stop (halt=/bin/true) / lxc-stop -k':<44} "
+                      f"{statistics.median(fast_stops) / statistics.median(lxc[1]):>9.2f}")
+        print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
         # many running vservers: API latency and memory
         before = mem_available_kib()
         names = [f"m{i}" for i in range(args.running)]
         for n in names:
             admin.vx.create(name=n, template="busybox")
+            if args.no_netns:
+                admin.vxdb.vx.flags.remove(name=n, flag="HIDE_NETIF")
         created = mem_available_kib()
+        sup_before = supervisor_rss_kib(daemon.rundir / "libvserver")
         t = time.perf_counter()
         for n in names:
             admin.vx.start(name=n)
         start_all = time.perf_counter() - t
         time.sleep(2)
         running = mem_available_kib()
+        sup_after = supervisor_rss_kib(daemon.rundir / "libvserver")
+        charged = memcg_charged_kib(daemon.cgroup_parent)
         status = []
         for n in names[:100]:
             t = time.perf_counter()
@@ -172,8 +220,15 @@ def main() -> int:
         print(row("vxdb.list", lists))
         per = (created - running) / args.running / 1024
         print(f"\nstarted {args.running} vservers in {start_all:.2f} s; host memory per running "
-              f"vserver (MemAvailable drop, supervisor included): {per:.2f} MiB "
-              f"(creating their root filesystems took {(before - created) / 1024:.0f} MiB of page cache)")
+              f"vserver (MemAvailable drop, supervisor included, "
+              f"{'no network namespace' if args.no_netns else 'own network namespace'}): "
+              f"{per:.2f} MiB (creating their root filesystems took "
+              f"{(before - created) / 1024:.0f} MiB of page cache)")
+        if charged:
+            print(f"memory cgroup charge per running vserver: median {statistics.median(charged) / 1024:.2f} "
+                  f"MiB, p90 {pct(charged, 90) / 1024:.2f} MiB; supervisor RSS grew by "
+                  f"{(sup_after - sup_before) / args.running:.1f} KiB per vserver")
+        print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
         for n in names:
             admin.vxdb.init.set(name=n, halt="/bin/true", timeout=0)
         t = time.perf_counter()

@@ -7,6 +7,7 @@ caches it.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -18,6 +19,7 @@ from typing import Any, Callable
 
 import libvserver
 from libvserver import (ContextSpec, CpuSet, DiskLimit, Limit, Mount, NetAddr, Sched)
+from libvserver.native.phases import ENV as PHASES_ENV
 
 from templates.errors import TemplateError
 from templates.store import TemplateStore
@@ -33,6 +35,7 @@ _runtimes: dict[int, "Runtime"] = {}
 BIND_TYPES = {"", "bind", "none", "auto"}
 # How long a start that found init dead waits for the backend to record why
 INIT_EXIT_WAIT = 5.0
+
 
 
 def _limit_value(text: str) -> int | None:
@@ -185,9 +188,13 @@ class Runtime:
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self, db: vxdb.Connection, vserver: VServer) -> None:
+        """Start a vserver; with VCD_START_PHASES=<file> in the daemon's environment each
+        start appends its phase timings there as a JSON list of [name, begin, end]
+        (libvserver.native.phases; bench/start_phases.py prints them)."""
+        t0 = time.time()
         with vxdb.transaction(db):
-            spec, _ = build_spec(db, vserver)
-            init = init_settings(db, vserver.xid)
+            spec, init = build_spec(db, vserver)
+        t1 = time.time()
         if self.is_running(vserver.xid):
             raise VcdError(Fault.MERUNNING, vserver.name)
         try:
@@ -220,6 +227,18 @@ class Runtime:
                 log.info("%s (xid %d) is ready %.2f s after its init started", vserver.name,
                          vserver.xid, took)
         log.info("started %s (xid %d)", vserver.name, vserver.xid)
+        if os.environ.get(PHASES_ENV):
+            self._record_phases(t0, t1)
+
+    def _record_phases(self, t0: float, t1: float) -> None:
+        inner = list(getattr(self.backend, "last_phases", None) or [])
+        rows = [["vcd: spec from VXDB", t0, t1]]
+        if inner:
+            rows.append(["vcd: checks (running?, template mounted, vdir)", t1, inner[0][1]])
+            rows += inner
+        rows.append(["vcd: running? after the start", rows[-1][2], time.time()])
+        with open(os.environ[PHASES_ENV], "a") as f:
+            f.write(json.dumps(rows) + "\n")
 
     def console_tail(self, xid: int, lines: int = 20) -> str:
         """The last console lines of xid (what init said before it died), as a suffix."""

@@ -15,6 +15,7 @@ from ..api import (ENFORCED, AlreadyRunning, Backend, ContextSpec, ContextStat, 
                    not_enforced)
 from . import console, enter, handles, idmap, limits, namespaces, quota, seccomp, stat
 from .cgroups import Layout
+from .phases import Phases, wanted as phases_wanted
 from .client import SupervisorClient
 from .supervisor import init_pid_of, is_init
 
@@ -65,6 +66,7 @@ class NativeBackend(Backend):
         # veth names are global: a second parent (a test run) gets its own suffix
         self.net_tag = "" if cgroup_parent == "vcd" else hashlib.sha1(
             cgroup_parent.encode()).hexdigest()[:4]
+        self.last_phases: list[list] = []   # of the last start, when asked for (phases.py)
         self.client = SupervisorClient(self.state_dir, cgroup_parent, notify_argv, self.net_tag,
                                        load_interval)
 
@@ -143,6 +145,9 @@ class NativeBackend(Backend):
     # --- Backend --------------------------------------------------------------------------
 
     def start(self, spec: ContextSpec) -> None:
+        """Start spec; with VCD_START_PHASES in the environment the phase timings of this
+        start are left in ``last_phases`` (phases.py)."""
+        ph = Phases(phases_wanted())
         spec.validate()
         if not Path(spec.vdir).is_dir():
             raise StartError(f"vdir {spec.vdir} is not a directory")
@@ -166,10 +171,20 @@ class NativeBackend(Backend):
                     # directory are undefined behaviour, so the host's goes (the template
                     # store mounts it again before the next start).
                     namespaces.umount2(os.path.realpath(spec.vdir), namespaces.MNT_DETACH)
-        self.client.call({"op": "start", "spec": spec.to_dict(),
-                          "image": str(image) if image else None,
-                          "ids": None if ids is None else [ids.host, ids.count],
-                          "overlay": overlay})
+        ph.mark("backend: checks (id range, disk image, shared template)")
+        req = {"op": "start", "spec": spec.to_dict(), "image": str(image) if image else None,
+               "ids": None if ids is None else [ids.host, ids.count], "overlay": overlay}
+        if ph.on:
+            req["phases"] = True
+        resp = self.client.call(req)
+        if ph.on:
+            inside = resp.get("phases") or []
+            if inside:
+                ph.items.append(["backend: to the supervisor", ph.last, inside[0][1]])
+                ph.items += inside
+                ph.last = inside[-1][2]
+            ph.mark("backend: from the supervisor")
+            self.last_phases = ph.items
 
     def id_range(self, xid: int) -> idmap.IdRange:
         """The host uid/gid range of an unprivileged context xid."""
@@ -232,8 +247,7 @@ class NativeBackend(Backend):
             pass
         except LibvserverError as e:
             output = f"halt not run: {e}\n"   # the context is killed all the same
-        while self.layout.pids(xid) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self.layout.wait_empty(xid, max(0.0, deadline - time.monotonic()))
         self._kill_and_clean(xid)
         return output
 
@@ -247,7 +261,8 @@ class NativeBackend(Backend):
                 if exc.errno not in (errno.ENOENT, errno.ENODEV):
                     raise
                 break
-            time.sleep(0.01)
+            # woken by the kernel when the group empties; killed again if it did not
+            self.layout.wait_empty(xid, 0.1)
         # Let the supervisor reap init and record the reason before the groups go away.
         self.client.call({"op": "reap"})
         self.layout.remove(xid)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +169,41 @@ class Layout:
         for h in self.hierarchies:
             (self.group(h, xid) / "cgroup.procs").write_text(str(pid or os.getpid()))
 
+    def own_groups(self) -> dict[Path, Path]:
+        """The calling process's group in each v1 hierarchy ({hierarchy root: group})."""
+        lines = {}
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                lines[frozenset(ctrls.split(","))] = path
+        out: dict[Path, Path] = {}
+        for h in self.hierarchies:
+            if h.version != 1:
+                continue
+            key = h.controllers or frozenset({"name=systemd"})
+            path = next((p for k, p in lines.items() if key <= k), None)
+            if path is not None:
+                out[h.path] = h.path / path.lstrip("/")
+        return out
+
+    def move_self(self, groups: list[Path]) -> None:
+        """Move the calling thread into each group (v1 ``tasks``). A thread that moves
+        itself (pid 0 into tasks, not cgroup.procs) skips the global threadgroup lock and
+        the RCU grace period its writer waits for (milliseconds a migration otherwise);
+        in a single-threaded process that moves the whole process."""
+        for g in groups:
+            with open(g / "tasks", "w") as f:
+                f.write("0")
+
+    def v1_groups(self, xid: int) -> list[Path]:
+        return [self.group(h, xid) for h in self.hierarchies if h.version == 1]
+
+    def open_v2(self, xid: int) -> int | None:
+        """A descriptor of the context's cgroup2 group, for clone3's CLONE_INTO_CGROUP."""
+        if self.v2 is None:
+            return None
+        return os.open(self.group(self.v2, xid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
     # Files of a delegated cgroup2 group its owner may write (systemd's delegation doc);
     # the others (limits, cgroup.kill/freeze of the group itself) stay the host's.
     DELEGATE_FILES = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads")
@@ -247,6 +283,38 @@ class Layout:
 
     def file_exists(self, ctrl: str, xid: int, name: str) -> bool:
         return ctrl in self.by_ctrl and (self.path(ctrl, xid) / name).exists()
+
+    def wait_empty(self, xid: int, timeout: float) -> bool:
+        """Wait until no process is left in the context's subtree (or timeout seconds);
+        True when empty. On cgroup2 the kernel signals each change of ``populated`` in
+        cgroup.events (poll POLLPRI), so no sleeping loop is needed; on v1, a 5 ms poll."""
+        deadline = time.monotonic() + timeout
+        if self.v2 is not None and self.primary is self.v2:
+            try:
+                fd = os.open(self.group(self.v2, xid) / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return True
+            try:
+                p = select.poll()
+                p.register(fd, select.POLLPRI | select.POLLERR)
+                while True:
+                    if b"populated 0" in os.pread(fd, 4096, 0):
+                        return True
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    p.poll(max(1, int(left * 1000)))
+            except OSError as e:
+                if e.errno == errno.ENODEV:   # removed meanwhile: empty
+                    return True
+                raise
+            finally:
+                os.close(fd)
+        while self.pids(xid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     # --- freezing and killing --------------------------------------------------------------
 

@@ -18,6 +18,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
+# the same library, called with the GIL held: a clone must not let another thread run
+_pylibc = ctypes.PyDLL(None, use_errno=True)
+_pylibc.syscall.restype = ctypes.c_long
 
 PR_SET_DUMPABLE = 4
 PR_SET_SECCOMP = 22
@@ -29,6 +32,17 @@ SYS_CAPSET = 126            # x86_64
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 MAX_CAP = 63                # the kernel answers EINVAL past its last capability
 FD_MAX = 0x7FFFFFFF
+SYS_CLONE = 56              # x86_64
+SYS_CLONE3 = 435            # every architecture
+CLONE_INTO_CGROUP = 0x200000000
+PR_SET_PDEATHSIG = 1
+
+
+class _CloneArgs(ctypes.Structure):
+    """struct clone_args (linux/sched.h, CLONE_ARGS_SIZE_VER2)."""
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
 
 
 class _SockFprog(ctypes.Structure):
@@ -111,6 +125,37 @@ def limit_caps(keep: set[int]) -> None:
         data[i].effective = data[i].permitted = held
         data[i].inheritable = held
     _check(_libc.syscall(SYS_CAPSET, ctypes.byref(hdr), data), "capset")
+
+
+def clone(flags: int, cgroup_fd: int | None = None) -> int:
+    """fork() into new namespaces (``flags``: CLONE_NEW*) and, given ``cgroup_fd`` (a
+    cgroup2 directory), born in that cgroup (clone3's CLONE_INTO_CGROUP: no migration,
+    so none of the RCU grace period a migration waits for).  The raw syscall runs with
+    the GIL held between Python's own before/after-fork hooks, as os.fork() does; it
+    skips the C library's fork handlers, so the caller must be single-threaded.
+    Returns 0 in the child."""
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    if cgroup_fd is not None:
+        args = _CloneArgs(flags=flags | CLONE_INTO_CGROUP, exit_signal=17, cgroup=cgroup_fd)
+        pid = _pylibc.syscall(ctypes.c_long(SYS_CLONE3), ctypes.byref(args),
+                              ctypes.c_size_t(ctypes.sizeof(args)))
+    else:
+        pid = _pylibc.syscall(ctypes.c_long(SYS_CLONE), ctypes.c_ulong(flags | 17),  # SIGCHLD
+                              ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                              ctypes.c_ulong(0))
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone({flags:#x}): {os.strerror(err)}")
+    return pid
+
+
+def set_parent_death_signal(sig: int) -> None:
+    _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
 
 
 def setns(fd: int, nstype: int) -> None:

@@ -77,8 +77,9 @@ class Entry:
              pid_w: int) -> entercore.Plan:
         return entercore.Plan(
             exes=cmd.exes(), stdio=stdio, ctty=ctty, pid_w=pid_w,
-            cgroup_procs=[str(self.layout.group(h, self.xid) / "cgroup.procs")
-                          for h in self.layout.hierarchies],
+            cgroup_tasks=[str(g / "tasks") for g in self.layout.v1_groups(self.xid)],
+            cgroup_v2=str(self.layout.group(self.layout.v2, self.xid))
+            if self.layout.v2 is not None else None,
             ns=[(NS_CLONE[name], fd) for name, fd in self.ns],
             userns=self.userns, keep=sorted(self.keep),
             rlimits=[(r.resource, r.soft, r.hard) for r in self.rlimits],

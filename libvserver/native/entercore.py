@@ -52,11 +52,12 @@ class Exe:
 class Plan:
     """Everything E1 and E2 do, decided by the caller (so nothing is read inside).
     A plain class and marshal, not dataclasses and json: a fresh image imports little."""
-    FIELDS = ("exes", "stdio", "ctty", "pid_w", "cgroup_procs", "ns", "userns", "keep",
-              "rlimits", "bpf")
+    FIELDS = ("exes", "stdio", "ctty", "pid_w", "cgroup_tasks", "cgroup_v2", "ns", "userns",
+              "keep", "rlimits", "bpf")
 
     def __init__(self, exes: list[Exe], stdio: tuple[int, int, int], ctty: bool = False,
-                 pid_w: int = -1, cgroup_procs: list[str] | None = None,
+                 pid_w: int = -1, cgroup_tasks: list[str] | None = None,
+                 cgroup_v2: str | None = None,
                  ns: list[tuple[int, int]] | None = None, userns: bool = False,
                  keep: list[int] | None = None,
                  rlimits: list[tuple[int, int, int]] | None = None,
@@ -66,7 +67,8 @@ class Plan:
         self.stdio = tuple(stdio)               # the caller's descriptors for 0-2
         self.ctty = ctty                        # stdin becomes the controlling terminal
         self.pid_w = pid_w                      # E1 writes E2's pid here
-        self.cgroup_procs = cgroup_procs or []  # host cgroup files to join
+        self.cgroup_tasks = cgroup_tasks or []  # v1 "tasks" files to move E1 itself into
+        self.cgroup_v2 = cgroup_v2              # the cgroup2 group E1 continues in
         self.ns = [tuple(x) for x in ns or []]  # (CLONE_NEW*, open handle)
         self.userns = userns
         self.keep = keep                        # bounding and capability set; None: as is
@@ -92,9 +94,7 @@ def run_e1(plan: Plan) -> None:
     err = plan.stdio[2]
     try:
         creds.set_dumpable(False)   # again: exec of a fresh image made it dumpable
-        for path in plan.cgroup_procs:
-            with open(path, "w") as f:
-                f.write(str(os.getpid()))
+        _join_cgroups(plan)
         if plan.join_fn is not None:
             plan.join_fn()
         if plan.keep is not None:
@@ -126,6 +126,39 @@ def run_e1(plan: Plan) -> None:
                      .encode())
         finally:
             os._exit(126)
+
+
+def _join_cgroups(plan: Plan) -> None:
+    """Into the context's cgroups without a migration's RCU grace period (milliseconds):
+    E1 (single-threaded) moves itself into each v1 group (0 into ``tasks``: a thread
+    moving itself takes no global lock), then forks a copy of itself born in the cgroup2
+    group (clone3), which goes on as E1; this one only waits for it and passes its
+    status on. Where clone3 cannot, E1 is migrated into the cgroup2 group."""
+    for path in plan.cgroup_tasks:
+        with open(path, "w") as f:
+            f.write("0")
+    if plan.cgroup_v2 is None:
+        return
+    fd = os.open(plan.cgroup_v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    relay = os.getpid()
+    try:
+        pid = creds.clone(0, fd)
+    except OSError:
+        with open(os.path.join(plan.cgroup_v2, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+        return
+    finally:
+        os.close(fd)
+    if pid == 0:
+        creds.set_parent_death_signal(signal.SIGKILL)   # the caller may kill the relay
+        if os.getppid() != relay:
+            os._exit(126)   # the relay died before the signal was set
+        return
+    # the relay keeps no end of the command's pipes open
+    for fd in set(plan.fds()):
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
 
 
 def _e2(plan: Plan) -> None:

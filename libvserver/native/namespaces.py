@@ -10,6 +10,8 @@ import ctypes
 import ctypes.util
 import os
 
+from . import creds
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 CLONE_NEWTIME = 0x00000080
@@ -149,28 +151,11 @@ def has_time_namespace() -> bool:
     return os.path.exists("/proc/self/ns/time")
 
 
-SYS_CLONE = 56  # x86_64
-_pylibc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_pylibc.syscall.restype = ctypes.c_long
-
-
-def fork_into(flags: int) -> int:
-    """fork() that puts the child into new namespaces (CLONE_NEWUSER | CLONE_NEWPID, ...).
+def fork_into(flags: int, cgroup_fd: int | None = None) -> int:
+    """fork() that puts the child into new namespaces (CLONE_NEWUSER | CLONE_NEWPID, ...)
+    and, given ``cgroup_fd``, into that cgroup2 group (creds.clone).
 
     Unlike unshare, the child is created in them, so a PID namespace made here is owned
-    by the new user namespace (reboot(2) inside needs CAP_SYS_BOOT there).  The raw
-    clone(2) runs with the GIL held (PyDLL) between Python's own before/after-fork hooks,
-    as os.fork() does; the caller must be single-threaded.  Returns 0 in the child."""
-    _api = ctypes.pythonapi
-    _api.PyOS_BeforeFork()
-    pid = _pylibc.syscall(ctypes.c_long(SYS_CLONE), ctypes.c_ulong(flags | 17),  # | SIGCHLD
-                          ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                          ctypes.c_ulong(0))
-    if pid == 0:
-        _api.PyOS_AfterFork_Child()
-        return 0
-    err = ctypes.get_errno()
-    _api.PyOS_AfterFork_Parent()
-    if pid < 0:
-        raise OSError(err, f"clone({flags:#x}): {os.strerror(err)}")
-    return pid
+    by the new user namespace (reboot(2) inside needs CAP_SYS_BOOT there).  The caller
+    must be single-threaded.  Returns 0 in the child."""
+    return creds.clone(flags, cgroup_fd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from typing import Callable
 
 from ..api import Mount, MountError
 from . import confine, idmap
@@ -178,19 +179,29 @@ def mask_kernel_interfaces(rootfd: int, new_net: bool) -> None:
     """Mask MASKED, make READ_ONLY read-only; /proc/sys/net stays writable when the
     context has its own network namespace (its sysctls are then per namespace)."""
     ro = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-    for rel in MASKED:
-        try:
-            fd = confine.open_in_root(rootfd, rel, os.O_PATH)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        try:
-            p = confine.fd_path(fd)
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
-                mount("tmpfs", p, "tmpfs", ro, "size=4k,nr_inodes=1,mode=0555")
-            else:
-                mount("/dev/null", p, None, MS_BIND)
-        finally:
-            os.close(fd)
+    empty: int | None = None    # the one empty tmpfs every masked directory shows
+    try:
+        for rel in MASKED:
+            try:
+                fd = confine.open_in_root(rootfd, rel, os.O_PATH)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            try:
+                p = confine.fd_path(fd)
+                if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    mount("/dev/null", p, None, MS_BIND)
+                elif empty is None:
+                    mount("tmpfs", p, "tmpfs", ro, "size=4k,nr_inodes=1,mode=0555")
+                    empty = confine.open_in_root(rootfd, rel, os.O_PATH)
+                else:
+                    # binds of the first (read-only superblock): one tmpfs instance per
+                    # vserver, not one per masked directory (memory of 500 vservers)
+                    mount(confine.fd_path(empty), p, None, MS_BIND)
+            finally:
+                os.close(fd)
+    finally:
+        if empty is not None:
+            os.close(empty)
     if new_net:
         # a bind copies the flags of its source: take /proc/sys/net before /proc/sys goes ro
         _bind_self(rootfd, "proc/sys/net")
@@ -202,7 +213,8 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
                        sys_fd: int | None, new_net: bool,
                        host_srcs: dict[str, int] | None = None,
                        console: int | None = None, api_mounts: list[str] = (),
-                       notify_fd: int | None = None) -> None:
+                       notify_fd: int | None = None,
+                       mark: Callable[[str], None] = lambda _: None) -> None:
     """Like setup(), in a mount namespace owned by the context's user namespace.
 
     host_dirs: O_PATH fds of the vdir [and a shared template's upper and work dirs],
@@ -211,7 +223,8 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
     its lower layer, over which the overlay is mounted from in here (``userxattr``:
     trusted.* xattrs belong to host root).  sys_fd, if given, is a read-only /sys to use
     instead of a sysfs mount; host_srcs as for spec_mount; console, api_mounts and
-    notify_fd as for setup().  Takes ownership of every fd passed."""
+    notify_fd as for setup().  Takes ownership of every fd passed; ``mark`` is called
+    after each phase (phases.py)."""
     fds = list(host_dirs) + [root_fd] + ([sys_fd] if sys_fd is not None else []) + \
         list((host_srcs or {}).values()) + ([notify_fd] if notify_fd is not None else [])
     try:
@@ -227,6 +240,7 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
                 root_fd = ovl
         except OSError as e:
             raise MountError(f"cannot mount the root of {vdir}: {e.strerror or e}") from None
+        mark("init: move the idmapped root into place")
         # the mount fd is the new root itself: no lookup of the vdir's host path needed
         rootfd = root_fd
         try:
@@ -240,9 +254,12 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
             else:
                 _mount_at(rootfd, "sys", "sysfs", "sysfs",
                           MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            mark("init: mount /proc /sys")
             _make_dev(rootfd, bind_devices=True)
             _bind_console(rootfd, console)
+            mark("init: /dev, console")
             mask_kernel_interfaces(rootfd, new_net)
+            mark("init: masks")
         except OSError as e:
             raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
         mount_api_filesystems(rootfd, api_mounts, notify_fd)
@@ -252,7 +269,9 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
     finally:
         for fd in fds:
             os.close(fd)
+    mark("init: spec mounts")
     _pivot(vdir)
+    mark("init: pivot_root, detach the old root")
 
 
 def _bind_console(rootfd: int, console: int | None) -> None:
@@ -265,7 +284,7 @@ def _bind_console(rootfd: int, console: int | None) -> None:
 
 def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = True,
           console: int | None = None, api_mounts: list[str] = (),
-          notify_fd: int | None = None) -> None:
+          notify_fd: int | None = None, mark: Callable[[str], None] = lambda _: None) -> None:
     """Make vdir the root of this mount namespace with /proc, /sys, /dev and the spec mounts;
     ``console`` is the pty slave bound onto /dev/console; ``api_mounts`` and ``notify_fd``
     as for :func:`mount_api_filesystems` (the fd is closed here)."""
@@ -290,6 +309,7 @@ def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = Tru
         except OSError as e:
             raise MountError(f"cannot set up /proc, /sys or /dev in {vdir}: {e}") from None
         mount_api_filesystems(rootfd, api_mounts, notify_fd)
+        mark("init: mount /proc /sys /dev")
         for m in mounts:
             spec_mount(rootfd, m)
         os.fchdir(rootfd)
@@ -297,7 +317,9 @@ def setup(vdir: str, mounts: list[Mount], loopdev: str | None, sysfs: bool = Tru
         os.close(rootfd)
         if notify_fd is not None:
             os.close(notify_fd)
+    mark("init: spec mounts")
     _pivot(vdir)
+    mark("init: pivot_root, detach the old root")
 
 
 def _pivot(vdir: str) -> None:

@@ -1,29 +1,34 @@
 """Creating a context: the code of its PID 1 between the supervisor's fork and init.
 
-supervisor: [unshare(TIME) for its children only], fork G into a new user and PID
-            namespace (clone, so the PID namespace belongs to the user namespace:
-            reboot(2) inside needs CAP_SYS_BOOT there), setns back into its own time
-            namespace (it is single-threaded, so it may), writes G's uid/gid maps
-            (see idmap.py) and sends "m"; makes the host-privileged mounts detached
-            (the idmapped root: vdir, the disk-limit image or the shared template;
-            /sys read-only when G gets no network namespace) and passes them to G
-            over a socket; while G builds its mounts, moves G into the context's
-            cgroups (delegating the cgroup2 group to G's root) and the veth peer into
-            G's network namespace, and sends G "go".
-G:          PID 1 of the new namespaces: takes uid/gid 0 inside, unshares mnt uts ipc
-            [net] (owned by its user namespace), moves the root into place (mounts the
-            overlay there for a shared template), mounts /proc /sys /dev, masks the
-            host-wide parts of /proc and /sys, the template's API filesystems (tmpfs
-            /run, /run/lock; the supervisor's notify socket on /run/host/notify),
-            pivot_root, hostname, rlimits, bounding set, waits for "go", unshares its
-            cgroup namespace (so its cgroup is "/"), mounts its own cgroup2 view on
-            /sys/fs/cgroup (api_mounts "cgroup"), execs init.
+supervisor: [unshare(TIME) for its children only], makes the context's cgroups, moves
+            itself into their v1 groups (a thread moving itself waits for no RCU grace
+            period, a migration of another process does) and clones G into a new user
+            and PID namespace and into the cgroup2 group (clone3 CLONE_INTO_CGROUP; the
+            PID namespace belongs to the user namespace: reboot(2) inside needs
+            CAP_SYS_BOOT there), so G is born in every group of the context; setns back
+            into its own time namespace (it is single-threaded, so it may), writes G's
+            uid/gid maps (see idmap.py) and sends "m"; makes the host-privileged mounts
+            detached (the idmapped root: vdir, the disk-limit image or the shared
+            template; /sys read-only when G gets no network namespace) and passes them
+            to G over a socket; moves itself back into its own groups; while G builds
+            its mounts, delegates the cgroup2 group to G's root, sets the limits, keeps
+            G's namespaces (handles.py), moves the veth peer into G's network namespace,
+            and sends G "go". (Where clone3 cannot, G is forked and migrated instead and
+            unshares its cgroup namespace after "go".)
+G:          PID 1 of the new namespaces: unshares mnt uts ipc [net] cgroup (owned by its
+            user namespace; its cgroup becomes "/"), takes uid/gid 0 inside, moves the
+            root into place (mounts the overlay there for a shared template), mounts
+            /proc /sys /dev, masks the host-wide parts of /proc and /sys, pivot_root,
+            the template's API filesystems (tmpfs /run, /run/lock; the supervisor's notify
+            socket on /run/host/notify), hostname, rlimits, bounding set, waits for "go",
+            mounts its own cgroup2 view on /sys/fs/cgroup (api_mounts "cgroup"), loads the
+            seccomp filter, execs init.
 
 A ``privileged`` context (admin-only) skips the user namespace: G is forked into a new
 PID namespace only, gets no masks and no cgroup namespace, and mounts its root itself.
 
-One fork, and the slow kernel work (cgroup migration waits for an RCU grace
-period, so does detaching the old root) runs in two processes at once.
+One fork, no cgroup migration on the way (see above), and the supervisor's work runs
+beside G's. VCD_START_PHASES (phases.py) makes both report their phase timings.
 Errors travel back as one line "Kind: message" on a close-on-exec pipe: EOF
 without a line means init was exec'd.
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import array
 import errno
+import json
 import os
 import signal
 import socket
@@ -41,9 +47,11 @@ from dataclasses import dataclass
 
 from ..api import CAP_NUMBERS, ContextSpec, InitMissing, StartError
 from . import idmap, limits, namespaces, rootfs, seccomp
+from .phases import Phases
 from .namespaces import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                          CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS)
 
+PHASES_PREFIX = "@phases "   # a line of init's phase timings on the error pipe
 INIT_ENV = {"PATH": "/sbin:/bin:/usr/sbin:/usr/bin", "TERM": "linux", "container": "vcd"}
 
 
@@ -62,6 +70,14 @@ class Plan:
     ids: idmap.IdRange | None = None   # None: privileged (no user namespace)
     overlay: dict | None = None        # {lower, upper, work} of a shared template
     notify_path: str | None = None     # host path of the supervisor's NOTIFY_SOCKET
+    phases: bool = False               # init reports its phase timings (phases.py)
+    in_cgroups: bool = False           # G is born in the context's cgroups (clone3)
+
+    @property
+    def cgroupns(self) -> bool:
+        """A cgroup namespace of its own: always with a user namespace, and for the
+        cgroup view of a template's API filesystems (privileged or not)."""
+        return self.ids is not None or "cgroup" in self.spec.api_mounts
 
     @property
     def host_sys(self) -> bool:
@@ -71,8 +87,11 @@ class Plan:
 
 
 def child_flags(plan: Plan) -> int:
-    """Namespaces G unshares for itself (PID and time come from the supervisor's fork)."""
+    """Namespaces G unshares for itself (PID and time come from the supervisor's fork);
+    G born in its cgroups takes its cgroup namespace at once (its cgroup becomes "/")."""
     flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+    if plan.in_cgroups and plan.cgroupns:
+        flags |= CLONE_NEWCGROUP
     if plan.new_net:
         flags |= CLONE_NEWNET
     return flags
@@ -152,6 +171,7 @@ def time_offsets() -> str:
 
 
 def _wait_go(go_r: int, cgroupns: bool = False) -> None:
+    """``cgroupns``: unshare the cgroup namespace once in the context's cgroups."""
     if os.read(go_r, 1) != b"g":
         raise StartError("the supervisor gave up on this context")
     os.close(go_r)
@@ -211,6 +231,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
              sock: socket.socket | None = None) -> None:
     """Body of G, PID 1 of the context; execs init or reports and exits. Never returns."""
     spec = plan.spec
+    ph = Phases(plan.phases)
     try:
         # a fork of the supervisor: its signal wake-up pipe is not ours to write to
         signal.set_wakeup_fd(-1)
@@ -218,12 +239,12 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         os.setsid()
         os.umask(0)
         userns = plan.ids is not None
-        # a cgroup view of its own needs a cgroup namespace, privileged or not
-        cgroupns = userns or "cgroup" in spec.api_mounts
         if userns:
             _wait_mapped(go_r)
+        ph.mark("init: wait for the id maps")
         namespaces.unshare(child_flags(plan))
         notify_fd = _open_notify(plan)
+        ph.mark("init: unshare mnt uts ipc" + (" net" if plan.new_net else ""))
         if userns:
             host_dirs = _open_host_dirs(plan)
             host_srcs = _open_bind_sources(plan)
@@ -240,35 +261,44 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         namespaces.sethostname(spec.uname.get("NODENAME") or spec.name)
         if "DOMAINNAME" in spec.uname:
             namespaces.setdomainname(spec.uname["DOMAINNAME"])
+        ph.mark("init: ids, sysctls, hostname")
         go_pending = True
         if plan.netplan is not None:
             # the peer arrives with "go"; netlink code may import lazily: before pivot_root
-            _wait_go(go_r, cgroupns)
+            _wait_go(go_r, plan.cgroupns and not plan.in_cgroups)
             go_pending = False
             from . import netns
+            ph.mark("init: wait for go (cgroups, veth)")
             netns.configure_inside(plan.netplan)
+            ph.mark("init: network inside")
         elif plan.new_net:
             from . import netns
             netns.loopback_up()
+            ph.mark("init: loopback up")
         if userns:
             assert sock is not None
             fds = _recv_fds(sock, 2 if plan.host_sys else 1)
             sock.close()
+            ph.mark("init: wait for the idmapped root")
             rootfs.setup_unprivileged(str(spec.vdir), spec.mounts, host_dirs, fds[0],
                                       fds[1] if plan.host_sys else None, plan.new_net,
-                                      host_srcs, plan.console_fd, spec.api_mounts, notify_fd)
+                                      host_srcs, plan.console_fd, spec.api_mounts, notify_fd,
+                                      ph.mark)
         else:
             rootfs.setup(str(spec.vdir), spec.mounts, plan.loopdev, console=plan.console_fd,
-                         api_mounts=spec.api_mounts, notify_fd=notify_fd)
+                         api_mounts=spec.api_mounts, notify_fd=notify_fd, mark=ph.mark)
         os.umask(0o022)
         limits.apply_rlimits(plan.rlimits)
         namespaces.drop_bounding_set(plan.keep_caps)
+        ph.mark("init: rlimits, bounding set")
         # exec keeps ignored signals ignored and the mask; Python ignores PIPE and XFSZ.
         for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM,
                   signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(s, signal.SIG_DFL)
         if go_pending:
-            _wait_go(go_r, cgroupns)  # in the context's cgroups from here on
+            # cgroups and limits are in place
+            _wait_go(go_r, plan.cgroupns and not plan.in_cgroups)
+            ph.mark("init: wait for go (cgroups)")
         if "cgroup" in spec.api_mounts:
             rootfs.mount_cgroup()
         stdio = plan.console_fd if plan.console_fd is not None else os.open("/dev/null", os.O_RDWR)
@@ -276,7 +306,11 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             os.dup2(stdio, fd)
         os.closerange(3, err_w)
         os.closerange(err_w + 1, 65536)
+        ph.mark("init: stdio, close fds")
         seccomp.load_prepared(spec)
+        ph.mark("init: seccomp load")
+        if plan.phases:
+            os.write(err_w, (PHASES_PREFIX + json.dumps(ph.items) + "\n").encode())
         try:
             os.execve(spec.init[0], spec.init, init_env(plan))
         except OSError as e:

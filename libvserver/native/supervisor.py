@@ -59,8 +59,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..api import AlreadyRunning, ContextSpec, StartError
-from . import console, handles, idmap, limits, namespaces, seccomp, spawn
+# netns: imported here once, not by every init that brings its loopback up
+from . import console, handles, idmap, limits, namespaces, netns, seccomp, spawn
 from .cgroups import Layout
+from .phases import Phases
 
 log = logging.getLogger("libvserver.supervisor")
 
@@ -174,6 +176,7 @@ class Supervisor:
         self.orphaned = False       # the keeper died: become one
         self.keeper = 0
         self.next_sample = time.monotonic() + load_interval
+        self.ph = Phases()          # the timings of the last start (when asked for)
         # our own namespaces, to return to after unsharing for a child
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
                        for n in ("pid", "time") if os.path.exists(f"/proc/self/ns/{n}")}
@@ -195,9 +198,11 @@ class Supervisor:
     # --- start ----------------------------------------------------------------------------
 
     def start(self, spec: ContextSpec, image: str | None, ids: idmap.IdRange | None = None,
-              overlay: dict | None = None) -> int:
+              overlay: dict | None = None, phases: bool = False) -> int:
         """Start context spec.xid; ``ids`` is its host id range (None: privileged, no user
-        namespace), ``overlay`` the {lower, upper, work} of a shared template."""
+        namespace), ``overlay`` the {lower, upper, work} of a shared template; ``phases``:
+        record the timings of this start (and init's) in self.ph (phases.py)."""
+        ph = self.ph = Phases(phases)
         self.reap()
         xid = spec.xid
         # A killed init leaves its cgroups before it becomes a zombie we can reap: when the
@@ -212,20 +217,25 @@ class Supervisor:
             raise StartError(f"stale cgroups of context {xid} cannot be removed")
         for stale in ("exit", "load", "ready"):
             (self.state_dir / f"{xid}.{stale}").unlink(missing_ok=True)
+        ph.mark("supervisor: reap, checks")
         loopfd = None
         netplan = None
         gpid = None
         self._pipes: list[int] = []
         self._sock: socket.socket | None = None
+        self._kept = False      # namespace handles kept during the start
+        self._log: console.ConsoleLog | None = None   # made while init execs
+        self._start_time: int | None = None
+        self._back: list[Path] = []   # our own v1 groups while we are in a context's
         # the guest's root owns its console, so it can reopen /dev/console
         master, slave = console.open_pty(*((ids.host, ids.host) if ids is not None else (None, None)))
         notify_sock = None
+        ph.mark("supervisor: console pty")
         try:
             if spec.ready == "notify":
                 notify_sock = self._notify_socket(xid, ids)
             new_net = bool(spec.addresses) or "HIDE_NETIF" in spec.flags
             if spec.addresses:
-                from . import netns
                 netplan = netns.plan(xid, self.net_tag, spec.addresses, spec.broadcast)
             loopdev = None
             if image:
@@ -236,29 +246,43 @@ class Supervisor:
                 new_time="VIRT_UPTIME" in spec.flags and namespaces.has_time_namespace(),
                 loopdev=loopdev, rlimits=limits.rlimit_plan(spec), ipc=limits.ipc_sysctls(spec),
                 keep_caps=spawn.keep_caps(spec), ids=ids, overlay=overlay, console_fd=slave,
-                notify_path=str(self._notify_path(xid)) if notify_sock is not None else None)
+                notify_path=str(self._notify_path(xid)) if notify_sock is not None else None,
+                phases=phases)
+            ph.mark("supervisor: plan")
             if netplan is not None:
-                from . import netns
                 netns.create_host_side(netplan)
+                ph.mark("supervisor: veth pair")
+            self.layout.create(xid)
+            ph.mark("supervisor: cgroup mkdir (every hierarchy)")
             gpid = self._fork_init(plan)
+            ph.mark("supervisor: clone (user, pid namespaces)" +
+                    (" into the cgroups" if plan.in_cgroups else ""))
             err = self._finish_start(plan, gpid)
             if err:
                 raise _error_from(err)
         except BaseException:
+            self._leave_context_groups()  # before kill_all, which reads the groups' members
             os.close(master)
             os.close(slave)
             if notify_sock is not None:
                 notify_sock.close()
                 self._notify_path(xid).unlink(missing_ok=True)
+            (self.state_dir / f"{xid}.init").unlink(missing_ok=True)
+            if self._log is not None:
+                self._log.close()
             if gpid:
                 _kill_wait(gpid)
             self.layout.kill_all(xid)
             self.layout.remove(xid)
+            try:
+                handles.drop(self.state_dir, xid)
+            except OSError:
+                pass
             if netplan is not None:
-                from . import netns
                 netns.delete_host_side(netplan.host_if)
             raise
         finally:
+            self._leave_context_groups()
             for fd in self._pipes:
                 os.close(fd)
             self._pipes = []
@@ -267,22 +291,25 @@ class Supervisor:
                 self._sock = None
             if loopfd is not None:
                 os.close(loopfd)  # the mount holds the device now; autoclear does the rest
-        ctx = self.ctxs[xid] = Ctx(xid, gpid, child=True, console_slave=slave)
-        self.keep_handles(spec, gpid)
-        self._attach_console(ctx, master)
+        ctx = self.ctxs[xid] = Ctx(xid, gpid, child=True, console_slave=slave,
+                                   start_time=self._start_time)
+        if not self._kept:
+            self.keep_handles(spec, gpid)
+            ph.mark("supervisor: keep namespace handles")
+        self._attach_console(ctx, master, self._log)
         if notify_sock is not None:
             ctx.notify_sock = notify_sock
             self.sel.register(notify_sock, selectors.EVENT_READ, ("notify", ctx))
         if "SCHED_PAUSE" in spec.flags:
             self.layout.freeze(xid, True)  # the vserver flag unschedules the whole context
+        ph.mark("supervisor: console log")
         log.info("context %d started, init pid %d", xid, gpid)
         return gpid
 
-    def _attach_console(self, ctx: Ctx, master: int) -> None:
+    def _attach_console(self, ctx: Ctx, master: int, log_: console.ConsoleLog) -> None:
         os.set_blocking(master, False)
         ctx.console_fd = master
-        ctx.console_log = console.ConsoleLog(self.state_dir, ctx.xid)
-        ctx.console_log.reset()
+        ctx.console_log = log_
         self.sel.register(master, selectors.EVENT_READ, ("console", ctx))
 
     # --- readiness (sd_notify) -------------------------------------------------------------
@@ -395,7 +422,9 @@ class Supervisor:
                 with open("/proc/self/timens_offsets", "w") as f:
                     f.write(spawn.time_offsets())
             cflags = spawn.clone_flags(plan)
-            pid = namespaces.fork_into(cflags) if cflags else os.fork()
+            pid = self._clone_into_cgroups(plan, cflags)
+            if pid is None:
+                pid = namespaces.fork_into(cflags) if cflags else os.fork()
             if pid == 0:
                 for fd in self._pipes:
                     os.close(fd)
@@ -414,15 +443,63 @@ class Supervisor:
                 theirs.close()
         return pid
 
+    def _clone_into_cgroups(self, plan: spawn.Plan, cflags: int) -> int | None:
+        """Fork G born in the context's cgroups: this thread moves itself into its v1
+        groups (no RCU grace period: see Layout.move_self) and back once G is forked,
+        clone3 puts G into the cgroup2 group. Migrating G afterwards would wait for a grace
+        period, most of a start. None (plan.in_cgroups False) if that cannot be done here:
+        the caller forks and migrates G the old way."""
+        xid = plan.spec.xid
+        try:
+            own = self.layout.own_groups()
+            cgfd = self.layout.open_v2(xid)
+        except OSError as e:
+            log.warning("context %d: cannot fork into its cgroups (%s); migrating", xid, e)
+            return None
+        v1 = self.layout.v1_groups(xid)
+        back = [own[h.path] for h in self.layout.hierarchies if h.version == 1 and h.path in own]
+        if len(back) != len(v1):
+            if cgfd is not None:
+                os.close(cgfd)
+            return None
+        plan.in_cgroups = True
+        self._back = back
+        try:
+            self.ph.mark("supervisor: fork plan")
+            self.layout.move_self(v1)
+            self.ph.mark("supervisor: move itself into the v1 groups")
+            pid = namespaces.fork_into(cflags, cgfd)
+            if pid:
+                self.ph.mark("supervisor: clone3")
+            return pid
+        except OSError as e:
+            log.warning("context %d: cannot fork into its cgroups (%s); migrating", xid, e)
+            plan.in_cgroups = False
+            self._leave_context_groups()
+            return None
+        finally:
+            if cgfd is not None:
+                os.close(cgfd)
+
+    def _leave_context_groups(self) -> None:
+        """Back into our own v1 groups after forking G into the context's: before its
+        limits are set (a memory limit must never make us an OOM victim of the context)
+        and in every error path (start's finally)."""
+        if self._back:
+            back, self._back = self._back, []
+            self.layout.move_self(back)
+
     def _map_ids(self, plan: spawn.Plan, gpid: int) -> None:
         """G's uid/gid maps, then its detached idmapped root (and /sys) over the socket."""
         idmap.write_maps(gpid, plan.ids)
         os.write(self._pipes[1], b"m")
+        self.ph.mark("supervisor: write uid/gid maps")
         ufd = os.open(f"/proc/{gpid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         try:
             fds = spawn.host_mounts(plan, ufd)
         finally:
             os.close(ufd)
+        self.ph.mark("supervisor: idmapped root (open_tree, mount_setattr)")
         try:
             spawn.send_fds(self._sock, fds)
         finally:
@@ -436,23 +513,42 @@ class Supervisor:
         try:
             if plan.ids is not None:
                 self._map_ids(plan, gpid)
+            # the move is off G's path: G waits for nothing more of ours until "go"
+            self._leave_context_groups()
+            self.ph.mark("supervisor: move itself back into its own groups")
             # made while G already works on its namespaces and mounts: off the critical path
-            self.layout.create(xid)
+            ph = self.ph
             if plan.ids is not None:
                 self.layout.delegate(xid, plan.ids.host, plan.ids.host)
-                # membership does not wait for G's namespaces: the (slow) migration runs
-                # while G mounts; G unshares its cgroup namespace only after "go"
-                self.layout.join(xid, gpid)
+                if not plan.in_cgroups:
+                    # membership does not wait for G's namespaces: the (slow) migration
+                    # runs while G mounts; G unshares its cgroup namespace after "go"
+                    self.layout.join(xid, gpid)
+                ph.mark("supervisor: cgroup delegate" +
+                        ("" if plan.in_cgroups else ", join (every hierarchy)"))
             limits.apply_cgroup_limits(self.layout, plan.spec)
+            ph.mark("supervisor: cgroup limits")
             ready = _read_all(ready_r, START_TIMEOUT, limit=1)
+            ph.mark("supervisor: wait for init's ready")
             if ready != b"r":
                 return _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip() or \
                     f"context {xid}: init process died during setup"
-            if plan.ids is None:
+            if plan.ids is None and not plan.in_cgroups:
                 self.layout.join(xid, gpid)
+                ph.mark("supervisor: cgroup join (every hierarchy)")
             if plan.netplan is not None:
-                from . import netns
                 netns.move_peer(plan.netplan, gpid)
+                ph.mark("supervisor: veth peer into the netns")
+            if plan.in_cgroups or plan.ids is None:
+                # every namespace of G exists now (its cgroup namespace too): keep them
+                # while G builds its mounts
+                try:
+                    handles.keep(self.state_dir, plan.spec, gpid)
+                except OSError as e:
+                    _kill_wait(gpid)
+                    return f"context {xid}: cannot keep its namespaces: {e}"
+                self._kept = True
+                ph.mark("supervisor: keep namespace handles")
         except OSError as e:
             # G may have died on its own meanwhile: its own reason is the better message
             _kill_wait(gpid)
@@ -466,7 +562,25 @@ class Supervisor:
             os.write(go_w, b"g")
         except BrokenPipeError:
             pass  # G failed already: its error is on err_r
-        return _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip()
+        ph.skip()
+        # while G loads its seccomp filter and execs: what is kept of a running context
+        self._start_time = start_time_of(gpid)
+        self._write_state(f"{xid}.init", {"pid": gpid, "start_time": self._start_time})
+        self._log = console.ConsoleLog(self.state_dir, xid)
+        self._log.reset()
+        ph.mark("supervisor: record init, console log")
+        out = _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip()
+        if out.startswith(spawn.PHASES_PREFIX):
+            line, _, out = out.partition("\n")
+            try:
+                ph.items += json.loads(line[len(spawn.PHASES_PREFIX):])
+                ph.last = max(ph.last, ph.items[-1][2])
+            except ValueError:
+                pass
+            ph.mark("init: execve (until the error pipe closes)")
+        else:
+            ph.mark("supervisor: wait for init's exec")
+        return out.strip()
 
     def keep_handles(self, spec: ContextSpec, pid: int) -> None:
         """Keep the namespaces made at start and the spec (handles.py) for everyone who
@@ -514,12 +628,13 @@ class Supervisor:
         if self.layout.pids(ctx.xid):
             self.layout.kill_all(ctx.xid)
         self.layout.remove(ctx.xid)
+        # before the answer to a stop: the kept mount namespace holds the vserver's mounts
+        # (a disk-limit image stays busy), the network namespace its veth pair
         try:
             handles.drop(self.state_dir, ctx.xid)
         except OSError as e:
             log.warning("context %d: cannot remove its namespace handles: %s", ctx.xid, e)
         if self.net_tag is not None:
-            from . import netns
             ifname = netns.host_ifname(ctx.xid, self.net_tag)
             if os.path.exists(f"/sys/class/net/{ifname}"):
                 netns.delete_host_side(ifname)
@@ -731,9 +846,11 @@ class Supervisor:
                 self.set_notify(req["notify"])
             pid = self.start(spec, req.get("image"),
                              None if ids is None else idmap.IdRange(int(ids[0]), int(ids[1])),
-                             req.get("overlay"))
-            self._remember(self.ctxs[spec.xid])
-            return {"ok": True, "pid": pid, "seconds": time.perf_counter() - t}
+                             req.get("overlay"), bool(req.get("phases")))
+            resp = {"ok": True, "pid": pid, "seconds": time.perf_counter() - t}
+            if self.ph.on:
+                resp["phases"] = self.ph.items
+            return resp
         if op == "reap":
             self.reap()
             return {"ok": True, "contexts": sorted(self.ctxs)}

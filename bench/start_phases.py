@@ -1,0 +1,98 @@
+"""Where a vx.start spends its time: per-phase timings of N starts over the API.
+
+The daemon runs with VCD_START_PHASES=<file>; each start appends its phases there
+(vcd/runtime.py, libvserver/native/phases.py): the daemon's (spec from VXDB, checks),
+the backend's, the supervisor's and those of the context's init, which run at the same
+time as the supervisor's ("init: ..." rows; their begin is relative to the API call).
+Prints per phase the median begin (ms after the call was sent) and median duration,
+then the API round trip beside `lxc-start -d` (privileged and unprivileged) of the same
+root filesystem, run in the same invocation.
+
+Bounded: loopback only, fixed counts, cleans up every context it starts.
+    python bench/start_phases.py [--runs 30] [--netns]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from vcdtest import VcdDaemon  # noqa: E402
+from templates.busybox import build_rootfs  # noqa: E402
+from lifecycle import bench_lxc, row  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--netns", action="store_true", help="give the vserver an address (veth)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="vcd-bench-phases-"))
+    work.chmod(0o711)
+    phases_file = work / "phases.jsonl"
+    os.environ["VCD_START_PHASES"] = str(phases_file)
+    rootfs = work / "rootfs"
+    build_rootfs(rootfs)
+    daemon = VcdDaemon(work / "vcd", workers=4)
+    try:
+        daemon.start()
+        admin = daemon.proxy()
+        from templates import busybox
+        busybox.build("busybox", daemon.templatedir)
+        admin.vx.create(name="bench", template="busybox")
+        if args.netns:
+            admin.vxdb.nx.addr.add(name="bench", addr="10.213.0.2", netmask="255.255.255.0")
+        admin.vxdb.init.set(name="bench", halt="/bin/true", timeout=0)
+        admin.vx.start(name="bench")   # warm: backend and supervisor up
+        admin.vx.stop(name="bench")
+        phases_file.unlink(missing_ok=True)
+        calls: list[tuple[float, float]] = []
+        for _ in range(args.runs):
+            t = time.time()
+            admin.vx.start(name="bench")
+            calls.append((t, time.time()))
+            admin.vx.stop(name="bench")
+        runs = [json.loads(line) for line in phases_file.read_text().splitlines()]
+        by_name: dict[str, list[tuple[float, float]]] = {}
+        order: list[str] = []
+        for (t0, _), rows in zip(calls, runs):
+            for name, begin, end in rows:
+                if name not in by_name:
+                    by_name[name] = []
+                    order.append(name)
+                by_name[name].append(((begin - t0) * 1000, (end - begin) * 1000))
+        order.sort(key=lambda n: statistics.median(b for b, _ in by_name[n]))
+        print(f"\n{'vx.start phases (ms, median of ' + str(len(runs)) + ')':<58} {'begin':>7} {'takes':>7}")
+        for name in order:
+            v = by_name[name]
+            print(f"{name:<58} {statistics.median(b for b, _ in v):>7.2f} "
+                  f"{statistics.median(d for _, d in v):>7.2f}")
+        print(f"\n{'(ms)':<44} {'median':>9} {'p90':>9} {'n':>6}")
+        api = [e - b for b, e in calls]
+        print(row("vx.start over XML-RPC (with phase recording)", api))
+        for unprivileged in (False, True):
+            kind = "unprivileged, idmapped rootfs" if unprivileged else "privileged"
+            lxc = bench_lxc(rootfs, min(args.runs, 20), work, unprivileged)
+            if lxc is not None:
+                print(row(f"lxc-start -d ({kind})", lxc[0]))
+                print(f"{'  ratio vx.start / lxc-start':<44} "
+                      f"{statistics.median(api) / statistics.median(lxc[0]):>9.2f}")
+        print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    finally:
+        daemon.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -45,9 +45,14 @@ class Stats:
         self._slot: int | None = None
 
     def _claim(self) -> int:
+        # An open-file-description lock (F_OFD_SETLK), not a POSIX one: a POSIX lock is
+        # dropped when the process closes *any* descriptor of the file (vcd.status opens
+        # its own Stats), and another worker would then share the slot and lose counts.
         for slot in range(SLOTS):
+            flock = struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET,
+                                self._offset(slot), 1, 0)
             try:
-                fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self._offset(slot))
+                fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, flock)
                 return slot
             except OSError:
                 continue

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from ..api import DiskLimit, QuotaError
@@ -72,7 +73,10 @@ def ensure_image(image: Path, vdir: Path, limit: DiskLimit) -> None:
             raise
         return
     if image.stat().st_size < size:
-        # Online resize needs CAP_SYS_RESOURCE here; the context is stopped, so resize offline.
+        # Online resize needs CAP_SYS_RESOURCE here; the context is stopped, so resize offline
+        # once its filesystem is gone: the last reference to the stopped context's mount
+        # namespace (a kept handle, unmounted lazily) may release it a moment later.
+        _wait_detached(image)
         with open(image, "r+b") as f:
             os.ftruncate(f.fileno(), size)
         for argv in (["e2fsck", "-f", "-p", str(image)], ["resize2fs", str(image)]):
@@ -81,6 +85,27 @@ def ensure_image(image: Path, vdir: Path, limit: DiskLimit) -> None:
             if r.returncode not in (0, 1):
                 raise QuotaError(f"cannot grow quota image {image}: {argv[0]}: "
                                  f"{(r.stderr or r.stdout).strip()}")
+
+
+def _in_use(image: Path) -> bool:
+    """A loop device still backs image (its filesystem is mounted somewhere)."""
+    want = os.path.realpath(image)
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if backing.read_text().strip().removesuffix(" (deleted)") == want:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _wait_detached(image: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _in_use(image):
+        if time.monotonic() > deadline:
+            raise QuotaError(f"quota image {image} is still in use (mounted) after the "
+                             f"context ended; it cannot be grown now")
+        time.sleep(0.02)
 
 
 def attach(image: Path) -> tuple[int, str]:

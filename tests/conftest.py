@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from vcdtest import CGROUP_PARENT, VcdDaemon, is_test_cgroup_parent
+from vcdtest import CGROUP_PARENT, VcdDaemon, build_probe, is_test_cgroup_parent
 
 
 @pytest.fixture
@@ -63,6 +63,12 @@ def vcd_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VcdDaemon]:
         yield daemon
     finally:
         daemon.cleanup()
+
+
+@pytest.fixture(scope="session")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The static in-vserver probe (tests/backend/probes/probe.c), built once per run."""
+    return build_probe(tmp_path_factory.mktemp("probe") / "probe")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -12,30 +12,13 @@ from pathlib import Path
 import pytest
 
 from api_helpers import create_vserver
-from vcdtest import VcdDaemon
+from vcdtest import VcdDaemon, daemon_fixture
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
-PROBE_SRC = Path(__file__).parent / "backend" / "probes" / "probe.c"
 
 
-@pytest.fixture(scope="module")
-def rt(tmp_path_factory):
-    daemon = VcdDaemon(tmp_path_factory.mktemp("escape-entry"), workers=2, exec_timeout=10.0)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.cleanup()
-
-
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build the in-vserver probe")
-    out = tmp_path_factory.mktemp("probe") / "probe"
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(PROBE_SRC)], check=True)
-    return out
+rt = daemon_fixture("escape-entry", workers=2, exec_timeout=10.0)
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 
 from api_helpers import create_vserver, fault, unique
-from vcdtest import VcdDaemon
+from vcdtest import VcdDaemon, daemon_fixture
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
-PROBE_SRC = Path(__file__).parent / "backend" / "probes" / "probe.c"
 BIN = Path(sys.executable).parent
 # what a tenant with the BCAP capability may add to its own vserver
 WIDE_BCAPS = ("SYS_ADMIN", "MKNOD", "SYS_MODULE", "SYS_RAWIO", "NET_ADMIN", "DAC_READ_SEARCH",
@@ -28,23 +27,7 @@ WIDE_BCAPS = ("SYS_ADMIN", "MKNOD", "SYS_MODULE", "SYS_RAWIO", "NET_ADMIN", "DAC
 TENANT_CAPS = ("INIT", "EXEC", "MOUNT", "NET", "BCAP", "RLIM", "INFO", "UNAME", "CCAP", "CFLAG")
 
 
-@pytest.fixture(scope="module")
-def rt(tmp_path_factory):
-    daemon = VcdDaemon(tmp_path_factory.mktemp("escape-suite"), workers=2, exec_timeout=30.0)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.cleanup()
-
-
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build the in-vserver probe")
-    out = tmp_path_factory.mktemp("probe") / "probe"
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(PROBE_SRC)], check=True)
-    return out
+rt = daemon_fixture("escape-suite", workers=2, exec_timeout=30.0)
 
 
 def make_tenant(daemon: VcdDaemon, *caps: str, owns: tuple[str, ...] = ()):

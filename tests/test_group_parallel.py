@@ -10,7 +10,7 @@ import xmlrpc.client
 import pytest
 
 from api_helpers import create_vserver, fault, unique
-from vcdtest import VcdDaemon
+from vcdtest import VcdDaemon, daemon_fixture
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
@@ -19,14 +19,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 BARRIER_HALT = "/bin/sh -c 'touch /arrived; while [ ! -e /go ]; do sleep 0.05; done; halt'"
 
 
-@pytest.fixture(scope="module")
-def rt(tmp_path_factory):
-    daemon = VcdDaemon(tmp_path_factory.mktemp("vgpar"), workers=4, exec_timeout=10.0)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.cleanup()
+rt = daemon_fixture("vgpar", workers=4, exec_timeout=10.0)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import xmlrpc.client
 import pytest
 
 from api_helpers import create_vserver, ensure_busybox_template, fault, fault_code, unique
-from vcdtest import VcdDaemon
+from vcdtest import VcdDaemon, daemon_fixture, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
@@ -22,14 +22,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 MARK_SCRIPT = '#!/bin/sh\ncase "$1" in stop) echo by-init > /var/stopped-by-init;; esac\n'
 
 
-@pytest.fixture(scope="module")
-def rt(tmp_path_factory):
-    daemon = VcdDaemon(tmp_path_factory.mktemp("initsig"), workers=4, exec_timeout=10.0)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.cleanup()
+rt = daemon_fixture("initsig", workers=4, exec_timeout=10.0)
 
 
 @pytest.fixture
@@ -46,14 +39,6 @@ def vserver(rt, admin):
         admin.vxdb.init.set(name=name, halt="/bin/true", timeout=0)
         admin.vx.stop(name=name)
     admin.vx.remove(name=name)
-
-
-def wait_until(cond, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def start_with_mark(rt, admin, name: str) -> None:

@@ -17,20 +17,9 @@ from pathlib import Path
 import pytest
 
 from api_helpers import create_vserver
-from vcdtest import REPO, VcdDaemon
+from vcdtest import REPO, VcdDaemon, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="vservers need root")
-
-
-def wait_until(cond, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def init_started(admin, name: str) -> str | None:

@@ -11,32 +11,17 @@ from pathlib import Path
 import pytest
 
 from api_helpers import create_vserver, fault, fault_code, unique
-from vcdtest import VcdDaemon
+from vcdtest import VcdDaemon, daemon_fixture, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
 
-@pytest.fixture(scope="module")
-def rt(tmp_path_factory):
-    daemon = VcdDaemon(tmp_path_factory.mktemp("runtime"), workers=6, exec_timeout=5.0)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.cleanup()
+rt = daemon_fixture("runtime", workers=6, exec_timeout=5.0)
 
 
 @pytest.fixture
 def admin(rt):
     return rt.proxy()
-
-
-def wait_until(cond, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture

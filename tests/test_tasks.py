@@ -13,22 +13,14 @@ from pathlib import Path
 import pytest
 
 from api_helpers import create_vserver, ensure_busybox_template, fault, fault_code, unique
-from vcdtest import VcdDaemon
+from vcdtest import VcdDaemon, daemon_fixture, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def td(tmp_path_factory):
-    daemon = VcdDaemon(tmp_path_factory.mktemp("tasks"), workers=3, exec_timeout=5.0,
-                       exec_timeout_max=30.0)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.cleanup()
+td = daemon_fixture("tasks", workers=3, exec_timeout=5.0, exec_timeout_max=30.0)
 
 
 @pytest.fixture
@@ -45,17 +37,6 @@ def running(td):
     yield name
     if admin.vx.status(name=name)["running"]:
         admin.vx.stop(name=name)
-
-
-def wait_until(cond, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def wait_ended(proxy, task_id: str, timeout: float = 60.0) -> dict:

@@ -393,3 +393,46 @@ def http_request(host: str, port: int, method: str, path: str, body: bytes | Non
         conn.close()
 
 
+
+
+def wait_until(cond: Any, timeout: float = 60.0, what: str = "condition",
+               interval: float = 0.1) -> Any:
+    """Poll cond() until it is truthy and return its value; AssertionError naming `what`
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def daemon_fixture(label: str, **config: Any) -> Any:
+    """A module-scoped pytest fixture: one running daemon of its own for a test module,
+    configured with `config`, cleaned up (contexts and supervisor included) at its end."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: Any) -> Any:
+        daemon = VcdDaemon(tmp_path_factory.mktemp(label), **config)
+        try:
+            daemon.start()
+            yield daemon
+        finally:
+            daemon.cleanup()
+    return fixture
+
+
+PROBE_SRC = Path(__file__).parent / "backend" / "probes" / "probe.c"
+
+
+def build_probe(out: Path) -> Path:
+    """tests/backend/probes/probe.c compiled static into `out` (skips without gcc)."""
+    import shutil
+    import pytest
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the in-vserver probe")
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(PROBE_SRC)], check=True)
+    return out

@@ -280,7 +280,7 @@ class NativeBackend(Backend):
             # entering helpers in the group, which live in our PID namespace and belong to
             # a caller waiting for them
             for p in pids:
-                if len(_nspids(p)) >= 2:
+                if len(stat.nspids(p)) >= 2:
                     try:
                         os.kill(p, sig)
                     except ProcessLookupError:
@@ -289,7 +289,7 @@ class NativeBackend(Backend):
         # the pid as the context sees it is the second NSpid entry of each of its
         # processes, also of those in PID namespaces of the guest's own
         for p in pids:
-            ns = _nspids(p)
+            ns = stat.nspids(p)
             if len(ns) >= 2 and ns[1] == pid:
                 fd = os.pidfd_open(p)
                 try:
@@ -406,23 +406,8 @@ def migrate_overlay(overlay: dict, ids: idmap.IdRange) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _nspids(pid: int) -> list[int]:
-    """pid in each PID namespace it is in, ours first ([] when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("NSpid:"):
-                    return [int(x) for x in line.split()[1:]]
-    except (OSError, ValueError):
-        pass
-    return []
+    fields = stat.stat_fields(pid)
+    return bool(fields) and fields[0] != b"Z"
 
 
 def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:

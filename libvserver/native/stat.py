@@ -30,6 +30,29 @@ def _int(text: str | None) -> int | None:
     return int(t) if t.isdigit() else None
 
 
+def stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/<pid>/stat after the command name (field 3 on); readable for a zombie too;
+    None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            st = f.read()
+    except OSError:
+        return None
+    return st[st.rfind(b")") + 2:].split()
+
+
+def nspids(pid: int) -> list[int]:
+    """pid in each PID namespace it is in, the reader's first ([] when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return [int(x) for x in line.split()[1:]]
+    except (OSError, ValueError):
+        pass
+    return []
+
+
 def task_info(tid: int) -> tuple[str, int] | None:
     """(state letter, pid as seen inside its innermost PID namespace)."""
     try:

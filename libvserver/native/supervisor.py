@@ -60,7 +60,7 @@ from typing import Callable
 
 from ..api import AlreadyRunning, ContextSpec, StartError
 # netns: imported here once, not by every init that brings its loopback up
-from . import console, handles, idmap, limits, namespaces, netns, seccomp, spawn
+from . import console, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat
 from .cgroups import Layout
 from .phases import Phases
 
@@ -100,25 +100,15 @@ def reason_from_status(status: int) -> str:
     return f"exit {os.WEXITSTATUS(status)}"
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """/proc/<pid>/stat after the command name (field 3 on); readable for a zombie too."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            st = f.read()
-    except OSError:
-        return None
-    return st[st.rfind(b")") + 2:].split()
-
-
 def start_time_of(pid: int) -> int | None:
     """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, it names one
     process for good, since pids are reused."""
-    fields = _stat_fields(pid)
+    fields = stat.stat_fields(pid)
     return int(fields[19]) if fields else None
 
 
 def parent_of(pid: int) -> int | None:
-    fields = _stat_fields(pid)
+    fields = stat.stat_fields(pid)
     return int(fields[1]) if fields else None
 
 
@@ -126,15 +116,8 @@ def is_init(pid: int) -> bool:
     """pid is PID 1 of a PID namespace exactly one level below ours: a context's init.
     A guest's own nested PID namespaces are deeper (NSpid has three or more entries), so
     none of its processes can pass for init."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("NSpid:"):
-                    ns = line.split()[1:]
-                    return len(ns) == 2 and ns[1] == "1"
-    except OSError:
-        pass
-    return False
+    ns = stat.nspids(pid)
+    return len(ns) == 2 and ns[1] == 1
 
 
 def init_pid_of(pids: list[int]) -> int | None:

@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
 from libvserver import ContextSpec  # noqa: E402
 from libvserver.native import NativeBackend  # noqa: E402
 from libvserver.native.cgroups import discover  # noqa: E402
+from vcdtest import build_probe  # noqa: E402
 
 # What a new vserver gets by default (DESIGN.md).
 DEFAULT_BCAPS = {"CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL",
@@ -174,14 +175,8 @@ def groups_of(backend):
 @pytest.fixture(scope="session")
 def probe(session_dir) -> Path:
     """tests/backend/probes/probe.c, compiled static once per session (gcc)."""
-    src = Path(__file__).parent / "probes" / "probe.c"
     out = session_dir / "probe"
-    if not out.exists():
-        if shutil.which("gcc") is None:
-            pytest.skip("gcc is needed to build the in-vserver probe")
-        import subprocess
-        subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(src)], check=True)
-    return out
+    return out if out.exists() else build_probe(out)
 
 
 @pytest.fixture

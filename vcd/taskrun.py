@@ -74,10 +74,11 @@ def run(tasks: TaskStore, task: Task) -> None:
         if dispatcher is not None:
             dispatcher.close()
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # too late: record the end
+    # the params (stdin may be secret) go before the task reads as ended
+    tasks.path(task.id, "spec").unlink(missing_ok=True)
     task.running = False
     task.ended = int(time.time())
     tasks.save(task)
-    tasks.path(task.id, "spec").unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> int:

@@ -483,3 +483,68 @@ def test_a_tenant_cannot_lift_the_hosts_process_limit(rt):
     user.vxdb.vx.limit.set(name=name, limit="NPROC", max=9000, soft=8000)
     assert fault(user.vxdb.vx.limit.set, name=name, limit="NPROC",
                  max=9001).faultCode == 101
+
+
+# -- newer surfaces: tasks, the console log, the kept namespace handles ----------------
+
+def test_a_tenant_cannot_follow_or_stop_another_tenants_task(rt, wide):
+    """Task ids are guessable in part (the first half is the start time): the check is
+    the owner check of the method that started it, and ids that look like paths name
+    no task."""
+    name, user = wide
+    other = make_tenant(rt, *TENANT_CAPS, owns=(create_vserver(rt),))
+    task_id = user.vx.exec(name=name, command="sleep 60", background=True)
+    try:
+        for call in (other.task.get, other.task.log, other.task.stop):
+            # the owner check's answer: the other tenant's vserver "does not exist"
+            assert fault(call, id=task_id).faultCode in (101, 202), call
+        assert task_id not in [t["id"] for t in other.task.list()]
+        try:
+            seen = other.task.list(name=name)
+        except xmlrpc.client.Fault as f:
+            assert f.faultCode in (101, 202), f.faultString
+            seen = []
+        assert task_id not in [t["id"] for t in seen]
+        for bad in ("../../etc/passwd", f"../tasks/{task_id}", f"{task_id}.json",
+                    f"{task_id}/..", "/" + task_id):
+            assert fault(other.task.get, id=bad).faultCode == 200, bad
+            assert fault(user.task.get, id=bad).faultCode == 200, bad
+        assert user.task.get(id=task_id)["running"] is True
+    finally:
+        user.task.stop(id=task_id)
+
+
+def test_a_console_flood_keeps_the_hosts_log_bounded_and_the_daemon_serving(rt, wide):
+    from libvserver.native import console
+    name, user = wide
+    sh(user, name, "head -c 3000000 /dev/zero | tr \"\\\\0\" x > /dev/console; "
+                   "echo floodmark > /dev/console")
+    end = time.monotonic() + 60
+    while "floodmark" not in user.vx.console(name=name)["data"]:
+        assert time.monotonic() < end
+        time.sleep(0.2)
+    logs = list((rt.rundir / "libvserver").rglob("*.console"))
+    assert logs and all(p.stat().st_size <= console.LOG_CAP for p in logs), \
+        [(p, p.stat().st_size) for p in logs]
+    assert all(p.stat().st_mode & 0o077 == 0 for p in logs)
+    assert user.vx.status(name=name)["running"]
+
+
+def test_the_kept_namespace_handles_are_out_of_the_guests_reach(rt, wide):
+    """vcd enters a vserver through namespace handles it kept at start; nothing in
+    the guest may see, reach or swap them (they would make the next vx.exec join
+    namespaces the guest chose)."""
+    name, user = wide
+    ns_dir = rt.rundir / "libvserver" / "ns"
+    before = sorted(str(p.relative_to(ns_dir)) for p in ns_dir.rglob("*"))
+    assert any(p.endswith("/user") for p in before), before     # the handles are kept
+    out = sh(user, name, "grep -c libvserver /proc/self/mountinfo; "
+                         f"ls {ns_dir} 2>&1; ls /proc/1/root{ns_dir} 2>&1; true")
+    assert "No such file" in out and str(ns_dir) not in out.replace(
+        f"ls: {ns_dir}", "").replace(f"/proc/1/root{ns_dir}", ""), out
+    assert out.splitlines()[0] == "0", out
+    after = sorted(str(p.relative_to(ns_dir)) for p in ns_dir.rglob("*"))
+    assert before == after
+    # an entered command still lands in the vserver's own user namespace
+    uid_map = user.vx.exec(name=name, command="cat /proc/self/uid_map").split()
+    assert uid_map[:2] != ["0", "0"], uid_map

@@ -548,3 +548,72 @@ def test_the_kept_namespace_handles_are_out_of_the_guests_reach(rt, wide):
     # an entered command still lands in the vserver's own user namespace
     uid_map = user.vx.exec(name=name, command="cat /proc/self/uid_map").split()
     assert uid_map[:2] != ["0", "0"], uid_map
+
+
+def _supervisor_pid(rt) -> int:
+    state = str(rt.rundir / "libvserver")
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            argv = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"libvserver.native.supervisor" in argv and state.encode() in argv:
+            return int(p.name)
+    raise AssertionError(f"no supervisor for {state}")
+
+
+def test_an_init_flooding_the_notify_socket_with_descriptors_leaves_the_supervisor_intact(
+        rt, tmp_path):
+    """The sd_notify socket is the one host socket a guest init may write to: datagrams
+    carrying descriptors (SCM_RIGHTS), oversized and many, must leave the supervisor
+    with none of them, serving, and the start must still end on READY=1."""
+    from templates import busybox
+    from templates.metadata import TemplateMeta
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the in-vserver init")
+    binary = tmp_path / "notify_flood"
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(binary),
+                    str(PROBE_SRC.parent / "notify_flood.c")], check=True)
+    admin = rt.proxy()
+    tpl = unique("bbnotify")
+    busybox.build(tpl, rt.templatedir)
+    conf = rt.templatedir / f"{tpl}.conf"
+    meta = TemplateMeta.load(conf)
+    meta.api_mounts, meta.ready = ["run"], "notify"
+    meta.save(conf)
+    name = unique()
+    admin.vx.create(name=name, template=tpl)
+    user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    try:
+        root = rt.vbasedir / name
+        shutil.copyfile(binary, root / "bin" / "notify_flood")
+        os.chmod(root / "bin" / "notify_flood", 0o755)
+        (root / "sbin" / "init").unlink()
+        (root / "sbin" / "init").write_text(
+            "#!/bin/sh\nexec /bin/notify_flood /bin/busybox init\n")
+        os.chmod(root / "sbin" / "init", 0o755)
+        # a plain vserver's start brings the supervisor up (it starts with the first)
+        plain = create_vserver(rt)
+        admin.vx.start(name=plain)
+        admin.vx.stop(name=plain)
+        admin.vx.remove(name=plain)
+        sup = _supervisor_pid(rt)
+        fds_before = len(os.listdir(f"/proc/{sup}/fd"))
+        user.vx.start(name=name)
+        assert user.vx.status(name=name)["running"]
+        shown = user.vx.console(name=name)["data"]
+        sent = int(shown.split("notify_flood sent ")[1].split()[0])
+        assert sent > 100, shown
+        assert _supervisor_pid(rt) == sup
+        # none of the guest's descriptors stayed with the supervisor
+        held = [os.readlink(f"/proc/{sup}/fd/{fd}") for fd in os.listdir(f"/proc/{sup}/fd")]
+        assert len(held) <= fds_before + 4, held
+        assert str(root) not in "\n".join(held) and held.count("/") == 0, held
+        # READY=1 closed the socket: the guest has nothing more to send to
+        assert list((rt.rundir / "libvserver" / "sd-notify").iterdir()) == []
+    finally:
+        if admin.vx.status(name=name)["running"]:
+            admin.vx.stop(name=name)
+        admin.vx.remove(name=name)

@@ -617,3 +617,50 @@ def test_an_init_flooding_the_notify_socket_with_descriptors_leaves_the_supervis
         if admin.vx.status(name=name)["running"]:
             admin.vx.stop(name=name)
         admin.vx.remove(name=name)
+
+
+def _guest_pids(rt, xid: int) -> set[int]:
+    """Host pids in the vserver's cgroup (or below it), read from /proc."""
+    mark = f"{rt.cgroup_parent}/{xid}".strip("/")
+    found = set()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cg = (p / "cgroup").read_text()
+        except OSError:
+            continue
+        if any(line.split(":", 2)[2].strip("/") == mark
+               or line.split(":", 2)[2].strip("/").startswith(mark + "/")
+               for line in cg.splitlines() if line.count(":") >= 2):
+            found.add(int(p.name))
+    return found
+
+
+def test_stop_ends_a_respawning_guest_that_ignores_signals_and_holds_the_console(rt, probe):
+    """The stop path waits until the cgroup is empty: processes that keep forking,
+    ignore SIGTERM/SIGHUP, hide in a child cgroup and hold /dev/console open
+    are all gone when vx.stop answers, and the next start gets a fresh console."""
+    name = create_vserver(rt)
+    user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    user.vxdb.vx.bcaps.add(name=name, bcap="SYS_ADMIN")
+    user.vx.start(name=name)
+    admin = rt.proxy()
+    try:
+        xid = user.vxdb.xid.get(name=name)
+        spin = rt.vbasedir / name / "tmp" / "spin.sh"
+        spin.write_text("#!/bin/sh\ntrap \"\" TERM HUP INT\nexec 3>/dev/console\n"
+                        "while :; do sleep 100 & sleep 0.2; echo held >&3; done\n")
+        spin.chmod(0o755)
+        sh(user, name, "mkdir -p /tmp/cg; mount -t cgroup2 none /tmp/cg; mkdir /tmp/cg/hide; "
+                       "echo $$ > /tmp/cg/hide/cgroup.procs; "
+                       "setsid /tmp/spin.sh >/dev/null 2>&1 </dev/null & sleep 1; true")
+        assert len(_guest_pids(rt, xid)) >= 3
+        user.vx.stop(name=name)
+        assert user.vx.status(name=name)["running"] is False
+        assert _guest_pids(rt, xid) == set()
+        user.vx.start(name=name)
+        assert "held" not in user.vx.console(name=name)["data"]
+    finally:
+        if admin.vx.status(name=name)["running"]:
+            admin.vx.stop(name=name)

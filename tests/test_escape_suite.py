@@ -697,3 +697,28 @@ def test_init_runs_its_first_command_inside_its_cgroup_and_limits(rt):
     finally:
         if admin.vx.status(name=name)["running"]:
             admin.vx.stop(name=name)
+
+
+def test_a_task_stays_with_its_vserver_not_with_a_later_vserver_of_the_same_name(rt):
+    """A tenant who gets a vserver of a removed one's name (and maybe its xid) must not
+    read the output of the commands the earlier owner ran there."""
+    admin = rt.proxy()
+    name = create_vserver(rt)
+    first = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    first.vx.start(name=name)
+    task_id = first.vx.exec(name=name, command="echo secret-of-the-first", background=True)
+    end = time.monotonic() + 60
+    while first.task.get(id=task_id)["running"]:
+        assert time.monotonic() < end
+        time.sleep(0.2)
+    admin.vx.stop(name=name)
+    admin.vx.remove(name=name)
+    admin.vx.create(name=name, template="busybox")
+    try:
+        second = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+        for call in (second.task.get, second.task.log):
+            assert fault(call, id=task_id).faultCode in (101, 202), call
+        assert task_id not in [t["id"] for t in second.task.list(name=name)]
+        assert admin.task.get(id=task_id)["name"] == name      # admins still see it
+    finally:
+        admin.vx.remove(name=name)

@@ -722,3 +722,26 @@ def test_a_task_stays_with_its_vserver_not_with_a_later_vserver_of_the_same_name
         assert admin.task.get(id=task_id)["name"] == name      # admins still see it
     finally:
         admin.vx.remove(name=name)
+
+
+def test_a_renamed_vservers_tasks_follow_it_and_not_its_old_name(rt):
+    admin = rt.proxy()
+    name, newname = create_vserver(rt), unique("renamed")
+    first = make_tenant(rt, *TENANT_CAPS, "CREATE", owns=(name,))
+    first.vx.start(name=name)
+    task_id = first.vx.exec(name=name, command="echo before-rename", background=True)
+    end = time.monotonic() + 60
+    while first.task.get(id=task_id)["running"]:
+        assert time.monotonic() < end
+        time.sleep(0.2)
+    first.vx.stop(name=name)
+    first.vx.rename(name=name, newname=newname)
+    try:
+        assert first.task.get(id=task_id)["name"] == newname
+        assert "before-rename" in first.task.log(id=task_id)["data"]
+        admin.vx.create(name=name, template="busybox", vdir=str(rt.vbasedir / unique("d")))
+        second = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+        assert fault(second.task.log, id=task_id).faultCode in (101, 202)
+        admin.vx.remove(name=name)
+    finally:
+        admin.vx.remove(name=newname)

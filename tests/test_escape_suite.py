@@ -466,3 +466,265 @@ def test_a_tenant_cannot_lift_the_hosts_process_limit(rt):
     user.vxdb.vx.limit.set(name=name, limit="NPROC", max=9000, soft=8000)
     assert fault(user.vxdb.vx.limit.set, name=name, limit="NPROC",
                  max=9001).faultCode == 101
+
+
+# -- newer surfaces: tasks, the console log, the kept namespace handles ----------------
+
+def test_a_tenant_cannot_follow_or_stop_another_tenants_task(rt, wide):
+    """Task ids are guessable in part (the first half is the start time): the check is
+    the owner check of the method that started it, and ids that look like paths name
+    no task."""
+    name, user = wide
+    other = make_tenant(rt, *TENANT_CAPS, owns=(create_vserver(rt),))
+    task_id = user.vx.exec(name=name, command="sleep 60", background=True)
+    try:
+        for call in (other.task.get, other.task.log, other.task.stop):
+            # the owner check's answer: the other tenant's vserver "does not exist"
+            assert fault(call, id=task_id).faultCode in (101, 202), call
+        assert task_id not in [t["id"] for t in other.task.list()]
+        try:
+            seen = other.task.list(name=name)
+        except xmlrpc.client.Fault as f:
+            assert f.faultCode in (101, 202), f.faultString
+            seen = []
+        assert task_id not in [t["id"] for t in seen]
+        for bad in ("../../etc/passwd", f"../tasks/{task_id}", f"{task_id}.json",
+                    f"{task_id}/..", "/" + task_id):
+            assert fault(other.task.get, id=bad).faultCode == 200, bad
+            assert fault(user.task.get, id=bad).faultCode == 200, bad
+        assert user.task.get(id=task_id)["running"] is True
+    finally:
+        user.task.stop(id=task_id)
+
+
+def test_a_console_flood_keeps_the_hosts_log_bounded_and_the_daemon_serving(rt, wide):
+    from libvserver.native import console
+    name, user = wide
+    sh(user, name, "head -c 3000000 /dev/zero | tr \"\\\\0\" x > /dev/console; "
+                   "echo floodmark > /dev/console")
+    end = time.monotonic() + 60
+    while "floodmark" not in user.vx.console(name=name)["data"]:
+        assert time.monotonic() < end
+        time.sleep(0.2)
+    logs = list((rt.rundir / "libvserver").rglob("*.console"))
+    assert logs and all(p.stat().st_size <= console.LOG_CAP for p in logs), \
+        [(p, p.stat().st_size) for p in logs]
+    assert all(p.stat().st_mode & 0o077 == 0 for p in logs)
+    assert user.vx.status(name=name)["running"]
+
+
+def test_the_kept_namespace_handles_are_out_of_the_guests_reach(rt, wide):
+    """vcd enters a vserver through namespace handles it kept at start; nothing in
+    the guest may see, reach or swap them (they would make the next vx.exec join
+    namespaces the guest chose)."""
+    name, user = wide
+    ns_dir = rt.rundir / "libvserver" / "ns"
+    before = sorted(str(p.relative_to(ns_dir)) for p in ns_dir.rglob("*"))
+    assert any(p.endswith("/user") for p in before), before     # the handles are kept
+    out = sh(user, name, "grep -c libvserver /proc/self/mountinfo; "
+                         f"ls {ns_dir} 2>&1; ls /proc/1/root{ns_dir} 2>&1; true")
+    assert "No such file" in out and str(ns_dir) not in out.replace(
+        f"ls: {ns_dir}", "").replace(f"/proc/1/root{ns_dir}", ""), out
+    assert out.splitlines()[0] == "0", out
+    after = sorted(str(p.relative_to(ns_dir)) for p in ns_dir.rglob("*"))
+    assert before == after
+    # an entered command still lands in the vserver's own user namespace
+    uid_map = user.vx.exec(name=name, command="cat /proc/self/uid_map").split()
+    assert uid_map[:2] != ["0", "0"], uid_map
+
+
+def _supervisor_pid(rt) -> int:
+    state = str(rt.rundir / "libvserver")
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            argv = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"libvserver.native.supervisor" in argv and state.encode() in argv:
+            return int(p.name)
+    raise AssertionError(f"no supervisor for {state}")
+
+
+def test_an_init_flooding_the_notify_socket_with_descriptors_leaves_the_supervisor_intact(
+        rt, tmp_path):
+    """The sd_notify socket is the one host socket a guest init may write to: datagrams
+    carrying descriptors (SCM_RIGHTS), oversized and many, must leave the supervisor
+    with none of them, serving, and the start must still end on READY=1."""
+    from templates import busybox
+    from templates.metadata import TemplateMeta
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the in-vserver init")
+    binary = tmp_path / "notify_flood"
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(binary),
+                    str(PROBE_SRC.parent / "notify_flood.c")], check=True)
+    admin = rt.proxy()
+    tpl = unique("bbnotify")
+    busybox.build(tpl, rt.templatedir)
+    conf = rt.templatedir / f"{tpl}.conf"
+    meta = TemplateMeta.load(conf)
+    meta.api_mounts, meta.ready = ["run"], "notify"
+    meta.save(conf)
+    name = unique()
+    admin.vx.create(name=name, template=tpl)
+    user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    try:
+        root = rt.vbasedir / name
+        shutil.copyfile(binary, root / "bin" / "notify_flood")
+        os.chmod(root / "bin" / "notify_flood", 0o755)
+        (root / "sbin" / "init").unlink()
+        (root / "sbin" / "init").write_text(
+            "#!/bin/sh\nexec /bin/notify_flood /bin/busybox init\n")
+        os.chmod(root / "sbin" / "init", 0o755)
+        # a plain vserver's start brings the supervisor up (it starts with the first)
+        plain = create_vserver(rt)
+        admin.vx.start(name=plain)
+        admin.vx.stop(name=plain)
+        admin.vx.remove(name=plain)
+        sup = _supervisor_pid(rt)
+        fds_before = len(os.listdir(f"/proc/{sup}/fd"))
+        user.vx.start(name=name)
+        assert user.vx.status(name=name)["running"]
+        shown = user.vx.console(name=name)["data"]
+        sent = int(shown.split("notify_flood sent ")[1].split()[0])
+        assert sent > 100, shown
+        assert _supervisor_pid(rt) == sup
+        # none of the guest's descriptors stayed with the supervisor
+        held = [os.readlink(f"/proc/{sup}/fd/{fd}") for fd in os.listdir(f"/proc/{sup}/fd")]
+        assert len(held) <= fds_before + 4, held
+        assert str(root) not in "\n".join(held) and held.count("/") == 0, held
+        # READY=1 closed the socket: the guest has nothing more to send to
+        assert list((rt.rundir / "libvserver" / "sd-notify").iterdir()) == []
+    finally:
+        if admin.vx.status(name=name)["running"]:
+            admin.vx.stop(name=name)
+        admin.vx.remove(name=name)
+
+
+def _guest_pids(rt, xid: int) -> set[int]:
+    """Host pids in the vserver's cgroup (or below it), read from /proc."""
+    mark = f"{rt.cgroup_parent}/{xid}".strip("/")
+    found = set()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cg = (p / "cgroup").read_text()
+        except OSError:
+            continue
+        if any(line.split(":", 2)[2].strip("/") == mark
+               or line.split(":", 2)[2].strip("/").startswith(mark + "/")
+               for line in cg.splitlines() if line.count(":") >= 2):
+            found.add(int(p.name))
+    return found
+
+
+def test_stop_ends_a_respawning_guest_that_ignores_signals_and_holds_the_console(rt, probe):
+    """The stop path waits until the cgroup is empty: processes that keep forking,
+    ignore SIGTERM/SIGHUP, hide in a child cgroup and hold /dev/console open
+    are all gone when vx.stop answers, and the next start gets a fresh console."""
+    name = create_vserver(rt)
+    user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    user.vxdb.vx.bcaps.add(name=name, bcap="SYS_ADMIN")
+    user.vx.start(name=name)
+    admin = rt.proxy()
+    try:
+        xid = user.vxdb.xid.get(name=name)
+        spin = rt.vbasedir / name / "tmp" / "spin.sh"
+        spin.write_text("#!/bin/sh\ntrap \"\" TERM HUP INT\nexec 3>/dev/console\n"
+                        "while :; do sleep 100 & sleep 0.2; echo held >&3; done\n")
+        spin.chmod(0o755)
+        sh(user, name, "mkdir -p /tmp/cg; mount -t cgroup2 none /tmp/cg; mkdir /tmp/cg/hide; "
+                       "echo $$ > /tmp/cg/hide/cgroup.procs; "
+                       "setsid /tmp/spin.sh >/dev/null 2>&1 </dev/null & sleep 1; true")
+        assert len(_guest_pids(rt, xid)) >= 3
+        user.vx.stop(name=name)
+        assert user.vx.status(name=name)["running"] is False
+        assert _guest_pids(rt, xid) == set()
+        user.vx.start(name=name)
+        assert "held" not in user.vx.console(name=name)["data"]
+    finally:
+        if admin.vx.status(name=name)["running"]:
+            admin.vx.stop(name=name)
+
+
+def test_init_runs_its_first_command_inside_its_cgroup_and_limits(rt):
+    """Init is cloned straight into the vserver's cgroup (clone3 CLONE_INTO_CGROUP): its
+    very first commands already see their own cgroup as / and fork only up to NPROC."""
+    name = create_vserver(rt)
+    user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    user.vxdb.vx.limit.set(name=name, limit="NPROC", max=30)
+    admin = rt.proxy()
+    root = rt.vbasedir / name
+    (root / "sbin" / "init").unlink()
+    (root / "sbin" / "init").write_text(
+        "#!/bin/sh\ncat /proc/self/cgroup > /tmp/first.cg\n"
+        # a shell whose fork fails exits: the last count written is the last fork
+        "(i=0; while [ $i -lt 60 ]; do sleep 5 & i=$((i+1)); echo $i > /tmp/first.n; "
+        "done) >/dev/null 2>&1\necho done > /tmp/first.forks\nexec /bin/busybox init\n")
+    os.chmod(root / "sbin" / "init", 0o755)
+    try:
+        user.vx.start(name=name)
+        end = time.monotonic() + 30
+        while not (root / "tmp" / "first.forks").exists():
+            assert time.monotonic() < end, (list((root / "tmp").iterdir()),
+                                            user.vx.console(name=name)["data"][-2000:],
+                                            user.vx.status(name=name))
+            time.sleep(0.2)
+        first = (root / "tmp" / "first.cg").read_text().split()
+        assert first and {line.split(":", 2)[2] for line in first} == {"/"}, first
+        assert int((root / "tmp" / "first.n").read_text()) < 30
+        # (the guest's init never reaps the sleeps it did not fork itself: the vserver
+        # stays at its limit, its own affair; vx.stop still ends it)
+    finally:
+        if admin.vx.status(name=name)["running"]:
+            admin.vx.stop(name=name)
+
+
+def test_a_task_stays_with_its_vserver_not_with_a_later_vserver_of_the_same_name(rt):
+    """A tenant who gets a vserver of a removed one's name (and maybe its xid) must not
+    read the output of the commands the earlier owner ran there."""
+    admin = rt.proxy()
+    name = create_vserver(rt)
+    first = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    first.vx.start(name=name)
+    task_id = first.vx.exec(name=name, command="echo secret-of-the-first", background=True)
+    end = time.monotonic() + 60
+    while first.task.get(id=task_id)["running"]:
+        assert time.monotonic() < end
+        time.sleep(0.2)
+    admin.vx.stop(name=name)
+    admin.vx.remove(name=name)
+    admin.vx.create(name=name, template="busybox")
+    try:
+        second = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+        for call in (second.task.get, second.task.log):
+            assert fault(call, id=task_id).faultCode in (101, 202), call
+        assert task_id not in [t["id"] for t in second.task.list(name=name)]
+        assert admin.task.get(id=task_id)["name"] == name      # admins still see it
+    finally:
+        admin.vx.remove(name=name)
+
+
+def test_a_renamed_vservers_tasks_follow_it_and_not_its_old_name(rt):
+    admin = rt.proxy()
+    name, newname = create_vserver(rt), unique("renamed")
+    first = make_tenant(rt, *TENANT_CAPS, "CREATE", owns=(name,))
+    first.vx.start(name=name)
+    task_id = first.vx.exec(name=name, command="echo before-rename", background=True)
+    end = time.monotonic() + 60
+    while first.task.get(id=task_id)["running"]:
+        assert time.monotonic() < end
+        time.sleep(0.2)
+    first.vx.stop(name=name)
+    first.vx.rename(name=name, newname=newname)
+    try:
+        assert first.task.get(id=task_id)["name"] == newname
+        assert "before-rename" in first.task.log(id=task_id)["data"]
+        admin.vx.create(name=name, template="busybox", vdir=str(rt.vbasedir / unique("d")))
+        second = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+        assert fault(second.task.log, id=task_id).faultCode in (101, 202)
+        admin.vx.remove(name=name)
+    finally:
+        admin.vx.remove(name=newname)

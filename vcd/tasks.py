@@ -61,6 +61,7 @@ class Task:
     result: Any = ""             # as the method returns it ("" for none); bytes as {"base64"}
     pid: int = 0                 # the runner; 0 until it has started
     pid_start: int = 0           # its start time in clock ticks: a recycled pid is not it
+    detached: bool = False       # its vserver was removed: a later one of the name is not it
 
     def public(self) -> dict[str, Any]:
         """The task.get answer: {id, method, name, user, started, ended, running,
@@ -218,6 +219,18 @@ class TaskStore:
         self.save(task)
         return task
 
+    def follow_vserver(self, name: str, newname: str | None) -> None:
+        """The tasks started for vserver `name` follow it to `newname`; None (removed):
+        they stay for admins only, never for the owners of a later vserver of the name."""
+        for task in self.all():
+            if task.name != name or task.detached:
+                continue
+            if newname is None:
+                task.detached = True
+            else:
+                task.name = newname
+            self.save(task)
+
     def stop(self, task: Task) -> None:
         """Stop the work: a marker the runner checks when it starts, and SIGTERM to a
         runner that has started; it then stops (vx.exec: kills the command's session)
@@ -296,6 +309,9 @@ def check(db: "Connection", user: "User", task: Task) -> None:
     the name it was started for (101 without the capability, 202 for a vserver that is
     not the caller's). A method without an owner check (vg.vx.*): the caller's own
     tasks, all for admins."""
+    if task.detached and not user.admin:
+        raise VcdError(Fault.MEPERM, f"task {task.id} belonged to a removed vserver "
+                                     f"{task.name}")
     method = REGISTRY.get(task.method)
     if method is None:
         raise VcdError(Fault.MEPERM, f"task {task.id} ran {task.method}, which this daemon "

@@ -10,7 +10,7 @@ from templates.errors import (InvalidTemplateName, MetadataError, PopulateError,
                               TemplateNotFound, UnsafeArchive)
 from templates.metadata import TemplateMeta
 from templates.store import TemplateStore
-from vcd import progress, vocab, vxdb
+from vcd import progress, tasks, vocab, vxdb
 from vcd.config import ConfigError
 from vcd.errors import Fault, VcdError
 from vcd.limit_ranges import check_limit
@@ -224,6 +224,7 @@ def remove(call: Call, name: str) -> None:
         raise VcdError(Fault.MEEXIST, f"{vdir} still exists after removal; check it by hand")
     call.runtime.forget(vserver)
     _retire_statistics(call, vserver, created)
+    tasks.store(call.config).follow_vserver(vserver.name, None)
 
 
 def _retire_statistics(call: Call, vserver: VServer, created: int) -> None:
@@ -246,6 +247,7 @@ def rename(call: Call, name: str, newname: str) -> None:
     if call.db.execute("SELECT 1 FROM vservers WHERE name = ?", (newname,)).fetchone():
         raise VcdError(Fault.MEEXIST, newname)
     call.db.execute("UPDATE vservers SET name = ? WHERE xid = ?", (newname, call.vserver.xid))
+    tasks.store(call.config).follow_vserver(name, newname)
 
 
 @method("vx.templates", cap="CREATE", returns="array",

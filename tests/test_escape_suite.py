@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from api_helpers import create_vserver, fault, unique
-from vcdtest import VcdDaemon, daemon_fixture
+from vcdtest import PROBE_SRC, VcdDaemon, daemon_fixture
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 

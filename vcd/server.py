@@ -363,6 +363,14 @@ def _worker_main(config: Config, listeners: list[Listener], make_dispatcher: Dis
         log.exception("worker could not start its dispatcher")
         return EXIT_SETUP_FAILED
     try:
+        # a worker lives long and enters vservers often (every vx.exec, every stop):
+        # forked from a small helper, an entering process costs a fraction of a fork of
+        # this process (libvserver/native/enter.py)
+        from libvserver.native import enter
+        enter.use_entry_server()
+    except OSError:
+        log.exception("no entry server; entering processes are forked from the worker")
+    try:
         return Worker(config, listeners, dispatcher, supervisor_pid).run()
     finally:
         try:

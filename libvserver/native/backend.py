@@ -48,6 +48,7 @@ FLAG_WHY = {
 
 # How long entering waits for the handles of a context whose start is in progress
 HANDLES_WAIT = 5.0
+HALT_RUN_MIN = 1.0      # seconds
 
 
 class NativeBackend(Backend):
@@ -240,8 +241,11 @@ class NativeBackend(Backend):
         output = ""
         try:
             if halt_argv:  # empty: init was sent its halt signal by the caller
-                # the clean entry of vx.exec, with the privileges of the spec it started with
-                r = self.exec(xid, halt_argv, timeout=timeout, output_cap=64 * 1024)
+                # the clean entry of vx.exec, with the privileges of the spec it started
+                # with; a halt command runs (at least HALT_RUN_MIN) also when the stop
+                # waits for nothing after it (timeout 0)
+                r = self.exec(xid, halt_argv, timeout=max(timeout, HALT_RUN_MIN),
+                              output_cap=64 * 1024)
                 output = r.output.decode(errors="replace")
         except (NotRunning, ProcessLookupError):
             pass

@@ -35,6 +35,7 @@ FD_MAX = 0x7FFFFFFF
 SYS_CLONE = 56              # x86_64
 SYS_CLONE3 = 435            # every architecture
 CLONE_INTO_CGROUP = 0x200000000
+CLONE_PARENT = 0x00008000   # the child's parent is the caller's parent
 PR_SET_PDEATHSIG = 1
 
 
@@ -137,7 +138,9 @@ def clone(flags: int, cgroup_fd: int | None = None) -> int:
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
     if cgroup_fd is not None:
-        args = _CloneArgs(flags=flags | CLONE_INTO_CGROUP, exit_signal=17, cgroup=cgroup_fd)
+        # with CLONE_PARENT the child signals our parent as we would: clone3 wants 0 here
+        args = _CloneArgs(flags=flags | CLONE_INTO_CGROUP,
+                          exit_signal=0 if flags & CLONE_PARENT else 17, cgroup=cgroup_fd)
         pid = _pylibc.syscall(ctypes.c_long(SYS_CLONE3), ctypes.byref(args),
                               ctypes.c_size_t(ctypes.sizeof(args)))
     else:

@@ -30,9 +30,14 @@ cannot block the command, and the timeout kills the command's session.
 
 from __future__ import annotations
 
+import marshal
 import os
 import select
 import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -84,6 +89,13 @@ class Entry:
             userns=self.userns, keep=sorted(self.keep),
             rlimits=[(r.resource, r.soft, r.hard) for r in self.rlimits],
             bpf=self.seccomp.bpf if self.seccomp is not None else None)
+
+    def own_tasks(self) -> list[str]:
+        """This process's v1 tasks files, in the order of plan's cgroup_tasks."""
+        own = self.layout.own_groups()
+        out = [str(own[h.path] / "tasks") for h in self.layout.hierarchies
+               if h.version == 1 and h.path in own]
+        return out if len(out) == len(self.layout.v1_groups(self.xid)) else []
 
     @property
     def userns(self) -> bool:
@@ -148,14 +160,125 @@ class Command:
         return [entercore.Exe(c.argv, c.env, c.path) for c in [self] + self.fallbacks]
 
 
+class EntryServer:
+    """entercore.serve() in a child of this process: forks E1 from a small fresh
+    interpreter instead of from this one. For long-lived callers that enter often (a
+    daemon worker: its fork and the copy-on-write faults after it were most of a
+    vx.exec and of a stop); started by ``use_entry_server()``. Thread-safe."""
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> socket.socket:
+        mine, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", entercore.__file__, "--serve",
+                 str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, env={})
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = mine
+        return mine
+
+    def fork_e1(self, plan: entercore.Plan, fresh: bool, back: list[str]) -> int:
+        """E1 for plan, a child of this process (CLONE_PARENT); ``back``: our own v1
+        tasks files, one per plan.cgroup_tasks (entercore.serve). Raises OSError."""
+        memfd = os.memfd_create("vcd-entry-plan", os.MFD_CLOEXEC)
+        try:
+            data = plan.dumps().encode()
+            while data:
+                data = data[os.write(memfd, data):]
+            os.lseek(memfd, 0, os.SEEK_SET)
+            order = sorted(plan.fds())
+            request = marshal.dumps((order, fresh, back))
+            with self.lock:
+                for attempt in (1, 2):
+                    sock = self.sock or self._start()
+                    try:
+                        socket.send_fds(sock, [request], [memfd] + order)
+                    except OSError:
+                        # nothing was sent: a server that died since is replaced once
+                        self.close()
+                        if attempt == 2:
+                            raise
+                        continue
+                    answer = sock.recv(4096)
+                    break
+        finally:
+            os.close(memfd)
+        if not answer:
+            with self.lock:
+                self.close()
+            raise OSError("the entry server ended during a request")
+        reply = marshal.loads(answer)
+        if isinstance(reply, str):
+            raise OSError(f"entry server: {reply}")
+        return reply
+
+    def close(self) -> None:
+        """The caller holds the lock (or is the last user)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+_server: EntryServer | None = None
+
+
+def use_entry_server() -> None:
+    """This process enters vservers often and lives long: fork E1 from an entry server
+    (started now, so the first entry does not wait for it)."""
+    global _server
+    if _server is None or _server.owner != os.getpid():
+        _server = EntryServer()
+        with _server.lock:
+            _server._start()
+
+
+def stop_entry_server() -> None:
+    """Back to forking E1 here; the entry server ends (it exits when its socket closes)."""
+    global _server
+    server, _server = _server, None
+    if server is not None and server.owner == os.getpid():
+        with server.lock:
+            server.close()
+
+
+def _entry_server() -> EntryServer | None:
+    # a fork of a process that used one (a task runner, say) forks E1 itself: the
+    # server is its parent's child and would make E1 its parent's too
+    return _server if _server is not None and _server.owner == os.getpid() else None
+
+
 def spawn(joiner: Joiner, cmd: Command, stdio: tuple[int, int, int], *,
           ctty: bool = False, pid_w: int = -1) -> int:
     """Fork E1 for cmd with stdio (host descriptors of the caller) on 0-2; ``ctty`` makes
     stdin the controlling terminal of E2's new session. E1 writes E2's pid to ``pid_w``
     (when given) and exits with E2's status (128 + signal when killed, 126 when it could
-    not enter, 127 when the command cannot be executed). Returns E1's pid."""
+    not enter, 127 when the command cannot be executed). Returns E1's pid, a child of
+    this process (also when an entry server forked it)."""
     plan = joiner.plan(cmd, stdio, ctty, pid_w)
     fresh = bool(getattr(joiner, "fresh_image", False))
+    server = _entry_server()
+    if server is not None and plan.join_fn is None:
+        own = getattr(joiner, "own_tasks", None)
+        return server.fork_e1(plan, fresh, own() if own is not None else [])
     e1 = os.fork()
     if e1 == 0:
         try:

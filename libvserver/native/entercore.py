@@ -80,6 +80,13 @@ class Plan:
         return set(self.stdio) | {fd for _, fd in self.ns} | (
             {self.pid_w} if self.pid_w >= 0 else set())
 
+    def remap(self, new: "dict[int, int]") -> None:
+        """Descriptors renumbered by their passage to another process (SCM_RIGHTS)."""
+        self.stdio = tuple(new[fd] for fd in self.stdio)
+        self.ns = [(nstype, new[fd]) for nstype, fd in self.ns]
+        if self.pid_w >= 0:
+            self.pid_w = new[self.pid_w]
+
     def dumps(self) -> str:
         return marshal.dumps({k: ([tuple(e) for e in self.exes] if k == "exes" else
                                   getattr(self, k)) for k in self.FIELDS}).hex()
@@ -209,6 +216,111 @@ def exec_fresh(plan: Plan) -> None:
                                str(memfd)], {})
 
 
+def _e1_child(plan: Plan, fresh: bool) -> None:
+    """E1 as a child of the entry server: what enter.spawn does after its fork."""
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        creds.close_all_but(plan.fds())
+        for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        if fresh:
+            exec_fresh(plan)
+        run_e1(plan)
+    except BaseException as e:
+        try:
+            os.write(plan.stdio[2], f"cannot enter the context: {e}\n".encode())
+        finally:
+            os._exit(126)
+
+
+def _move_self(tasks: "list[str]") -> None:
+    for path in tasks:
+        with open(path, "w") as f:
+            f.write("0")
+
+
+def _clone_e1(plan: Plan, back: "list[str]") -> int:
+    """E1 (CLONE_PARENT) born in plan's cgroups, which it then need not join itself;
+    where that cannot be done (a group is gone, no clone3) E1 joins them as usual."""
+    if plan.cgroup_v2 is None or len(back) != len(plan.cgroup_tasks):
+        return creds.clone(creds.CLONE_PARENT)
+    pid = -1
+    try:
+        _move_self(plan.cgroup_tasks)
+        fd = os.open(plan.cgroup_v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            pid = creds.clone(creds.CLONE_PARENT, fd)
+        finally:
+            if pid != 0:
+                os.close(fd)
+    except OSError:
+        pid = -1
+    finally:
+        if pid != 0:
+            # out of the context's groups before anything else is allocated here: its
+            # memory limit must never make this process an OOM victim
+            _move_self(back)
+    if pid == 0:
+        os.close(fd)
+        plan.cgroup_tasks, plan.cgroup_v2 = [], None
+        return 0
+    if pid < 0:
+        return creds.clone(creds.CLONE_PARENT)
+    return pid
+
+
+def serve(sock_fd: int) -> None:
+    """The entry server (enter.EntryServer): a small fresh interpreter that forks E1 for
+    the process that started it. Forking a daemon worker (tens of MiB, and copy-on-write
+    faults after) took most of an entry; a fork of this process costs a fraction.
+
+    Request (one SOCK_SEQPACKET datagram): marshal (order, fresh, back) with descriptors
+    [memfd of Plan.dumps(), *order]: the caller's numbers of plan.fds(), in that order;
+    ``back``: this process's own v1 ``tasks`` files, one per plan.cgroup_tasks.
+    E1 is cloned with CLONE_PARENT, so it is the caller's child (its waitpid, its
+    pidfd) and never this process's, and born in the context's cgroups: this process
+    moves itself into the v1 groups for the clone (as _join_cgroups does; no relay
+    process then) and back at once. Answer: marshal of E1's pid, or an error string.
+    The server holds nothing but the plan in hand and is not dumpable; it exits when
+    its caller closes the socket or dies."""
+    import socket
+    creds.set_dumpable(False)
+    creds.set_parent_death_signal(signal.SIGKILL)
+    for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    sock = socket.socket(fileno=sock_fd)
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 4096, 256)
+        except InterruptedError:
+            continue
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)     # the caller is gone
+        reply: "int | str"
+        try:
+            order, fresh, back = marshal.loads(data)
+            plan = _read_plan(fds[0])
+            fds[0] = -1
+            plan.remap(dict(zip(order, fds[1:])))
+            pid = _clone_e1(plan, back)
+            if pid == 0:
+                sock.close()
+                _e1_child(plan, fresh)
+            reply = pid
+        except Exception as e:
+            reply = f"{type(e).__name__}: {e}"
+        finally:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
+        try:
+            sock.send(marshal.dumps(reply))
+        except OSError:
+            os._exit(0)
+
+
 def _read_plan(fd: int) -> Plan:
     chunks = []
     while chunk := os.read(fd, 1 << 16):
@@ -218,6 +330,8 @@ def _read_plan(fd: int) -> Plan:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        serve(int(sys.argv[2]))
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         for _s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):

@@ -11,8 +11,18 @@ from pathlib import Path
 import pytest
 
 from libvserver.api import CAP_NUMBERS
-from libvserver.native import handles
+from libvserver.native import enter, handles
 from libvserver.native.namespaces import NS_FLAGS
+
+
+@pytest.fixture(autouse=True, params=["forked by the caller", "forked by the entry server"])
+def entry_path(request):
+    """Every test here twice: E1 forked by this process (a one-shot caller: vcc login, a
+    task runner) and by an entry server (what a daemon worker uses)."""
+    if request.param.endswith("server"):
+        enter.use_entry_server()
+    yield request.param
+    enter.stop_entry_server()
 
 
 def _mask(caps: set[str]) -> int:
@@ -228,3 +238,50 @@ def test_entry_refuses_when_the_namespace_handles_are_not_visible(backend, make_
     assert os.waitstatus_to_exitcode(status) == 0, message
     assert "not visible" in message
     assert backend.exec(spec.xid, ["/bin/true"]).status == 0
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_entering_process_of_the_entry_server_is_the_callers_child(
+        backend, make_spec, started, entry_path):
+    spec = started(make_spec())
+    entry = backend.entry(spec.xid)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    try:
+        e1 = enter.spawn(entry, enter.Command(["sleep", "30"], enter.EXEC_ENV),
+                         (devnull, devnull, devnull))
+    finally:
+        entry.close()
+        os.close(devnull)
+    try:
+        # its parent is this process, whoever forked it: waitpid and pidfds work as for a
+        # fork of our own, and nothing of the server's is between
+        assert _ppid(e1) == os.getpid()
+    finally:
+        os.kill(e1, 9)
+        assert os.waitpid(e1, 0)[0] == e1
+
+
+def test_killed_entry_server_is_replaced_by_the_next_entry(backend, make_spec, started):
+    enter.use_entry_server()
+    spec = started(make_spec())
+    assert backend.exec(spec.xid, ["/bin/true"]).status == 0
+    server = enter._entry_server()
+    assert server is not None and server.proc is not None
+    server.proc.kill()
+    server.proc.wait()
+    assert backend.exec(spec.xid, ["/bin/hostname"]).output.strip() == spec.name.encode()
+    assert server.proc is not None and server.proc.poll() is None
+
+
+def test_halt_command_runs_also_when_the_stop_waits_for_nothing(
+        backend, make_spec, started, vdir):
+    spec = started(make_spec())
+    out = backend.stop(spec.xid, ["/bin/sh", "-c", "echo halting; touch /tmp/halted"],
+                       timeout=0)
+    assert out == "halting\n"
+    assert (vdir / "tmp" / "halted").exists()
+    assert not backend.is_running(spec.xid)

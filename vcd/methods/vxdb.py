@@ -461,7 +461,9 @@ single_area("vxdb.init", cap="INIT", table="init",
                     _field(Param("reboot", AbsPath(), required=False, default=vocab.DEFAULT_REBOOT)),
                     _field(Param("timeout", Int(0, 86400), required=False,
                                  default=vocab.DEFAULT_TIMEOUT,
-                                 doc="seconds vx.stop waits before killing")),
+                                 doc="seconds vx.stop waits for the vserver to end before "
+                                     "killing it (its halt command may run 1 s "
+                                     "at least, also with 0)")),
                     _field(Param("halt_signal", SignalName(), required=False, default="",
                                  doc='vx.stop sends this to init instead of running halt, '
                                      'e.g. "SIGRTMIN+3" (systemd), "SIGUSR2" (BusyBox); '

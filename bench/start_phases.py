@@ -9,7 +9,7 @@ then the API round trip beside `lxc-start -d` (privileged and unprivileged) of t
 root filesystem, run in the same invocation.
 
 Bounded: loopback only, fixed counts, cleans up every context it starts.
-    python bench/start_phases.py [--runs 30] [--netns]
+    python bench/start_phases.py [--runs 30] [--netns] [--running 200]
 """
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--netns", action="store_true", help="give the vserver an address (veth)")
+    ap.add_argument("--running", type=int, default=0,
+                    help="then start this many other vservers and measure vx.start again "
+                         "(a start must not slow down with the number running)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vcd-bench-phases-"))
     work.chmod(0o711)
@@ -88,6 +91,23 @@ def main() -> int:
                 print(f"{'  ratio vx.start / lxc-start':<44} "
                       f"{statistics.median(api) / statistics.median(lxc[0]):>9.2f}")
         print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+        if args.running:
+            others = [f"o{i}" for i in range(args.running)]
+            for n in others:
+                admin.vx.create(name=n, template="busybox")
+                admin.vx.start(name=n)
+            loaded = []
+            for _ in range(args.runs):
+                t = time.time()
+                admin.vx.start(name="bench")
+                loaded.append(time.time() - t)
+                admin.vx.stop(name="bench")
+            print(row(f"vx.start with {args.running} others running", loaded))
+            print(f"{'  ratio to vx.start with none running':<44} "
+                  f"{statistics.median(loaded) / statistics.median(api):>9.2f}")
+            for n in others:
+                admin.vxdb.init.set(name=n, halt="/bin/true", timeout=0)
+                admin.vx.stop(name=n)
     finally:
         daemon.cleanup()
         shutil.rmtree(work, ignore_errors=True)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import array
 import errno
+import gc
 import json
 import os
 import signal
@@ -231,6 +232,9 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
              sock: socket.socket | None = None) -> None:
     """Body of G, PID 1 of the context; execs init or reports and exits. Never returns."""
     spec = plan.spec
+    # a fork of the supervisor until exec: a collection would walk (and so copy) every
+    # page of objects it shares with the supervisor
+    gc.disable()
     ph = Phases(plan.phases)
     try:
         # a fork of the supervisor: its signal wake-up pipe is not ours to write to

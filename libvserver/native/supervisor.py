@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -72,6 +73,7 @@ FIXED_1 = 1 << FSHIFT
 EXP = (1884, 2014, 2037)  # 1/exp(5s/1min), 1/exp(5s/5min), 1/exp(5s/15min)
 LOAD_INTERVAL = 5.0
 START_TIMEOUT = 60.0
+BASE_NS_AGE = 10.0     # seconds a mount namespace to fork inits in is used (_base_ns)
 EXIT_QUIT = 0          # the worker was asked to quit: the keeper stops too
 EXIT_RESTART = 75      # SIGTERM: the keeper starts a new worker
 CALLBACK_OUTPUT_MAX = 4096
@@ -162,7 +164,9 @@ class Supervisor:
         self.ph = Phases()          # the timings of the last start (when asked for)
         # our own namespaces, to return to after unsharing for a child
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
-                       for n in ("pid", "time") if os.path.exists(f"/proc/self/ns/{n}")}
+                       for n in ("pid", "time", "mnt") if os.path.exists(f"/proc/self/ns/{n}")}
+        self.base_ns: int | None = None     # where inits are forked (handles.without_handles)
+        self.base_made = 0.0
         # init loads the filter right before exec: compile both variants now, once
         try:
             seccomp.prepare_all()
@@ -407,7 +411,7 @@ class Supervisor:
             cflags = spawn.clone_flags(plan)
             pid = self._clone_into_cgroups(plan, cflags)
             if pid is None:
-                pid = namespaces.fork_into(cflags) if cflags else os.fork()
+                pid = self._fork_in_base(cflags, None) if cflags else os.fork()
             if pid == 0:
                 for fd in self._pipes:
                     os.close(fd)
@@ -424,6 +428,38 @@ class Supervisor:
                 os.close(fd)
             if theirs is not None:
                 theirs.close()
+        return pid
+
+    def _base_ns(self) -> int | None:
+        """The mount namespace G is forked in: ours without the kept handles, made again
+        when older than BASE_NS_AGE (mounts the host does not share reach it only so);
+        None (fork in ours) if it cannot be made."""
+        if self.base_ns is not None and time.monotonic() - self.base_made < BASE_NS_AGE:
+            return self.base_ns
+        if self.base_ns is not None:
+            os.close(self.base_ns)
+            self.base_ns = None
+        try:
+            self.base_ns = handles.without_handles()
+            self.base_made = time.monotonic()
+        except OSError as e:
+            log.warning("inits are forked beside the namespace handles (%s)", e)
+        return self.base_ns
+
+    def _fork_in_base(self, cflags: int, cgfd: int | None) -> int:
+        """fork_into, the child in the mount namespace of _base_ns (an unprivileged G
+        only: its host lookups are the state dir and /dev/pts, its root comes as a mount
+        descriptor). Returns 0 in the child."""
+        base = self._base_ns() if cflags & namespaces.CLONE_NEWUSER else None
+        if base is None:
+            return namespaces.fork_into(cflags, cgfd)
+        namespaces.setns(base, namespaces.CLONE_NEWNS)
+        pid = -1
+        try:
+            pid = namespaces.fork_into(cflags, cgfd)
+        finally:
+            if pid != 0:
+                namespaces.setns(self.own_ns["mnt"], namespaces.CLONE_NEWNS)
         return pid
 
     def _clone_into_cgroups(self, plan: spawn.Plan, cflags: int) -> int | None:
@@ -451,7 +487,7 @@ class Supervisor:
             self.ph.mark("supervisor: fork plan")
             self.layout.move_self(v1)
             self.ph.mark("supervisor: move itself into the v1 groups")
-            pid = namespaces.fork_into(cflags, cgfd)
+            pid = self._fork_in_base(cflags, cgfd)
             if pid:
                 self.ph.mark("supervisor: clone3")
             return pid
@@ -876,6 +912,9 @@ class Supervisor:
         self.keeper = os.getppid()
         self.adopt()
         self.reap()
+        # what exists now lives as long as this worker: out of the collector's reach, its
+        # pages stay shared with every init forked from here (fewer copy-on-write faults)
+        gc.freeze()
         while not self.stopping and not self.terminated:
             timeout = max(0.0, self.next_sample - time.monotonic())
             for key, _ in self.sel.select(timeout):

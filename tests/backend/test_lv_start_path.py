@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from libvserver.native import namespaces
+
 
 def _groups_of_pid(pid: int) -> list[str]:
     with open(f"/proc/{pid}/cgroup") as f:
@@ -64,3 +66,43 @@ def test_start_phases_are_not_recorded_unless_asked(backend, make_spec, started,
     backend.last_phases = []
     started(make_spec())
     assert backend.last_phases == []
+
+
+def _vcd_ns_mounts_in(ns_path: str) -> int:
+    """Handle mounts (tmpfs "vcd-ns") in the mount namespace ns_path, counted by a child
+    that joins it."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            namespaces.setns(os.open(ns_path, os.O_RDONLY), namespaces.CLONE_NEWNS)
+            with open("/proc/self/mountinfo") as f:
+                n = sum(1 for line in f if line.partition(" - ")[2].split()[1:2] == ["vcd-ns"])
+            os.write(w, str(n).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        out = os.read(r, 64)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    return int(out)
+
+
+def test_inits_are_forked_in_a_mount_namespace_without_the_namespace_handles(
+        backend, make_spec, started):
+    """unshare(CLONE_NEWNS) copies every mount of the namespace it starts from; forked
+    beside the handles (a tmpfs and up to eight binds per running context), a start
+    slowed down with every context already running."""
+    started(make_spec())
+    started(make_spec())
+    assert _vcd_ns_mounts_in("/proc/self/ns/mnt") >= 3     # ns root + one per context
+    sup = backend.supervisor_pid()
+    own = os.readlink(f"/proc/{sup}/ns/mnt")
+    bases = [f"/proc/{sup}/fd/{fd}" for fd in os.listdir(f"/proc/{sup}/fd")
+             if os.readlink(f"/proc/{sup}/fd/{fd}").startswith("mnt:[") and
+             os.readlink(f"/proc/{sup}/fd/{fd}") != own]
+    assert bases, "the supervisor holds no mount namespace to fork inits in"
+    assert all(_vcd_ns_mounts_in(b) == 0 for b in bases)

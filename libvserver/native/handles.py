@@ -180,8 +180,10 @@ def without_handles() -> int:
     Every unshare(CLONE_NEWNS) copies every mount of the namespace it starts from, and
     the handles are nine mounts per running context: a context's init forked in the
     host's namespace paid for each of them (10 ms more per start with 200 running).
-    The copy is a slave of ours, so mounts the host shares still propagate in. The
-    caller must be single-threaded (setns of a mount namespace)."""
+    The copy is a slave of ours, so mounts the host shares (systemd makes "/" shared)
+    still propagate in, unmounts too; a private host mount made or unmounted later is
+    seen as it was until the supervisor makes the copy again (supervisor.BASE_NS_AGE).
+    The caller must be single-threaded (setns of a mount namespace)."""
     own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     try:
         unshare(CLONE_NEWNS)
@@ -191,7 +193,10 @@ def without_handles() -> int:
                 infos = f.read().splitlines()
             for line in infos:
                 fields, _, tail = line.partition(b" - ")
-                if tail.split(b" ")[1:2] != [TMPFS_SOURCE.encode()]:
+                fstype, _, rest = tail.partition(b" ")
+                # and the host's overlays of shared templates: a copy here would keep one
+                # alive beside the overlay its vserver mounts on the same upper directory
+                if rest.split(b" ")[:1] != [TMPFS_SOURCE.encode()] and fstype != b"overlay":
                     continue
                 target = _unescape(fields.split(b" ")[4])
                 try:

@@ -285,3 +285,40 @@ def test_halt_command_runs_also_when_the_stop_waits_for_nothing(
     assert out == "halting\n"
     assert (vdir / "tmp" / "halted").exists()
     assert not backend.is_running(spec.xid)
+
+
+def test_entry_into_a_frozen_context_holds_up_no_entry_into_another(
+        backend, make_spec, started, rootfs, tmp_path):
+    """The entering process waits in the frozen context's groups, never what forks it
+    (the caller, or the entry server every entry of a daemon worker goes through)."""
+    import shutil
+    import threading
+    frozen = started(make_spec())
+    other_vdir = tmp_path / "other-vdir"
+    shutil.copytree(rootfs, other_vdir, symlinks=True)
+    other = started(make_spec(vdir=other_vdir))
+    layout = backend.layout
+    v1_freezer = layout.by_ctrl.get("freezer")
+    assert layout.freeze(frozen.xid, True)
+    if v1_freezer is not None and v1_freezer.version == 1:    # frozen in both, where both are
+        (layout.path("freezer", frozen.xid) / "freezer.state").write_text("FROZEN")
+    results: dict = {}
+    into_frozen = threading.Thread(target=lambda: results.update(
+        frozen=backend.exec(frozen.xid, ["/bin/true"], timeout=60)))
+    into_other = threading.Thread(target=lambda: results.update(
+        other=backend.exec(other.xid, ["/bin/hostname"], timeout=60)))
+    try:
+        into_frozen.start()
+        time.sleep(0.5)     # its entering process exists (and is frozen) by now
+        into_other.start()
+        into_other.join(30)
+        assert not into_other.is_alive(), "an entry into another context waited for the frozen one"
+        assert results["other"].output.strip() == other.name.encode()
+        assert into_frozen.is_alive()
+    finally:
+        if v1_freezer is not None and v1_freezer.version == 1:
+            (layout.path("freezer", frozen.xid) / "freezer.state").write_text("THAWED")
+        layout.freeze(frozen.xid, False)
+        into_frozen.join(60)
+        into_other.join(60)
+    assert results["frozen"].status == 0

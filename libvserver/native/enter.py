@@ -90,13 +90,6 @@ class Entry:
             rlimits=[(r.resource, r.soft, r.hard) for r in self.rlimits],
             bpf=self.seccomp.bpf if self.seccomp is not None else None)
 
-    def own_tasks(self) -> list[str]:
-        """This process's v1 tasks files, in the order of plan's cgroup_tasks."""
-        own = self.layout.own_groups()
-        out = [str(own[h.path] / "tasks") for h in self.layout.hierarchies
-               if h.version == 1 and h.path in own]
-        return out if len(out) == len(self.layout.v1_groups(self.xid)) else []
-
     @property
     def userns(self) -> bool:
         return any(name == "user" for name, _ in self.ns)
@@ -189,9 +182,9 @@ class EntryServer:
         self.sock = mine
         return mine
 
-    def fork_e1(self, plan: entercore.Plan, fresh: bool, back: list[str]) -> int:
-        """E1 for plan, a child of this process (CLONE_PARENT); ``back``: our own v1
-        tasks files, one per plan.cgroup_tasks (entercore.serve). Raises OSError."""
+    def fork_e1(self, plan: entercore.Plan, fresh: bool) -> int:
+        """E1 for plan, a child of this process (CLONE_PARENT, entercore.serve).
+        Raises OSError."""
         memfd = os.memfd_create("vcd-entry-plan", os.MFD_CLOEXEC)
         try:
             data = plan.dumps().encode()
@@ -199,7 +192,7 @@ class EntryServer:
                 data = data[os.write(memfd, data):]
             os.lseek(memfd, 0, os.SEEK_SET)
             order = sorted(plan.fds())
-            request = marshal.dumps((order, fresh, back))
+            request = marshal.dumps((order, fresh))
             with self.lock:
                 for attempt in (1, 2):
                     sock = self.sock or self._start()
@@ -277,8 +270,7 @@ def spawn(joiner: Joiner, cmd: Command, stdio: tuple[int, int, int], *,
     fresh = bool(getattr(joiner, "fresh_image", False))
     server = _entry_server()
     if server is not None and plan.join_fn is None:
-        own = getattr(joiner, "own_tasks", None)
-        return server.fork_e1(plan, fresh, own() if own is not None else [])
+        return server.fork_e1(plan, fresh)
     e1 = os.fork()
     if e1 == 0:
         try:

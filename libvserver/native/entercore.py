@@ -233,36 +233,28 @@ def _e1_child(plan: Plan, fresh: bool) -> None:
             os._exit(126)
 
 
-def _move_self(tasks: "list[str]") -> None:
-    for path in tasks:
-        with open(path, "w") as f:
-            f.write("0")
-
-
-def _clone_e1(plan: Plan, back: "list[str]") -> int:
-    """E1 (CLONE_PARENT) born in plan's cgroups, which it then need not join itself;
-    where that cannot be done (a group is gone, no clone3) E1 joins them as usual."""
-    if plan.cgroup_v2 is None or len(back) != len(plan.cgroup_tasks):
+def _clone_e1(plan: Plan) -> int:
+    """E1 (CLONE_PARENT) born in plan's cgroup2 group; it joins the v1 groups itself
+    (run_e1: a thread moving itself, no global lock). This process never enters a
+    context's group, not even for the clone: the copy-on-write faults after it would be
+    charged to the context's v1 memory group, where a guest that holds the group at its
+    limit (a full tmpfs) makes this process the OOM killer's largest victim; and every
+    entry of its caller waits for it. Where the clone into the group cannot be done (it
+    is gone, no clone3) E1 joins it as usual (and says why it cannot)."""
+    if plan.cgroup_v2 is None:
         return creds.clone(creds.CLONE_PARENT)
     pid = -1
+    fd = -1
     try:
-        _move_self(plan.cgroup_tasks)
         fd = os.open(plan.cgroup_v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            pid = creds.clone(creds.CLONE_PARENT, fd)
-        finally:
-            if pid != 0:
-                os.close(fd)
+        pid = creds.clone(creds.CLONE_PARENT, fd)
     except OSError:
         pid = -1
     finally:
-        if pid != 0:
-            # out of the context's groups before anything else is allocated here: its
-            # memory limit must never make this process an OOM victim
-            _move_self(back)
+        if fd >= 0:
+            os.close(fd)
     if pid == 0:
-        os.close(fd)
-        plan.cgroup_tasks, plan.cgroup_v2 = [], None
+        plan.cgroup_v2 = None
         return 0
     if pid < 0:
         return creds.clone(creds.CLONE_PARENT)
@@ -274,13 +266,11 @@ def serve(sock_fd: int) -> None:
     the process that started it. Forking a daemon worker (tens of MiB, and copy-on-write
     faults after) took most of an entry; a fork of this process costs a fraction.
 
-    Request (one SOCK_SEQPACKET datagram): marshal (order, fresh, back) with descriptors
-    [memfd of Plan.dumps(), *order]: the caller's numbers of plan.fds(), in that order;
-    ``back``: this process's own v1 ``tasks`` files, one per plan.cgroup_tasks.
+    Request (one SOCK_SEQPACKET datagram): marshal (order, fresh) with descriptors
+    [memfd of Plan.dumps(), *order]: the caller's numbers of plan.fds(), in that order.
     E1 is cloned with CLONE_PARENT, so it is the caller's child (its waitpid, its
-    pidfd) and never this process's, and born in the context's cgroups: this process
-    moves itself into the v1 groups for the clone (as _join_cgroups does; no relay
-    process then) and back at once. Answer: marshal of E1's pid, or an error string.
+    pidfd) and never this process's, and born in the context's cgroup2 group (no relay
+    process then, _clone_e1). Answer: marshal of E1's pid, or an error string.
     The server holds nothing but the plan in hand and is not dumpable; it exits when
     its caller closes the socket or dies."""
     import socket
@@ -300,11 +290,11 @@ def serve(sock_fd: int) -> None:
             os._exit(0)     # the caller is gone
         reply: "int | str"
         try:
-            order, fresh, back = marshal.loads(data)
+            order, fresh = marshal.loads(data)
             plan = _read_plan(fds[0])
             fds[0] = -1
             plan.remap(dict(zip(order, fds[1:])))
-            pid = _clone_e1(plan, back)
+            pid = _clone_e1(plan)
             if pid == 0:
                 sock.close()
                 _e1_child(plan, fresh)

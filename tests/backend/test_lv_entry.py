@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from libvserver.api import CAP_NUMBERS
+from libvserver.api import CAP_NUMBERS, Limit
 from libvserver.native import enter, handles
 from libvserver.native.namespaces import NS_FLAGS
 
@@ -285,3 +285,23 @@ def test_halt_command_runs_also_when_the_stop_waits_for_nothing(
     assert out == "halting\n"
     assert (vdir / "tmp" / "halted").exists()
     assert not backend.is_running(spec.xid)
+
+
+def test_entry_server_is_no_oom_victim_of_a_context_held_at_its_memory_limit(
+        backend, make_spec, started, run_sh):
+    # the guest fills its memory limit with tmpfs pages, which no process of its own
+    # holds: the memory cgroup's OOM killer then takes the largest process it finds in
+    # the group; the entry server (it serves every tenant of the worker) must not be one
+    enter.use_entry_server()
+    server = enter._entry_server()
+    assert server is not None and server.proc is not None
+    before = server.proc.pid
+    spec = started(make_spec(limits=[Limit("RSS", 48 * 1024, 48 * 1024)]))
+    status, out = run_sh(spec.xid, "dd if=/dev/zero of=/dev/shm/fill bs=1M count=100; "
+                                   "ls -l /dev/shm/fill", timeout=30)
+    assert "fill" in out, out
+    for _ in range(20):
+        # the entering process itself may well be killed (137) or fail to enter (126)
+        backend.exec(spec.xid, ["/bin/true"], timeout=10)
+        assert server.proc is not None and server.proc.pid == before
+        assert server.proc.poll() is None

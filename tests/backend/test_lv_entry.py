@@ -5,6 +5,7 @@ privileges and namespaces from what the context was started with, never from the
 from __future__ import annotations
 
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -305,3 +306,29 @@ def test_entry_server_is_no_oom_victim_of_a_context_held_at_its_memory_limit(
         backend.exec(spec.xid, ["/bin/true"], timeout=10)
         assert server.proc is not None and server.proc.pid == before
         assert server.proc.poll() is None
+
+
+def test_entry_works_when_the_callers_descriptors_are_numbered_above_1024(
+        backend, make_spec, started):
+    # a daemon worker holds up to 1024 client connections: the pipes of a vx.exec then
+    # get numbers that select()'s 1024-bit sets cannot hold
+    spec = started(make_spec())
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    filler: list[int] = []
+    try:
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        filler.append(null)
+        while filler[-1] < 1100:
+            filler.append(os.dup(null))
+        r = backend.exec(spec.xid, ["/bin/sh", "-c", "echo in; cat"], stdin=b"fed\n",
+                         timeout=20)
+        assert (r.status, r.output) == (0, b"in\nfed\n")
+        r = backend.exec(spec.xid, ["/bin/sleep", "30"], timeout=1)
+        assert r.timed_out and r.status == 137
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not [p for p in backend.layout.pids(spec.xid)
+                if Path(f"/proc/{p}/cmdline").read_bytes() == b"/bin/sleep\x0030\x00"]

@@ -272,10 +272,11 @@ def serve(sock_fd: int) -> None:
     pidfd) and never this process's, and born in the context's cgroup2 group (no relay
     process then, _clone_e1). Answer: marshal of E1's pid, or an error string.
     The server holds nothing but the plan in hand and is not dumpable; it exits when
-    its caller closes the socket or dies."""
+    its caller closes the socket or dies (the end of file on the socket; no parent death
+    signal: that comes when the *thread* that started it ends, a pool thread of the
+    caller's that replaced a server which had died)."""
     import socket
     creds.set_dumpable(False)
-    creds.set_parent_death_signal(signal.SIGKILL)
     for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)
     sock = socket.socket(fileno=sock_fd)

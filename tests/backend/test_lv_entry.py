@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import os
 import resource
+import select
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -332,3 +336,48 @@ def test_entry_works_when_the_callers_descriptors_are_numbered_above_1024(
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert not [p for p in backend.layout.pids(spec.xid)
                 if Path(f"/proc/{p}/cmdline").read_bytes() == b"/bin/sleep\x0030\x00"]
+
+
+def test_entry_server_restarted_by_a_thread_outlives_that_thread(backend, make_spec, started):
+    # a group method (vg.*) enters from pool threads, one of which may restart a server
+    # that died; the pool's threads end with the call, the server must not end with them
+    enter.use_entry_server()
+    spec = started(make_spec())
+    server = enter._entry_server()
+    assert server is not None and server.proc is not None
+    server.proc.kill()
+    server.proc.wait()
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append(backend.exec(spec.xid, ["/bin/true"]).status))
+    worker.start()
+    worker.join()
+    assert results == [0]
+    restarted = server.proc
+    assert restarted is not None
+    with pytest.raises(subprocess.TimeoutExpired):
+        restarted.wait(timeout=2)
+    assert backend.exec(spec.xid, ["/bin/hostname"]).output.strip() == spec.name.encode()
+    assert server.proc is restarted
+
+
+def test_entry_server_ends_when_the_process_that_started_it_is_killed(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    caller = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time\n"
+         f"sys.path.insert(0, {str(root)!r})\n"
+         "from libvserver.native import enter\n"
+         "enter.use_entry_server()\n"
+         "print(enter._entry_server().proc.pid, flush=True)\n"
+         "time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        server = int(caller.stdout.readline())
+        pidfd = os.pidfd_open(server)
+    finally:
+        caller.kill()
+        caller.wait()
+    try:
+        # its end of file on the socket: nobody holds the caller's end any more
+        assert select.select([pidfd], [], [], 30)[0], "the entry server outlived its caller"
+    finally:
+        os.close(pidfd)

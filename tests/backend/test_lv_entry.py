@@ -302,8 +302,8 @@ def test_entry_server_is_no_oom_victim_of_a_context_held_at_its_memory_limit(
     assert server is not None and server.proc is not None
     before = server.proc.pid
     spec = started(make_spec(limits=[Limit("RSS", 48 * 1024, 48 * 1024)]))
-    status, out = run_sh(spec.xid, "dd if=/dev/zero of=/dev/shm/fill bs=1M count=100; "
-                                   "ls -l /dev/shm/fill", timeout=30)
+    _, out = run_sh(spec.xid, "dd if=/dev/zero of=/dev/shm/fill bs=1M count=100; "
+                              "ls -l /dev/shm/fill", timeout=30)
     assert "fill" in out, out
     for _ in range(20):
         # the entering process itself may well be killed (137) or fail to enter (126)
@@ -361,7 +361,7 @@ def test_entry_server_restarted_by_a_thread_outlives_that_thread(backend, make_s
     assert server.proc is restarted
 
 
-def test_entry_server_ends_when_the_process_that_started_it_is_killed(tmp_path):
+def test_entry_server_ends_when_the_process_that_started_it_is_killed():
     root = Path(__file__).resolve().parents[2]
     caller = subprocess.Popen(
         [sys.executable, "-c", "import os, sys, time\n"

@@ -249,8 +249,10 @@ class NativeBackend(Backend):
                 output = r.output.decode(errors="replace")
         except (NotRunning, ProcessLookupError):
             pass
-        except LibvserverError as e:
-            output = f"halt not run: {e}\n"   # the context is killed all the same
+        except (LibvserverError, OSError) as e:
+            # the context is killed all the same: a halt command that cannot be entered
+            # (no descriptor left, the entry server gone) never keeps it running
+            output = f"halt not run: {e}\n"
         self.layout.wait_empty(xid, max(0.0, deadline - time.monotonic()))
         self._kill_and_clean(xid)
         return output

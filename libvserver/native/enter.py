@@ -183,7 +183,8 @@ class EntryServer:
         return mine
 
     def fork_e1(self, plan: entercore.Plan, fresh: bool) -> int:
-        """E1 for plan, a child of this process (CLONE_PARENT). Raises OSError."""
+        """E1 for plan, a child of this process (CLONE_PARENT, entercore.serve).
+        Raises OSError."""
         memfd = os.memfd_create("vcd-entry-plan", os.MFD_CLOEXEC)
         try:
             data = plan.dumps().encode()
@@ -359,6 +360,22 @@ class _Feed:
             self.fd = -1
 
 
+_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def _ready(readers: list[int], writers: list[int], timeout: float) -> tuple[set[int], set[int]]:
+    """select.select() for descriptors of any number (seconds; the readable and the
+    writable ones, an end or an error counting as ready). select()'s sets end at 1024,
+    and a daemon worker's descriptors go past that with its client connections."""
+    p = select.poll()
+    for fd in set(readers) | set(writers):
+        p.register(fd, (select.POLLIN if fd in readers else 0) |
+                   (select.POLLOUT if fd in writers else 0))
+    events = dict(p.poll(max(0.0, timeout) * 1000))
+    return ({fd for fd in readers if events.get(fd, 0) & (select.POLLIN | _GONE)},
+            {fd for fd in writers if events.get(fd, 0) & (select.POLLOUT | _GONE)})
+
+
 def _collect(e1: int, e1fd: int, out_r: int, pid_r: int, timeout: float,
              cap: int, feed: _Feed | None = None,
              on_output: OnOutput | None = None) -> ExecResult:
@@ -388,7 +405,7 @@ def _collect_loop(e1: int, e1fd: int, out_r: int, pid_r: int, timeout: float,
             if now >= end:
                 break
             writing = [feed.fd] if feed is not None and feed.fd >= 0 and status is None else []
-            r, w, _ = select.select(fds, writing, [], end - now)
+            r, w = _ready(fds, writing, end - now)
             if w:
                 feed.write()
             if out_r in r:
@@ -433,7 +450,7 @@ def _late_pid(pid_r: int, pidbuf: bytes, wait: float = 2.0) -> int | None:
     try:
         while not pidbuf.endswith(b"\n"):
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([pid_r], [], [], left)[0]:
+            if left <= 0 or not _ready([pid_r], [], left)[0]:
                 break
             chunk = os.read(pid_r, 64)
             if not chunk:
@@ -453,7 +470,7 @@ def _kill_session(e1: int, e1fd: int, e2: int | None) -> int:
                 os.kill(target, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    if e2 is None or not select.select([e1fd], [], [], 5.0)[0]:
+    if e2 is None or not _ready([e1fd], [], 5.0)[0]:
         os.kill(e1, signal.SIGKILL)
     _, st = os.waitpid(e1, 0)
     return os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st)

@@ -140,8 +140,7 @@ def _join_cgroups(plan: Plan) -> None:
     E1 (single-threaded) moves itself into each v1 group (0 into ``tasks``: a thread
     moving itself takes no global lock), then forks a copy of itself born in the cgroup2
     group (clone3), which goes on as E1; this one only waits for it and passes its
-    status on. Where clone3 cannot, E1 is migrated into the cgroup2 group. (No cgroup2
-    group in the plan: E1 was born in it, an entry server's _clone_e1.)"""
+    status on. Where clone3 cannot, E1 is migrated into the cgroup2 group."""
     for path in plan.cgroup_tasks:
         with open(path, "w") as f:
             f.write("0")
@@ -235,26 +234,31 @@ def _e1_child(plan: Plan, fresh: bool) -> None:
 
 
 def _clone_e1(plan: Plan) -> int:
-    """E1 (CLONE_PARENT), born in plan's cgroup2 group (CLONE_INTO_CGROUP: no migration
-    and no relay process); it moves itself into the v1 groups (_join_cgroups). This
-    process never joins a context's groups: their freezer, CPU quota and OOM killer are
-    the guest's to provoke, and it serves every entry of its caller. Where the clone into
-    the group fails (the group is gone, no clone3), E1 joins every group itself."""
+    """E1 (CLONE_PARENT) born in plan's cgroup2 group; it joins the v1 groups itself
+    (run_e1: a thread moving itself, no global lock). This process never enters a
+    context's group, not even for the clone: the copy-on-write faults after it would be
+    charged to the context's v1 memory group, where a guest that holds the group at its
+    limit (a full tmpfs) makes this process the OOM killer's largest victim; a frozen
+    freezer group would freeze it, a CPU quota throttle it; and every entry of its
+    caller waits for it. Where the clone into the group cannot be done (it
+    is gone, no clone3) E1 joins it as usual (and says why it cannot)."""
     if plan.cgroup_v2 is None:
         return creds.clone(creds.CLONE_PARENT)
+    pid = -1
+    fd = -1
     try:
         fd = os.open(plan.cgroup_v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return creds.clone(creds.CLONE_PARENT)     # E1 reports the missing group
-    try:
         pid = creds.clone(creds.CLONE_PARENT, fd)
     except OSError:
         pid = -1
-    os.close(fd)
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if pid == 0:
         plan.cgroup_v2 = None
-    elif pid < 0:
-        pid = creds.clone(creds.CLONE_PARENT)
+        return 0
+    if pid < 0:
+        return creds.clone(creds.CLONE_PARENT)
     return pid
 
 
@@ -266,13 +270,14 @@ def serve(sock_fd: int) -> None:
     Request (one SOCK_SEQPACKET datagram): marshal (order, fresh) with descriptors
     [memfd of Plan.dumps(), *order]: the caller's numbers of plan.fds(), in that order.
     E1 is cloned with CLONE_PARENT, so it is the caller's child (its waitpid, its
-    pidfd) and never this process's, born in the context's cgroup2 group (_clone_e1).
-    Answer: marshal of E1's pid, or an error string.
+    pidfd) and never this process's, and born in the context's cgroup2 group (no relay
+    process then, _clone_e1). Answer: marshal of E1's pid, or an error string.
     The server holds nothing but the plan in hand and is not dumpable; it exits when
-    its caller closes the socket or dies."""
+    its caller closes the socket or dies (the end of file on the socket; no parent death
+    signal: that comes when the *thread* that started it ends, a pool thread of the
+    caller's that replaced a server which had died)."""
     import socket
     creds.set_dumpable(False)
-    creds.set_parent_death_signal(signal.SIGKILL)
     for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)
     sock = socket.socket(fileno=sock_fd)

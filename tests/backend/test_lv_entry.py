@@ -5,12 +5,18 @@ privileges and namespaces from what the context was started with, never from the
 from __future__ import annotations
 
 import os
+import resource
+import select
+import shutil
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from libvserver.api import CAP_NUMBERS
+from libvserver.api import CAP_NUMBERS, Limit
 from libvserver.native import enter, handles
 from libvserver.native.namespaces import NS_FLAGS
 
@@ -291,8 +297,6 @@ def test_entry_into_a_frozen_context_holds_up_no_entry_into_another(
         backend, make_spec, started, rootfs, tmp_path):
     """The entering process waits in the frozen context's groups, never what forks it
     (the caller, or the entry server every entry of a daemon worker goes through)."""
-    import shutil
-    import threading
     frozen = started(make_spec())
     other_vdir = tmp_path / "other-vdir"
     shutil.copytree(rootfs, other_vdir, symlinks=True)
@@ -322,3 +326,94 @@ def test_entry_into_a_frozen_context_holds_up_no_entry_into_another(
         into_frozen.join(60)
         into_other.join(60)
     assert results["frozen"].status == 0
+
+
+def test_entry_server_is_no_oom_victim_of_a_context_held_at_its_memory_limit(
+        backend, make_spec, started, run_sh):
+    # the guest fills its memory limit with tmpfs pages, which no process of its own
+    # holds: the memory cgroup's OOM killer then takes the largest process it finds in
+    # the group; the entry server (it serves every tenant of the worker) must not be one
+    enter.use_entry_server()
+    server = enter._entry_server()
+    assert server is not None and server.proc is not None
+    before = server.proc.pid
+    spec = started(make_spec(limits=[Limit("RSS", 48 * 1024, 48 * 1024)]))
+    _, out = run_sh(spec.xid, "dd if=/dev/zero of=/dev/shm/fill bs=1M count=100; "
+                              "ls -l /dev/shm/fill", timeout=30)
+    assert "fill" in out, out
+    for _ in range(20):
+        # the entering process itself may well be killed (137) or fail to enter (126)
+        backend.exec(spec.xid, ["/bin/true"], timeout=10)
+        assert server.proc is not None and server.proc.pid == before
+        assert server.proc.poll() is None
+
+
+def test_entry_works_when_the_callers_descriptors_are_numbered_above_1024(
+        backend, make_spec, started):
+    # a daemon worker holds up to 1024 client connections: the pipes of a vx.exec then
+    # get numbers that select()'s 1024-bit sets cannot hold
+    spec = started(make_spec())
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    filler: list[int] = []
+    try:
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        filler.append(null)
+        while filler[-1] < 1100:
+            filler.append(os.dup(null))
+        r = backend.exec(spec.xid, ["/bin/sh", "-c", "echo in; cat"], stdin=b"fed\n",
+                         timeout=20)
+        assert (r.status, r.output) == (0, b"in\nfed\n")
+        r = backend.exec(spec.xid, ["/bin/sleep", "30"], timeout=1)
+        assert r.timed_out and r.status == 137
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not [p for p in backend.layout.pids(spec.xid)
+                if Path(f"/proc/{p}/cmdline").read_bytes() == b"/bin/sleep\x0030\x00"]
+
+
+def test_entry_server_restarted_by_a_thread_outlives_that_thread(backend, make_spec, started):
+    # a group method (vg.*) enters from pool threads, one of which may restart a server
+    # that died; the pool's threads end with the call, the server must not end with them
+    enter.use_entry_server()
+    spec = started(make_spec())
+    server = enter._entry_server()
+    assert server is not None and server.proc is not None
+    server.proc.kill()
+    server.proc.wait()
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append(backend.exec(spec.xid, ["/bin/true"]).status))
+    worker.start()
+    worker.join()
+    assert results == [0]
+    restarted = server.proc
+    assert restarted is not None
+    with pytest.raises(subprocess.TimeoutExpired):
+        restarted.wait(timeout=2)
+    assert backend.exec(spec.xid, ["/bin/hostname"]).output.strip() == spec.name.encode()
+    assert server.proc is restarted
+
+
+def test_entry_server_ends_when_the_process_that_started_it_is_killed():
+    root = Path(__file__).resolve().parents[2]
+    caller = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time\n"
+         f"sys.path.insert(0, {str(root)!r})\n"
+         "from libvserver.native import enter\n"
+         "enter.use_entry_server()\n"
+         "print(enter._entry_server().proc.pid, flush=True)\n"
+         "time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        server = int(caller.stdout.readline())
+        pidfd = os.pidfd_open(server)
+    finally:
+        caller.kill()
+        caller.wait()
+    try:
+        # its end of file on the socket: nobody holds the caller's end any more
+        assert select.select([pidfd], [], [], 30)[0], "the entry server outlived its caller"
+    finally:
+        os.close(pidfd)

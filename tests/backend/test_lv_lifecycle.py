@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 from pathlib import Path
 
@@ -51,6 +52,33 @@ def test_stop_kills_when_halt_does_nothing(backend, make_spec, started, groups_o
     spec = started(make_spec())
     out = backend.stop(spec.xid, ["/bin/echo", "not halting"], timeout=0.5)
     assert "not halting" in out
+    assert not backend.is_running(spec.xid)
+    assert groups_of(spec.xid) == []
+
+
+def test_stop_kills_also_when_the_halt_command_cannot_be_entered(backend, make_spec, started,
+                                                               groups_of):
+    # the halt command's entry fails on this side (here: no descriptor left for its
+    # pipes; as well an entry server that died): the stop must not leave the context up
+    spec = started(make_spec())
+    entry = backend.entry(spec.xid)
+    handles = len(entry.ns)
+    entry.close()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = max(map(int, os.listdir("/proc/self/fd")))
+    filler = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)]
+    while (fd := os.dup(filler[0])) < top:
+        filler.append(fd)
+    os.close(fd)    # every number up to top is taken
+    try:
+        # room for the handles and one pipe: the next pipe fails (EMFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top + 1 + handles + 2, hard))
+        out = backend.stop(spec.xid, ["/sbin/halt"], timeout=2)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for fd in filler:
+            os.close(fd)
+    assert "halt not run" in out
     assert not backend.is_running(spec.xid)
     assert groups_of(spec.xid) == []
 

@@ -367,7 +367,7 @@ class Supervisor:
         # what init wrote last (e.g. why it died) belongs in the log too
         while console.pump(ctx.console_fd, ctx.console_log):
             try:
-                if not select.select([ctx.console_fd], [], [], 0)[0]:
+                if not _readable(ctx.console_fd, 0):
                     break
             except OSError:
                 break
@@ -972,6 +972,15 @@ def become_keeper(lockfd: int, listener: socket.socket) -> None:
                               "--foreground", "--inherit", f"{lockfd},{listener.fileno()}"])
 
 
+def _readable(fd: int, timeout: float | None) -> bool:
+    """Whether fd can be read (or has ended) within timeout seconds (None: waits until
+    it can). poll(), not select(): this process holds descriptors per running context
+    (console, notify socket, pidfd), and select()'s sets end at 1024."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(None if timeout is None else max(0.0, timeout) * 1000))
+
+
 def _read_all(fd: int, timeout: float, limit: int | None = None) -> bytes:
     deadline = time.monotonic() + timeout
     out = b""
@@ -979,8 +988,7 @@ def _read_all(fd: int, timeout: float, limit: int | None = None) -> bytes:
         left = deadline - time.monotonic()
         if left <= 0:
             raise StartError("timed out waiting for the context's setup")
-        r, _, _ = select.select([fd], [], [], left)
-        if not r:
+        if not _readable(fd, left):
             continue
         chunk = os.read(fd, 65536 if limit is None else limit - len(out))
         if not chunk:
@@ -1121,7 +1129,7 @@ class Keeper:
             if self.worker is None:
                 self.spawn()
             try:
-                select.select([sig_r], [], [])
+                _readable(sig_r, None)    # (a worker turned keeper has many descriptors)
             except InterruptedError:
                 pass
             try:

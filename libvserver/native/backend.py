@@ -49,6 +49,7 @@ FLAG_WHY = {
 # How long entering waits for the handles of a context whose start is in progress
 HANDLES_WAIT = 5.0
 HALT_RUN_MIN = 1.0      # seconds
+EXIT_RECORD_WAIT = 2.0  # seconds
 
 
 class NativeBackend(Backend):
@@ -323,6 +324,18 @@ class NativeBackend(Backend):
         except (OSError, ValueError):
             return None
 
+    def _reaped_exit(self, xid: int, wait: float = EXIT_RECORD_WAIT) -> dict | None:
+        """last_exit of an init that has just left its groups: the supervisor records
+        the end when it reaps it, which may be a moment later (it leaves the groups
+        before it becomes a zombie); asked to reap until the record is there."""
+        deadline = time.monotonic() + wait
+        while True:
+            self.client.call({"op": "reap"})
+            ended = self.last_exit(xid)
+            if ended is not None or time.monotonic() >= deadline:
+                return ended
+            time.sleep(0.01)
+
     def wait_ready(self, xid: int, timeout: float) -> float | None:
         """Seconds from start until init sent READY=1 (the supervisor writes <xid>.ready);
         StartError when init ends first or is not ready within ``timeout`` seconds (the
@@ -342,7 +355,7 @@ class NativeBackend(Backend):
             except (OSError, ValueError, KeyError, TypeError):
                 pass
             if not self.layout.pids(xid):
-                ended = self.last_exit(xid) or {}
+                ended = self._reaped_exit(xid) or {}
                 raise StartError(f"init ended before it was ready "
                                  f"({ended.get('reason', 'no exit status recorded')})")
             if time.monotonic() - t0 >= timeout:

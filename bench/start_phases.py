@@ -54,7 +54,7 @@ def main() -> int:
         busybox.build("busybox", daemon.templatedir)
         admin.vx.create(name="bench", template="busybox")
         if args.netns:
-            admin.vxdb.nx.addr.add(name="bench", addr="10.213.0.2", netmask="255.255.255.0")
+            admin.vxdb.nx.addr.set(name="bench", addr="10.213.0.2", netmask="255.255.255.0")
         admin.vxdb.init.set(name="bench", halt="/bin/true", timeout=0)
         admin.vx.start(name="bench")   # warm: backend and supervisor up
         admin.vx.stop(name="bench")

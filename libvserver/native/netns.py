@@ -22,8 +22,7 @@ INNER_NAME = "eth0"
 
 @dataclass(frozen=True)
 class NetPlan:
-    host_if: str
-    peer_tmp: str
+    host_if: str                      # the host end; the peer is INNER_NAME inside
     addresses: list[tuple[str, int]]  # (address, prefix length)
     broadcast: str | None
 
@@ -52,7 +51,7 @@ def plan(xid: int, tag: str, addrs: list[NetAddr], broadcast: str | None) -> Net
         except ValueError as e:
             raise NetworkError(f"invalid broadcast {broadcast}: {e}") from None
     host = host_ifname(xid, tag)
-    return NetPlan(host, (host + "p")[:15] if len(host) < 15 else host[:14] + "p", out, broadcast)
+    return NetPlan(host, out, broadcast)
 
 
 def _ipr():
@@ -60,12 +59,31 @@ def _ipr():
     return IPRoute()
 
 
-def create_host_side(p: NetPlan) -> None:
-    """In the host namespace: the veth pair and proxy ARP on the host end."""
-    delete_host_side(p.host_if)  # a leftover of a context that died with its supervisor
-    with _ipr() as ipr:
-        ipr.link("add", ifname=p.host_if, kind="veth", peer={"ifname": p.peer_tmp})
-    # sysctl writes go to the writer's namespace: done before the caller unshares
+def create_pair(p: NetPlan, pid: int) -> None:
+    """Host side, once pid has its own network namespace: the veth pair, its peer made
+    right in there as INNER_NAME (moving a made device to another namespace waits 20-25
+    ms in the kernel, most of a start; a rename costs more), proxy ARP and the reverse-path filter on the host end, the
+    host end up, a route to each address."""
+    netns_fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with _ipr() as ipr:
+            ipr.link("add", ifname=p.host_if, kind="veth",
+                     peer={"ifname": INNER_NAME, "net_ns_fd": netns_fd})
+            host = ipr.link_lookup(ifname=p.host_if)
+            if not host:
+                raise NetworkError(f"veth pair {p.host_if} vanished")
+            # before the link is up: nothing passes without the filter
+            _host_sysctls(p)
+            ipr.link("set", index=host[0], state="up")
+            for addr, _prefix in p.addresses:
+                ipr.route("add", dst=addr, dst_len=128 if ":" in addr else 32, oif=host[0],
+                          family=10 if ":" in addr else 2)
+    finally:
+        os.close(netns_fd)
+
+
+def _host_sysctls(p: NetPlan) -> None:
+    """Of the host end (the writer's network namespace: the supervisor's)."""
     with open(f"/proc/sys/net/ipv4/conf/{p.host_if}/proxy_arp", "w") as f:
         f.write("1")
     # Strict reverse-path filter (RFC 3704): a packet from the context is taken only
@@ -81,24 +99,6 @@ def create_host_side(p: NetPlan) -> None:
                 f.write("1")
         except OSError:
             pass
-
-
-def move_peer(p: NetPlan, pid: int) -> None:
-    """Host side, once pid has its own network namespace: move the peer in, route to it."""
-    netns_fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with _ipr() as ipr:
-            peer = ipr.link_lookup(ifname=p.peer_tmp)
-            host = ipr.link_lookup(ifname=p.host_if)
-            if not peer or not host:
-                raise NetworkError(f"veth pair {p.host_if} vanished")
-            ipr.link("set", index=peer[0], net_ns_fd=netns_fd)
-            ipr.link("set", index=host[0], state="up")
-            for addr, _prefix in p.addresses:
-                ipr.route("add", dst=addr, dst_len=128 if ":" in addr else 32, oif=host[0],
-                          family=10 if ":" in addr else 2)
-    finally:
-        os.close(netns_fd)
 
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -121,11 +121,10 @@ def configure_inside(p: NetPlan) -> None:
     """Inside the context's namespace: eth0, its addresses, loopback, default route."""
     loopback_up()
     with _ipr() as ipr:
-        found = ipr.link_lookup(ifname=p.peer_tmp)
+        found = ipr.link_lookup(ifname=INNER_NAME)
         if not found:
-            raise NetworkError(f"the veth peer {p.peer_tmp} did not arrive in the context")
+            raise NetworkError(f"the veth peer {INNER_NAME} did not arrive in the context")
         idx = found[0]
-        ipr.link("set", index=idx, ifname=INNER_NAME)
         for addr, prefix in p.addresses:
             kw = {}
             # RFC 3021: a /31 (and a /32) has no broadcast address; its other address

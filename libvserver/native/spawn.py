@@ -12,7 +12,7 @@ supervisor: [unshare(TIME) for its children only], makes the context's cgroups, 
             template; /sys read-only when G gets no network namespace) and passes them
             to G over a socket; moves itself back into its own groups; while G builds
             its mounts, delegates the cgroup2 group to G's root, sets the limits, keeps
-            G's namespaces (handles.py), moves the veth peer into G's network namespace,
+            G's namespaces (handles.py), makes the veth pair with its peer in G's netns,
             and sends G "go". (Where clone3 cannot, G is forked and migrated instead and
             unshares its cgroup namespace after "go".)
 G:          PID 1 of the new namespaces: unshares mnt uts ipc [net] cgroup (owned by its

@@ -237,8 +237,11 @@ class Supervisor:
                 phases=phases)
             ph.mark("supervisor: plan")
             if netplan is not None:
-                netns.create_host_side(netplan)
-                ph.mark("supervisor: veth pair")
+                # a leftover of a context that died with its supervisor; and G is forked
+                # with the netlink code imported: with the guest's ids it cannot read
+                # the host's Python files
+                netns.delete_host_side(netplan.host_if)
+                ph.mark("supervisor: leftover veth pair")
             self.layout.create(xid)
             ph.mark("supervisor: cgroup mkdir (every hierarchy)")
             gpid = self._fork_init(plan)
@@ -556,8 +559,8 @@ class Supervisor:
                 self.layout.join(xid, gpid)
                 ph.mark("supervisor: cgroup join (every hierarchy)")
             if plan.netplan is not None:
-                netns.move_peer(plan.netplan, gpid)
-                ph.mark("supervisor: veth peer into the netns")
+                netns.create_pair(plan.netplan, gpid)
+                ph.mark("supervisor: veth pair, the peer made in the netns")
             if plan.in_cgroups or plan.ids is None:
                 # every namespace of G exists now (its cgroup namespace too): keep them
                 # while G builds its mounts

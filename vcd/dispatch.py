@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 from defusedxml import DefusedXmlException
 from defusedxml.xmlrpc import DefusedExpatParser
-from libvserver.native import phases
 
+from libvserver.native import phases
 from vcd import auth, stats, tasks, vxdb
 from vcd.listeners import local_uid
 from vcd.audit import AuditLog

@@ -235,7 +235,7 @@ class Runtime:
             if took is not None:
                 log.info("%s (xid %d) is ready %.2f s after its init started", vserver.name,
                          vserver.xid, took)
-        ph.mark("vcd: running? after the start")
+        ph.mark("vcd: running? after the start (and a readiness wait)")
         log.info("started %s (xid %d)", vserver.name, vserver.xid)
         if ph.on:
             ph.mark("vcd: log")

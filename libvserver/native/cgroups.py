@@ -254,16 +254,16 @@ class Layout:
         deadline = time.monotonic() + wait
         ok = True
         for h in self.hierarchies:
-            g = self.group(h, xid)
-            try:
-                if os.stat(g).st_nlink <= 2:
-                    # no child groups (a directory's link count on cgroupfs is 2 + its
-                    # subdirectories): spare the walk
-                    subtree = [g]
-                else:
-                    subtree = _subtree(g)
-            except FileNotFoundError:
+            where = f"{h.path}/{self.parent}/{xid}"
+            if not os.access(where, os.F_OK):
                 continue    # gone already (the supervisor removes them when init ends)
+            g = Path(where)
+            try:
+                # a directory's link count on cgroupfs is 2 + its subdirectories: a group
+                # without child groups needs no walk
+                subtree = [g] if os.stat(g).st_nlink <= 2 else _subtree(g)
+            except FileNotFoundError:
+                continue
             for g in reversed(subtree):
                 while True:
                     if _rmdir(g):

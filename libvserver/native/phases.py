@@ -42,12 +42,17 @@ class Phases:
 
 
 # The request being served (vcd's dispatcher replaces it per request); off by default
-current = Phases()
+_OFF = Phases()
+current = _OFF
+_wanted: bool | None = None     # wanted(), asked once per process
 
 
 def begin_request() -> Phases:
     """A new recorder for the request that begins now, made ``current``; on when this
-    process's environment asks for start phases."""
-    global current
-    current = Phases(wanted())
+    process's environment asks for start phases (else one shared recorder that is off:
+    nothing made per request)."""
+    global current, _wanted
+    if _wanted is None:
+        _wanted = wanted()
+    current = Phases(True) if _wanted else _OFF
     return current

@@ -1,7 +1,8 @@
 """Where a vx.start spends its time: per-phase timings of N starts over the API.
 
 The daemon runs with VCD_START_PHASES=<file>; each start appends its phases there
-(vcd/runtime.py, libvserver/native/phases.py): the daemon's (spec from VXDB, checks),
+(vcd/dispatch.py, vcd/runtime.py, libvserver/native/phases.py): the daemon's (XML-RPC
+parse, authentication, owner check, lock, spec from VXDB, checks),
 the backend's, the supervisor's and those of the context's init, which run at the same
 time as the supervisor's ("init: ..." rows; their begin is relative to the API call).
 Prints per phase the median begin (ms after the call was sent) and median duration,
@@ -68,7 +69,11 @@ def main() -> int:
         runs = [json.loads(line) for line in phases_file.read_text().splitlines()]
         by_name: dict[str, list[tuple[float, float]]] = {}
         order: list[str] = []
-        for (t0, _), rows in zip(calls, runs):
+        for (t0, t_end), rows in zip(calls, runs):
+            # the client's side and the HTTP exchange, before the daemon's first step and
+            # after its last
+            rows = [["client: marshal, HTTP request, worker wake-up", t0, rows[0][1]], *rows,
+                    ["vcd: answer, HTTP response, client", rows[-1][2], t_end]]
             for name, begin, end in rows:
                 if name not in by_name:
                     by_name[name] = []

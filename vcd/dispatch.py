@@ -16,6 +16,7 @@ from typing import Any, Callable
 from defusedxml import DefusedXmlException
 from defusedxml.xmlrpc import DefusedExpatParser
 
+from libvserver.native import phases
 from vcd import auth, stats, tasks, vxdb
 from vcd.listeners import local_uid
 from vcd.audit import AuditLog
@@ -131,6 +132,8 @@ class Dispatcher:
         """The methodResponse for one request body. `nil` False (`POST /RPC2?nil=0`): void
         results are boolean true, also inside system.multicall."""
         started = time.monotonic()
+        # with VCD_START_PHASES (bench/start_phases.py) a vx.start records its steps
+        ph = phases.begin_request()
         self.nil = nil
         self.stats.add("requests")
         name, code, self.user = "-", 0, "-"
@@ -138,6 +141,7 @@ class Dispatcher:
         try:
             try:
                 params, name = loads(body)
+                ph.mark("vcd: XML-RPC parse")
             except (DefusedXmlException, ValueError, TypeError, xmlrpc.client.ResponseError,
                     OverflowError) as exc:
                 code = Fault.PARSE_ERROR
@@ -175,6 +179,7 @@ class Dispatcher:
         if self.audit is None or not method.mutating:
             user = self.authenticate(params, peer)
             self.user = user.username
+            phases.current.mark("vcd: authenticate (VXDB)")
             return self.invoke(method, user, given, peer)
         claimed = params[0].get("username") if params and isinstance(params[0], dict) else None
         try:
@@ -263,12 +268,14 @@ class Dispatcher:
             # checked like the call itself; the runner checks again when it runs it
             name = values.get("name") or values.get("group") or ""
             return tasks.start(self.config, method.name, name, user.username, values, peer)
+        phases.current.mark("vcd: capability, params, owner (VXDB)")
         with ExitStack() as stack:
             if method.lock:
                 names = [values["name"]] if "name" in values else []
                 if isinstance(values.get("newname"), str):
                     names.append(values["newname"])
                 stack.enter_context(vserver_lock(self.config.rundir, names))
+                phases.current.mark("vcd: vserver lock")
             if method.txn is Txn.SELF:
                 return method.func(call, **values)
             with vxdb.transaction(self.db, immediate=method.txn is Txn.WRITE):

@@ -23,12 +23,16 @@ DEFAULT_WAIT = 3.0
 def vserver_lock(rundir: Path, names: list[str], wait: float = DEFAULT_WAIT) -> Iterator[None]:
     """Hold the locks of `names` (validated vserver names) for the block."""
     lockdir = rundir / "locks"
-    lockdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fds: list[int] = []
     try:
         # a fixed order, so two calls locking the same pair can't deadlock
         for name in sorted(set(names)):
-            fd = os.open(lockdir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(lockdir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                # the first lock of this rundir (every call would pay for a mkdir)
+                lockdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(lockdir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fds.append(fd)
             _acquire(fd, name, wait)
         yield

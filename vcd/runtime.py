@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import libvserver
 from libvserver import (ContextSpec, CpuSet, DiskLimit, Limit, Mount, NetAddr, Sched)
-from libvserver.native.phases import ENV as PHASES_ENV
+from libvserver.native import phases
 
 from templates.errors import TemplateError
 from templates.store import TemplateStore
@@ -190,13 +190,16 @@ class Runtime:
     def start(self, db: vxdb.Connection, vserver: VServer) -> None:
         """Start a vserver; with VCD_START_PHASES=<file> in the daemon's environment each
         start appends its phase timings there as a JSON list of [name, begin, end]
-        (libvserver.native.phases; bench/start_phases.py prints them)."""
-        t0 = time.time()
+        (libvserver.native.phases; bench/start_phases.py prints them): the request's
+        steps before (vcd.dispatch), this method's, the backend's, supervisor's and
+        init's."""
+        ph = phases.current
         with vxdb.transaction(db):
             spec, init = build_spec(db, vserver)
-        t1 = time.time()
+        ph.mark("vcd: spec from VXDB")
         if self.is_running(vserver.xid):
             raise VcdError(Fault.MERUNNING, vserver.name)
+        ph.mark("vcd: running? (cgroup.procs)")
         try:
             TemplateStore(self.config.templatedir).ensure_mounted(Path(vserver.vdir))
         except TemplateError as exc:
@@ -205,6 +208,7 @@ class Runtime:
             raise VcdError(Fault.MESYS, f"root directory {vserver.vdir} of {vserver.name} is missing")
         # a marker of an earlier stop must not swallow the end of this new context
         self.stop_marker(vserver.xid).unlink(missing_ok=True)
+        ph.mark("vcd: template mounted?, vdir, stop marker")
         try:
             self.backend.start(spec)
         except libvserver.AlreadyRunning:
@@ -213,6 +217,11 @@ class Runtime:
             raise VcdError(Fault.MEINVAL, f"{vserver.name}: {exc}") from None
         except libvserver.LibvserverError as exc:
             raise VcdError(Fault.MESYS, f"start of {vserver.name} failed: {exc}") from None
+        if ph.on:
+            inner = list(getattr(self.backend, "last_phases", None) or [])
+            if inner:
+                ph.items += inner
+                ph.last = inner[-1][2]
         if not self.is_running(vserver.xid):
             raise VcdError(Fault.MESYS, f"init of {vserver.name} died during its start: "
                                         f"{self.death_reason(vserver.xid)}"
@@ -226,19 +235,12 @@ class Runtime:
             if took is not None:
                 log.info("%s (xid %d) is ready %.2f s after its init started", vserver.name,
                          vserver.xid, took)
+        ph.mark("vcd: running? after the start (and a readiness wait)")
         log.info("started %s (xid %d)", vserver.name, vserver.xid)
-        if os.environ.get(PHASES_ENV):
-            self._record_phases(t0, t1)
-
-    def _record_phases(self, t0: float, t1: float) -> None:
-        inner = list(getattr(self.backend, "last_phases", None) or [])
-        rows = [["vcd: spec from VXDB", t0, t1]]
-        if inner:
-            rows.append(["vcd: checks (running?, template mounted, vdir)", t1, inner[0][1]])
-            rows += inner
-        rows.append(["vcd: running? after the start", rows[-1][2], time.time()])
-        with open(os.environ[PHASES_ENV], "a") as f:
-            f.write(json.dumps(rows) + "\n")
+        if ph.on:
+            ph.mark("vcd: log")
+            with open(os.environ[phases.ENV], "a") as f:
+                f.write(json.dumps(ph.items) + "\n")
 
     def console_tail(self, xid: int, lines: int = 20) -> str:
         """The last console lines of xid (what init said before it died), as a suffix."""

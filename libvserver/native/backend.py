@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import select
 import signal
 import time
 from typing import Callable
@@ -81,14 +82,20 @@ class NativeBackend(Backend):
         return pid
 
     def _init_pid(self, xid: int, pids: list[int]) -> int | None:
-        """The context's PID 1: the pid the supervisor recorded at start when it is still
-        that process (in the group, PID 1 of the kept PID namespace), else the one process
-        of the group that is PID 1 of a PID namespace one level below ours. A guest's
-        processes in PID namespaces of its own (NSpid ... 1 three or more deep) never
-        qualify."""
+        """The context's PID 1 (see _init_pid_in)."""
         if not pids:
             return None
-        kept = handles.load(self.state_dir, xid)
+        return self._init_pid_in(pids, handles.load(self.state_dir, xid))
+
+    @staticmethod
+    def _init_pid_in(pids: list[int], kept: handles.Kept | None) -> int | None:
+        """The context's PID 1 among its processes `pids`: the pid the supervisor
+        recorded at start (`kept`) when it is still that process (in the group, PID 1 of
+        the kept PID namespace), else the one process of the group that is PID 1 of a PID
+        namespace one level below ours. A guest's processes in PID namespaces of its own
+        (NSpid ... 1 three or more deep) never qualify."""
+        if not pids:
+            return None
         if kept is not None and kept.init_pid in pids and is_init(kept.init_pid):
             pidns = kept.ns.get("pid")
             try:
@@ -195,28 +202,38 @@ class NativeBackend(Backend):
     def exec(self, xid: int, argv: list[str], timeout: float = 30.0,
              output_cap: int = 1 << 20, stdin: bytes | None = None,
              on_output: Callable[[bytes], None] | None = None) -> ExecResult:
+        return self._exec(xid, argv, timeout, output_cap, stdin, on_output)
+
+    def _exec(self, xid: int, argv: list[str], timeout: float, output_cap: int,
+              stdin: bytes | None = None, on_output: Callable[[bytes], None] | None = None,
+              kept: handles.Kept | None = None) -> ExecResult:
         if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
             raise InvalidSpec("argv is empty or has a NUL byte")
-        entry = self.entry(xid)
+        entry = self.entry(xid, kept)
         try:
             return enter.run(entry, argv, timeout, output_cap, stdin, on_output)
         finally:
             entry.close()
 
-    def entry(self, xid: int) -> enter.Entry:
+    def entry(self, xid: int, kept: handles.Kept | None = None) -> enter.Entry:
         """What a new process needs to join context xid: the namespace handles the
         supervisor kept at start (opened), and the bounding set, rlimits and seccomp
-        filter of the spec the context was started with. Caller closes it."""
-        self.init_pid(xid)
-        kept = handles.load(self.state_dir, xid)
-        # a start in progress: init is in its cgroups before the supervisor has kept its
-        # handles (it does so before it answers the start)
-        deadline = time.monotonic() + HANDLES_WAIT
-        while kept is None and time.monotonic() < deadline and self.layout.pids(xid):
-            time.sleep(0.01)
-            kept = handles.load(self.state_dir, xid)
-        if kept is None and not self.layout.pids(xid):
-            raise NotRunning(f"context {xid} is not running")
+        filter of the spec the context was started with. Caller closes it. ``kept``:
+        the handles a caller loaded a moment ago and found the context's init with
+        (`stop`), so they are not read twice."""
+        if kept is None:
+            pids = self.layout.pids(xid)
+            kept = handles.load(self.state_dir, xid) if pids else None
+            if self._init_pid_in(pids, kept) is None:
+                raise NotRunning(f"context {xid} is not running")
+            # a start in progress: init is in its cgroups before the supervisor has kept
+            # its handles (it does so before it answers the start)
+            deadline = time.monotonic() + HANDLES_WAIT
+            while kept is None and time.monotonic() < deadline and self.layout.pids(xid):
+                time.sleep(0.01)
+                kept = handles.load(self.state_dir, xid)
+            if kept is None and not self.layout.pids(xid):
+                raise NotRunning(f"context {xid} is not running")
         if kept is None:
             raise LibvserverError(f"context {xid} has no recorded spec and namespaces (it was "
                                   "started by an older libvserver): restart it to enter it")
@@ -237,7 +254,23 @@ class NativeBackend(Backend):
             raise NotRunning(f"context {xid} is not running") from None
 
     def stop(self, xid: int, halt_argv: list[str], timeout: float = 15.0) -> str:
-        self.init_pid(xid)
+        pids = self.layout.pids(xid)
+        kept = handles.load(self.state_dir, xid) if pids else None
+        init = self._init_pid_in(pids, kept)
+        if init is None:
+            raise NotRunning(f"context {xid} is not running")
+        try:
+            init_fd: int | None = os.pidfd_open(init)
+        except OSError:
+            init_fd = None      # ended this very moment
+        try:
+            return self._stop(xid, halt_argv, timeout, kept, init_fd)
+        finally:
+            if init_fd is not None:
+                os.close(init_fd)
+
+    def _stop(self, xid: int, halt_argv: list[str], timeout: float, kept: handles.Kept | None,
+              init_fd: int | None) -> str:
         deadline = time.monotonic() + timeout
         output = ""
         try:
@@ -245,8 +278,8 @@ class NativeBackend(Backend):
                 # the clean entry of vx.exec, with the privileges of the spec it started
                 # with; a halt command runs (at least HALT_RUN_MIN) also when the stop
                 # waits for nothing after it (timeout 0)
-                r = self.exec(xid, halt_argv, timeout=max(timeout, HALT_RUN_MIN),
-                              output_cap=64 * 1024)
+                r = self._exec(xid, halt_argv, max(timeout, HALT_RUN_MIN), 64 * 1024,
+                               kept=kept)
                 output = r.output.decode(errors="replace")
         except (NotRunning, ProcessLookupError):
             pass
@@ -255,12 +288,15 @@ class NativeBackend(Backend):
             # (no descriptor left, the entry server gone) never keeps it running
             output = f"halt not run: {e}\n"
         self.layout.wait_empty(xid, max(0.0, deadline - time.monotonic()))
-        self._kill_and_clean(xid)
+        self._kill_and_clean(xid, init_fd)
         return output
 
-    def _kill_and_clean(self, xid: int) -> None:
+    def _kill_and_clean(self, xid: int, init_fd: int | None = None) -> None:
+        """Kill what is left of xid, wait for it, and for the supervisor to have handled
+        its init's end (`init_fd`: a pidfd of that init)."""
         end = time.monotonic() + 10
-        while self.layout.pids(xid) and time.monotonic() < end:
+        # killing an empty (or removed) group is harmless: no read of it first
+        while time.monotonic() < end:
             try:
                 self.layout.kill_all(xid)
             except OSError as exc:
@@ -269,8 +305,17 @@ class NativeBackend(Backend):
                     raise
                 break
             # woken by the kernel when the group empties; killed again if it did not
-            self.layout.wait_empty(xid, 0.1)
-        # Let the supervisor reap init and record the reason before the groups go away.
+            if self.layout.wait_empty(xid, 0.1):
+                break
+        # The group empties before its init is a zombie (a process leaves its cgroups
+        # early in its exit; a PID namespace's init then waits for the namespace's other
+        # processes to be reaped): asked too soon, the supervisor would have nothing to
+        # reap yet and finish the context (its handles, veth, exit record) after the stop
+        # has answered. The pidfd is readable once init is a zombie.
+        if init_fd is not None:
+            select.select([init_fd], [], [], max(0.0, end - time.monotonic()))
+        # Let the supervisor reap init and record the reason before the groups go away
+        # (it removes them itself then; remove() finds what it could not).
         self.client.call({"op": "reap"})
         self.layout.remove(xid)
 
@@ -394,10 +439,14 @@ def shared_overlay(vdir: Path) -> dict | None:
     """{lower, upper, work} if vdir is the host's overlay mount of a shared template
     (templates.store mounts it there), else None."""
     real = os.path.realpath(vdir)
-    if not os.path.ismount(real):
-        # the common case, answered without mountinfo: the kernel writes a line per
-        # mount of the namespace (ten per running context), milliseconds at 200 running
-        return None
+    try:
+        if os.stat(real).st_dev == os.stat(os.path.dirname(real)).st_dev:
+            # the top mount on vdir (if any) is of its parent's filesystem: a bind mount
+            # maybe, never an overlay (each overlay has a device number of its own), so
+            # no reading of the whole mount table (thousands of lines on a busy host)
+            return None
+    except OSError:
+        pass
     found = None
     with open("/proc/self/mountinfo") as f:
         for line in f:

@@ -22,6 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# wait_empty's re-reads of cgroup.events while it also waits for the kernel's signal (ms)
+POLL_SLICE_MIN = 2
+POLL_SLICE_MAX = 100
+
 CONTROLLERS = ("pids", "memory", "cpu", "cpuacct", "cpuset", "freezer", "blkio", "devices", "io")
 
 
@@ -97,6 +101,8 @@ class Layout:
         # from the pids or first v1 hierarchy.
         self.primary = self.v2 or self.by_ctrl.get("pids") or next(
             (h for h in self.hierarchies if h.controllers), self.hierarchies[0])
+        # hierarchies whose parent group create() has made ready (see _prepare_parent)
+        self._ready: set[Path] = set()
 
     def has(self, ctrl: str) -> bool:
         return ctrl in self.by_ctrl
@@ -118,6 +124,10 @@ class Layout:
     # --- lifecycle -------------------------------------------------------------------------
 
     def _prepare_parent(self, h: Hierarchy) -> None:
+        """Make the parent group (each level) ready for contexts' groups. On v1 cpuset
+        its cpus and mems are filled in and ``cgroup.clone_children`` is set, so that a
+        new context's group is born with them (as LXC does) instead of being written
+        two more files at every start."""
         parent = self.group(h)
         if not parent.is_dir():
             # One component at a time so cpuset/v2 set-up applies at each level.
@@ -131,6 +141,11 @@ class Layout:
                 self._init_level(h, cur)
         elif h.version == 1 and "cpuset" in h.controllers:
             self._init_level(h, parent)
+        if h.version == 1 and "cpuset" in h.controllers:
+            try:
+                (parent / "cgroup.clone_children").write_text("1")
+            except OSError:
+                pass    # the context's group then gets its cpus and mems written
 
     def _init_level(self, h: Hierarchy, d: Path) -> None:
         if h.version == 1 and "cpuset" in h.controllers:
@@ -148,17 +163,27 @@ class Layout:
                         pass  # not delegated to us: the controller stays unused
 
     def create(self, xid: int) -> list[Path]:
-        """Make the context's group in every hierarchy; returns them (undo with remove())."""
+        """Make the context's group in every hierarchy; returns them (undo with remove()).
+        The parent groups are made ready once per Layout (a long-lived supervisor starts
+        many contexts): again after any failure, and whenever a parent has gone."""
         made: list[Path] = []
         try:
             for h in self.hierarchies:
-                self._prepare_parent(h)
+                if h.path not in self._ready:
+                    self._prepare_parent(h)
+                    self._ready.add(h.path)
                 g = self.group(h, xid)
-                g.mkdir(mode=0o755)
+                try:
+                    os.mkdir(g, 0o755)
+                except FileNotFoundError:
+                    # the parent was removed since (NativeBackend.shutdown, an admin)
+                    self._prepare_parent(h)
+                    os.mkdir(g, 0o755)
                 made.append(g)
                 if h.version == 1 and "cpuset" in h.controllers:
                     self._init_level(h, g)
         except BaseException:
+            self._ready.clear()
             for g in reversed(made):
                 _rmdir(g)
             raise
@@ -229,7 +254,17 @@ class Layout:
         deadline = time.monotonic() + wait
         ok = True
         for h in self.hierarchies:
-            for g in reversed(_subtree(self.group(h, xid))):
+            where = f"{h.path}/{self.parent}/{xid}"
+            if not os.access(where, os.F_OK):
+                continue    # gone already (the supervisor removes them when init ends)
+            g = Path(where)
+            try:
+                # a directory's link count on cgroupfs is 2 + its subdirectories: a group
+                # without child groups needs no walk
+                subtree = [g] if os.stat(g).st_nlink <= 2 else _subtree(g)
+            except FileNotFoundError:
+                continue
+            for g in reversed(subtree):
                 while True:
                     if _rmdir(g):
                         break
@@ -249,16 +284,17 @@ class Layout:
         return self._subtree_ids(xid, "cgroup.threads" if self.primary.version == 2 else "tasks")
 
     def _subtree_ids(self, xid: int, name: str) -> list[int]:
-        g = self.group(self.primary, xid)
-        ids = _read_ids(g / name)
-        if self.primary.version == 2:
-            try:
-                # cgroup.stat's nr_descendants says whether there is anything below
-                if b"nr_descendants 0\n" in (g / "cgroup.stat").read_bytes():
-                    return ids
-            except OSError:
+        # on every request's path (running?, init, stop): plain strings, few system calls
+        g = f"{self.primary.path}/{self.parent}/{xid}"
+        ids = _read_ids(f"{g}/{name}")
+        try:
+            # a directory's link count on cgroupfs is 2 + its subdirectories: child
+            # groups (a guest's own, when delegated) are walked only when there are some
+            if os.stat(g).st_nlink <= 2:
                 return ids
-        for sub in _subtree(g)[1:]:
+        except OSError:
+            return ids
+        for sub in _subtree(Path(g))[1:]:
             ids += _read_ids(sub / name)
         return ids
 
@@ -287,23 +323,33 @@ class Layout:
     def wait_empty(self, xid: int, timeout: float) -> bool:
         """Wait until no process is left in the context's subtree (or timeout seconds);
         True when empty. On cgroup2 the kernel signals each change of ``populated`` in
-        cgroup.events (poll POLLPRI), so no sleeping loop is needed; on v1, a 5 ms poll."""
+        cgroup.events (poll POLLPRI), so no sleeping loop is needed; on v1, a 5 ms poll.
+
+        That signal is not to be relied on alone: the kernel sends at most one per 20 ms
+        (a later one waits for a timer, which removing the group cancels) and delivers it
+        from a work queue; on a loaded host a stop was seen sleeping out its whole wait
+        with the group long empty. So the file is read again after slices of
+        POLL_SLICE_MIN, doubling up to POLL_SLICE_MAX: a missed wake-up costs little
+        right after a kill, and a long wait (a graceful halt) wakes rarely."""
         deadline = time.monotonic() + timeout
         if self.v2 is not None and self.primary is self.v2:
             try:
-                fd = os.open(self.group(self.v2, xid) / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(f"{self.group(self.v2, xid)}/cgroup.events",
+                             os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 return True
             try:
                 p = select.poll()
                 p.register(fd, select.POLLPRI | select.POLLERR)
+                slice_ms = POLL_SLICE_MIN
                 while True:
                     if b"populated 0" in os.pread(fd, 4096, 0):
                         return True
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
-                    p.poll(max(1, int(left * 1000)))
+                    p.poll(max(1, min(slice_ms, int(left * 1000))))
+                    slice_ms = min(slice_ms * 2, POLL_SLICE_MAX)
             except OSError as e:
                 if e.errno == errno.ENODEV:   # removed meanwhile: empty
                     return True
@@ -332,13 +378,19 @@ class Layout:
     def kill_all(self, xid: int) -> None:
         """SIGKILL every task of the group and its child groups, atomically where
         cgroup.kill exists (it kills the whole subtree)."""
+        if self.v2 is not None:
+            try:
+                fd = os.open(f"{self.group(self.v2, xid)}/cgroup.kill", os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                pass    # no group, or a kernel without cgroup.kill (before 5.14)
+            else:
+                try:
+                    os.write(fd, b"1")
+                finally:
+                    os.close(fd)
+                return
         if not self.group(self.primary, xid).is_dir():
             return
-        if self.v2 is not None:
-            kf = self.group(self.v2, xid) / "cgroup.kill"
-            if kf.exists():
-                kf.write_text("1")
-                return
         # Without cgroup.kill: freeze so nothing forks between reading and killing.
         frozen = self.freeze(xid, True)
         try:
@@ -366,9 +418,16 @@ def _subtree(g: Path) -> list[Path]:
     return out
 
 
-def _read_ids(p: Path) -> list[int]:
+def _read_ids(p: Path | str) -> list[int]:
     try:
-        return [int(x) for x in p.read_text().split()]
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = b""
+            while chunk := os.read(fd, 65536):
+                data += chunk
+        finally:
+            os.close(fd)
+        return [int(x) for x in data.split()]
     except FileNotFoundError:
         return []
     except OSError as e:

@@ -151,7 +151,12 @@ def load(state_dir: Path, xid: int) -> Kept | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     d = ns_dir(state_dir, xid)
-    ns = {n: d / n for n in NS_TYPES if (d / n).is_file()}
+    try:
+        # one directory read, not a stat per type: on every entry and stop
+        present = {e.name for e in os.scandir(d) if e.is_file(follow_symlinks=False)}
+    except (FileNotFoundError, NotADirectoryError):
+        present = set()
+    ns = {n: d / n for n in NS_TYPES if n in present}
     return Kept(spec, pid, ns)
 
 

@@ -102,15 +102,39 @@ def host_ids_in(r: IdRange, files: tuple[str, ...] = ("/etc/passwd", "/etc/group
     """Host users/groups whose id falls inside ``r`` (which must then not be used)."""
     found = []
     for path in files:
-        try:
-            with open(path) as f:
-                for line in f:
-                    parts = line.split(":")
-                    if len(parts) > 2 and parts[2].isdigit() and r.contains(int(parts[2])):
-                        found.append(f"{path}:{parts[0]}")
-        except OSError:
-            continue
+        for name, id_ in _ids_of(path):
+            if r.contains(id_):
+                found.append(f"{path}:{name}")
     return found
+
+
+# path -> (identity of the file when read, its [(name, id)]); every start asks
+_ids_cache: dict[str, tuple[tuple[int, ...], list[tuple[str, int]]]] = {}
+
+
+def _ids_of(path: str) -> list[tuple[str, int]]:
+    """(name, id) of every entry of a passwd/group file; [] when it cannot be read. Read
+    again whenever the file changed: useradd and vipw replace it (a new inode), an edit in
+    place changes its size or times."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    cached = _ids_cache.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    ids = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split(":")
+                if len(parts) > 2 and parts[2].isdigit():
+                    ids.append((parts[0], int(parts[2])))
+    except OSError:
+        return []
+    _ids_cache[path] = (key, ids)
+    return ids
 
 
 def write_maps(pid: int, r: IdRange) -> None:

@@ -363,7 +363,7 @@ class Supervisor:
         # what init wrote last (e.g. why it died) belongs in the log too
         while console.pump(ctx.console_fd, ctx.console_log):
             try:
-                if not select.select([ctx.console_fd], [], [], 0)[0]:
+                if not _readable(ctx.console_fd, 0):
                     break
             except OSError:
                 break
@@ -933,6 +933,15 @@ def become_keeper(lockfd: int, listener: socket.socket) -> None:
                               "--foreground", "--inherit", f"{lockfd},{listener.fileno()}"])
 
 
+def _readable(fd: int, timeout: float) -> bool:
+    """fd has something to read (or hit EOF/an error) within timeout seconds. poll, not
+    select: with a few descriptors kept per running context, a supervisor of some hundred
+    contexts holds descriptors above select()'s FD_SETSIZE (1024)."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(max(0, -int(-timeout * 1000 // 1))))
+
+
 def _read_all(fd: int, timeout: float, limit: int | None = None) -> bytes:
     deadline = time.monotonic() + timeout
     out = b""
@@ -940,8 +949,7 @@ def _read_all(fd: int, timeout: float, limit: int | None = None) -> bytes:
         left = deadline - time.monotonic()
         if left <= 0:
             raise StartError("timed out waiting for the context's setup")
-        r, _, _ = select.select([fd], [], [], left)
-        if not r:
+        if not _readable(fd, left):
             continue
         chunk = os.read(fd, 65536 if limit is None else limit - len(out))
         if not chunk:

@@ -173,7 +173,7 @@ def test_stat_reports_processes_memory_cpu_and_uptime(backend, make_spec, starte
     run_sh(spec.xid, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 1000 &")
     st = backend.stat(spec.xid)
     assert st.running
-    assert st.nproc >= 3            # init, respawned sleep, our background sleep
+    assert st.nproc >= 2            # init and our background sleep
     assert st.thr_total >= st.nproc
     assert st.forks_total >= 4
     assert 0 <= st.uptime < 3600

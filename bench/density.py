@@ -232,6 +232,13 @@ def report(label: str, n: int, a: Snapshot, b: Snapshot, top: int) -> None:
           "stacks; MemAvailable counts reclaimable slab as available)")
     own = [y - x for x, y in zip(a.own, b.own)]
     ctx = [y - x for x, y in zip(a.contexts, b.contexts)]
+    kernel = exact - (b.mem["AnonPages"] - a.mem["AnonPages"]) - \
+        (b.mem["Shmem"] - a.mem["Shmem"]) + vm_other
+    user = (own[0] - own[1]) + (ctx[0] - ctx[1])
+    print(f"  {'kernel + user pages':<22} {per(n, kernel + user)} (the kernel's unreclaimable "
+          f"parts above, {kernel / n:.1f} KiB, plus the user pages charged to vcd's and the "
+          f"contexts' memory cgroups, {user / n:.1f} KiB: machine-wide anonymous memory of "
+          "other work left out)")
     print(f"  {'charged to vcd':<22} {per(n, own[0])} (its memory cgroup; kernel {own[1] / n:.1f} KiB)")
     print(f"  {'charged to contexts':<22} {per(n, ctx[0])} (their memory cgroups; kernel {ctx[1] / n:.1f} KiB)")
     print(f"  {'charged in all':<22} {per(n, own[0] + ctx[0])}")

@@ -44,7 +44,7 @@ from typing import Callable, Protocol
 
 from ..api import CAP_NUMBERS, ExecResult
 from . import creds, entercore, limits
-from .cgroups import Layout
+from .cgroups import Hierarchy, Layout
 from .handles import Kept
 from .namespaces import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
                          CLONE_NEWPID, CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS)
@@ -82,7 +82,10 @@ class Entry:
              pid_w: int) -> entercore.Plan:
         return entercore.Plan(
             exes=cmd.exes(), stdio=stdio, ctty=ctty, pid_w=pid_w,
-            cgroup_tasks=[str(g / "tasks") for g in self.layout.v1_groups(self.xid)],
+            cgroup_tasks=[str(self.layout.group(h, self.xid) / "tasks") for h in self._shared()],
+            cgroup_own=[str(self.layout.group(h, self.xid) / "tasks")
+                        for h in self.layout.hierarchies if h.version == 1 and h not in
+                        self._shared()],
             cgroup_v2=str(self.layout.group(self.layout.v2, self.xid))
             if self.layout.v2 is not None else None,
             ns=[(NS_CLONE[name], fd) for name, fd in self.ns],
@@ -90,12 +93,18 @@ class Entry:
             rlimits=[(r.resource, r.soft, r.hard) for r in self.rlimits],
             bpf=self.seccomp.bpf if self.seccomp is not None else None)
 
+    def _shared(self) -> list[Hierarchy]:
+        """The v1 hierarchies the entry server moves itself into to clone E1 there: all
+        but the memory controller's (E1 moves itself into that one, Plan.cgroup_own)."""
+        return [h for h in self.layout.hierarchies
+                if h.version == 1 and "memory" not in h.controllers]
+
     def own_tasks(self) -> list[str]:
         """This process's v1 tasks files, in the order of plan's cgroup_tasks."""
         own = self.layout.own_groups()
-        out = [str(own[h.path] / "tasks") for h in self.layout.hierarchies
-               if h.version == 1 and h.path in own]
-        return out if len(out) == len(self.layout.v1_groups(self.xid)) else []
+        shared = self._shared()
+        out = [str(own[h.path] / "tasks") for h in shared if h.path in own]
+        return out if len(out) == len(shared) else []
 
     @property
     def userns(self) -> bool:

@@ -52,12 +52,12 @@ class Exe:
 class Plan:
     """Everything E1 and E2 do, decided by the caller (so nothing is read inside).
     A plain class and marshal, not dataclasses and json: a fresh image imports little."""
-    FIELDS = ("exes", "stdio", "ctty", "pid_w", "cgroup_tasks", "cgroup_v2", "ns", "userns",
-              "keep", "rlimits", "bpf")
+    FIELDS = ("exes", "stdio", "ctty", "pid_w", "cgroup_tasks", "cgroup_own", "cgroup_v2", "ns",
+              "userns", "keep", "rlimits", "bpf")
 
     def __init__(self, exes: list[Exe], stdio: tuple[int, int, int], ctty: bool = False,
                  pid_w: int = -1, cgroup_tasks: list[str] | None = None,
-                 cgroup_v2: str | None = None,
+                 cgroup_own: list[str] | None = None, cgroup_v2: str | None = None,
                  ns: list[tuple[int, int]] | None = None, userns: bool = False,
                  keep: list[int] | None = None,
                  rlimits: list[tuple[int, int, int]] | None = None,
@@ -68,6 +68,11 @@ class Plan:
         self.ctty = ctty                        # stdin becomes the controlling terminal
         self.pid_w = pid_w                      # E1 writes E2's pid here
         self.cgroup_tasks = cgroup_tasks or []  # v1 "tasks" files to move E1 itself into
+        # v1 "tasks" files E1 always moves itself into, also when it is born in the others:
+        # the memory group, where a page the entry server faulted around the clone (its
+        # copy-on-write after the fork) would be charged to the context and keep its
+        # memory cgroup, dying, after the stop as long as the server lives
+        self.cgroup_own = cgroup_own or []
         self.cgroup_v2 = cgroup_v2              # the cgroup2 group E1 continues in
         self.ns = [tuple(x) for x in ns or []]  # (CLONE_NEW*, open handle)
         self.userns = userns
@@ -141,7 +146,7 @@ def _join_cgroups(plan: Plan) -> None:
     moving itself takes no global lock), then forks a copy of itself born in the cgroup2
     group (clone3), which goes on as E1; this one only waits for it and passes its
     status on. Where clone3 cannot, E1 is migrated into the cgroup2 group."""
-    for path in plan.cgroup_tasks:
+    for path in plan.cgroup_tasks + plan.cgroup_own:
         with open(path, "w") as f:
             f.write("0")
     if plan.cgroup_v2 is None:
@@ -261,8 +266,9 @@ def _clone_e1(plan: Plan, back: "list[str]") -> int:
             # memory limit must never make this process an OOM victim
             _move_self(back)
     if pid == 0:
+        _move_self(plan.cgroup_own)     # first: what E1 allocates from here is the context's
         os.close(fd)
-        plan.cgroup_tasks, plan.cgroup_v2 = [], None
+        plan.cgroup_tasks, plan.cgroup_own, plan.cgroup_v2 = [], [], None
         return 0
     if pid < 0:
         return creds.clone(creds.CLONE_PARENT)

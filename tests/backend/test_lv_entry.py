@@ -285,3 +285,24 @@ def test_halt_command_runs_also_when_the_stop_waits_for_nothing(
     assert out == "halting\n"
     assert (vdir / "tmp" / "halted").exists()
     assert not backend.is_running(spec.xid)
+
+
+def test_pages_of_the_entering_side_are_never_charged_to_the_context(
+        backend, make_spec, started, memcgs_charged_for):
+    """The entry server moves itself into the context's v1 groups to clone E1 there; in
+    the memory group a page it faulted meanwhile would be charged to the context and keep
+    its memory cgroup, dying, after the stop. E1 moves itself into the memory group."""
+    spec = started(make_spec())
+    for _ in range(3):
+        assert backend.exec(spec.xid, ["/bin/true"]).status == 0
+    context = os.stat(backend.layout.path("memory", spec.xid)).st_ino
+    server = enter._entry_server()
+    outside = [os.getpid()] + ([server.proc.pid] if server is not None and server.proc else [])
+    for pid in outside:
+        assert context not in memcgs_charged_for(pid)
+    # a process that entered is charged there
+    r = backend.exec(spec.xid, ["/bin/sh", "-c", "sleep 30 & echo $!"])
+    inside = [p for p in backend.layout.pids(spec.xid)
+              if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"]
+    assert r.status == 0 and inside
+    assert context in memcgs_charged_for(inside[0])

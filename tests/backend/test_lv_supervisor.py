@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -254,41 +253,21 @@ def test_a_worker_whose_keeper_was_killed_becomes_the_keeper_and_reboots_still_w
     wait(lambda: groups_of(spec.xid) == [])
 
 
-def _memcgs_charged_for(pid: int) -> set[int]:
-    """Inode numbers of the memory cgroups charged for the pages pid has mapped
-    (/proc/<pid>/pagemap gives each present page's frame, /proc/kpagecgroup its memcg)."""
-    out: set[int] = set()
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap, \
-            open("/proc/kpagecgroup", "rb") as kpagecgroup:
-        for line in maps:
-            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-            if lo >= 1 << 47:
-                continue    # [vsyscall]
-            pagemap.seek(lo // 4096 * 8)
-            for (entry,) in struct.iter_unpack("<Q", pagemap.read((hi - lo) // 4096 * 8)):
-                if entry >> 63:     # present
-                    kpagecgroup.seek((entry & ((1 << 55) - 1)) * 8)
-                    out.add(struct.unpack("<Q", kpagecgroup.read(8))[0])
-    return out
-
-
 def test_pages_of_the_supervisor_are_never_charged_to_a_context(backend, make_spec, started,
-                                                                 run_sh):
+                                                                 run_sh, memcgs_charged_for):
     """The supervisor forks each init from inside the context's v1 groups; a page it
     faulted while in the context's memory group (each copy-on-write of its heap after the
     fork) would count against the context's limit and keep its memory cgroup alive, dying,
     after the stop, as long as the supervisor lives. Init moves itself into its memory
     group instead, and what init maps is charged there."""
-    memory = backend.layout.by_ctrl.get("memory")
-    if memory is None or memory.version != 1 or not os.path.exists("/proc/kpagecgroup"):
-        pytest.skip("no v1 memory hierarchy or no /proc/kpagecgroup here")
+    memory = backend.layout.by_ctrl["memory"]
     specs = [started(make_spec()) for _ in range(3)]
     contexts = {}
     for spec in specs:
         assert run_sh(spec.xid, "true")[0] == 0     # init is up
         contexts[spec.xid] = os.stat(backend.layout.group(memory, spec.xid)).st_ino
     supervisor = backend.supervisor_pid()
-    assert not _memcgs_charged_for(supervisor) & set(contexts.values())
+    assert not memcgs_charged_for(supervisor) & set(contexts.values())
     for spec in specs:
         init = next(p for p in backend.layout.pids(spec.xid) if is_init(p))
-        assert contexts[spec.xid] in _memcgs_charged_for(init)
+        assert contexts[spec.xid] in memcgs_charged_for(init)

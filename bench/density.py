@@ -145,6 +145,15 @@ class OwnMemcg:
             except OSError:
                 time.sleep(0.1)
 
+    def anon(self) -> int:
+        """KiB of anonymous pages charged (page cache left out: reclaimable)."""
+        if self.path is None:
+            return 0
+        for line in (self.path / "memory.stat").read_text().splitlines():
+            if line.startswith(("rss ", "anon ")):
+                return int(line.split()[1]) // 1024
+        return 0
+
     def charged(self) -> tuple[int, int]:
         """(all, kernel) KiB charged."""
         if self.path is None:
@@ -171,6 +180,7 @@ class Snapshot:
     daemon_pss: int
     own: tuple[int, int]        # KiB charged to vcd's memory cgroup (all, kernel)
     contexts: tuple[int, int]   # KiB charged to the contexts' memory cgroups (all, kernel)
+    anon: int                   # KiB of anonymous pages charged to vcd and the contexts
     taken: float = field(default_factory=time.monotonic)
 
 
@@ -179,7 +189,7 @@ def snapshot(daemon: VcdDaemon, memcg: OwnMemcg) -> Snapshot:
     dmn = sum(pss_kib(p) for p in daemon_pids(daemon))
     c = context_charges(daemon.cgroup_parent)
     return Snapshot(meminfo(), slabinfo(), vmalloc_by_caller(), sup, dmn, memcg.charged(),
-                    (sum(c.usage), sum(c.kmem)))
+                    (sum(c.usage), sum(c.kmem)), memcg.anon() + sum(c.rss))
 
 
 @dataclass
@@ -234,11 +244,11 @@ def report(label: str, n: int, a: Snapshot, b: Snapshot, top: int) -> None:
     ctx = [y - x for x, y in zip(a.contexts, b.contexts)]
     kernel = exact - (b.mem["AnonPages"] - a.mem["AnonPages"]) - \
         (b.mem["Shmem"] - a.mem["Shmem"]) + vm_other
-    user = (own[0] - own[1]) + (ctx[0] - ctx[1])
+    user = b.anon - a.anon
     print(f"  {'kernel + user pages':<22} {per(n, kernel + user)} (the kernel's unreclaimable "
-          f"parts above, {kernel / n:.1f} KiB, plus the user pages charged to vcd's and the "
-          f"contexts' memory cgroups, {user / n:.1f} KiB: machine-wide anonymous memory of "
-          "other work left out)")
+          f"parts above, {kernel / n:.1f} KiB, plus the anonymous pages charged to vcd's and "
+          f"the contexts' memory cgroups, {user / n:.1f} KiB: machine-wide anonymous memory "
+          "of other work left out)")
     print(f"  {'charged to vcd':<22} {per(n, own[0])} (its memory cgroup; kernel {own[1] / n:.1f} KiB)")
     print(f"  {'charged to contexts':<22} {per(n, ctx[0])} (their memory cgroups; kernel {ctx[1] / n:.1f} KiB)")
     print(f"  {'charged in all':<22} {per(n, own[0] + ctx[0])}")

@@ -23,14 +23,15 @@ _HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-
 
 # BusyBox init reads this. Why each line:
 # - sysinit: hostname and loopback before anything else, as a boot would;
-# - respawn idle: init with nothing to supervise works, but a respawned
-#   process keeps "nproc > 1" so tools that count processes see a live
-#   server, and proves respawn handling inside a PID namespace;
+# - no respawn (nor askfirst) entry: BusyBox init with nothing to supervise stays up,
+#   reaping and waiting for signals, so an idle vserver is its init alone. A respawned
+#   idle process (``/bin/sleep``) would be a second task in every vserver: its kernel
+#   stack, page tables, task and mm structures and private pages, about 130 KiB of
+#   host memory each (issue 13's density goal; bench/density.py shows it);
 # - shutdown: rcK runs the stop scripts on halt/reboot (SIGUSR1/SIGTERM);
 # - restart: SIGQUIT re-execs init, used by a reboot that keeps the context.
 INITTAB = """\
 ::sysinit:/etc/init.d/rcS
-::respawn:/bin/sleep 2147483647
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/etc/init.d/rcK
 ::restart:/sbin/init

@@ -73,6 +73,9 @@ class Plan:
     notify_path: str | None = None     # host path of the supervisor's NOTIFY_SOCKET
     phases: bool = False               # init reports its phase timings (phases.py)
     in_cgroups: bool = False           # G is born in the context's cgroups (clone3)
+    # O_WRONLY fd of the context's v1 memory group's ``tasks``, opened by the supervisor:
+    # G moves itself in first thing (see Supervisor._clone_into_cgroups)
+    memcg_tasks_fd: int | None = None
 
     @property
     def cgroupns(self) -> bool:
@@ -237,6 +240,11 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
     gc.disable()
     ph = Phases(plan.phases)
     try:
+        if plan.memcg_tasks_fd is not None:
+            # before anything else: what G allocates from here on is the context's; the
+            # permission check is the opener's (the supervisor's) credentials
+            os.write(plan.memcg_tasks_fd, b"0")
+            os.close(plan.memcg_tasks_fd)
         # a fork of the supervisor: its signal wake-up pipe is not ours to write to
         signal.set_wakeup_fd(-1)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])

@@ -478,14 +478,33 @@ class Supervisor:
         except OSError as e:
             log.warning("context %d: cannot fork into its cgroups (%s); migrating", xid, e)
             return None
-        v1 = self.layout.v1_groups(xid)
-        back = [own[h.path] for h in self.layout.hierarchies if h.version == 1 and h.path in own]
+        # Not into a v1 memory group: a page this process faults while in there (every
+        # copy-on-write of its heap after the fork) would be charged to the context, pin its
+        # memory cgroup after the stop (a dying memcg kept until this process exits, with its
+        # per-superblock shrinker arrays: ~70 KiB a start/stop cycle) and count against the
+        # context's limit. G moves itself in instead, as its first step (spawn.run_init).
+        memory = self.layout.by_ctrl.get("memory")
+        mem_v1 = memory is not None and memory.version == 1
+        hier = [h for h in self.layout.hierarchies
+                if h.version == 1 and not (mem_v1 and h is memory)]
+        v1 = [self.layout.group(h, xid) for h in hier]
+        back = [own[h.path] for h in hier if h.path in own]
         if len(back) != len(v1):
             if cgfd is not None:
                 os.close(cgfd)
             return None
+        if mem_v1:
+            try:
+                plan.memcg_tasks_fd = os.open(self.layout.group(memory, xid) / "tasks",
+                                              os.O_WRONLY | os.O_CLOEXEC)
+            except OSError as e:
+                if cgfd is not None:
+                    os.close(cgfd)
+                log.warning("context %d: cannot open its memory group (%s); migrating", xid, e)
+                return None
         plan.in_cgroups = True
         self._back = back
+        pid = None
         try:
             self.ph.mark("supervisor: fork plan")
             self.layout.move_self(v1)
@@ -502,6 +521,9 @@ class Supervisor:
         finally:
             if cgfd is not None:
                 os.close(cgfd)
+            if plan.memcg_tasks_fd is not None and pid != 0:
+                os.close(plan.memcg_tasks_fd)   # G (pid 0 here) has its own copy
+                plan.memcg_tasks_fd = None
 
     def _leave_context_groups(self) -> None:
         """Back into our own v1 groups after forking G into the context's: before its

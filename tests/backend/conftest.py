@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import shutil
+import struct
 import sys
 import time
 from pathlib import Path
@@ -188,3 +189,32 @@ def probe_in(probe):
         os.chmod(dest, mode)
         return f"/bin/{name}"
     return install
+
+
+def _memcgs_charged_for(pid: int) -> set[int]:
+    """Inode numbers of the memory cgroups charged for the pages pid has mapped
+    (/proc/<pid>/pagemap gives each present page's frame, /proc/kpagecgroup its memcg)."""
+    out: set[int] = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap, \
+            open("/proc/kpagecgroup", "rb") as kpagecgroup:
+        for line in maps:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo >= 1 << 47:
+                continue    # [vsyscall]
+            pagemap.seek(lo // 4096 * 8)
+            for (entry,) in struct.iter_unpack("<Q", pagemap.read((hi - lo) // 4096 * 8)):
+                if entry >> 63:     # present
+                    kpagecgroup.seek((entry & ((1 << 55) - 1)) * 8)
+                    out.add(struct.unpack("<Q", kpagecgroup.read(8))[0])
+    return out
+
+
+@pytest.fixture
+def memcgs_charged_for(backend):
+    """memcgs_charged_for(pid): the memory cgroups (inode numbers) pid's pages are charged
+    to; skips where the memory controller is not a v1 hierarchy (cgroup2's clone3 puts a
+    process into its group without its parent entering it) or pages cannot be traced."""
+    memory = backend.layout.by_ctrl.get("memory")
+    if memory is None or memory.version != 1 or not os.path.exists("/proc/kpagecgroup"):
+        pytest.skip("no v1 memory hierarchy or no /proc/kpagecgroup here")
+    return _memcgs_charged_for

@@ -417,3 +417,24 @@ def test_entry_server_ends_when_the_process_that_started_it_is_killed():
         assert select.select([pidfd], [], [], 30)[0], "the entry server outlived its caller"
     finally:
         os.close(pidfd)
+
+
+def test_pages_of_the_entering_side_are_never_charged_to_the_context(
+        backend, make_spec, started, memcgs_charged_for):
+    """The entry server moves itself into the context's v1 groups to clone E1 there; in
+    the memory group a page it faulted meanwhile would be charged to the context and keep
+    its memory cgroup, dying, after the stop. E1 moves itself into the memory group."""
+    spec = started(make_spec())
+    for _ in range(3):
+        assert backend.exec(spec.xid, ["/bin/true"]).status == 0
+    context = os.stat(backend.layout.path("memory", spec.xid)).st_ino
+    server = enter._entry_server()
+    outside = [os.getpid()] + ([server.proc.pid] if server is not None and server.proc else [])
+    for pid in outside:
+        assert context not in memcgs_charged_for(pid)
+    # a process that entered is charged there
+    r = backend.exec(spec.xid, ["/bin/sh", "-c", "sleep 30 & echo $!"])
+    inside = [p for p in backend.layout.pids(spec.xid)
+              if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"]
+    assert r.status == 0 and inside
+    assert context in memcgs_charged_for(inside[0])

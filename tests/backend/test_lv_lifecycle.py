@@ -30,11 +30,28 @@ def test_started_context_runs_busybox_init_as_pid_1(backend, make_spec, started,
     assert int(mypid) > 1  # our shell is in the context's own PID namespace
 
 
+def test_an_idle_busybox_vserver_is_its_init_alone(backend, make_spec, started, wait):
+    """The BusyBox template's init supervises no idle process: once rcS has run, the
+    context holds one task (host memory per vserver, issue 13), and init, with nothing
+    left to reap, stays up until it is told to halt."""
+    spec = started(make_spec())
+    wait(lambda: len(backend.layout.pids(spec.xid)) == 1, 10)       # rcS has run
+    (init,) = backend.layout.pids(spec.xid)
+    assert Path(f"/proc/{init}/comm").read_text().strip() == "init"
+    # init sleeps in sigtimedwait without children: still there, still alone
+    wait(lambda: Path(f"/proc/{init}/stat").read_text().rsplit(")", 1)[1].split()[0] == "S", 10)
+    assert backend.is_running(spec.xid)
+    assert backend.layout.pids(spec.xid) == [init]
+    backend.stop(spec.xid, ["/sbin/halt"], timeout=15)
+    assert not backend.is_running(spec.xid)
+    assert backend.last_exit(spec.xid)["reason"] == "halt"
+
+
 def test_context_sees_only_its_own_processes(backend, make_spec, started, run_sh):
     a = started(make_spec())
     status, out = run_sh(a.xid, "ls /proc | grep -c '^[0-9]'")
     assert status == 0
-    # init, its respawned sleep, the shell and grep/ls: a handful, never the host's hundreds
+    # init, the shell and grep/ls: a handful, never the host's hundreds
     assert int(out) < 10
 
 

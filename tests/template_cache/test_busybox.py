@@ -38,7 +38,9 @@ def test_rootfs_has_applet_links_init_halt_reboot_and_etc(tmp_path):
     assert "root:x:0:" in (root / "etc/group").read_text()
     inittab = (root / "etc/inittab").read_text()
     assert "::sysinit:/etc/init.d/rcS" in inittab
-    assert "::respawn:" in inittab and "::shutdown:" in inittab
+    assert "::shutdown:" in inittab
+    # no idle process to supervise: a running vserver is its init alone
+    assert "::respawn:" not in inittab and "::askfirst:" not in inittab
     rcs = (root / "etc/init.d/rcS").read_text()
     assert "hostname -F /etc/hostname" in rcs and "lo up" in rcs
     assert stat.S_IMODE((root / "tmp").stat().st_mode) == 0o1777
@@ -88,11 +90,15 @@ def test_init_boots_as_pid1_sets_hostname_and_halts(tmp_path):
         while time.monotonic() < deadline and init_pid is None:
             kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
             if kids:
-                grandkids = Path(f"/proc/{kids[0]}/task/{kids[0]}/children").read_text().split()
-                if grandkids:  # the respawned idle process: rcS has finished
-                    init_pid = int(kids[0])
+                k = kids[0]
+                # rcS has run: the hostname is set and init has no child left
+                hostname = subprocess.run(["nsenter", "-t", k, "-u", "hostname"],
+                                          capture_output=True, text=True).stdout.strip()
+                if hostname == "booted" and \
+                        not Path(f"/proc/{k}/task/{k}/children").read_text().split():
+                    init_pid = int(k)
             time.sleep(0.05)
-        assert init_pid, "init did not start its respawn process"
+        assert init_pid, "init did not run rcS"
         ns = ["nsenter", "-t", str(init_pid), "-p", "-u", "-m", "chroot", str(root)]
         r = subprocess.run(ns + ["/bin/sh", "-c", "hostname; cat /proc/1/comm"],
                            capture_output=True, text=True, timeout=10)

@@ -5,7 +5,8 @@ Processes
     detached, child subreaper) ──fork──▶ supervisor worker (single-threaded, serves
     the socket) ──fork──▶ init of each context.  A dead worker's inits fall to the
     keeper, which records how they end and forks a new worker (supervisor.py).
-    Commands run inside (exec, halt) are forked by the caller itself (enter.py).
+    Commands run inside (exec, halt) are forked by the caller itself, or by the
+    entry server a long-lived caller starts (a daemon worker: enter.py, entercore.py).
 
 Where things are
     cgroups     <hierarchy>/<cgroup_parent>/<xid> in every mounted hierarchy
@@ -18,7 +19,7 @@ Where things are
                 callback's argv), reaped/<pid>.json (the keeper's records),
                 <xid>.console (its console log, console.py), <xid>.spec (the spec it
                 was started with, and init's pid) and ns/<xid>/<type> (its
-                namespaces, kept as bind mounts: handles.py).
+                namespaces, kept as bind mounts on a tmpfs per context: handles.py).
     image_dir   <xid>.img, the ext4 image of a context with a disk limit.
 
 Modules: backend (the Backend), supervisor, spawn (a context's PID 1 before init),

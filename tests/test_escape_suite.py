@@ -169,13 +169,26 @@ def test_the_guests_own_cgroup_mounts_change_none_of_its_limits(rt, wide):
     assert user.vx.status(name=name)["running"] is True
 
 
+def _settled_nproc(user, name: str, wait: float = 10.0) -> int:
+    """nproc once two reads 0.2 s apart agree (the boot scripts have ended)."""
+    deadline = time.monotonic() + wait
+    last = user.vx.status(name=name)["nproc"]
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = user.vx.status(name=name)["nproc"]
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def test_a_process_hidden_in_a_frozen_child_cgroup_is_counted_and_stopped(rt, probe):
     name = create_vserver(rt)
     user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
     user.vxdb.vx.bcaps.add(name=name, bcap="SYS_ADMIN")
     user.vx.start(name=name)
     try:
-        before = user.vx.status(name=name)["nproc"]
+        before = _settled_nproc(user, name)     # not counting the boot's passing processes
         hide = rt.vbasedir / name / "tmp" / "hide.sh"
         hide.write_text("#!/bin/sh\necho $$ > /tmp/cg/hide/cgroup.procs\nexec sleep 1000\n")
         hide.chmod(0o755)

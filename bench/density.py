@@ -171,27 +171,6 @@ class OwnMemcg:
         return 0, 0
 
 
-def stop_supervisor(daemon: VcdDaemon) -> None:
-    """After daemon.cleanup(): end a supervisor its backend shutdown did not reach (its
-    ping times out while it reaps hundreds of contexts and runs their callbacks), by the
-    keeper's pid in its lock file; SIGTERM to the keeper ends keeper and worker."""
-    state = daemon.rundir / "libvserver"
-    try:
-        keeper = int((state / "supervisor.lock").read_text().split()[0])
-        cmdline = Path(f"/proc/{keeper}/cmdline").read_bytes()
-    except (OSError, ValueError, IndexError):
-        return
-    if str(state).encode() not in cmdline:
-        return      # the pid is somebody else's by now
-    import signal
-    os.kill(keeper, signal.SIGTERM)
-    for _ in range(100):
-        if not Path(f"/proc/{keeper}").exists():
-            break
-        time.sleep(0.1)
-    daemon.teardown_contexts()  # its handles and cgroups, now that it is gone
-
-
 @dataclass
 class Snapshot:
     mem: dict[str, int]
@@ -371,7 +350,6 @@ def run(args: argparse.Namespace, memcg: OwnMemcg) -> int:
         print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     finally:
         daemon.cleanup()
-        stop_supervisor(daemon)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from vcdtest import VcdDaemon  # noqa: E402
-from density import GOAL_MIB, OwnMemcg, stop_supervisor  # noqa: E402
+from density import GOAL_MIB, OwnMemcg  # noqa: E402
 from templates.busybox import build_rootfs  # noqa: E402
 
 
@@ -255,7 +255,6 @@ def run(args: argparse.Namespace, memcg: OwnMemcg) -> int:
         print(f"stopped {args.running} vservers over the API in {time.perf_counter() - t:.2f} s")
     finally:
         daemon.cleanup()
-        stop_supervisor(daemon)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -347,9 +347,10 @@ class Backend(abc.ABC):
     def stat(self, xid: int) -> ContextStat:
         """Counters of a context; ``ContextStat(running=False)`` when it is not running."""
 
-    def last_exit(self, xid: int) -> dict | None:
+    def last_exit(self, xid: int, wait: float = 0.0) -> dict | None:
         """Why the last init of xid ended ({reason, status, time}); None when unknown
-        (the vserver kernel tells vshelper instead)."""
+        (the vserver kernel tells vshelper instead). ``wait``: seconds to wait for the
+        record of an init that has just ended (it may not be reaped yet)."""
         return None
 
     def console(self, xid: int, lines: int | None = 100,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from api_helpers import create_vserver, fault, unique
-from vcdtest import PROBE_SRC, VcdDaemon, daemon_fixture
+from vcdtest import PROBE_SRC, VcdDaemon, daemon_fixture, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
@@ -236,10 +236,7 @@ def test_guest_control_sequences_never_reach_the_terminal_of_vcc_console(rt, wid
     # ESC [2J, a title OSC, and C1 CSI / OSC as UTF-8 characters (legal in XML)
     sh(user, name, "printf \"mark\\033[2J\\033]0;pwned\\007\\302\\2332J\\302\\235x\\n\" "
                    "> /dev/console")
-    end = time.monotonic() + 20
-    while "mark" not in user.vx.console(name=name)["data"]:
-        assert time.monotonic() < end
-        time.sleep(0.1)
+    wait_until(lambda: "mark" in user.vx.console(name=name)["data"], 20, "the console mark")
     env = dict(os.environ, VCD_PASSWORD=rt.admin_password, HOME=str(rt.root / "home"))
     r = subprocess.run([str(BIN / "vcc"), "-p", str(rt.port), "console", name, "--lines", "5"],
                        capture_output=True, env=env, timeout=60)
@@ -515,10 +512,8 @@ def test_a_console_flood_keeps_the_hosts_log_bounded_and_the_daemon_serving(rt, 
     name, user = wide
     sh(user, name, "head -c 3000000 /dev/zero | tr \"\\\\0\" x > /dev/console; "
                    "echo floodmark > /dev/console")
-    end = time.monotonic() + 60
-    while "floodmark" not in user.vx.console(name=name)["data"]:
-        assert time.monotonic() < end
-        time.sleep(0.2)
+    wait_until(lambda: "floodmark" in user.vx.console(name=name)["data"], 60,
+               "the mark after the flood")
     logs = list((rt.rundir / "libvserver").rglob("*.console"))
     assert logs and all(p.stat().st_size <= console.LOG_CAP for p in logs), \
         [(p, p.stat().st_size) for p in logs]

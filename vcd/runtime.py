@@ -13,7 +13,6 @@ import os
 import shlex
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -254,9 +253,7 @@ class Runtime:
     def death_reason(self, xid: int) -> str:
         """Why the init of xid ended, as the backend recorded it (it may take a moment
         to reap it), in words a vserver owner can act on."""
-        deadline = time.monotonic() + INIT_EXIT_WAIT
-        while (ended := self.backend.last_exit(xid)) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        ended = self.backend.last_exit(xid, wait=INIT_EXIT_WAIT)
         if ended is None:
             return "no exit status recorded"
         reason = str(ended.get("reason", "unknown"))

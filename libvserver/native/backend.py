@@ -119,15 +119,22 @@ class NativeBackend(Backend):
             except OSError:
                 pass
         pids = []
+        keeper = self._keeper_pid()
         try:
             # never start a supervisor only to stop it
             pids.append(int(self.client.call({"op": "ping"}, timeout=10, spawn=False)["pid"]))
-            keeper = (self.state_dir / "supervisor.lock").read_text().split()
-            if keeper and keeper[0].isdigit():
-                pids.append(int(keeper[0]))
             self.client.call({"op": "quit"}, timeout=10, spawn=False)
-        except Exception:  # a supervisor that is gone already is what we want
-            pass
+        except Exception:
+            # gone already (what we want), or too busy to answer: reaping hundreds of the
+            # contexts just killed and running their callbacks; SIGTERM to its keeper ends
+            # keeper and worker
+            if keeper is not None:
+                try:
+                    os.kill(keeper, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        if keeper is not None:
+            pids.append(keeper)
         # its handles and records are removed only once it can no longer make new ones
         deadline = time.monotonic() + 10
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
@@ -150,6 +157,16 @@ class NativeBackend(Backend):
                             ipr.link("del", index=link["index"])
                         except Exception:  # the peer's end may have taken it along
                             pass
+
+    def _keeper_pid(self) -> int | None:
+        """The supervisor keeper of this state dir (its lock file), if it still runs."""
+        try:
+            pid = int((self.state_dir / "supervisor.lock").read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None
+        # the pid may be somebody else's by now
+        return pid if str(self.state_dir).encode() in cmdline else None
 
     # --- Backend --------------------------------------------------------------------------
 
@@ -361,24 +378,21 @@ class NativeBackend(Backend):
         pids = self.layout.pids(xid)
         return stat.collect(self.layout, xid, self._init_pid(xid, pids), self.state_dir)
 
-    def last_exit(self, xid: int) -> dict | None:
-        """Why the last init of xid ended ({reason, status, time}), as the supervisor saw it."""
+    def last_exit(self, xid: int, wait: float = 0.0) -> dict | None:
+        """Why the last init of xid ended ({reason, status, time}), as the supervisor saw
+        it. The supervisor records the end when it reaps init, which may be a moment after
+        init left its groups (it leaves them before it is a zombie): with ``wait`` the
+        supervisor is asked to reap until the record is there."""
         import json
-        try:
-            return json.loads((self.state_dir / f"{xid}.exit").read_text())
-        except (OSError, ValueError):
-            return None
-
-    def _reaped_exit(self, xid: int, wait: float = EXIT_RECORD_WAIT) -> dict | None:
-        """last_exit of an init that has just left its groups: the supervisor records
-        the end when it reaps it, which may be a moment later (it leaves the groups
-        before it becomes a zombie); asked to reap until the record is there."""
         deadline = time.monotonic() + wait
         while True:
+            try:
+                return json.loads((self.state_dir / f"{xid}.exit").read_text())
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() >= deadline:
+                return None
             self.client.call({"op": "reap"})
-            ended = self.last_exit(xid)
-            if ended is not None or time.monotonic() >= deadline:
-                return ended
             time.sleep(0.01)
 
     def wait_ready(self, xid: int, timeout: float) -> float | None:
@@ -400,7 +414,7 @@ class NativeBackend(Backend):
             except (OSError, ValueError, KeyError, TypeError):
                 pass
             if not self.layout.pids(xid):
-                ended = self._reaped_exit(xid) or {}
+                ended = self.last_exit(xid, wait=EXIT_RECORD_WAIT) or {}
                 raise StartError(f"init ended before it was ready "
                                  f"({ended.get('reason', 'no exit status recorded')})")
             if time.monotonic() - t0 >= timeout:

@@ -99,6 +99,16 @@ def _host_sysctls(p: NetPlan) -> None:
                 f.write("1")
         except OSError:
             pass
+    else:
+        # IPv6 has no rp_filter: with IPv6 on the host end, root inside (NET_ADMIN, or
+        # IPV6_FREEBIND to the end's link-local address) sent the host datagrams from any
+        # IPv6 source, the host's own network's too. A context without an IPv6 address
+        # has no IPv6 to the host at all.
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{p.host_if}/disable_ipv6", "w") as f:
+                f.write("1")
+        except FileNotFoundError:
+            pass    # a kernel without IPv6
 
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1

@@ -3,7 +3,8 @@
 Inside: ``eth0`` with the spec's addresses (and broadcast), loopback up, and a
 default route out of eth0.  Host side: ``vx<xid>[-tag]`` without an address,
 a /32 route per context address, proxy ARP and a strict reverse-path filter (a
-packet from the context carries one of its own addresses), so the host (and what it
+packet from the context carries one of its own addresses; IPv6, which has no such
+filter, is off there when the context has no IPv6 address), so the host (and what it
 forwards) reaches the context and the context's ARP for any host address is
 answered.  The pair is created in the host namespace, then its inner end is
 moved; when the context's namespace dies the kernel deletes both ends.

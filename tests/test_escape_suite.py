@@ -429,6 +429,67 @@ def test_a_vserver_cannot_send_with_another_vservers_address(rt, probe):
         admin.vx.stop(name=other)
 
 
+def _host_v6_addresses() -> list[str]:
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        own = [(a.get_attr("IFA_ADDRESS"), a["scope"]) for a in ipr.get_addr(family=10)]
+    return [a for a, scope in own if a and scope == 0 and a != "::1"]
+
+
+@pytest.mark.parametrize("net_admin", [False, True], ids=["link-local", "net-admin-route"])
+def test_a_vserver_without_an_ipv6_address_sends_no_ipv6_to_the_host(rt, probe, net_admin):
+    """vx addresses are IPv4, and only IPv4 has the reverse-path filter (IPv6 has no
+    rp_filter sysctl). Root inside sent the host datagrams from any IPv6 source, one of
+    the host's own network's among them: with no capability beyond the default to the
+    host end's link-local address (IPV6_FREEBIND binds any source), with NET_ADMIN (a
+    bcap its tenant may add) through a default route to every host address."""
+    own = _host_v6_addresses()
+    if not own:
+        pytest.skip("the host has no global IPv6 address")
+    import socket
+    mine = create_vserver(rt)
+    admin = rt.proxy()
+    admin.vxdb.nx.addr.set(name=mine, addr="10.233.8.3" if net_admin else "10.233.8.2")
+    user = make_tenant(rt, *TENANT_CAPS, owns=(mine,))
+    if net_admin:
+        user.vxdb.vx.bcaps.add(name=mine, bcap="NET_ADMIN")
+    shutil.copyfile(probe, rt.vbasedir / mine / "bin" / "probe")
+    os.chmod(rt.vbasedir / mine / "bin" / "probe", 0o755)
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    listener.bind(("::", 0))
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    admin.vx.start(name=mine)
+    try:
+        peer = int(user.vx.exec(name=mine, command="cat /sys/class/net/eth0/iflink"))
+        host_end = next(d for d in Path("/sys/class/net").iterdir()
+                        if int((d / "ifindex").read_text()) == peer)
+        sources = ("fd55:233:8::2", own[0].rsplit(":", 1)[0] + ":9999")
+        seen: set[str] = set()
+        for _ in range(8):     # until duplicate address detection is done on both ends
+            # the host end's link-local address (root inside learns it from a multicast
+            # echo); none (IPv6 off on the host end) leaves the guest nothing to send to
+            lladdr = next((":".join(f[0][i:i + 4] for i in range(0, 32, 4))
+                           for f in (line.split() for line in
+                                     Path("/proc/net/if_inet6").read_text().splitlines())
+                           if f[5] == host_end.name and f[0].startswith("fe80")), "fe80::1")
+            if net_admin:
+                sh(user, mine, f"ip -6 route add default via {lladdr} dev eth0; true")
+            dst = own[0] if net_admin else f"{lladdr}%eth0"
+            for src in sources:
+                sh(user, mine, f"/bin/probe udp6 {src} {dst} {port}")
+            try:
+                while True:
+                    _, addr = listener.recvfrom(100)
+                    seen.add(addr[0])
+            except socket.timeout:
+                pass
+        assert seen == set(), seen
+    finally:
+        listener.close()
+        admin.vx.stop(name=mine)
+
+
 def test_a_tenant_cannot_put_its_vserver_into_the_hosts_network(rt):
     """Without HIDE_NETIF and without addresses a vserver would share the host's network
     namespace: root inside would reach the host's loopback-only services and abstract

@@ -609,7 +609,8 @@ def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:
         if any(":" in a.addr for a in spec.addresses):
             out["addresses:ipv6"] = not_enforced(
                 "IPv6 addresses are set inside, but the context has no route back to the "
-                "host (no NDP proxy for the host's addresses)")
+                "host (no NDP proxy for the host's addresses), and IPv6 from it is not "
+                "filtered by source (IPv6 has no rp_filter)")
     if spec.broadcast:
         out["broadcast"] = ENFORCED if spec.addresses else not_enforced("no address to go with")
     if spec.disk_limit is not None:

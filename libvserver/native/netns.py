@@ -3,7 +3,8 @@
 Inside: ``eth0`` with the spec's addresses (and broadcast), loopback up, and a
 default route out of eth0.  Host side: ``vx<xid>[-tag]`` without an address,
 a /32 route per context address, proxy ARP and a strict reverse-path filter (a
-packet from the context carries one of its own addresses), so the host (and what it
+packet from the context carries one of its own addresses; IPv6, which has no such
+filter, is off there when the context has no IPv6 address), so the host (and what it
 forwards) reaches the context and the context's ARP for any host address is
 answered.  The pair is created in the host namespace, then its inner end is
 moved; when the context's namespace dies the kernel deletes both ends.
@@ -99,6 +100,16 @@ def _host_sysctls(p: NetPlan) -> None:
                 f.write("1")
         except OSError:
             pass
+    else:
+        # IPv6 has no rp_filter: with IPv6 on the host end, root inside (NET_ADMIN, or
+        # IPV6_FREEBIND to the end's link-local address) sent the host datagrams from any
+        # IPv6 source, the host's own network's too. A context without an IPv6 address
+        # has no IPv6 to the host at all.
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{p.host_if}/disable_ipv6", "w") as f:
+                f.write("1")
+        except FileNotFoundError:
+            pass    # a kernel without IPv6
 
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1

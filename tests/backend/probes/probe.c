@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <net/if.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/prctl.h>
@@ -166,6 +167,21 @@ int main(int argc, char **argv) {
         inet_pton(AF_INET, argv[2], &src.sin_addr);
         inet_pton(AF_INET, argv[3], &dst.sin_addr);
         dst.sin_port = htons(atoi(argv[4]));
+        report("bind", bind(s, (struct sockaddr *)&src, sizeof src));
+        report("sendto", sendto(s, argv[2], strlen(argv[2]), 0, (struct sockaddr *)&dst, sizeof dst));
+    } else if (!strcmp(c, "udp6")) {
+        /* probe udp6 SRC DST PORT: one datagram from IPv6 source address SRC */
+        struct sockaddr_in6 src = { .sin6_family = AF_INET6 }, dst = { .sin6_family = AF_INET6 };
+        int s = socket(AF_INET6, SOCK_DGRAM, 0), one = 1;
+        inet_pton(AF_INET6, argv[2], &src.sin6_addr);
+        char *scope = strchr(argv[3], '%');     /* fe80::1%eth0: a link-local address */
+        if (scope) {
+            *scope++ = 0;
+            dst.sin6_scope_id = if_nametoindex(scope);
+        }
+        inet_pton(AF_INET6, argv[3], &dst.sin6_addr);
+        dst.sin6_port = htons(atoi(argv[4]));
+        setsockopt(s, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof one);
         report("bind", bind(s, (struct sockaddr *)&src, sizeof src));
         report("sendto", sendto(s, argv[2], strlen(argv[2]), 0, (struct sockaddr *)&dst, sizeof dst));
     } else if (!strcmp(c, "steal")) {

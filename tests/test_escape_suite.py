@@ -41,6 +41,21 @@ def make_tenant(daemon: VcdDaemon, *caps: str, owns: tuple[str, ...] = ()):
     return daemon.proxy(username, f"password-{username}")
 
 
+def _probe_into(rt, name: str, probe: Path) -> None:
+    """The static probe as /bin/probe of vserver name."""
+    shutil.copyfile(probe, rt.vbasedir / name / "bin" / "probe")
+    os.chmod(rt.vbasedir / name / "bin" / "probe", 0o755)
+
+
+def _udp_listener(family: int):
+    """A host UDP socket on every address of family, and its port."""
+    import socket
+    listener = socket.socket(family, socket.SOCK_DGRAM)
+    listener.bind(("0.0.0.0" if family == socket.AF_INET else "::", 0))
+    listener.settimeout(0.5)
+    return listener, listener.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def wide(rt, probe):
     """A running vserver whose tenant gave it every bcap it may: (name, tenant proxy)."""
@@ -48,8 +63,7 @@ def wide(rt, probe):
     user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
     for bcap in WIDE_BCAPS:
         user.vxdb.vx.bcaps.add(name=name, bcap=bcap)
-    shutil.copyfile(probe, rt.vbasedir / name / "bin" / "probe")
-    os.chmod(rt.vbasedir / name / "bin" / "probe", 0o755)
+    _probe_into(rt, name, probe)
     user.vx.start(name=name)
     yield name, user
     admin = rt.proxy()
@@ -399,12 +413,8 @@ def test_a_vserver_cannot_send_with_another_vservers_address(rt, probe):
     admin.vxdb.nx.addr.set(name=other, addr="10.233.7.3")
     user = make_tenant(rt, *TENANT_CAPS, owns=(mine,))
     user.vxdb.vx.bcaps.add(name=mine, bcap="NET_ADMIN")
-    shutil.copyfile(probe, rt.vbasedir / mine / "bin" / "probe")
-    os.chmod(rt.vbasedir / mine / "bin" / "probe", 0o755)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    listener.bind(("0.0.0.0", 0))
-    listener.settimeout(0.5)
-    port = listener.getsockname()[1]
+    _probe_into(rt, mine, probe)
+    listener, port = _udp_listener(socket.AF_INET)
     admin.vx.start(name=mine)
     admin.vx.start(name=other)
     try:
@@ -453,12 +463,8 @@ def test_a_vserver_without_an_ipv6_address_sends_no_ipv6_to_the_host(rt, probe, 
     user = make_tenant(rt, *TENANT_CAPS, owns=(mine,))
     if net_admin:
         user.vxdb.vx.bcaps.add(name=mine, bcap="NET_ADMIN")
-    shutil.copyfile(probe, rt.vbasedir / mine / "bin" / "probe")
-    os.chmod(rt.vbasedir / mine / "bin" / "probe", 0o755)
-    listener = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    listener.bind(("::", 0))
-    listener.settimeout(0.5)
-    port = listener.getsockname()[1]
+    _probe_into(rt, mine, probe)
+    listener, port = _udp_listener(socket.AF_INET6)
     admin.vx.start(name=mine)
     try:
         peer = int(user.vx.exec(name=mine, command="cat /sys/class/net/eth0/iflink"))

@@ -40,6 +40,8 @@ def main() -> int:
     ap.add_argument("--running", type=int, default=0,
                     help="then start this many other vservers and measure vx.start again "
                          "(a start must not slow down with the number running)")
+    ap.add_argument("--save", type=Path, help="also write each start's raw phases here "
+                    "(JSON lines: [name, begin, end] in seconds; the call's own first)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vcd-bench-phases-"))
     work.chmod(0o711)
@@ -67,6 +69,9 @@ def main() -> int:
             calls.append((t, time.time()))
             admin.vx.stop(name="bench")
         runs = [json.loads(line) for line in phases_file.read_text().splitlines()]
+        if args.save:
+            args.save.write_text("".join(json.dumps([["call", *c], *r]) + "\n"
+                                         for c, r in zip(calls, runs)))
         by_name: dict[str, list[tuple[float, float]]] = {}
         order: list[str] = []
         for (t0, t_end), rows in zip(calls, runs):

@@ -154,6 +154,8 @@ def _build(allow_syslog: bool) -> bytes:
 @functools.lru_cache(maxsize=None)
 def program(allow_syslog: bool = False) -> Program:
     """The compiled default filter (cached per process and variant)."""
+    if allow_syslog in _adopted:
+        return _adopted[allow_syslog]
     bpf = _build(allow_syslog)
     _built.add(allow_syslog)
     if len(bpf) % 8 or not bpf:
@@ -193,5 +195,23 @@ def load_prepared(spec: ContextSpec) -> None:
     program(allow_syslog).load()
 
 
+def prepared() -> dict[bool, bytes]:
+    """The programs prepare_all() built here, by allow_syslog: for a process that forks
+    inits without libseccomp (initforker.py), see adopt()."""
+    return {v: program(v).bpf for v in _built}
+
+
+def adopt(programs: dict[bool, bytes]) -> None:
+    """Take programs another process built (prepared()) as this one's own."""
+    for allow_syslog, bpf in programs.items():
+        if allow_syslog not in _built:
+            if len(bpf) % 8 or not bpf:
+                raise RuntimeError(f"a seccomp program of {len(bpf)} bytes, not whole BPF "
+                                   "instructions")
+            _adopted[allow_syslog] = Program(bpf)
+            _built.add(allow_syslog)
+
+
 _built: set[bool] = set()
+_adopted: dict[bool, Program] = {}
 _build_error = ""

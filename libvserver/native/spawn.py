@@ -44,7 +44,7 @@ import signal
 import socket
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..api import CAP_NUMBERS, ContextSpec, InitMissing, StartError
 from . import idmap, limits, namespaces, rootfs, seccomp
@@ -76,6 +76,9 @@ class Plan:
     # O_WRONLY fd of the context's v1 memory group's ``tasks``, opened by the supervisor:
     # G moves itself in first thing (see Supervisor._clone_into_cgroups)
     memcg_tasks_fd: int | None = None
+    # O_WRONLY fds of the other v1 groups' ``tasks``, when G was cloned by the init forker
+    # (initforker.py), which never joins a context's groups: G moves itself in after memory
+    join_tasks_fds: list[int] = field(default_factory=list)
 
     @property
     def cgroupns(self) -> bool:
@@ -245,6 +248,9 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             # permission check is the opener's (the supervisor's) credentials
             os.write(plan.memcg_tasks_fd, b"0")
             os.close(plan.memcg_tasks_fd)
+        for fd in plan.join_tasks_fds:
+            os.write(fd, b"0")
+            os.close(fd)
         # a fork of the supervisor: its signal wake-up pipe is not ours to write to
         signal.set_wakeup_fd(-1)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])

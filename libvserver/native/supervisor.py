@@ -62,6 +62,7 @@ from typing import Callable
 from ..api import AlreadyRunning, ContextSpec, StartError
 # netns: imported here once, not by every init that brings its loopback up
 from . import console, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat
+from .initforker import ForkerError, InitForker
 from .cgroups import Layout
 from .phases import Phases
 
@@ -74,6 +75,8 @@ EXP = (1884, 2014, 2037)  # 1/exp(5s/1min), 1/exp(5s/5min), 1/exp(5s/15min)
 LOAD_INTERVAL = 5.0
 START_TIMEOUT = 60.0
 BASE_NS_AGE = 10.0     # seconds a mount namespace to fork inits in is used (_base_ns)
+FORKER_RETRY = 10.0    # seconds between attempts to start an init forker that failed
+FORKER_ENV = "VCD_INIT_FORKER"   # "0": fork every init here (to compare, bench/start_phases.py)
 EXIT_QUIT = 0          # the worker was asked to quit: the keeper stops too
 EXIT_RESTART = 75      # SIGTERM: the keeper starts a new worker
 CALLBACK_OUTPUT_MAX = 4096
@@ -167,6 +170,14 @@ class Supervisor:
                        for n in ("pid", "time", "mnt") if os.path.exists(f"/proc/self/ns/{n}")}
         self.base_ns: int | None = None     # where inits are forked (handles.without_handles)
         self.base_made = 0.0
+        # clones unprivileged inits out of a small process (initforker.py); started now,
+        # so it has imported by the first start
+        self.forker = InitForker()
+        self.forker_tried = 0.0
+        if os.environ.get(FORKER_ENV, "1") != "0":
+            self._spawn_forker()
+        else:
+            self.forker_tried = float("inf")     # never: every init is forked here
         # init loads the filter right before exec: compile both variants now, once
         try:
             seccomp.prepare_all()
@@ -273,12 +284,7 @@ class Supervisor:
             raise
         finally:
             self._leave_context_groups()
-            for fd in self._pipes:
-                os.close(fd)
-            self._pipes = []
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
+            self._drop_channels()
             if loopfd is not None:
                 os.close(loopfd)  # the mount holds the device now; autoclear does the rest
         ctx = self.ctxs[xid] = Ctx(xid, gpid, child=True, console_slave=slave,
@@ -392,18 +398,104 @@ class Supervisor:
             ctx.console_fd = None
             ctx.console_log.close()
 
-    def _fork_init(self, plan: spawn.Plan) -> int:
-        """Fork G into new PID (and time) namespaces, and a new user namespace unless the
-        context is privileged; this process stays in its own."""
+    def _start_channels(self, plan: spawn.Plan) -> tuple[int, int, int, socket.socket | None]:
+        """The pipes (ready, go, error) and, with a user namespace, the socket between
+        this process and G: ours in self._pipes and self._sock, G's ends returned."""
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         self._pipes = [ready_r, go_w, err_r]
-        mine = theirs = None
+        theirs = None
         if plan.ids is not None:
-            mine, theirs = socket.socketpair(socket.AF_UNIX,
-                                             socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            self._sock = mine
+            self._sock, theirs = socket.socketpair(socket.AF_UNIX,
+                                                   socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        return ready_w, go_r, err_w, theirs
+
+    def _drop_channels(self) -> None:
+        for fd in self._pipes:
+            os.close(fd)
+        self._pipes = []
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _spawn_forker(self) -> None:
+        self.forker_tried = time.monotonic()
+        try:
+            self.forker.spawn()
+        except OSError as e:
+            log.warning("cannot start the init forker (%s); inits are forked here", e)
+
+    def _clone_by_forker(self, plan: spawn.Plan) -> int | None:
+        """G cloned by the init forker (initforker.py) for an unprivileged context: our
+        child as if forked here, born in the context's cgroup2 group; it joins the v1
+        groups itself. None (nothing left behind) when the forker cannot: the caller
+        forks G here."""
+        spec = plan.spec
+        if plan.ids is None or plan.netplan is not None or (
+                spec.seccomp and ("SYSLOG" in spec.bcaps) not in seccomp.prepared()):
+            return None     # the in-process fork's cases (see initforker.py)
+        if not self.forker.alive():
+            if time.monotonic() - self.forker_tried < FORKER_RETRY:
+                return None
+            self._spawn_forker()
+            if not self.forker.alive():
+                return None
+        xid = spec.xid
+        memory = self.layout.by_ctrl.get("memory")
+        opened: list[int] = []
+        fds: dict[str, int | list[int]] = {"join": []}
+        try:
+            for h in self.layout.hierarchies:
+                if h.version == 1:
+                    fd = os.open(self.layout.group(h, xid) / "tasks", os.O_WRONLY | os.O_CLOEXEC)
+                    opened.append(fd)
+                    if h is memory:
+                        fds["memcg"] = fd
+                    else:
+                        fds["join"].append(fd)  # type: ignore[union-attr]
+            cgfd = self.layout.open_v2(xid)
+            if cgfd is not None:
+                opened.append(cgfd)
+                fds["cgroup"] = cgfd
+        except OSError as e:
+            for fd in opened:
+                os.close(fd)
+            log.warning("context %d: cannot open its cgroups for the init forker (%s)", xid, e)
+            return None
+        ready_w, go_r, err_w, theirs = self._start_channels(plan)
+        fds.update(ready_w=ready_w, go_r=go_r, err_w=err_w, sock=theirs.fileno())
+        if plan.console_fd is not None:
+            fds["console"] = plan.console_fd
+        base = self._base_ns()
+        if base is not None:
+            fds["base"] = base
+        plan.in_cgroups = True
+        self.ph.mark("supervisor: fork plan")
+        try:
+            pid = self.forker.clone(plan, fds, seccomp.prepared())
+        except ForkerError as e:
+            log.warning("context %d: the init forker failed (%s); its init is forked here",
+                        xid, e)
+            plan.in_cgroups = False
+            self._drop_channels()   # a G cloned before the failure sees its pipes end
+            return None
+        finally:
+            for fd in (*opened, ready_w, go_r, err_w):
+                os.close(fd)
+            theirs.close()
+        self.ph.mark("supervisor: clone by the init forker")
+        return pid
+
+    def _fork_init(self, plan: spawn.Plan) -> int:
+        """Fork G into new PID (and time) namespaces, and a new user namespace unless the
+        context is privileged; this process stays in its own. The init forker clones
+        it where it can (_clone_by_forker)."""
+        pid = self._clone_by_forker(plan)
+        if pid is not None:
+            return pid
+        ready_w, go_r, err_w, theirs = self._start_channels(plan)
+        mine = self._sock
         flags = spawn.parent_flags(plan)
         try:
             if flags:

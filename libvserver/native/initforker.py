@@ -1,0 +1,224 @@
+"""The init forker: a small fresh interpreter that clones each context's PID 1 (G) for
+the supervisor, as the entry server (entercore.serve) forks entering processes for a
+daemon worker.
+
+Why: the supervisor is a large process (tens of MiB with its contexts, pyroute2 once a
+network was made).  Forking G from it cost most of a millisecond in clone3 (page
+tables), half a millisecond of Python's after-fork hooks in G, and hundreds of
+copy-on-write faults on both sides while G's setup and the supervisor's own work ran
+in parallel (measured ~540 in the supervisor and ~670 in G per start), and tearing the
+copy down again at execve.  This process imports only what G's code needs
+(spawn.run_init's modules, no pyroute2, no libseccomp: the supervisor passes its
+compiled seccomp programs along) and clones G with CLONE_PARENT: G is the
+*supervisor's* child (its waitpid, its reaping, its /proc/<pid>/uid_map writes, the
+"m"/"go" pipes), only the process image G's Python runs in changes.
+
+What G starts with is the same as from the supervisor: a new user and PID namespace,
+born in the context's cgroup2 group (CLONE_INTO_CGROUP), the mount namespace without
+kept handles the supervisor made (``base``: setns there for the clone and back after,
+as the supervisor did), a new time namespace for VIRT_UPTIME (unshared for the clone
+only: time_for_children, set back after), the same pipes, socket and console.  It differs in one step:
+this process never enters a context's cgroups (a frozen freezer group would freeze
+it, a memory limit make it an OOM victim, a CPU quota throttle it, and every start
+waits for it), so G, not its forker, moves itself into the context's v1 groups, first
+thing (descriptors of their ``tasks`` opened by the supervisor: the permission check is
+the opener's; a thread moving itself takes no global lock).  Contexts with a veth pair (netlink in G, pyroute2 is not imported here) and privileged ones keep the
+in-process fork (supervisor._fork_init).
+
+Request (one SOCK_SEQPACKET datagram with SCM_RIGHTS): pickle of (plan, slots,
+programs) where slots names the position of each passed descriptor; answer: marshal of
+G's pid or an error string.  The forker exits when the supervisor closes its end or
+dies (end of file, and a parent death signal: the supervisor is single-threaded).
+Started as ``python -I -S <this file> --serve <fd> <supervisor pid>``.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import pickle
+import select
+import socket
+import sys
+
+REQUEST_MAX = 1 << 20       # a plan is a few KiB (a spec, its mounts)
+FDS_MAX = 64
+REPLY_TIMEOUT = 10.0        # seconds; a forker that does not answer is replaced
+
+
+class ForkerError(Exception):
+    """The forker could not be asked or did not answer: fork in-process instead."""
+
+
+class InitForker:
+    """Supervisor side: the forker process, started once and replaced when it died."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.sock: socket.socket | None = None
+
+    def alive(self) -> bool:
+        return self.sock is not None
+
+    def spawn(self) -> None:
+        """Start the forker (returns at once: it imports while the next start is
+        prepared; a request sent meanwhile waits in the socket)."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            theirs.set_inheritable(True)
+            argv = [sys.executable, "-I", "-S", os.path.abspath(__file__), "--serve",
+                    str(theirs.fileno()), str(os.getpid())]
+            # posix_spawn: no fork of this (large) process, no Python code in a child
+            self.pid = os.posix_spawn(sys.executable, argv, {}, setsid=False)
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = mine
+
+    def close(self) -> None:
+        """Drop the forker (it exits on the end of file; the supervisor reaps it)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def clone(self, plan, fds: dict[str, int | list[int]], programs: dict[bool, bytes]) -> int:
+        """Have G cloned: ``fds`` maps run_init's descriptors by name (ready_w, go_r,
+        err_w, sock, console, memcg, join, cgroup, base) to this process's numbers.
+        Returns G's pid (our child). Raises ForkerError (the forker is dropped)."""
+        if self.sock is None:
+            raise ForkerError("no init forker")
+        order: list[int] = []
+        slots: dict[str, int | list[int]] = {}
+        for name, fd in fds.items():
+            if isinstance(fd, list):
+                slots[name] = list(range(len(order), len(order) + len(fd)))
+                order += fd
+            else:
+                slots[name] = len(order)
+                order.append(fd)
+        try:
+            data = pickle.dumps((plan, slots, programs), protocol=pickle.HIGHEST_PROTOCOL)
+            socket.send_fds(self.sock, [data], order)
+            if not select.select([self.sock], [], [], REPLY_TIMEOUT)[0]:
+                raise ForkerError(f"no answer in {REPLY_TIMEOUT:g} s")
+            reply = self.sock.recv(4096)
+            if not reply:
+                raise ForkerError("the init forker exited")
+            answer = marshal.loads(reply)
+        except ForkerError:
+            self.close()
+            raise
+        except (OSError, ValueError, EOFError, pickle.PicklingError) as e:
+            self.close()
+            raise ForkerError(f"{type(e).__name__}: {e}") from None
+        if isinstance(answer, int) and answer > 0:
+            return answer
+        raise ForkerError(str(answer))
+
+
+# --- the forker process -----------------------------------------------------------------
+
+def _clone_g(spawn, creds, namespaces, plan, fds: dict, sock: socket.socket,
+             own: dict[str, int]) -> int:
+    """Clone G (our caller's child) in the base mount namespace and, for VIRT_UPTIME, a
+    new time namespace (ours stays: only time_for_children changes, and back); 0 in G."""
+    flags = creds.CLONE_PARENT | spawn.clone_flags(plan)
+    base = fds.get("base")
+    pid = -1
+    try:
+        if plan.new_time:
+            namespaces.unshare(namespaces.CLONE_NEWTIME)
+            with open("/proc/self/timens_offsets", "w") as f:
+                f.write(spawn.time_offsets())
+        if base is not None:
+            creds.setns(base, namespaces.CLONE_NEWNS)
+        pid = creds.clone(flags, fds.get("cgroup"))
+    finally:
+        if pid != 0:
+            if base is not None:
+                creds.setns(own["mnt"], namespaces.CLONE_NEWNS)
+            if plan.new_time:
+                creds.setns(own["time"], namespaces.CLONE_NEWTIME)
+    if pid == 0:
+        try:    # G: never back into the serving loop
+            sock.close()
+            for fd in own.values():
+                os.close(fd)
+            for name in ("base", "cgroup"):
+                if fds.get(name) is not None:
+                    os.close(fds[name])
+            spawn.run_init(plan, fds["ready_w"], fds["go_r"], fds["err_w"],
+                           socket.socket(fileno=fds["sock"]) if "sock" in fds else None)
+        finally:
+            os._exit(127)
+    return pid
+
+
+def serve(sock_fd: int, supervisor: int) -> None:
+    import gc
+    import signal
+    import types
+    here = os.path.dirname(os.path.abspath(__file__))
+    # the packages without their __init__ (libvserver.native's imports the whole backend)
+    for name, path in (("libvserver", os.path.dirname(here)), ("libvserver.native", here)):
+        mod = types.ModuleType(name)
+        mod.__path__ = [path]
+        sys.modules[name] = mod
+    from libvserver.native import creds, namespaces, seccomp, spawn
+    creds.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != supervisor:
+        os._exit(0)     # the supervisor died before the signal was set
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sock = socket.socket(fileno=sock_fd)
+    own = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
+           for n in ("mnt", "time") if os.path.exists(f"/proc/self/ns/{n}")}
+    # what is imported now stays: no collection walks (and so copies) it in each G
+    gc.freeze()
+    while True:
+        try:
+            data, got, _, _ = socket.recv_fds(sock, REQUEST_MAX, FDS_MAX)
+        except InterruptedError:
+            continue
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)     # the supervisor is gone
+        reply: int | str
+        fds: dict = {}
+        try:
+            for fd in got:
+                # SCM_RIGHTS gives them without close-on-exec: the error pipe must end
+                # at init's exec, as it does when G is forked by the supervisor
+                os.set_inheritable(fd, False)
+            plan, slots, programs = pickle.loads(data)
+            fds = {name: ([got[i] for i in at] if isinstance(at, list) else got[at])
+                   for name, at in slots.items()}
+            plan.console_fd = fds.get("console")
+            plan.memcg_tasks_fd = fds.get("memcg")
+            plan.join_tasks_fds = fds.get("join", [])
+            seccomp.adopt(programs)
+            reply = _clone_g(spawn, creds, namespaces, plan, fds, sock, own)
+        except Exception as e:
+            reply = f"{type(e).__name__}: {e}"
+        finally:
+            for fd in got:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        try:
+            sock.send(marshal.dumps(reply))
+        except OSError:
+            os._exit(0)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        try:
+            serve(int(sys.argv[2]), int(sys.argv[3]))
+        except BaseException:
+            os._exit(1)
+    os._exit(2)

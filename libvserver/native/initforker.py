@@ -168,6 +168,10 @@ def serve(sock_fd: int, supervisor: int) -> None:
         mod.__path__ = [path]
         sys.modules[name] = mod
     from libvserver.native import creds, namespaces, seccomp, spawn
+    # what G imports late (loopback_up): with the guest's ids it may not read the host's
+    # Python files, and a search of sys.path from inside took milliseconds
+    import fcntl, struct  # noqa: E401,F401
+    from libvserver.native import netns  # noqa: F401
     creds.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != supervisor:
         os._exit(0)     # the supervisor died before the signal was set

@@ -7,12 +7,13 @@ errno and a text naming the call and its argument.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 from . import creds
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the C library the interpreter is linked with: no ldconfig run (find_library) and none
+# of the modules ctypes.util imports, in the init forker (initforker.py) neither
+_libc = ctypes.CDLL(None, use_errno=True)
 
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000

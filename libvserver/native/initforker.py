@@ -56,6 +56,7 @@ class InitForker:
     def __init__(self) -> None:
         self.pid = 0
         self.sock: socket.socket | None = None
+        self.served = 0     # inits cloned by this forker process
 
     def alive(self) -> bool:
         return self.sock is not None
@@ -70,7 +71,8 @@ class InitForker:
             argv = [sys.executable, "-I", "-S", os.path.abspath(__file__), "--serve",
                     str(theirs.fileno()), str(os.getpid())]
             # posix_spawn: no fork of this (large) process, no Python code in a child
-            self.pid = os.posix_spawn(sys.executable, argv, {}, setsid=False)
+            self.pid = os.posix_spawn(sys.executable, argv, {})
+            self.served = 0
         except BaseException:
             mine.close()
             raise
@@ -115,6 +117,7 @@ class InitForker:
             self.close()
             raise ForkerError(f"{type(e).__name__}: {e}") from None
         if isinstance(answer, int) and answer > 0:
+            self.served += 1
             return answer
         raise ForkerError(str(answer))
 

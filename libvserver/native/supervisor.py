@@ -479,6 +479,10 @@ class Supervisor:
                         xid, e)
             plan.in_cgroups = False
             self._drop_channels()   # a G cloned before the failure sees its pipes end
+            if self.forker.served:
+                # it worked before (killed since?): a new one now; one that never
+                # worked is tried again only after FORKER_RETRY
+                self._spawn_forker()
             return None
         finally:
             for fd in (*opened, ready_w, go_r, err_w):

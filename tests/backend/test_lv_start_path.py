@@ -1,9 +1,12 @@
 """The start and entry paths of issue 13: init born in its cgroups, helpers joining them
-without a migration, the supervisor never left in a context's groups, phase timings."""
+without a migration, the supervisor never left in a context's groups, phase timings,
+unprivileged inits cloned by the init forker (initforker.py)."""
 
 from __future__ import annotations
 
 import os
+import select
+import signal
 
 from libvserver.native import namespaces
 
@@ -106,3 +109,104 @@ def test_inits_are_forked_in_a_mount_namespace_without_the_namespace_handles(
              os.readlink(f"/proc/{sup}/fd/{fd}") != own]
     assert bases, "the supervisor holds no mount namespace to fork inits in"
     assert all(_vcd_ns_mounts_in(b) == 0 for b in bases)
+
+
+# --- the init forker (initforker.py) ----------------------------------------------------
+
+FORKER_PHASE = "supervisor: clone by the init forker"
+NS_LINKS = ("user", "pid", "pid_for_children", "mnt", "net", "uts", "ipc", "cgroup", "time",
+            "time_for_children")
+
+
+def _stat_of(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def _forker_of(sup: int) -> int | None:
+    """The supervisor worker's living child that runs initforker.py."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            state, ppid = _stat_of(int(entry))[:2]
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(ppid) == sup and state != "Z" and b"initforker.py\0--serve" in cmdline:
+            return int(entry)
+    return None
+
+
+def _phase_names(backend) -> list[str]:
+    return [name for name, _, _ in backend.last_phases]
+
+
+def test_unprivileged_init_is_cloned_by_the_init_forker_as_the_supervisors_child(
+        backend, make_spec, started, monkeypatch):
+    monkeypatch.setenv("VCD_START_PHASES", "1")
+    spec = started(make_spec())
+    assert FORKER_PHASE in _phase_names(backend), _phase_names(backend)
+    sup = backend.supervisor_pid()
+    assert _forker_of(sup) is not None
+    init = backend.init_pid(spec.xid)
+    # CLONE_PARENT: the supervisor waits for it and learns how it ended, as for its own fork
+    assert int(_stat_of(init)[1]) == sup
+    # nothing of the forker's reached init (its socket, namespace and cgroup descriptors,
+    # the error pipe that SCM_RIGHTS delivers without close-on-exec): the console only
+    links = {fd: os.readlink(f"/proc/{init}/fd/{fd}") for fd in os.listdir(f"/proc/{init}/fd")}
+    assert sorted(links) == ["0", "1", "2"], links
+
+
+def test_init_forker_is_in_no_cgroup_and_no_namespace_of_a_context(backend, make_spec,
+                                                                   started):
+    """It serves every start of the host: a context's frozen freezer group, memory limit or
+    CPU quota must never hold it, and it joins none of a context's namespaces."""
+    spec = started(make_spec())
+    started(make_spec(flags=set()))     # without VIRT_UPTIME: no time namespace
+    sup = backend.supervisor_pid()
+    forker = _forker_of(sup)
+    assert forker is not None
+    assert _groups_of_pid(forker) == _groups_of_pid(sup)
+    for ns in NS_LINKS:
+        assert os.readlink(f"/proc/{forker}/ns/{ns}") == os.readlink(f"/proc/{sup}/ns/{ns}"), ns
+    init = backend.init_pid(spec.xid)
+    held = {os.readlink(f"/proc/{forker}/fd/{fd}") for fd in os.listdir(f"/proc/{forker}/fd")}
+    theirs = {os.readlink(f"/proc/{init}/ns/{ns}") for ns in NS_LINKS}
+    assert not held & theirs, held & theirs
+    assert not [h for h in held if h.startswith("/sys/fs/cgroup")], held
+
+
+def test_start_works_when_the_init_forker_was_killed_and_a_new_one_takes_over(
+        backend, make_spec, started, monkeypatch, run_sh):
+    monkeypatch.setenv("VCD_START_PHASES", "1")
+    started(make_spec())
+    sup = backend.supervisor_pid()
+    forker = _forker_of(sup)
+    assert forker is not None
+    os.kill(forker, signal.SIGKILL)
+    spec = started(make_spec())
+    # forked by the supervisor itself this time
+    assert FORKER_PHASE not in _phase_names(backend)
+    assert "supervisor: clone3" in _phase_names(backend), _phase_names(backend)
+    assert run_sh(spec.xid, "hostname")[1].strip() == spec.name
+    spec = started(make_spec())
+    assert FORKER_PHASE in _phase_names(backend), _phase_names(backend)
+    assert _forker_of(sup) not in (None, forker)
+    assert run_sh(spec.xid, "hostname")[1].strip() == spec.name
+
+
+def test_init_forker_ends_with_its_supervisor_worker(backend, make_spec, started, wait):
+    started(make_spec())
+    sup = backend.supervisor_pid()
+    forker = _forker_of(sup)
+    assert forker is not None
+    pidfd = os.pidfd_open(forker)
+    try:
+        os.kill(sup, signal.SIGKILL)
+        # its parent death signal; the keeper (a child subreaper) reaps it
+        wait(lambda: select.select([pidfd], [], [], 0)[0])
+    finally:
+        os.close(pidfd)
+    wait(lambda: backend.supervisor_pid() != sup)

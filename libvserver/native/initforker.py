@@ -17,13 +17,16 @@ What G starts with is the same as from the supervisor: a new user and PID namesp
 born in the context's cgroup2 group (CLONE_INTO_CGROUP), the mount namespace without
 kept handles the supervisor made (``base``: setns there for the clone and back after,
 as the supervisor did), a new time namespace for VIRT_UPTIME (unshared for the clone
-only: time_for_children, set back after), the same pipes, socket and console.  It differs in one step:
-this process never enters a context's cgroups (a frozen freezer group would freeze
-it, a memory limit make it an OOM victim, a CPU quota throttle it, and every start
-waits for it), so G, not its forker, moves itself into the context's v1 groups, first
-thing (descriptors of their ``tasks`` opened by the supervisor: the permission check is
-the opener's; a thread moving itself takes no global lock).  Contexts with a veth pair (netlink in G, pyroute2 is not imported here) and privileged ones keep the
-in-process fork (supervisor._fork_init).
+only: time_for_children, set back after), the same pipes, socket and console, and the
+supervisor's ignored signals, rlimits and stdio (posix_spawn passes them on; run_init
+resets what init must not inherit).  One step differs: this process never enters a
+context's cgroups (a frozen freezer group would freeze it, a memory limit make it an
+OOM victim, a CPU quota throttle it, and every start waits for it), so G, not its
+forker, moves itself into the context's v1 groups, first thing (descriptors of their
+``tasks`` opened by the supervisor: the permission check is the opener's; a thread
+moving itself takes no global lock).  Contexts with a veth pair (netlink in G: pyroute2
+is not imported here) and privileged ones keep the in-process fork
+(supervisor._fork_init), and so does every start while the forker cannot answer.
 
 Request (one SOCK_SEQPACKET datagram with SCM_RIGHTS): pickle of (plan, slots,
 programs) where slots names the position of each passed descriptor; answer: marshal of
@@ -127,9 +130,43 @@ class InitForker:
 def _clone_g(spawn, creds, namespaces, plan, fds: dict, sock: socket.socket,
              own: dict[str, int]) -> int:
     """Clone G (our caller's child) in the base mount namespace and, for VIRT_UPTIME, a
-    new time namespace (ours stays: only time_for_children changes, and back); 0 in G."""
+    new time namespace (ours stays: only time_for_children changes, and back), and write
+    its id maps; returns G's pid (never returns in G)."""
+    # G waits for its maps on this pipe, not for our answer to reach the supervisor and
+    # the supervisor's "m"
+    mapped_r, mapped_w = os.pipe2(os.O_CLOEXEC)
+    plan.mapped_r = mapped_r
+    try:
+        pid = _clone(spawn, creds, namespaces, plan, fds.get("base"), fds.get("cgroup"), own)
+        if pid == 0:
+            try:    # G: never back into the serving loop
+                os.close(mapped_w)
+                sock.close()
+                for fd in own.values():
+                    os.close(fd)
+                for name in ("base", "cgroup"):
+                    if fds.get(name) is not None:
+                        os.close(fds[name])
+                spawn.run_init(plan, fds["ready_w"], fds["go_r"], fds["err_w"],
+                               socket.socket(fileno=fds["sock"]))
+            finally:
+                os._exit(127)
+        os.close(mapped_r)
+        mapped_r = -1
+        # as its privileged parent would (setgroups stays "allow"); on failure G reads the
+        # end of file and gives up, the supervisor forks it itself and reports what fails
+        spawn.idmap.write_maps(pid, plan.ids)
+        os.write(mapped_w, b"m")
+        return pid
+    finally:
+        for fd in (mapped_r, mapped_w):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _clone(spawn, creds, namespaces, plan, base: int | None, cgroup: int | None,
+           own: dict[str, int]) -> int:
     flags = creds.CLONE_PARENT | spawn.clone_flags(plan)
-    base = fds.get("base")
     pid = -1
     try:
         if plan.new_time:
@@ -138,25 +175,13 @@ def _clone_g(spawn, creds, namespaces, plan, fds: dict, sock: socket.socket,
                 f.write(spawn.time_offsets())
         if base is not None:
             creds.setns(base, namespaces.CLONE_NEWNS)
-        pid = creds.clone(flags, fds.get("cgroup"))
+        pid = creds.clone(flags, cgroup)
     finally:
         if pid != 0:
             if base is not None:
                 creds.setns(own["mnt"], namespaces.CLONE_NEWNS)
             if plan.new_time:
                 creds.setns(own["time"], namespaces.CLONE_NEWTIME)
-    if pid == 0:
-        try:    # G: never back into the serving loop
-            sock.close()
-            for fd in own.values():
-                os.close(fd)
-            for name in ("base", "cgroup"):
-                if fds.get(name) is not None:
-                    os.close(fds[name])
-            spawn.run_init(plan, fds["ready_w"], fds["go_r"], fds["err_w"],
-                           socket.socket(fileno=fds["sock"]) if "sock" in fds else None)
-        finally:
-            os._exit(127)
     return pid
 
 

@@ -14,7 +14,10 @@ supervisor: [unshare(TIME) for its children only], makes the context's cgroups, 
             its mounts, delegates the cgroup2 group to G's root, sets the limits, keeps
             G's namespaces (handles.py), makes the veth pair with its peer in G's netns,
             and sends G "go". (Where clone3 cannot, G is forked and migrated instead and
-            unshares its cgroup namespace after "go".)
+            unshares its cgroup namespace after "go".)  An unprivileged G is cloned by
+            the init forker instead (initforker.py: a small process, CLONE_PARENT, so G
+            is still the supervisor's child), which never joins the context's groups:
+            G moves itself into the v1 groups first thing; the rest is the same.
 G:          PID 1 of the new namespaces: unshares mnt uts ipc [net] cgroup (owned by its
             user namespace; its cgroup becomes "/"), takes uid/gid 0 inside, moves the
             root into place (mounts the overlay there for a shared template), mounts
@@ -79,6 +82,9 @@ class Plan:
     # O_WRONLY fds of the other v1 groups' ``tasks``, when G was cloned by the init forker
     # (initforker.py), which never joins a context's groups: G moves itself in after memory
     join_tasks_fds: list[int] = field(default_factory=list)
+    # read end of the pipe the init forker sends "m" on once it wrote G's id maps (else
+    # the supervisor sends it on the go pipe)
+    mapped_r: int | None = None
 
     @property
     def cgroupns(self) -> bool:
@@ -251,6 +257,8 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         for fd in plan.join_tasks_fds:
             os.write(fd, b"0")
             os.close(fd)
+        if plan.join_tasks_fds:
+            ph.mark("init: join the v1 groups")
         # a fork of the supervisor: its signal wake-up pipe is not ours to write to
         signal.set_wakeup_fd(-1)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -258,7 +266,11 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         os.umask(0)
         userns = plan.ids is not None
         if userns:
-            _wait_mapped(go_r)
+            if plan.mapped_r is not None:
+                _wait_mapped(plan.mapped_r)
+                os.close(plan.mapped_r)
+            else:
+                _wait_mapped(go_r)
         ph.mark("init: wait for the id maps")
         namespaces.unshare(child_flags(plan))
         notify_fd = _open_notify(plan)

@@ -3,7 +3,8 @@
 Why it exists: reboot(2) inside a PID namespace ends that namespace's init
 with SIGHUP (reboot) or SIGINT (halt/poweroff), and only the parent learns
 how a process ended.  So one supervisor, started on demand and detached from
-the daemon, forks every init (through spawn.py), is child subreaper for them,
+the daemon, forks every init (through spawn.py; an unprivileged one is cloned as its
+child by its small init forker, initforker.py), is child subreaper for them,
 reaps them, records why each ended, removes the context's cgroups and runs
 ``notify_argv + [action, xid]`` — the helper.restart / helper.shutdown calls
 vshelper makes on a Linux-VServer kernel.  It also keeps each context's load
@@ -225,6 +226,7 @@ class Supervisor:
         self._log: console.ConsoleLog | None = None   # made while init execs
         self._start_time: int | None = None
         self._back: list[Path] = []   # our own v1 groups while we are in a context's
+        self._forked_by_forker = False  # G cloned (and its ids mapped) by the init forker
         # the guest's root owns its console, so it can reopen /dev/console
         master, slave = console.open_pty(*((ids.host, ids.host) if ids is not None else (None, None)))
         notify_sock = None
@@ -479,7 +481,7 @@ class Supervisor:
                         xid, e)
             plan.in_cgroups = False
             self._drop_channels()   # a G cloned before the failure sees its pipes end
-            if self.forker.served:
+            if self.forker.served and not self.forker.alive():
                 # it worked before (killed since?): a new one now; one that never
                 # worked is tried again only after FORKER_RETRY
                 self._spawn_forker()
@@ -488,7 +490,8 @@ class Supervisor:
             for fd in (*opened, ready_w, go_r, err_w):
                 os.close(fd)
             theirs.close()
-        self.ph.mark("supervisor: clone by the init forker")
+        self.ph.mark("supervisor: clone by the init forker, id maps")
+        self._forked_by_forker = True
         return pid
 
     def _fork_init(self, plan: spawn.Plan) -> int:
@@ -630,10 +633,12 @@ class Supervisor:
             self.layout.move_self(back)
 
     def _map_ids(self, plan: spawn.Plan, gpid: int) -> None:
-        """G's uid/gid maps, then its detached idmapped root (and /sys) over the socket."""
-        idmap.write_maps(gpid, plan.ids)
-        os.write(self._pipes[1], b"m")
-        self.ph.mark("supervisor: write uid/gid maps")
+        """G's uid/gid maps (the init forker wrote them for a G it cloned), then its
+        detached idmapped root (and /sys) over the socket."""
+        if not self._forked_by_forker:
+            idmap.write_maps(gpid, plan.ids)
+            os.write(self._pipes[1], b"m")
+            self.ph.mark("supervisor: write uid/gid maps")
         ufd = os.open(f"/proc/{gpid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         try:
             fds = spawn.host_mounts(plan, ufd)

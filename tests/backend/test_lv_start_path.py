@@ -113,7 +113,7 @@ def test_inits_are_forked_in_a_mount_namespace_without_the_namespace_handles(
 
 # --- the init forker (initforker.py) ----------------------------------------------------
 
-FORKER_PHASE = "supervisor: clone by the init forker"
+FORKER_PHASE = "supervisor: clone by the init forker, id maps"
 NS_LINKS = ("user", "pid", "pid_for_children", "mnt", "net", "uts", "ipc", "cgroup", "time",
             "time_for_children")
 

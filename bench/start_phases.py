@@ -9,8 +9,12 @@ Prints per phase the median begin (ms after the call was sent) and median durati
 then the API round trip beside `lxc-start -d` (privileged and unprivileged) of the same
 root filesystem, run in the same invocation.
 
+With VCD_INIT_FORKER=0 in the environment the supervisor forks every init itself, as
+before the init forker (libvserver/native/initforker.py): run both, alternately, to
+compare them under the same load.
+
 Bounded: loopback only, fixed counts, cleans up every context it starts.
-    python bench/start_phases.py [--runs 30] [--netns] [--running 200]
+    python bench/start_phases.py [--runs 30] [--netns] [--running 200] [--save FILE]
 """
 from __future__ import annotations
 

@@ -166,19 +166,9 @@ class EntryServer:
         self.proc: subprocess.Popen | None = None
 
     def _start(self) -> socket.socket:
-        mine, theirs = socket.socketpair(socket.AF_UNIX,
-                                         socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", entercore.__file__, "--serve",
-                 str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, env={})
-        except BaseException:
-            mine.close()
-            raise
-        finally:
-            theirs.close()
+        mine, self.proc = entercore.start_server(lambda fd: subprocess.Popen(
+            [sys.executable, "-I", "-S", entercore.__file__, "--serve", str(fd)],
+            pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={}))
         self.sock = mine
         return mine
 

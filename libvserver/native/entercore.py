@@ -22,6 +22,7 @@ import sys
 import termios
 TYPE_CHECKING = False   # not typing's: importing typing costs a fresh image 5 ms
 if TYPE_CHECKING:
+    import socket
     from typing import Callable
 
 if __package__:
@@ -282,14 +283,7 @@ def serve(sock_fd: int) -> None:
         signal.signal(s, signal.SIG_IGN)
     sock = socket.socket(fileno=sock_fd)
     while True:
-        try:
-            data, fds, _, _ = socket.recv_fds(sock, 4096, 256)
-        except InterruptedError:
-            continue
-        except OSError:
-            os._exit(0)
-        if not data:
-            os._exit(0)     # the caller is gone
+        data, fds = next_request(sock, 4096, 256)
         reply: "int | str"
         try:
             order, fresh = marshal.loads(data)
@@ -311,6 +305,39 @@ def serve(sock_fd: int) -> None:
             sock.send(marshal.dumps(reply))
         except OSError:
             os._exit(0)
+
+
+def start_server(start: "Callable[[int], object]") -> "tuple[socket.socket, object]":
+    """A SOCK_SEQPACKET pair for a small server process (the entry server, the init
+    forker): ``start`` gets the server's end (a descriptor number) and starts the process.
+    Returns our end and what ``start`` returned; our copy of the server's end is closed
+    either way."""
+    import socket
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        result = start(theirs.fileno())
+    except BaseException:
+        mine.close()
+        raise
+    finally:
+        theirs.close()
+    return mine, result
+
+
+def next_request(sock: "socket.socket", size: int, nfds: int) -> "tuple[bytes, list[int]]":
+    """Server side: the next request datagram and the descriptors it carries. Ends this
+    process when the caller is gone (end of file, or the socket failed)."""
+    import socket
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, size, nfds)
+        except InterruptedError:
+            continue
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)     # the caller is gone
+        return data, fds
 
 
 def _read_plan(fd: int) -> Plan:

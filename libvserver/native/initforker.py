@@ -67,21 +67,16 @@ class InitForker:
     def spawn(self) -> None:
         """Start the forker (returns at once: it imports while the next start is
         prepared; a request sent meanwhile waits in the socket)."""
-        mine, theirs = socket.socketpair(socket.AF_UNIX,
-                                         socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            theirs.set_inheritable(True)
-            argv = [sys.executable, "-I", "-S", os.path.abspath(__file__), "--serve",
-                    str(theirs.fileno()), str(os.getpid())]
+        from . import entercore
+
+        def start(fd: int) -> int:
+            os.set_inheritable(fd, True)
             # posix_spawn: no fork of this (large) process, no Python code in a child
-            self.pid = os.posix_spawn(sys.executable, argv, {})
-            self.served = 0
-        except BaseException:
-            mine.close()
-            raise
-        finally:
-            theirs.close()
-        self.sock = mine
+            return os.posix_spawn(sys.executable, [
+                sys.executable, "-I", "-S", os.path.abspath(__file__), "--serve", str(fd),
+                str(os.getpid())], {})
+        self.sock, self.pid = entercore.start_server(start)
+        self.served = 0
 
     def close(self) -> None:
         """Drop the forker (it exits on the end of file; the supervisor reaps it)."""
@@ -195,7 +190,7 @@ def serve(sock_fd: int, supervisor: int) -> None:
         mod = types.ModuleType(name)
         mod.__path__ = [path]
         sys.modules[name] = mod
-    from libvserver.native import creds, namespaces, seccomp, spawn
+    from libvserver.native import creds, entercore, namespaces, seccomp, spawn
     # what G imports late (loopback_up): with the guest's ids it may not read the host's
     # Python files, and a search of sys.path from inside took milliseconds
     import fcntl, struct  # noqa: E401,F401
@@ -210,14 +205,7 @@ def serve(sock_fd: int, supervisor: int) -> None:
     # what is imported now stays: no collection walks (and so copies) it in each G
     gc.freeze()
     while True:
-        try:
-            data, got, _, _ = socket.recv_fds(sock, REQUEST_MAX, FDS_MAX)
-        except InterruptedError:
-            continue
-        except OSError:
-            os._exit(0)
-        if not data:
-            os._exit(0)     # the supervisor is gone
+        data, got = entercore.next_request(sock, REQUEST_MAX, FDS_MAX)
         reply: int | str
         fds: dict = {}
         try:

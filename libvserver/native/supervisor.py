@@ -673,6 +673,13 @@ class Supervisor:
                         ("" if plan.in_cgroups else ", join (every hierarchy)"))
             limits.apply_cgroup_limits(self.layout, plan.spec)
             ph.mark("supervisor: cgroup limits")
+            # while G unshares (we would only wait): what is kept of a running context;
+            # after "go" it ran beside G's last steps and held up noticing its exec
+            self._start_time = start_time_of(gpid)
+            self._write_state(f"{xid}.init", {"pid": gpid, "start_time": self._start_time})
+            self._log = console.ConsoleLog(self.state_dir, xid)
+            self._log.reset()
+            ph.mark("supervisor: record init, console log")
             ready = _read_all(ready_r, START_TIMEOUT, limit=1)
             ph.mark("supervisor: wait for init's ready")
             if ready != b"r":
@@ -708,12 +715,6 @@ class Supervisor:
         except BrokenPipeError:
             pass  # G failed already: its error is on err_r
         ph.skip()
-        # while G loads its seccomp filter and execs: what is kept of a running context
-        self._start_time = start_time_of(gpid)
-        self._write_state(f"{xid}.init", {"pid": gpid, "start_time": self._start_time})
-        self._log = console.ConsoleLog(self.state_dir, xid)
-        self._log.reset()
-        ph.mark("supervisor: record init, console log")
         out = _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip()
         if out.startswith(spawn.PHASES_PREFIX):
             line, _, out = out.partition("\n")

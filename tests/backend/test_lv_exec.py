@@ -102,6 +102,29 @@ def test_kill_unknown_pid_raises(backend, ctx):
         backend.kill(ctx.xid, 31999, signal.SIGTERM)
 
 
+def test_a_pid_that_left_the_context_after_listing_is_not_signalled(backend, make_spec,
+                                                                     started, ctx, wait):
+    """The race of a kill: the context's pids are listed, one of them ends and its number
+    goes to a process elsewhere. Stated here by a stale listing that holds another
+    context's process whose pid inside matches (the kernel's timing cannot be forced)."""
+    other = started(make_spec(name="other"))
+    backend.exec(other.xid, ["/bin/sh", "-c", "sleep 1004 &"])
+    host_pid = next(p for p in backend.layout.pids(other.xid)
+                    if b"1004" in open(f"/proc/{p}/cmdline", "rb").read())
+    inside = int(open(f"/proc/{host_pid}/status").read().split("NSpid:")[1].split()[1])
+    assert backend.layout.contains(other.xid, host_pid)
+    assert not backend.layout.contains(ctx.xid, host_pid)
+    real = backend.layout.pids
+    backend.layout.pids = lambda xid: [host_pid] + real(xid)
+    try:
+        with pytest.raises(NoSuchProcess):
+            backend.kill(ctx.xid, inside, signal.SIGTERM)
+        backend.kill(ctx.xid, 0, signal.SIGHUP)    # busybox init: a reload
+    finally:
+        del backend.layout.pids
+    assert b"1004" in open(f"/proc/{host_pid}/cmdline", "rb").read()
+
+
 def test_kill_init_with_sigkill_ends_the_context(backend, ctx, wait, groups_of, notified):
     backend.kill(ctx.xid, 1, signal.SIGKILL)
     wait(lambda: not backend.is_running(ctx.xid))

@@ -259,6 +259,7 @@ class ExecResult:
     output: bytes        # stdout and stderr combined, at most output_cap bytes
     timed_out: bool = False
     truncated: bool = False
+    entered: bool = True  # False: the command never ran, entering failed (status 126)
 
 
 @dataclass(frozen=True)

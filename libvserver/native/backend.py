@@ -219,7 +219,12 @@ class NativeBackend(Backend):
     def exec(self, xid: int, argv: list[str], timeout: float = 30.0,
              output_cap: int = 1 << 20, stdin: bytes | None = None,
              on_output: Callable[[bytes], None] | None = None) -> ExecResult:
-        return self._exec(xid, argv, timeout, output_cap, stdin, on_output)
+        r = self._exec(xid, argv, timeout, output_cap, stdin, on_output)
+        if not r.entered and not self.layout.pids(xid):
+            # a stop won the race between the check that it runs and entering it
+            raise NotRunning(f"context {xid} is not running (it stopped as the command "
+                             "was entering it)")
+        return r
 
     def _exec(self, xid: int, argv: list[str], timeout: float, output_cap: int,
               stdin: bytes | None = None, on_output: Callable[[bytes], None] | None = None,

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from libvserver import InvalidSpec, NoSuchProcess
+from libvserver import InvalidSpec, NoSuchProcess, NotRunning
 
 
 @pytest.fixture
@@ -184,3 +184,29 @@ def test_an_exception_in_the_caller_kills_the_commands_session(backend, ctx, wai
         backend.exec(ctx.xid, ["/bin/sh", "-c", "echo go; sleep 1004 & sleep 1005"], timeout=30,
                      on_output=stop)
     wait(lambda: b"sleep 100" not in backend.exec(ctx.xid, ["/bin/ps"]).output)
+
+
+def test_a_command_that_exits_126_itself_was_entered(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/sh", "-c", "exit 126"])
+    assert r.status == 126 and r.entered
+
+
+def test_an_exec_that_a_stop_overtakes_is_not_running_not_a_command_status(
+        backend, make_spec, started, wait):
+    """The race of vx.exec with vx.stop: the context runs when the entry is opened and has
+    ended when the command enters it (forced here by stopping it in between)."""
+    spec = started(make_spec())
+    real = backend.entry
+
+    def entry_then_stop(xid, kept=None):
+        e = real(xid, kept)
+        backend.kill(xid, 0, signal.SIGKILL)
+        wait(lambda: not backend.is_running(xid))
+        return e
+
+    backend.entry = entry_then_stop
+    try:
+        with pytest.raises(NotRunning):
+            backend.exec(spec.xid, ["/bin/echo", "ran"])
+    finally:
+        del backend.entry

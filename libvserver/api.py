@@ -373,6 +373,11 @@ class Backend(abc.ABC):
         if self.is_running(xid):
             raise AlreadyRunning(f"context {xid} is running")
 
+    def serve_long(self) -> None:
+        """This process serves requests for long and enters contexts often (a daemon
+        worker): set up what makes each entry cheap. Nothing by default. Raises OSError
+        when it cannot; entering then still works, at a fork of this process each."""
+
     @abc.abstractmethod
     def enforcement(self, spec: ContextSpec) -> dict[str, str]:
         """Each setting of spec → "enforced" or "not enforced: <why>"."""

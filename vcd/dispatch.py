@@ -122,6 +122,16 @@ class Dispatcher:
         self.audit = AuditLog(config.audit_log) if config.audit_log else None
         self.nil = True
 
+    def serve_long(self) -> None:
+        """This worker will serve for long: the backend's set-up for many entries (every
+        vx.exec and stop enters a vserver). A backend that cannot is logged, not fatal."""
+        from vcd import runtime
+        try:
+            runtime.get(self.config).backend.serve_long()
+        except Exception:
+            log.exception("the backend's set-up for a long-serving worker failed; "
+                          "entering vservers forks this worker instead")
+
     def close(self) -> None:
         self.db.close()
         self.stats.close()

@@ -69,6 +69,7 @@ PR_SET_PDEATHSIG = 1
 
 class Dispatcher(Protocol):
     def handle(self, body: bytes, peer: str, nil: bool = True) -> bytes: ...
+    def serve_long(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -362,14 +363,7 @@ def _worker_main(config: Config, listeners: list[Listener], make_dispatcher: Dis
     except Exception:
         log.exception("worker could not start its dispatcher")
         return EXIT_SETUP_FAILED
-    try:
-        # a worker lives long and enters vservers often (every vx.exec, every stop):
-        # forked from a small helper, an entering process costs a fraction of a fork of
-        # this process (libvserver/native/enter.py)
-        from libvserver.native import enter
-        enter.use_entry_server()
-    except OSError:
-        log.exception("no entry server; entering processes are forked from the worker")
+    dispatcher.serve_long()
     try:
         return Worker(config, listeners, dispatcher, supervisor_pid).run()
     finally:

@@ -216,6 +216,11 @@ class NativeBackend(Backend):
         """The host uid/gid range of an unprivileged context xid."""
         return idmap.range_for(xid, self.idmap_base)
 
+    def serve_long(self) -> None:
+        # forked from a small helper, an entering process costs a fraction of a fork of
+        # a daemon worker (enter.py)
+        enter.use_entry_server()
+
     def exec(self, xid: int, argv: list[str], timeout: float = 30.0,
              output_cap: int = 1 << 20, stdin: bytes | None = None,
              on_output: Callable[[bytes], None] | None = None) -> ExecResult:

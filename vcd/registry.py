@@ -72,6 +72,8 @@ class Method:
     returns: str
     doc: str
     background: bool = False    # takes `background: true`: runs as a task, answers its id
+    waits: bool = False         # may wait long (a guest, a big copy): served off the
+                                # worker's event loop (server.py); every background one
     check: Callable[[Call, dict[str, Any]], None] | None = None  # checks of params against
                                 # the config: before the call, and before a task is started
 
@@ -145,7 +147,7 @@ def register(m: Method) -> Method:
 
 def method(name: str, *, cap: str | tuple[str, ...] | None, owner: Owner = Owner.NONE, lock: bool = False,
            txn: Txn = Txn.READ, params: tuple[Param, ...] = (), returns: str = "nil",
-           doc: str | None = None, background: bool = False,
+           doc: str | None = None, background: bool = False, waits: bool = False,
            check: Callable[[Call, dict[str, Any]], None] | None = None,
            ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a method; the decorated function gets (call, **params)."""
@@ -153,7 +155,7 @@ def method(name: str, *, cap: str | tuple[str, ...] | None, owner: Owner = Owner
         register(Method(name=name, func=func, cap=cap, owner=owner, lock=lock, txn=txn,
                         params=tuple(params), returns=returns,
                         doc=doc if doc is not None else (inspect.getdoc(func) or name),
-                        background=background, check=check))
+                        background=background, waits=waits or background, check=check))
         return func
     return wrap
 

@@ -72,10 +72,15 @@ class Method:
     returns: str
     doc: str
     background: bool = False    # takes `background: true`: runs as a task, answers its id
-    waits: bool = False         # may wait long (a guest, a big copy): served off the
-                                # worker's event loop (server.py); every background one
+    waits: bool = False         # may wait long (a guest, a big copy, the vserver lock a
+                                # stop holds): served off the worker's event loop
+                                # (server.py); every background and every locking one
     check: Callable[[Call, dict[str, Any]], None] | None = None  # checks of params against
                                 # the config: before the call, and before a task is started
+
+    def __post_init__(self) -> None:
+        if self.background or self.lock:
+            object.__setattr__(self, "waits", True)
 
     @property
     def mutating(self) -> bool:
@@ -116,7 +121,7 @@ class Method:
             alias = f" (also accepted as {', '.join(p.aliases)})" if p.aliases else ""
             lines.append(f"  {p.name}: {p.type.description}, {flag}{alias}"
                          + (f" - {p.doc}" if p.doc else ""))
-        if self.background:
+        if self.background or self.lock:
             lines.append(f"  {BACKGROUND.name}: boolean, optional - {BACKGROUND.doc}")
         lines.append(f"Returns: {self.returns}" + (" (with background: the task id, a string)"
                                                    if self.background else ""))
@@ -155,7 +160,7 @@ def method(name: str, *, cap: str | tuple[str, ...] | None, owner: Owner = Owner
         register(Method(name=name, func=func, cap=cap, owner=owner, lock=lock, txn=txn,
                         params=tuple(params), returns=returns,
                         doc=doc if doc is not None else (inspect.getdoc(func) or name),
-                        background=background, waits=waits or background, check=check))
+                        background=background, waits=waits, check=check))
         return func
     return wrap
 

@@ -72,14 +72,16 @@ class Method:
     returns: str
     doc: str
     background: bool = False    # takes `background: true`: runs as a task, answers its id
-    waits: bool = False         # may wait long (a guest, a big copy, the vserver lock a
-                                # stop holds): served off the worker's event loop
-                                # (server.py); every background and every locking one
+    waits: bool = False         # may wait long (a guest, a big copy, a lock): served off
+                                # the worker's event loop (server.py); every background,
+                                # locking or writing one
     check: Callable[[Call, dict[str, Any]], None] | None = None  # checks of params against
                                 # the config: before the call, and before a task is started
 
     def __post_init__(self) -> None:
-        if self.background or self.lock:
+        # a lock may be held by a long stop, VXDB's write lock by a long create or
+        # remove (busy_timeout): only read-only calls are sure to be quick
+        if self.background or self.lock or self.txn is not Txn.READ:
             object.__setattr__(self, "waits", True)
 
     @property

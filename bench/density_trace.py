@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import re
 import shutil
 import signal
@@ -28,11 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
-
-from vcdtest import VcdDaemon, children_of  # noqa: E402
+from benchdaemon import bench_daemon
+from vcdtest import children_of  # noqa: E402
 
 EVENTS = ("kmem:kmalloc", "kmem:kmem_cache_alloc", "kmem:kfree", "kmem:kmem_cache_free",
           "percpu:percpu_alloc_percpu", "percpu:percpu_free_percpu",
@@ -47,14 +43,8 @@ FIELD = re.compile(r"(\w+)=(\S+)")
 
 def record(n: int, no_netns: bool, out: Path) -> dict:
     """Start n vservers under perf; returns who is who (pids)."""
-    work = Path(tempfile.mkdtemp(prefix="vcd-bench-trace-"))
-    work.chmod(0o711)
-    daemon = VcdDaemon(work / "vcd", workers=2)
-    try:
-        daemon.start()
+    with bench_daemon("vcd-bench-trace-", workers=2) as (daemon, _):
         admin = daemon.proxy()
-        from templates import busybox
-        busybox.build("busybox", daemon.templatedir)
         names = [f"t{i}" for i in range(n)]
         for name in ["warm", *names]:
             admin.vx.create(name=name, template="busybox")
@@ -84,12 +74,7 @@ def record(n: int, no_netns: bool, out: Path) -> dict:
                for p in layout.pids(xid)}
         who = {"supervisor": [keeper, *children_of(keeper)], "vcd": [main, *children_of(main)],
                "ctx": ctx}
-        for name in names:
-            admin.vx.stop(name=name)
         return who
-    finally:
-        daemon.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def analyze(script: Path, who: dict, n: int, top: int) -> None:

@@ -11,17 +11,11 @@ Bounded: loopback only, fixed counts, cleans up every context it starts.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-from vcdtest import VcdDaemon  # noqa: E402
+from benchdaemon import bench_daemon
 
 
 def running(admin, names: list[str]) -> int:
@@ -33,13 +27,8 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=200, help="vservers in the group")
     ap.add_argument("--rounds", type=int, default=1, help="repeat both measurements")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="vcd-bench-group-"))
-    daemon = VcdDaemon(work / "vcd", workers=4)
-    try:
-        daemon.start()
+    with bench_daemon("vcd-bench-group-") as (daemon, _):
         admin = daemon.proxy()
-        from templates import busybox
-        busybox.build("busybox", daemon.templatedir)
         names = [f"g{i}" for i in range(args.count)]
         for n in names:
             admin.vx.create(name=n, template="busybox")
@@ -76,9 +65,6 @@ def main() -> int:
         print(f"{f'{args.count} x vx.stop, one after the other':<46} {med(singles_stop)}   anchor")
         print(f"{'vg.vx.start of the group (one call)':<46} {med(group_start)}")
         print(f"{f'{args.count} x vx.start, one after the other':<46} {med(singles_start)}")
-    finally:
-        daemon.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

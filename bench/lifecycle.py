@@ -24,16 +24,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-sys.path.insert(0, str(REPO / "bench"))
-
-from vcdtest import VcdDaemon  # noqa: E402
+from benchdaemon import bench_daemon
 from density import GOAL_MIB, OwnMemcg  # noqa: E402
 from templates.busybox import build_rootfs  # noqa: E402
 
@@ -151,16 +145,10 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, memcg: OwnMemcg) -> int:
-    work = Path(tempfile.mkdtemp(prefix="vcd-bench-lifecycle-"))
-    work.chmod(0o711)  # an unprivileged container's root must reach the rootfs below it
-    rootfs = work / "rootfs"
-    build_rootfs(rootfs)
-    daemon = VcdDaemon(work / "vcd", workers=4)
-    try:
-        daemon.start()
+    with bench_daemon("vcd-bench-lifecycle-") as (daemon, work):
+        rootfs = work / "rootfs"
+        build_rootfs(rootfs)
         admin = daemon.proxy()
-        from templates import busybox
-        busybox.build("busybox", daemon.templatedir)
         admin.vx.create(name="bench", template="busybox")
         admin.vx.start(name="bench")   # warm: backend and supervisor up
         admin.vx.stop(name="bench")
@@ -253,9 +241,6 @@ def run(args: argparse.Namespace, memcg: OwnMemcg) -> int:
         for n in names:
             admin.vx.stop(name=n)
         print(f"stopped {args.running} vservers over the API in {time.perf_counter() - t:.2f} s")
-    finally:
-        daemon.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -21,18 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "bench"))
-
-from vcdtest import VcdDaemon  # noqa: E402
+from benchdaemon import bench_daemon, start_with_busybox
 from templates.busybox import build_rootfs  # noqa: E402
 from lifecycle import bench_lxc, row  # noqa: E402
 
@@ -47,18 +41,13 @@ def main() -> int:
     ap.add_argument("--save", type=Path, help="also write each start's raw phases here "
                     "(JSON lines: [name, begin, end] in seconds; the call's own first)")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="vcd-bench-phases-"))
-    work.chmod(0o711)
-    phases_file = work / "phases.jsonl"
-    os.environ["VCD_START_PHASES"] = str(phases_file)
-    rootfs = work / "rootfs"
-    build_rootfs(rootfs)
-    daemon = VcdDaemon(work / "vcd", workers=4)
-    try:
-        daemon.start()
+    with bench_daemon("vcd-bench-phases-", start=False) as (daemon, work):
+        phases_file = work / "phases.jsonl"
+        os.environ["VCD_START_PHASES"] = str(phases_file)    # the daemon's, from its start
+        rootfs = work / "rootfs"
+        build_rootfs(rootfs)
+        start_with_busybox(daemon)
         admin = daemon.proxy()
-        from templates import busybox
-        busybox.build("busybox", daemon.templatedir)
         admin.vx.create(name="bench", template="busybox")
         if args.netns:
             admin.vxdb.nx.addr.set(name="bench", addr="10.213.0.2", netmask="255.255.255.0")
@@ -122,9 +111,6 @@ def main() -> int:
             for n in others:
                 admin.vxdb.init.set(name=n, halt="/bin/true", timeout=0)
                 admin.vx.stop(name=n)
-    finally:
-        daemon.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -18,16 +18,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import xmlrpc.client
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "bench"))
-
-from vcdtest import VcdDaemon  # noqa: E402
+from benchdaemon import bench_daemon
 from lifecycle import LXC_UNPRIVILEGED, pct  # noqa: E402
 
 TEMPLATE = "debian-systemd"
@@ -123,10 +118,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--template-dir", type=Path, help="holds debian-systemd.tar.zst/.conf")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="vcd-bench-systemd-"))
-    work.chmod(0o711)  # an unprivileged container's root must reach the rootfs below it
-    daemon = VcdDaemon(work / "vcd", workers=4, exec_timeout=120.0)
-    try:
+    with bench_daemon("vcd-bench-systemd-", start=False, exec_timeout=120.0) as (daemon, work):
         get_template(daemon.templatedir, args.template_dir)
         from templates.store import TemplateStore
         rootfs = work / "rootfs"
@@ -144,9 +136,6 @@ def main() -> int:
             print(row("lxc: lxc-stop (SIGRTMIN+3, until gone)", lxc[2]))
         print(f"states: vcd {sorted(set(vcd[3]))}"
               + (f", lxc {sorted(set(lxc[3]))}" if lxc is not None else ""))
-    finally:
-        daemon.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -259,6 +259,7 @@ class ExecResult:
     output: bytes        # stdout and stderr combined, at most output_cap bytes
     timed_out: bool = False
     truncated: bool = False
+    entered: bool = True  # False: the command never ran, entering failed (status 126)
 
 
 @dataclass(frozen=True)
@@ -371,6 +372,11 @@ class Backend(abc.ABC):
         Raises AlreadyRunning while it runs."""
         if self.is_running(xid):
             raise AlreadyRunning(f"context {xid} is running")
+
+    def serve_long(self) -> None:
+        """This process serves requests for long and enters contexts often (a daemon
+        worker): set up what makes each entry cheap. Nothing by default. Raises OSError
+        when it cannot; entering then still works, at a fork of this process each."""
 
     @abc.abstractmethod
     def enforcement(self, spec: ContextSpec) -> dict[str, str]:

@@ -76,10 +76,11 @@ _SUITE_RE = re.compile(r"[a-z][a-z0-9.-]{1,30}")
 _PKG_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _NO_SECURITY = {"sid", "unstable", "experimental"}
 
+# No respawn entry: BusyBox init with nothing to supervise stays up alone (see the
+# INITTAB of busybox.py: a respawned idle process costs host memory in every vserver).
 INITTAB = """\
 # BusyBox init for a vserver (see /etc/vcd/rc.boot and rc.halt).
 ::sysinit:/etc/vcd/rc.boot
-::respawn:/bin/sleep infinity
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/etc/vcd/rc.halt
 ::restart:/sbin/init

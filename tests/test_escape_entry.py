@@ -112,3 +112,25 @@ def test_guest_without_sys_ptrace_cannot_touch_entering_processes(rt, running):
     assert got == [], got
     # after exec, `true` (busybox) is a guest process like any other; before it, never
     assert attached <= {"/bin/busybox", "(ENOENT)"}, attached
+
+
+def test_every_worker_enters_through_an_entry_server_of_its_own(rt, running):
+    """A worker never forks itself into a vserver: each one has its small entry server
+    (the backend's serve_long), which the entering processes are cloned from."""
+    admin = rt.proxy()
+    for _ in range(6):      # connections land on either worker
+        assert admin.vx.exec(name=running, command="true") == ""
+    children: dict[int, list[int]] = {}
+    cmdline: dict[int, str] = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+            cmdline[int(p)] = open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(p))
+    workers = [p for p in children.get(rt.pid, []) if "entercore.py" not in cmdline.get(p, "")]
+    assert len(workers) == 2, workers
+    for w in workers:
+        servers = [c for c in children.get(w, []) if "entercore.py --serve" in cmdline.get(c, "")]
+        assert len(servers) == 1, (w, [cmdline.get(c) for c in children.get(w, [])])

@@ -2,13 +2,15 @@
 
 parse (defusedxml) -> authenticate -> capability -> validate params -> owner check
 -> per-vserver lock -> one VXDB transaction -> method -> marshal result, and the single
-place where exceptions become XML-RPC faults. The server hands us a request body and
-the peer address and gets a complete methodResponse body back.
+place where exceptions become XML-RPC faults. The server hands us a request body
+(`parse`), asks whether the call may wait long (`waits`: then it serves it in a thread
+with a dispatcher of its own) and gets a complete methodResponse body back (`answer`).
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 import xmlrpc.client
 from contextlib import ExitStack
 from typing import Any, Callable
@@ -89,6 +91,44 @@ def loads(body: bytes) -> tuple[tuple[Any, ...], str]:
     return unmarshaller.close(), name
 
 
+@dataclass
+class Request:
+    """A request body, parsed: method name and params, or the parse error's text."""
+    name: str
+    params: tuple[Any, ...]
+    fault: str | None
+    started: float          # time.monotonic() when it came in
+    phases: Any             # its start phases (phases.begin_request)
+
+
+def parse(body: bytes) -> Request:
+    started = time.monotonic()
+    # with VCD_START_PHASES (bench/start_phases.py) a vx.start records its steps
+    ph = phases.begin_request()
+    try:
+        params, name = loads(body)
+        ph.mark("vcd: XML-RPC parse")
+        return Request(name, params, None, started, ph)
+    except Exception as exc:  # expat errors, defusedxml's refusals, anything malformed
+        return Request("-", (), f"Parse error: {_short(exc)}", started, ph)
+
+
+def waits(request: Request) -> bool:
+    """Whether the call may wait long (on a guest, a copy of a tree): Method.waits, also
+    of any call inside a system.multicall. Such calls are served off the worker's event
+    loop (server.py), so they never hold up the calls of others."""
+    if request.name == "system.multicall":
+        calls = request.params[0] if request.params else None
+        return not isinstance(calls, list) or any(
+            not isinstance(c, dict) or _waits(c.get("methodName")) for c in calls)
+    return _waits(request.name)
+
+
+def _waits(name: Any) -> bool:
+    method = REGISTRY.get(name) if isinstance(name, str) else None
+    return method is not None and method.waits
+
+
 def fault_of(exc: BaseException) -> VcdError:
     """Every exception a method can raise, as a fault. Never a traceback."""
     if isinstance(exc, VcdError):
@@ -122,35 +162,45 @@ class Dispatcher:
         self.audit = AuditLog(config.audit_log) if config.audit_log else None
         self.nil = True
 
+    def serve_long(self) -> None:
+        """This worker will serve for long: the backend's set-up for many entries (every
+        vx.exec and stop enters a vserver). A backend that cannot is logged, not fatal."""
+        from vcd import runtime
+        try:
+            runtime.get(self.config).backend.serve_long()
+        except Exception:
+            log.exception("the backend's set-up for a long-serving worker failed; "
+                          "entering vservers forks this worker instead")
+
     def close(self) -> None:
         self.db.close()
         self.stats.close()
         if self.audit is not None:
             self.audit.close()
 
-    def handle(self, body: bytes, peer: str, nil: bool = True) -> bytes:
-        """The methodResponse for one request body. `nil` False (`POST /RPC2?nil=0`): void
-        results are boolean true, also inside system.multicall."""
-        started = time.monotonic()
-        # with VCD_START_PHASES (bench/start_phases.py) a vx.start records its steps
-        ph = phases.begin_request()
+    @staticmethod
+    def parse(body: bytes) -> Request:
+        return parse(body)
+
+    @staticmethod
+    def waits(request: Request) -> bool:
+        return waits(request)
+
+    def answer(self, request: Request, peer: str, nil: bool = True) -> bytes:
+        """The methodResponse for a request (parsed by any dispatcher of this process).
+        `nil` False (`POST /RPC2?nil=0`): void results are boolean true, also inside
+        system.multicall."""
+        ph = request.phases
+        phases.current = ph
         self.nil = nil
         self.stats.add("requests")
-        name, code, self.user = "-", 0, "-"
-
+        name, code, self.user = request.name, 0, "-"
         try:
-            try:
-                params, name = loads(body)
-                ph.mark("vcd: XML-RPC parse")
-            except (DefusedXmlException, ValueError, TypeError, xmlrpc.client.ResponseError,
-                    OverflowError) as exc:
+            if request.fault is not None:
                 code = Fault.PARSE_ERROR
-                return dump_fault(code, f"Parse error: {_short(exc)}")
-            except Exception as exc:  # expat errors and anything else malformed
-                code = Fault.PARSE_ERROR
-                return dump_fault(code, f"Parse error: {_short(exc)}")
+                return dump_fault(code, request.fault)
             try:
-                result = self.call(name, params, peer)
+                result = self.call(name, request.params, peer)
             except Exception as exc:
                 fault = fault_of(exc)
                 if not isinstance(exc, VcdError):
@@ -165,7 +215,7 @@ class Dispatcher:
                 return dump_fault(code, "System call or library call failed: bad result")
         finally:
             request_log.info("%s user=%s peer=%s fault=%s %.1fms", name, self.user, peer, int(code),
-                             (time.monotonic() - started) * 1000)
+                             (time.monotonic() - request.started) * 1000)
 
     # A call by name, also used for each entry of system.multicall.
     def call(self, name: str, params: tuple[Any, ...], peer: str) -> Any:

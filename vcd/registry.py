@@ -72,8 +72,17 @@ class Method:
     returns: str
     doc: str
     background: bool = False    # takes `background: true`: runs as a task, answers its id
+    waits: bool = False         # may wait long (a guest, a big copy, a lock): served off
+                                # the worker's event loop (server.py); every background,
+                                # locking or writing one
     check: Callable[[Call, dict[str, Any]], None] | None = None  # checks of params against
                                 # the config: before the call, and before a task is started
+
+    def __post_init__(self) -> None:
+        # a lock may be held by a long stop, VXDB's write lock by a long create or
+        # remove (busy_timeout): only read-only calls are sure to be quick
+        if self.background or self.lock or self.txn is not Txn.READ:
+            object.__setattr__(self, "waits", True)
 
     @property
     def mutating(self) -> bool:
@@ -114,7 +123,7 @@ class Method:
             alias = f" (also accepted as {', '.join(p.aliases)})" if p.aliases else ""
             lines.append(f"  {p.name}: {p.type.description}, {flag}{alias}"
                          + (f" - {p.doc}" if p.doc else ""))
-        if self.background:
+        if self.background or self.lock:
             lines.append(f"  {BACKGROUND.name}: boolean, optional - {BACKGROUND.doc}")
         lines.append(f"Returns: {self.returns}" + (" (with background: the task id, a string)"
                                                    if self.background else ""))
@@ -145,7 +154,7 @@ def register(m: Method) -> Method:
 
 def method(name: str, *, cap: str | tuple[str, ...] | None, owner: Owner = Owner.NONE, lock: bool = False,
            txn: Txn = Txn.READ, params: tuple[Param, ...] = (), returns: str = "nil",
-           doc: str | None = None, background: bool = False,
+           doc: str | None = None, background: bool = False, waits: bool = False,
            check: Callable[[Call, dict[str, Any]], None] | None = None,
            ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a method; the decorated function gets (call, **params)."""
@@ -153,7 +162,7 @@ def method(name: str, *, cap: str | tuple[str, ...] | None, owner: Owner = Owner
         register(Method(name=name, func=func, cap=cap, owner=owner, lock=lock, txn=txn,
                         params=tuple(params), returns=returns,
                         doc=doc if doc is not None else (inspect.getdoc(func) or name),
-                        background=background, check=check))
+                        background=background, waits=waits, check=check))
         return func
     return wrap
 

@@ -11,8 +11,11 @@ Shape:
   (EPOLLEXCLUSIVE, so a new connection wakes one idle worker, not all of them) and
   every connection it has accepted (`vcd.httpconn.Connection`, non-blocking). It
   reads requests from many clients at once and calls the dispatcher for one
-  complete request at a time. One request per connection is what XML-RPC clients
-  expect, and it keeps a persistent client from pinning a worker.
+  complete request at a time, except for calls that may wait long (on a guest:
+  `vx.exec`, `vx.stop`, ...; `Method.waits`): those run in threads of the worker
+  (`SlowLane`), so a tenant's long command holds up nobody else's calls. One request
+  per connection is what XML-RPC clients expect, and it keeps a persistent client from
+  pinning a worker.
 * A worker's SQLite connection and everything else the dispatcher needs is made in
   the worker after fork (`make_dispatcher(config)`).
 
@@ -40,11 +43,14 @@ import os
 import resource
 import select
 import signal
+import threading
 import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Callable, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from queue import SimpleQueue
+from typing import Any, Callable, Protocol
 
 from vcd.config import Config
 from vcd.httpconn import WANT_NOTHING, Connection, State, error_answer
@@ -68,7 +74,10 @@ PR_SET_PDEATHSIG = 1
 
 
 class Dispatcher(Protocol):
-    def handle(self, body: bytes, peer: str, nil: bool = True) -> bytes: ...
+    def parse(self, body: bytes) -> Any: ...
+    def waits(self, request: Any) -> bool: ...
+    def answer(self, request: Any, peer: str, nil: bool = True) -> bytes: ...
+    def serve_long(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -106,14 +115,118 @@ def connection_limits() -> tuple[int, int]:
     return total, max(2, total // PEER_SHARE)
 
 
+# Calls that may wait long (Method.waits: on a guest, on a copy of a tree) are served in
+# threads, so that the event loop goes on with everybody else's. Four workers then serve
+# 4 * SLOW_THREADS such calls at once, and one peer holds at most SLOW_PER_PEER of a
+# worker's; its further ones wait their turn (round-robin by peer).
+SLOW_THREADS = 16
+SLOW_PER_PEER = 4
+
+
+@dataclass
+class _SlowCall:
+    fd: int
+    conn: Connection
+    request: Any
+    answer: bytes | None = None     # None: the dispatcher failed (an HTTP 500)
+
+
+class SlowLane:
+    """Threads of one worker for its waiting calls, each thread with a dispatcher (VXDB
+    connection) of its own made by `make_dispatcher`; `wake` is called when an answer
+    is ready for the event loop (`finished`)."""
+
+    def __init__(self, make_dispatcher: Callable[[], Dispatcher], wake: Callable[[], None],
+                 threads: int = SLOW_THREADS, per_peer: int = SLOW_PER_PEER) -> None:
+        self.make_dispatcher = make_dispatcher
+        self.wake = wake
+        self.threads = threads
+        self.per_peer = per_peer
+        self.pool: ThreadPoolExecutor | None = None
+        self.local = threading.local()
+        self.dispatchers: list[Dispatcher] = []
+        self.guard = threading.Lock()
+        self.running: Counter[str] = Counter()
+        self.waiting: OrderedDict[str, deque[_SlowCall]] = OrderedDict()
+        self.done: SimpleQueue[_SlowCall] = SimpleQueue()
+
+    def __len__(self) -> int:
+        return sum(self.running.values()) + sum(len(q) for q in self.waiting.values())
+
+    def submit(self, fd: int, conn: Connection, request: Any) -> None:
+        self.waiting.setdefault(conn.peer, deque()).append(_SlowCall(fd, conn, request))
+        self._start_waiting()
+
+    def finished(self) -> list[_SlowCall]:
+        """The calls answered since the last look; starts the waiting ones they made
+        room for."""
+        calls: list[_SlowCall] = []
+        while not self.done.empty():
+            call = self.done.get_nowait()
+            self.running[call.conn.peer] -= 1
+            if self.running[call.conn.peer] <= 0:
+                del self.running[call.conn.peer]
+            calls.append(call)
+        if calls:
+            self._start_waiting()
+        return calls
+
+    def _start_waiting(self) -> None:
+        for peer in list(self.waiting):
+            if sum(self.running.values()) >= self.threads:
+                return
+            queue = self.waiting[peer]
+            if self.running[peer] >= self.per_peer:
+                continue
+            call = queue.popleft()
+            if not queue:
+                del self.waiting[peer]
+            else:
+                self.waiting.move_to_end(peer)
+            self.running[peer] += 1
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="vcd-slow")
+            self.pool.submit(self._run, call)
+
+    def _run(self, call: _SlowCall) -> None:
+        try:
+            dispatcher = getattr(self.local, "dispatcher", None)
+            if dispatcher is None:
+                dispatcher = self.local.dispatcher = self.make_dispatcher()
+                with self.guard:
+                    self.dispatchers.append(dispatcher)
+            call.answer = dispatcher.answer(call.request, call.conn.peer, nil=call.conn.nil)
+        except Exception:
+            log.exception("request from %s failed in the dispatcher", call.conn.peer)
+        finally:
+            self.done.put(call)
+            self.wake()
+
+    def close(self) -> None:
+        """Without waiting for calls still running (the worker is exiting)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        with self.guard:
+            for dispatcher in self.dispatchers:
+                try:
+                    dispatcher.close()
+                except Exception:
+                    log.exception("closing a dispatcher failed")
+
+
 class Worker:
     """The body of a worker process: an event loop over listeners and connections,
     until told to stop or retired; then it finishes the connections it holds."""
 
     def __init__(self, config: Config, listeners: list[Listener], dispatcher: Dispatcher,
-                 supervisor_pid: int) -> None:
+                 supervisor_pid: int,
+                 make_dispatcher: Callable[[], Dispatcher] | None = None) -> None:
         self.listeners = listeners
         self.dispatcher = dispatcher
+        self._wake_w = -1
+        # without a factory (a dispatcher that cannot be made twice) every call is
+        # served on the event loop
+        self.slow = SlowLane(make_dispatcher, self._wake) if make_dispatcher else None
         self.timeout = config.timeout
         self.max_body = config.max_request_size
         self.max_requests = config.max_requests
@@ -139,6 +252,7 @@ class Worker:
 
     def run(self) -> int:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_w = wake_w
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_term)
         self.poller = poller = select.epoll()
@@ -177,16 +291,28 @@ class Worker:
                         conn.on_readable()
                     self._settle(fd, conn)
                 self._expire()
+                if self.slow is not None:
+                    for call in self.slow.finished():
+                        self._answer(call.fd, call.conn, call.answer)
                 if self.ready:
                     self._dispatch_one()
                 elif not events and timeout > 0 and os.getppid() != self.supervisor_pid:
                     log.warning("supervisor is gone; worker exiting")
                     return EXIT_STOPPED
         finally:
+            if self.slow is not None:
+                self.slow.close()
             for fd, conn in list(self.conns.items()):
                 conn.close()
             self.conns.clear()
             poller.close()
+
+    def _wake(self) -> None:
+        """From a slow-lane thread: an answer is ready (the loop may be in epoll)."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:
+            pass    # the pipe is full (the loop is awake anyway) or the worker is ending
 
     # -- accepting -----------------------------------------------------------------------
 
@@ -318,15 +444,25 @@ class Worker:
         body = conn.body
         conn.body = None
         assert body is not None
+        answer: bytes | None = None
         try:
-            answer = self.dispatcher.handle(body, conn.peer, nil=conn.nil)
-            if not isinstance(answer, (bytes, bytearray)):
-                raise TypeError(f"dispatcher returned {type(answer).__name__}, not bytes")
+            request = self.dispatcher.parse(body)
+            if self.slow is not None and self.dispatcher.waits(request):
+                self.slow.submit(fd, conn, request)
+                return      # answered by _answer when its thread is done
+            answer = self.dispatcher.answer(request, conn.peer, nil=conn.nil)
         except Exception:
             log.exception("request from %s failed in the dispatcher", conn.peer)
-            conn.answer_error(error_answer(HTTPStatus.INTERNAL_SERVER_ERROR))
-        else:
+        self._answer(fd, conn, answer)
+
+    def _answer(self, fd: int, conn: Connection, answer: bytes | None) -> None:
+        """Send a call's answer (None: the dispatcher failed, an HTTP 500)."""
+        if isinstance(answer, (bytes, bytearray)):
             conn.answer(answer)
+        else:
+            if answer is not None:
+                log.error("dispatcher returned %s, not bytes", type(answer).__name__)
+            conn.answer_error(error_answer(HTTPStatus.INTERNAL_SERVER_ERROR))
         self.served += 1
         self._settle(fd, conn)
 
@@ -362,16 +498,10 @@ def _worker_main(config: Config, listeners: list[Listener], make_dispatcher: Dis
     except Exception:
         log.exception("worker could not start its dispatcher")
         return EXIT_SETUP_FAILED
+    dispatcher.serve_long()
     try:
-        # a worker lives long and enters vservers often (every vx.exec, every stop):
-        # forked from a small helper, an entering process costs a fraction of a fork of
-        # this process (libvserver/native/enter.py)
-        from libvserver.native import enter
-        enter.use_entry_server()
-    except OSError:
-        log.exception("no entry server; entering processes are forked from the worker")
-    try:
-        return Worker(config, listeners, dispatcher, supervisor_pid).run()
+        return Worker(config, listeners, dispatcher, supervisor_pid,
+                      lambda: make_dispatcher(config)).run()
     finally:
         try:
             dispatcher.close()

@@ -216,10 +216,20 @@ class NativeBackend(Backend):
         """The host uid/gid range of an unprivileged context xid."""
         return idmap.range_for(xid, self.idmap_base)
 
+    def serve_long(self) -> None:
+        # forked from a small helper, an entering process costs a fraction of a fork of
+        # a daemon worker (enter.py)
+        enter.use_entry_server()
+
     def exec(self, xid: int, argv: list[str], timeout: float = 30.0,
              output_cap: int = 1 << 20, stdin: bytes | None = None,
              on_output: Callable[[bytes], None] | None = None) -> ExecResult:
-        return self._exec(xid, argv, timeout, output_cap, stdin, on_output)
+        r = self._exec(xid, argv, timeout, output_cap, stdin, on_output)
+        if not r.entered and not self.layout.pids(xid):
+            # a stop won the race between the check that it runs and entering it
+            raise NotRunning(f"context {xid} is not running (it stopped as the command "
+                             "was entering it)")
+        return r
 
     def _exec(self, xid: int, argv: list[str], timeout: float, output_cap: int,
               stdin: bytes | None = None, on_output: Callable[[bytes], None] | None = None,
@@ -349,24 +359,55 @@ class NativeBackend(Backend):
             # entering helpers in the group, which live in our PID namespace and belong to
             # a caller waiting for them
             for p in pids:
-                if len(stat.nspids(p)) >= 2:
+                member = self._member(xid, p)
+                if member is not None:
+                    fd, ns = member
                     try:
-                        os.kill(p, sig)
+                        if len(ns) >= 2:
+                            signal.pidfd_send_signal(fd, sig)
                     except ProcessLookupError:
                         pass
+                    finally:
+                        os.close(fd)
             return
         # the pid as the context sees it is the second NSpid entry of each of its
         # processes, also of those in PID namespaces of the guest's own
         for p in pids:
-            ns = stat.nspids(p)
-            if len(ns) >= 2 and ns[1] == pid:
-                fd = os.pidfd_open(p)
-                try:
+            member = self._member(xid, p)
+            if member is None:
+                continue
+            fd, ns = member
+            try:
+                if len(ns) >= 2 and ns[1] == pid:
                     signal.pidfd_send_signal(fd, sig)
-                finally:
-                    os.close(fd)
-                return
+                    return
+            except ProcessLookupError:
+                return      # it ended after all: as good as signalled
+            finally:
+                os.close(fd)
         raise NoSuchProcess(f"no process {pid} in context {xid}")
+
+    def _member(self, xid: int, p: int) -> tuple[int, list[int]] | None:
+        """A pidfd of process ``p`` and its NSpid list when ``p`` is in the context,
+        else None. The pidfd comes first and is found still alive after the reads of
+        /proc/<p>, so both reads were about the process it signals: a pid read from
+        cgroup.procs may have ended and been reused by a host process meanwhile."""
+        try:
+            fd = os.pidfd_open(p)
+        except OSError:
+            return None
+        try:
+            if self.layout.contains(xid, p):
+                ns = stat.nspids(p)
+                ended = select.poll()
+                ended.register(fd, select.POLLIN)    # a pidfd reads as ready once it ended
+                if ns and not ended.poll(0):
+                    return fd, ns
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return None
 
     def running(self) -> list[int]:
         return [x for x in self.layout.xids() if self.layout.pids(x)]

@@ -298,6 +298,30 @@ class Layout:
             ids += _read_ids(sub / name)
         return ids
 
+    def contains(self, xid: int, pid: int) -> bool:
+        """Whether process ``pid`` is in the context's subtree now, from its
+        ``/proc/<pid>/cgroup`` line of the membership hierarchy (cgroups(7)). False when
+        it is gone. A caller that holds a pidfd of ``pid`` and finds it still alive
+        afterwards knows the answer was about that process, not a later one of the same
+        number."""
+        want = f"/{self.parent}/{xid}"
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return False
+        for line in lines:
+            hid, _, rest = line.partition(":")
+            ctrls, _, path = rest.partition(":")
+            if self.primary.version == 2:
+                if hid != "0" or ctrls:
+                    continue
+            elif not self.primary.controllers & set(ctrls.split(",")) and not (
+                    "name=systemd" in ctrls.split(",") and not self.primary.controllers):
+                continue
+            return path == want or path.startswith(want + "/")
+        return False
+
     def xids(self) -> list[int]:
         base = self.group(self.primary)
         try:

@@ -429,8 +429,12 @@ def _collect_loop(e1: int, e1fd: int, out_r: int, pid_r: int, timeout: float,
     if status is None:
         status = _kill_session(e1, e1fd, e2 if e2 is not None else _late_pid(pid_r, pidbuf))
         timed_out = True
+    elif e2 is None:
+        e2 = _late_pid(pid_r, pidbuf)   # E1 has ended: its end of the pipe is closed
+    # E1 reports E2's pid once it has joined the context and forked: without it, E1's
+    # status 126 is its failure to enter, not the command's own exit status
     return ExecResult(status=status, output=bytes(out), timed_out=timed_out,
-                      truncated=truncated)
+                      truncated=truncated, entered=e2 is not None or status != 126)
 
 
 def _late_pid(pid_r: int, pidbuf: bytes, wait: float = 2.0) -> int | None:

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from libvserver import InvalidSpec, NoSuchProcess
+from libvserver import InvalidSpec, NoSuchProcess, NotRunning
 
 
 @pytest.fixture
@@ -102,6 +102,29 @@ def test_kill_unknown_pid_raises(backend, ctx):
         backend.kill(ctx.xid, 31999, signal.SIGTERM)
 
 
+def test_a_pid_that_left_the_context_after_listing_is_not_signalled(backend, make_spec,
+                                                                     started, ctx, wait):
+    """The race of a kill: the context's pids are listed, one of them ends and its number
+    goes to a process elsewhere. Stated here by a stale listing that holds another
+    context's process whose pid inside matches (the kernel's timing cannot be forced)."""
+    other = started(make_spec(name="other"))
+    backend.exec(other.xid, ["/bin/sh", "-c", "sleep 1004 &"])
+    host_pid = next(p for p in backend.layout.pids(other.xid)
+                    if b"1004" in open(f"/proc/{p}/cmdline", "rb").read())
+    inside = int(open(f"/proc/{host_pid}/status").read().split("NSpid:")[1].split()[1])
+    assert backend.layout.contains(other.xid, host_pid)
+    assert not backend.layout.contains(ctx.xid, host_pid)
+    real = backend.layout.pids
+    backend.layout.pids = lambda xid: [host_pid] + real(xid)
+    try:
+        with pytest.raises(NoSuchProcess):
+            backend.kill(ctx.xid, inside, signal.SIGTERM)
+        backend.kill(ctx.xid, 0, signal.SIGHUP)    # busybox init: a reload
+    finally:
+        del backend.layout.pids
+    assert b"1004" in open(f"/proc/{host_pid}/cmdline", "rb").read()
+
+
 def test_kill_init_with_sigkill_ends_the_context(backend, ctx, wait, groups_of, notified):
     backend.kill(ctx.xid, 1, signal.SIGKILL)
     wait(lambda: not backend.is_running(ctx.xid))
@@ -161,3 +184,29 @@ def test_an_exception_in_the_caller_kills_the_commands_session(backend, ctx, wai
         backend.exec(ctx.xid, ["/bin/sh", "-c", "echo go; sleep 1004 & sleep 1005"], timeout=30,
                      on_output=stop)
     wait(lambda: b"sleep 100" not in backend.exec(ctx.xid, ["/bin/ps"]).output)
+
+
+def test_a_command_that_exits_126_itself_was_entered(backend, ctx):
+    r = backend.exec(ctx.xid, ["/bin/sh", "-c", "exit 126"])
+    assert r.status == 126 and r.entered
+
+
+def test_an_exec_that_a_stop_overtakes_is_not_running_not_a_command_status(
+        backend, make_spec, started, wait):
+    """The race of vx.exec with vx.stop: the context runs when the entry is opened and has
+    ended when the command enters it (forced here by stopping it in between)."""
+    spec = started(make_spec())
+    real = backend.entry
+
+    def entry_then_stop(xid, kept=None):
+        e = real(xid, kept)
+        backend.kill(xid, 0, signal.SIGKILL)
+        wait(lambda: not backend.is_running(xid))
+        return e
+
+    backend.entry = entry_then_stop
+    try:
+        with pytest.raises(NotRunning):
+            backend.exec(spec.xid, ["/bin/echo", "ran"])
+    finally:
+        del backend.entry

@@ -51,7 +51,7 @@ def restart(call: Call, xid: int) -> None:
     log.info("%s (xid %d) asked for a reboot", vserver.name, xid)
 
 
-@method("helper.shutdown", cap="HELPER", txn=Txn.SELF, params=(XID,))
+@method("helper.shutdown", cap="HELPER", txn=Txn.SELF, params=(XID,), waits=True)
 def shutdown(call: Call, xid: int) -> None:
     """Clear the state of a context that ended; start it again if a reboot was asked for."""
     with vxdb.transaction(call.db):

@@ -200,7 +200,8 @@ def create(call: Call, name: str, template: str, rebuild: bool, copy: bool,
         marker.unlink()
 
 
-@method("vx.remove", cap="CREATE", owner=Owner.OWNER, lock=True, txn=Txn.WRITE, params=(NAME,))
+@method("vx.remove", cap="CREATE", owner=Owner.OWNER, lock=True, txn=Txn.WRITE, params=(NAME,),
+        waits=True)
 def remove(call: Call, name: str) -> None:
     """Remove a stopped vserver and everything of it: its configuration, its root
     filesystem, its disk-limit image, its cgroups and its statistics (deleted or moved
@@ -309,7 +310,7 @@ def restart(call: Call, name: str) -> None:
 
 
 @method("vx.reboot", cap="INIT", owner=Owner.OWNER, lock=True, txn=Txn.SELF, params=(NAME,),
-        returns="string")
+        returns="string", waits=True)
 def reboot(call: Call, name: str) -> str:
     """Reboot a running vserver: send its init the reboot signal (vxdb.init reboot_signal;
     returns "") or run its reboot command inside (returns the command's output); the

@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
+from benchdaemon import start_with_busybox, stop_running  # noqa: E402
 from lifecycle import bench_lxc, row  # noqa: E402
-from templates import busybox  # noqa: E402
 from templates.busybox import build_rootfs  # noqa: E402
 
 
@@ -64,9 +64,8 @@ def main() -> int:
             d = daemons[name] = vt.VcdDaemon(work / name / "vcd", workers=2,
                                              cgroup_parent=f"{vt.CGROUP_PARENT}-d{k}",
                                              idmap_base=vt.IDMAP_BASE + (k * 256 << 16))
-            d.start()
+            start_with_busybox(d)
             admin = d.proxy()
-            busybox.build("busybox", d.templatedir)
             admin.vx.create(name="bench", template="busybox")
             admin.vxdb.init.set(name="bench", halt="/bin/true", timeout=0)
             admin.vx.start(name="bench")   # warm: backend and supervisor up
@@ -99,7 +98,10 @@ def main() -> int:
         os.environ.clear()
         os.environ.update(saved)
         for d in daemons.values():
-            d.cleanup()
+            try:
+                stop_running(d)
+            finally:
+                d.cleanup()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

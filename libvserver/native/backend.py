@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import select
 import signal
 import time
 from typing import Callable
@@ -14,7 +13,7 @@ from pathlib import Path
 from ..api import (ENFORCED, AlreadyRunning, Backend, ContextSpec, ContextStat, ExecResult,
                    InvalidSpec, LibvserverError, NoSuchProcess, NotRunning, StartError,
                    not_enforced)
-from . import console, enter, handles, idmap, limits, namespaces, quota, seccomp, stat
+from . import console, enter, entercore, handles, idmap, limits, namespaces, quota, seccomp, stat
 from .cgroups import Layout
 from .phases import Phases, wanted as phases_wanted
 from .client import SupervisorClient
@@ -340,7 +339,7 @@ class NativeBackend(Backend):
         # reap yet and finish the context (its handles, veth, exit record) after the stop
         # has answered. The pidfd is readable once init is a zombie.
         if init_fd is not None:
-            select.select([init_fd], [], [], max(0.0, end - time.monotonic()))
+            entercore.readable(init_fd, max(0.0, end - time.monotonic()))
         # Let the supervisor reap init and record the reason before the groups go away
         # (it removes them itself then; remove() finds what it could not).
         self.client.call({"op": "reap"})
@@ -399,9 +398,7 @@ class NativeBackend(Backend):
         try:
             if self.layout.contains(xid, p):
                 ns = stat.nspids(p)
-                ended = select.poll()
-                ended.register(fd, select.POLLIN)    # a pidfd reads as ready once it ended
-                if ns and not ended.poll(0):
+                if ns and not entercore.readable(fd, 0):    # the pidfd: not ended
                     return fd, ns
         except BaseException:
             os.close(fd)

@@ -307,6 +307,16 @@ def serve(sock_fd: int) -> None:
             os._exit(0)
 
 
+def readable(fd: int, timeout: float | None) -> bool:
+    """Whether fd can be read (or has ended; a pidfd: its process ended) within timeout
+    seconds (None: waits until it can). poll(), not select(): a supervisor's and a
+    worker's descriptors pass select()'s limit of 1024."""
+    import select
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(None if timeout is None else max(0.0, timeout) * 1000))
+
+
 def start_server(start: "Callable[[int], object]") -> "tuple[socket.socket, object]":
     """A SOCK_SEQPACKET pair for a small server process (the entry server, the init
     forker): ``start`` gets the server's end (a descriptor number) and starts the process.

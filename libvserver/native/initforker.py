@@ -40,7 +40,6 @@ from __future__ import annotations
 import marshal
 import os
 import pickle
-import select
 import socket
 import sys
 
@@ -88,6 +87,7 @@ class InitForker:
         """Have G cloned: ``fds`` maps run_init's descriptors by name (ready_w, go_r,
         err_w, sock, console, memcg, join, cgroup, base) to this process's numbers.
         Returns G's pid (our child). Raises ForkerError (the forker is dropped)."""
+        from . import entercore
         if self.sock is None:
             raise ForkerError("no init forker")
         order: list[int] = []
@@ -102,7 +102,7 @@ class InitForker:
         try:
             data = pickle.dumps((plan, slots, programs), protocol=pickle.HIGHEST_PROTOCOL)
             socket.send_fds(self.sock, [data], order)
-            if not select.select([self.sock], [], [], REPLY_TIMEOUT)[0]:
+            if not entercore.readable(self.sock.fileno(), REPLY_TIMEOUT):
                 raise ForkerError(f"no answer in {REPLY_TIMEOUT:g} s")
             reply = self.sock.recv(4096)
             if not reply:

@@ -50,7 +50,6 @@ import gc
 import json
 import logging
 import os
-import select
 import selectors
 import signal
 import socket
@@ -62,7 +61,7 @@ from typing import Callable
 
 from ..api import AlreadyRunning, ContextSpec, StartError
 # netns: imported here once, not by every init that brings its loopback up
-from . import console, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat
+from . import console, entercore, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat
 from .initforker import ForkerError, InitForker
 from .cgroups import Layout
 from .phases import Phases
@@ -378,7 +377,7 @@ class Supervisor:
         # what init wrote last (e.g. why it died) belongs in the log too
         while console.pump(ctx.console_fd, ctx.console_log):
             try:
-                if not _readable(ctx.console_fd, 0):
+                if not entercore.readable(ctx.console_fd, 0):
                     break
             except OSError:
                 break
@@ -1099,15 +1098,6 @@ def become_keeper(lockfd: int, listener: socket.socket) -> None:
                               "--foreground", "--inherit", f"{lockfd},{listener.fileno()}"])
 
 
-def _readable(fd: int, timeout: float | None) -> bool:
-    """Whether fd can be read (or has ended) within timeout seconds (None: waits until
-    it can). poll(), not select(): this process holds descriptors per running context
-    (console, notify socket, pidfd), and select()'s sets end at 1024."""
-    p = select.poll()
-    p.register(fd, select.POLLIN)
-    return bool(p.poll(None if timeout is None else max(0.0, timeout) * 1000))
-
-
 def _read_all(fd: int, timeout: float, limit: int | None = None) -> bytes:
     deadline = time.monotonic() + timeout
     out = b""
@@ -1115,7 +1105,7 @@ def _read_all(fd: int, timeout: float, limit: int | None = None) -> bytes:
         left = deadline - time.monotonic()
         if left <= 0:
             raise StartError("timed out waiting for the context's setup")
-        if not _readable(fd, left):
+        if not entercore.readable(fd, left):
             continue
         chunk = os.read(fd, 65536 if limit is None else limit - len(out))
         if not chunk:
@@ -1256,7 +1246,7 @@ class Keeper:
             if self.worker is None:
                 self.spawn()
             try:
-                _readable(sig_r, None)    # (a worker turned keeper has many descriptors)
+                entercore.readable(sig_r, None)    # (a worker turned keeper has many descriptors)
             except InterruptedError:
                 pass
             try:

@@ -3,7 +3,10 @@ a worker, off its event loop: a tenant's long commands never hold up the calls o
 and one peer holds at most SLOW_PER_PEER of a worker's threads (vcd/server.py)."""
 from __future__ import annotations
 
+import http.client
 import os
+import select
+import sqlite3
 import threading
 import time
 import xmlrpc.client
@@ -187,3 +190,50 @@ def test_slow_lane_gives_each_peer_its_share_and_serves_the_rest_in_turn():
         for g in gates.values():
             g.set()
         lane.close()
+
+
+def _read_by_server(server_port: int, client_port: int) -> bool:
+    """Whether the daemon has taken the request of our connection from client_port off
+    its socket: the accepted side is established with nothing left to read."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+        if int(local.split(":")[1], 16) == server_port and \
+                int(remote.split(":")[1], 16) == client_port:
+            return state == "01" and int(queues.split(":")[1], 16) == 0
+    return False
+
+
+def test_a_failed_login_while_a_long_write_holds_vxdb_holds_up_no_other_call(make_vcd):
+    """Recording a failed login writes VXDB, whose write lock a tenant's long vx.create
+    (rebuild) holds while it extracts a template: that wait is a thread's, not the
+    event loop's, and the failure is still recorded (and throttled) once it may."""
+    daemon = make_vcd(workers=1)
+    admin = daemon.proxy()
+    assert admin.vcd.login() is None
+    held = sqlite3.connect(str(daemon.datadir / "vxdb"), isolation_level=None)
+    bad = http.client.HTTPConnection(daemon.host, daemon.port, timeout=60)
+    try:
+        held.execute("BEGIN IMMEDIATE")     # VXDB's write lock, as a long create holds it
+        bad.connect()
+        bad.request("POST", "/RPC2", headers={"Content-Type": "text/xml"},
+                    body=xmlrpc.client.dumps(({"username": "admin", "password": "wrong"},),
+                                             "vcd.login").encode())
+        wait_until(lambda: _read_by_server(daemon.port, bad.sock.getsockname()[1]),
+                   what="the failed login taken by the worker")
+        # the one worker answers others while that login waits to be recorded
+        assert admin.vcd.whoami()["username"] == "admin"
+        assert select.select([bad.sock], [], [], 0)[0] == [], \
+            "the failed login was answered while VXDB was still write-locked"
+        held.execute("ROLLBACK")
+        answer = bad.getresponse().read()
+        with pytest.raises(xmlrpc.client.Fault) as failed:
+            xmlrpc.client.loads(answer)
+        assert failed.value.faultCode == 100
+        row = held.execute("SELECT count FROM login_failures WHERE addr = '127.0.0.1'").fetchone()
+        assert row == (1,)
+    finally:
+        if held.in_transaction:
+            held.execute("ROLLBACK")
+        held.close()
+        bad.close()

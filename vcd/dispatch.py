@@ -23,7 +23,7 @@ from vcd import auth, stats, tasks, vxdb
 from vcd.listeners import local_uid
 from vcd.audit import AuditLog
 from vcd.config import Config
-from vcd.errors import Fault, VcdError
+from vcd.errors import Fault, MustWait, VcdError
 from vcd.locks import vserver_lock
 from vcd.marshal import RequestUnmarshaller, dump_fault, dump_result, sent_text
 from vcd.registry import BACKGROUND, REGISTRY, Call, Method, Owner, Txn, check_owner, load_all
@@ -161,6 +161,7 @@ class Dispatcher:
         self.stats = stats.Stats(config.rundir)
         self.audit = AuditLog(config.audit_log) if config.audit_log else None
         self.nil = True
+        self.quick = False
 
     def serve_long(self) -> None:
         """This worker will serve for long: the backend's set-up for many entries (every
@@ -186,15 +187,18 @@ class Dispatcher:
     def waits(request: Request) -> bool:
         return waits(request)
 
-    def answer(self, request: Request, peer: str, nil: bool = True) -> bytes:
+    def answer(self, request: Request, peer: str, nil: bool = True,
+               quick: bool = False) -> bytes:
         """The methodResponse for a request (parsed by any dispatcher of this process).
         `nil` False (`POST /RPC2?nil=0`): void results are boolean true, also inside
-        system.multicall."""
+        system.multicall. `quick` (on a worker's event loop): raises MustWait, having
+        done nothing, for a call that would have to wait (a failed login to record)."""
         ph = request.phases
         phases.current = ph
         self.nil = nil
-        self.stats.add("requests")
+        self.quick = quick
         name, code, self.user = request.name, 0, "-"
+        deferred = False
         try:
             if request.fault is not None:
                 code = Fault.PARSE_ERROR
@@ -213,9 +217,15 @@ class Dispatcher:
                 log.error("%s: result cannot be marshalled: %s", name, exc)
                 code = Fault.MESYS
                 return dump_fault(code, "System call or library call failed: bad result")
+        except MustWait:
+            deferred = True     # answered again in a thread: counted and logged there
+            raise
         finally:
-            request_log.info("%s user=%s peer=%s fault=%s %.1fms", name, self.user, peer, int(code),
-                             (time.monotonic() - request.started) * 1000)
+            self.quick = False
+            if not deferred:
+                self.stats.add("requests")
+                request_log.info("%s user=%s peer=%s fault=%s %.1fms", name, self.user, peer,
+                                 int(code), (time.monotonic() - request.started) * 1000)
 
     # A call by name, also used for each entry of system.multicall.
     def call(self, name: str, params: tuple[Any, ...], peer: str) -> Any:
@@ -268,7 +278,7 @@ class Dispatcher:
             self.stats.add("flogins")
             raise VcdError(Fault.MEAUTH, "first parameter must be {username, password}")
         try:
-            return self.auth.check(username, password, peer)
+            return self.auth.check(username, password, peer, quick=self.quick)
         except VcdError:
             self.stats.add("flogins")
             raise

@@ -53,6 +53,7 @@ from queue import SimpleQueue
 from typing import Any, Callable, Protocol
 
 from vcd.config import Config
+from vcd.errors import MustWait
 from vcd.httpconn import WANT_NOTHING, Connection, State, error_answer
 from vcd.listeners import Listener
 
@@ -76,7 +77,8 @@ PR_SET_PDEATHSIG = 1
 class Dispatcher(Protocol):
     def parse(self, body: bytes) -> Any: ...
     def waits(self, request: Any) -> bool: ...
-    def answer(self, request: Any, peer: str, nil: bool = True) -> bytes: ...
+    def answer(self, request: Any, peer: str, nil: bool = True,
+               quick: bool = False) -> bytes: ...
     def serve_long(self) -> None: ...
     def close(self) -> None: ...
 
@@ -450,7 +452,13 @@ class Worker:
             if self.slow is not None and self.dispatcher.waits(request):
                 self.slow.submit(fd, conn, request)
                 return      # answered by _answer when its thread is done
-            answer = self.dispatcher.answer(request, conn.peer, nil=conn.nil)
+            answer = self.dispatcher.answer(request, conn.peer, nil=conn.nil,
+                                            quick=self.slow is not None)
+        except MustWait:
+            # it found it has to wait after all (a failed login to record): a thread's
+            assert self.slow is not None
+            self.slow.submit(fd, conn, request)
+            return
         except Exception:
             log.exception("request from %s failed in the dispatcher", conn.peer)
         self._answer(fd, conn, answer)

@@ -3,10 +3,12 @@ a worker, off its event loop: a tenant's long commands never hold up the calls o
 and one peer holds at most SLOW_PER_PEER of a worker's threads (vcd/server.py)."""
 from __future__ import annotations
 
+import fcntl
 import http.client
 import os
 import select
 import sqlite3
+import struct
 import threading
 import time
 import xmlrpc.client
@@ -237,3 +239,53 @@ def test_a_failed_login_while_a_long_write_holds_vxdb_holds_up_no_other_call(mak
             held.execute("ROLLBACK")
         held.close()
         bad.close()
+
+
+def _claimed_stats_slots(rundir: Path) -> int:
+    """How many slots of vcd.stats a process holds (vcd/stats.py: an OFD lock each)."""
+    from vcd import stats
+    fd = os.open(rundir / "vcd.stats", os.O_RDONLY)
+    try:
+        claimed = 0
+        for slot in range(stats.SLOTS):
+            probe = struct.pack("hh4xqqi4x", fcntl.F_RDLCK, os.SEEK_SET,
+                                stats.Stats._offset(slot), 1, 0)
+            kind = struct.unpack("hh4xqqi4x", fcntl.fcntl(fd, fcntl.F_OFD_GETLK, probe))[0]
+            claimed += kind != fcntl.F_UNLCK
+        return claimed
+    finally:
+        os.close(fd)
+
+
+def test_a_worker_counts_in_one_statistics_slot_however_many_threads_serve_it(make_vcd):
+    """vcd.stats has SLOTS slots, one per process: a thread of each worker's SlowLane
+    taking one of its own would use them up on a many-core host (2 workers per cpu,
+    17 dispatchers each), and every call of a dispatcher without one would fail."""
+    daemon = make_vcd(workers=1)
+    admin = daemon.proxy()
+    before = admin.vcd.status()["requests"]
+    (worker,) = daemon.worker_pids()
+    threads_before = len(os.listdir(f"/proc/{worker}/task"))
+    held = sqlite3.connect(str(daemon.datadir / "vxdb"), isolation_level=None)
+    writers: list[threading.Thread] = []
+    answers: list[Any] = []
+    n = SLOW_PER_PEER - 1
+    try:
+        held.execute("BEGIN IMMEDIATE")     # each writing call waits in a thread of its own
+        for i in range(n):
+            t = threading.Thread(target=lambda i=i: answers.append(daemon.proxy().vcd.user.set(
+                username=f"slot{i}", password=f"password-slot{i}", admin=False)))
+            t.start()
+            writers.append(t)
+        wait_until(lambda: len(os.listdir(f"/proc/{worker}/task")) >= threads_before + n,
+                   what=f"{n} calls waiting in threads of the worker")
+    finally:
+        if held.in_transaction:
+            held.execute("ROLLBACK")
+        held.close()
+        for t in writers:
+            t.join(60)
+    assert answers == [None] * n
+    assert _claimed_stats_slots(daemon.rundir) == 1
+    # and the counts stay exact: each of those calls counted once, as was the first status
+    assert admin.vcd.status()["requests"] - before == n + 1

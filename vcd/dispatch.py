@@ -158,7 +158,7 @@ class Dispatcher:
         self.config = config
         self.db = vxdb.connect(config.vxdb_path)
         self.auth = auth.Authenticator(self.db)
-        self.stats = stats.Stats(config.rundir)
+        self.stats = stats.of_process(config.rundir)
         self.audit = AuditLog(config.audit_log) if config.audit_log else None
         self.nil = True
         self.quick = False
@@ -175,7 +175,6 @@ class Dispatcher:
 
     def close(self) -> None:
         self.db.close()
-        self.stats.close()
         if self.audit is not None:
             self.audit.close()
 

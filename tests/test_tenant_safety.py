@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from api_helpers import create_vserver, fault, fault_code, unique
-from vcdtest import CGROUP_PARENT, VcdDaemon, _toml
+from vcdtest import CGROUP_PARENT, VcdDaemon, _toml, wait_until
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 EVERY_CAP = ("AUTH", "DLIM", "INIT", "MOUNT", "NET", "BCAP", "CCAP", "CFLAG", "RLIM", "SCHED",
@@ -355,3 +355,40 @@ def test_a_rebuild_is_the_same_vserver_and_keeps_its_configuration(admin, vcd_mo
     assert admin.vxdb.nx.addr.get(name=name)[0]["addr"] == "10.232.1.2"
     assert admin.vxdb.vx.security.get(name=name)["seccomp"] is False
     assert admin.vxdb.vx.limit.get(name=name, limit="NPROC")[0]["max"] == "123"
+
+
+# -- tasks -------------------------------------------------------------------------------
+
+@ROOT_ONLY
+def test_a_tenant_may_have_task_max_running_tasks_running_and_no_more(make_vcd):
+    """Each task is a process: without a bound a tenant's background calls would fill the
+    host's memory and process table, and every task.list would read them all."""
+    daemon = make_vcd(task_max_running=2)
+    admin = daemon.proxy()
+    name = create_vserver(daemon)
+    user = tenant(daemon, "EXEC", "INIT", owns=(name,))
+    user.vx.start(name=name)
+    tmp = daemon.vbasedir / name / "tmp"
+    wait = "sh -c 'while [ ! -e /tmp/go-{0} ]; do sleep 0.05; done'"
+    ids = []
+    try:
+        ids = [user.vx.exec(name=name, command=wait.format(i), timeout=600, background=True)
+               for i in range(2)]
+        refused = fault(lambda: user.vx.exec(name=name, command="true", background=True))
+        assert refused.faultCode == 302
+        assert "task_max_running = 2" in refused.faultString
+        # per user: another user's tasks are not counted against it
+        other = admin.vx.exec(name=name, command=wait.format("admin"), timeout=600,
+                              background=True)
+        (tmp / "go-admin").touch()
+        (tmp / "go-0").touch()
+        wait_until(lambda: not user.task.get(id=ids[0])["running"], what="a task to end")
+        # room again for the tenant, once one of its tasks has ended
+        ids.append(user.vx.exec(name=name, command="true", background=True))
+        wait_until(lambda: not admin.task.get(id=other)["running"], what="admin's task")
+    finally:
+        for i in range(2):
+            (tmp / f"go-{i}").touch()
+        for task_id in ids:
+            wait_until(lambda: not admin.task.get(id=task_id)["running"], what="tasks ended")
+        admin.vx.stop(name=name)

@@ -65,6 +65,9 @@ KEYS: tuple[Key, ...] = (
         "Ended tasks (background: true) and their logs are pruned after this many seconds."),
     Key("task_keep_count", 1000, int_range(1, 10**6),
         "At most this many ended tasks are kept (the newest)."),
+    Key("task_max_running", 32, int_range(1, 10**5),
+        "Tasks one user may have running at once (each is a process); a further "
+        "background call is refused with 302 until one of them ends."),
     Key("boot", False, boolean, "Start every member of the group 'onboot' when the daemon starts."),
     Key("cgroup_parent", "vcd", name_like,
         "Parent cgroup (in each controller) of every vserver's cgroup."),
@@ -116,6 +119,7 @@ class Config:
     exec_timeout_max: float = 3600.0
     task_keep_seconds: int = 86400
     task_keep_count: int = 1000
+    task_max_running: int = 32
     boot: bool = False
     cgroup_parent: str = "vcd"
     idmap_base: int = 131072

@@ -392,3 +392,55 @@ def test_a_tenant_may_have_task_max_running_tasks_running_and_no_more(make_vcd):
         for task_id in ids:
             wait_until(lambda: not admin.task.get(id=task_id)["running"], what="tasks ended")
         admin.vx.stop(name=name)
+
+
+@ROOT_ONLY
+def test_a_tenants_rebuild_holds_no_vxdb_write_lock_while_it_extracts(make_vcd):
+    """A tenant may rebuild its vserver again and again; were its tree removed and
+    extracted inside the write transaction, every other writer of the daemon (another
+    user's setter, a failed login to record) would wait, and fail past busy_timeout."""
+    import fcntl
+    import threading
+    from templates.busybox import build_rootfs
+    daemon = make_vcd()
+    admin = daemon.proxy()
+    name = create_vserver(daemon)
+    build_rootfs(daemon.templatedir / "dirtpl")
+    user = tenant(daemon, "CREATE", owns=(name,))
+    # sharing a template directory takes the template store's lock shared: holding it
+    # keeps the rebuild in its extraction for as long as the test needs
+    lock = os.open(daemon.templatedir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    answers: list[Any] = []
+
+    def rebuild() -> None:
+        try:
+            answers.append(user.vx.create(name=name, template="dirtpl", rebuild=True))
+        except Exception as exc:  # noqa: BLE001 - the test looks at what came back
+            answers.append(exc)
+
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    worker = threading.Thread(target=rebuild)
+    try:
+        worker.start()
+        wait_until(lambda: (daemon.vbasedir / f".{name}.vcd-partial").exists(),
+                   what="the rebuild extracting")
+        db = sqlite3.connect(daemon.datadir / "vxdb", timeout=0, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")   # free: "database is locked" if the rebuild held it
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+        admin.vcd.user.set(username=unique("other"), password="password-other", admin=False)
+        assert answers == []
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+        worker.join(120)
+    assert answers == [None]
+    assert (daemon.vbasedir / name / "bin" / "busybox").exists()
+    db = sqlite3.connect(daemon.datadir / "vxdb")
+    try:
+        assert db.execute("SELECT template, shared FROM vservers WHERE name = ?",
+                          (name,)).fetchone() == ("dirtpl", 1)
+    finally:
+        db.close()

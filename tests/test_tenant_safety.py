@@ -436,11 +436,14 @@ def test_a_tenants_rebuild_holds_no_vxdb_write_lock_while_it_extracts(make_vcd):
         fcntl.flock(lock, fcntl.LOCK_UN)
         os.close(lock)
         worker.join(120)
-    assert answers == [None]
-    assert (daemon.vbasedir / name / "bin" / "busybox").exists()
-    db = sqlite3.connect(daemon.datadir / "vxdb")
     try:
-        assert db.execute("SELECT template, shared FROM vservers WHERE name = ?",
-                          (name,)).fetchone() == ("dirtpl", 1)
+        assert answers == [None]
+        assert (daemon.vbasedir / name / "bin" / "busybox").exists()
+        db = sqlite3.connect(daemon.datadir / "vxdb")
+        try:
+            assert db.execute("SELECT template, shared FROM vservers WHERE name = ?",
+                              (name,)).fetchone() == ("dirtpl", 1)
+        finally:
+            db.close()
     finally:
-        db.close()
+        admin.vx.remove(name=name)      # unmounts the shared template's overlay

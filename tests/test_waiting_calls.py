@@ -289,3 +289,45 @@ def test_a_worker_counts_in_one_statistics_slot_however_many_threads_serve_it(ma
     assert _claimed_stats_slots(daemon.rundir) == 1
     # and the counts stay exact: each of those calls counted once, as was the first status
     assert admin.vcd.status()["requests"] - before == n + 1
+
+
+@ROOT_ONLY
+def test_counters_of_a_guest_are_read_in_the_callers_share_of_threads(make_vcd):
+    """What vx.status (and vx.load, vx.limstatus, vx.netstatus) cost to read is the
+    guest's to decide (a /proc file per thread, a line per interface of its network
+    namespace): a caller's such calls wait for its share of a worker's threads, and never
+    hold up the event loop, where another peer's calls are answered meanwhile."""
+    daemon = make_vcd(workers=1)
+    admin = daemon.proxy()
+    name = create_vserver(daemon)
+    admin.vx.start(name=name)
+    tmp = daemon.vbasedir / name / "tmp"
+    ids = [f"a{i}" for i in range(SLOW_PER_PEER)]
+    threads, results = _blocking_execs(daemon, name, ids, daemon.proxy)
+    creds = {"username": "admin", "password": daemon.admin_password}
+    status = http.client.HTTPConnection(daemon.host, daemon.port, timeout=120)
+    try:
+        wait_until(lambda: len(list(tmp.glob("started-a*"))) == SLOW_PER_PEER,
+                   what=f"{SLOW_PER_PEER} commands of one peer running")
+        status.connect()
+        status.request("POST", "/RPC2", headers={"Content-Type": "text/xml"},
+                       body=xmlrpc.client.dumps((creds, {"name": name}), "vx.status").encode())
+        wait_until(lambda: _read_by_server(daemon.port, status.sock.getsockname()[1]),
+                   what="the status call taken by the worker")
+        other = xmlrpc.client.ServerProxy(
+            daemon.url, transport=_FromAddress("127.0.0.2"), allow_none=True)
+        assert other.vx.status(creds, {"name": name})["running"] is True
+        assert select.select([status.sock], [], [], 0)[0] == [], \
+            "vx.status was answered beside the peer's full share of threads"
+        for i in ids:
+            (tmp / f"go-{i}").touch()
+        answer, _ = xmlrpc.client.loads(status.getresponse().read())
+        assert answer[0]["running"] is True
+    finally:
+        for i in ids:
+            (tmp / f"go-{i}").touch()
+        for t in threads:
+            t.join(60)
+        status.close()
+    assert sorted(results) == sorted(f"{i}\n" for i in ids)
+    admin.vx.stop(name=name)

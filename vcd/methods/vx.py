@@ -379,7 +379,16 @@ def kill(call: Call, name: str, pid: int, sig: int) -> None:
     call.runtime.kill(call.vserver, pid, sig)
 
 
+# What the counters of a running vserver cost to read is the guest's to decide: a file of
+# /proc per thread (up to its NPROC) and a line of /proc/<init>/net/dev per interface of
+# its network namespace (root inside with NET_ADMIN makes as many as its memory allows).
+# Read in a worker's threads, in the caller's share of them (vcd/server.py SlowLane),
+# never on the event loop that serves everybody.
+GUEST_SIZED = True
+
+
 @method("vx.status", cap=("INIT", "INFO"), owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
+        waits=GUEST_SIZED,
         returns="struct")
 def status(call: Call, name: str) -> dict:
     """{running, nproc, uptime} plus thr_total, thr_running, thr_unintr, thr_onhold,
@@ -406,7 +415,8 @@ def _running_stat(call: Call):
     return st
 
 
-@method("vx.load", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,), returns="struct")
+@method("vx.load", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,), returns="struct",
+        waits=GUEST_SIZED)
 def load(call: Call, name: str) -> dict:
     """Load average of a vserver (runnable + uninterruptible tasks, decayed like the
     kernel's) over 1, 5 and 15 minutes, as strings."""
@@ -419,6 +429,7 @@ def _u64(value: int | None) -> str:
 
 
 @method("vx.limstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
+        waits=GUEST_SIZED,
         returns="array")
 def limstatus(call: Call, name: str) -> list[dict]:
     """Usage of each limit the kernel counts: [{type, min, cur, max, limit, unit}]
@@ -450,6 +461,7 @@ def console(call: Call, name: str, lines: int, offset: int | None) -> dict:
 
 
 @method("vx.netstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
+        waits=GUEST_SIZED,
         returns="array")
 def netstatus(call: Call, name: str) -> list[dict]:
     """Network counters of a running vserver: [{type, recvp, recvb, sendp, sendb, failp,

@@ -379,16 +379,7 @@ def kill(call: Call, name: str, pid: int, sig: int) -> None:
     call.runtime.kill(call.vserver, pid, sig)
 
 
-# What the counters of a running vserver cost to read is the guest's to decide: a file of
-# /proc per thread (up to its NPROC) and a line of /proc/<init>/net/dev per interface of
-# its network namespace (root inside with NET_ADMIN makes as many as its memory allows).
-# Read in a worker's threads, in the caller's share of them (vcd/server.py SlowLane),
-# never on the event loop that serves everybody.
-GUEST_SIZED = True
-
-
 @method("vx.status", cap=("INIT", "INFO"), owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
-        waits=GUEST_SIZED,
         returns="struct")
 def status(call: Call, name: str) -> dict:
     """{running, nproc, uptime} plus thr_total, thr_running, thr_unintr, thr_onhold,
@@ -408,15 +399,14 @@ def status(call: Call, name: str) -> dict:
             "privileged": privileged}
 
 
-def _running_stat(call: Call):
-    st = call.runtime.stat(call.vserver)
+def _running_stat(call: Call, net: bool = False):
+    st = call.runtime.stat(call.vserver, net=net)
     if not st.running:
         raise VcdError(Fault.MESTOPPED, call.vserver.name)
     return st
 
 
-@method("vx.load", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,), returns="struct",
-        waits=GUEST_SIZED)
+@method("vx.load", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,), returns="struct")
 def load(call: Call, name: str) -> dict:
     """Load average of a vserver (runnable + uninterruptible tasks, decayed like the
     kernel's) over 1, 5 and 15 minutes, as strings."""
@@ -429,7 +419,6 @@ def _u64(value: int | None) -> str:
 
 
 @method("vx.limstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
-        waits=GUEST_SIZED,
         returns="array")
 def limstatus(call: Call, name: str) -> list[dict]:
     """Usage of each limit the kernel counts: [{type, min, cur, max, limit, unit}]
@@ -460,14 +449,17 @@ def console(call: Call, name: str, lines: int, offset: int | None) -> dict:
     return {"data": data.decode("utf-8", errors="replace"), "offset": end}
 
 
+# A line of /proc/<init>/net/dev per interface of the guest's network namespace, and as
+# many interfaces as root inside (NET_ADMIN) makes: read in the caller's share of a
+# worker's threads (vcd/server.py SlowLane), never on the event loop that serves everybody.
 @method("vx.netstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
-        waits=GUEST_SIZED,
+        waits=True,
         returns="array")
 def netstatus(call: Call, name: str) -> list[dict]:
     """Network counters of a running vserver: [{type, recvp, recvb, sendp, sendb, failp,
     failb}] (decimal strings), one per interface of its network namespace; failb is ""
     because a stock kernel counts no failed bytes."""
-    st = _running_stat(call)
+    st = _running_stat(call, net=True)
     return [{"type": f"net_{key}", "recvp": str(c.rx_packets), "recvb": str(c.rx_bytes),
              "sendp": str(c.tx_packets), "sendb": str(c.tx_bytes), "failp": str(c.errors),
              "failb": ""} for key, c in sorted(st.net.items())]

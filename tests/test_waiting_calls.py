@@ -172,7 +172,7 @@ def test_slow_lane_gives_each_peer_its_share_and_serves_the_rest_in_turn():
 
     class Conn:
         def __init__(self, peer: str) -> None:
-            self.peer, self.nil = peer, True
+            self.peer, self.share, self.nil = peer, peer, True
 
     for req in ["a0", "a1", "a2", "a3", "b0", "b1"]:
         lane.submit(0, Conn(req[0]), req)
@@ -292,11 +292,11 @@ def test_a_worker_counts_in_one_statistics_slot_however_many_threads_serve_it(ma
 
 
 @ROOT_ONLY
-def test_counters_of_a_guest_are_read_in_the_callers_share_of_threads(make_vcd):
-    """What vx.status (and vx.load, vx.limstatus, vx.netstatus) cost to read is the
-    guest's to decide (a /proc file per thread, a line per interface of its network
-    namespace): a caller's such calls wait for its share of a worker's threads, and never
-    hold up the event loop, where another peer's calls are answered meanwhile."""
+def test_network_counters_of_a_guest_are_read_in_the_callers_share_of_threads(make_vcd):
+    """What vx.netstatus costs to read is the guest's to decide (a line per interface of
+    its network namespace, as many as root inside makes): a caller's vx.netstatus waits
+    for its share of a worker's threads, and never holds up the event loop, where
+    another peer's calls are answered meanwhile."""
     daemon = make_vcd(workers=1)
     admin = daemon.proxy()
     name = create_vserver(daemon)
@@ -311,18 +311,18 @@ def test_counters_of_a_guest_are_read_in_the_callers_share_of_threads(make_vcd):
                    what=f"{SLOW_PER_PEER} commands of one peer running")
         status.connect()
         status.request("POST", "/RPC2", headers={"Content-Type": "text/xml"},
-                       body=xmlrpc.client.dumps((creds, {"name": name}), "vx.status").encode())
+                       body=xmlrpc.client.dumps((creds, {"name": name}), "vx.netstatus").encode())
         wait_until(lambda: _read_by_server(daemon.port, status.sock.getsockname()[1]),
-                   what="the status call taken by the worker")
+                   what="the netstatus call taken by the worker")
         other = xmlrpc.client.ServerProxy(
             daemon.url, transport=_FromAddress("127.0.0.2"), allow_none=True)
         assert other.vx.status(creds, {"name": name})["running"] is True
         assert select.select([status.sock], [], [], 0)[0] == [], \
-            "vx.status was answered beside the peer's full share of threads"
+            "vx.netstatus was answered beside the peer's full share of threads"
         for i in ids:
             (tmp / f"go-{i}").touch()
         answer, _ = xmlrpc.client.loads(status.getresponse().read())
-        assert answer[0]["running"] is True
+        assert isinstance(answer[0], list)
     finally:
         for i in ids:
             (tmp / f"go-{i}").touch()

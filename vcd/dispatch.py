@@ -20,7 +20,7 @@ from defusedxml.xmlrpc import DefusedExpatParser
 
 from libvserver.native import phases
 from vcd import auth, stats, tasks, vxdb
-from vcd.listeners import local_uid
+from vcd.listeners import local_uid, share_of
 from vcd.audit import AuditLog
 from vcd.config import Config
 from vcd.errors import Fault, MustWait, VcdError
@@ -277,7 +277,8 @@ class Dispatcher:
             self.stats.add("flogins")
             raise VcdError(Fault.MEAUTH, "first parameter must be {username, password}")
         try:
-            return self.auth.check(username, password, peer, quick=self.quick)
+            # throttled per share_of(peer): an IPv6 client's /64, not each of its addresses
+            return self.auth.check(username, password, share_of(peer), quick=self.quick)
         except VcdError:
             self.stats.add("flogins")
             raise

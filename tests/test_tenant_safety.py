@@ -447,3 +447,33 @@ def test_a_tenants_rebuild_holds_no_vxdb_write_lock_while_it_extracts(make_vcd):
             db.close()
     finally:
         admin.vx.remove(name=name)      # unmounts the shared template's overlay
+
+
+@ROOT_ONLY
+def test_a_tenants_many_tasks_never_prune_another_users_ended_tasks(make_vcd):
+    """task_keep_count counts each user's ended tasks: a tenant starting task after task
+    keeps its own newest, and pushes out nobody else's result and log."""
+    daemon = make_vcd(task_keep_count=2)
+    admin = daemon.proxy()
+    name = create_vserver(daemon)
+    user = tenant(daemon, "EXEC", "INIT", owns=(name,))
+    user.vx.start(name=name)
+    try:
+        def ended(proxy, task_id):
+            return wait_until(lambda: (lambda t: t if not t["running"] else None)(
+                proxy.task.get(id=task_id)), what=f"task {task_id} to end")
+
+        mine = admin.vx.exec(name=name, command="echo mine", background=True)
+        assert ended(admin, mine)["result"] == "mine\n"
+        theirs = []
+        for i in range(4):
+            theirs.append(user.vx.exec(name=name, command=f"echo {i}", background=True))
+            ended(user, theirs[-1])
+        # the tenant keeps two of its own (which two, of those that ended within one
+        # second, the ids decide)
+        listed = {t["id"] for t in user.task.list()}       # prunes, as every start does
+        assert len(listed) == 2 and listed <= set(theirs)
+        assert admin.task.get(id=mine)["result"] == "mine\n"
+        assert admin.task.log(id=mine)["data"] == "mine\n"
+    finally:
+        admin.vx.stop(name=name)

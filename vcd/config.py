@@ -64,7 +64,8 @@ KEYS: tuple[Key, ...] = (
     Key("task_keep_seconds", 86400, int_range(0, 365 * 86400),
         "Ended tasks (background: true) and their logs are pruned after this many seconds."),
     Key("task_keep_count", 1000, int_range(1, 10**6),
-        "At most this many ended tasks are kept (the newest)."),
+        "At most this many ended tasks of each user are kept (the newest): one user's "
+        "tasks never push out another's."),
     Key("task_max_running", 32, int_range(1, 10**5),
         "Tasks one user may have running at once (each is a process); a further "
         "background call is refused with 302 until one of them ends."),

@@ -12,7 +12,7 @@ belongs to neither, and keeps its state and log under `<datadir>/tasks/`:
     <id>.stop   task.stop asked for it (also before the runner had started)
 
 The directory is 0700: params (a command's stdin) and output are the caller's.
-Ended tasks are pruned by age (task_keep_seconds) and count (task_keep_count); one
+Ended tasks are pruned by age (task_keep_seconds) and count (task_keep_count, per user); one
 user may have task_max_running tasks running at once (each is a process).
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ import secrets
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,14 +174,17 @@ class TaskStore:
 
     def prune(self, keep_seconds: int, keep_count: int,
               everything: list[Task] | None = None) -> None:
-        """Remove ended tasks older than keep_seconds, and all but the newest
-        keep_count ended ones (of `everything`, when the caller has just read them)."""
+        """Remove ended tasks older than keep_seconds, and all but the newest keep_count
+        ended ones of each user (of `everything`, when the caller has just read them):
+        one user's many tasks never push out another's results and logs."""
         ended = sorted((t for t in (self.all() if everything is None else everything)
                         if not t.running),
                        key=lambda t: (t.ended, t.id), reverse=True)
         cutoff = time.time() - keep_seconds
-        for i, task in enumerate(ended):
-            if i >= keep_count or task.ended < cutoff:
+        kept: Counter[str] = Counter()
+        for task in ended:
+            kept[task.user] += 1
+            if kept[task.user] > keep_count or task.ended < cutoff:
                 self.remove(task.id)
 
     # -- log -----------------------------------------------------------------------------

@@ -291,12 +291,11 @@ def test_a_worker_counts_in_one_statistics_slot_however_many_threads_serve_it(ma
     assert admin.vcd.status()["requests"] - before == n + 1
 
 
-@ROOT_ONLY
-def test_network_counters_of_a_guest_are_read_in_the_callers_share_of_threads(make_vcd):
-    """What vx.netstatus costs to read is the guest's to decide (a line per interface of
-    its network namespace, as many as root inside makes): a caller's vx.netstatus waits
-    for its share of a worker's threads, and never holds up the event loop, where
-    another peer's calls are answered meanwhile."""
+def _waits_for_its_share(make_vcd, method: str,
+                         params: Callable[[dict[str, str], str], tuple]) -> Any:
+    """Call `method` with params(credentials, vserver name) from a peer whose share of the
+    one worker's threads is taken by its own long commands: it must wait for that share
+    while another peer's call is answered, and then be answered; returns its answer."""
     daemon = make_vcd(workers=1)
     admin = daemon.proxy()
     name = create_vserver(daemon)
@@ -305,29 +304,51 @@ def test_network_counters_of_a_guest_are_read_in_the_callers_share_of_threads(ma
     ids = [f"a{i}" for i in range(SLOW_PER_PEER)]
     threads, results = _blocking_execs(daemon, name, ids, daemon.proxy)
     creds = {"username": "admin", "password": daemon.admin_password}
-    status = http.client.HTTPConnection(daemon.host, daemon.port, timeout=120)
+    held = http.client.HTTPConnection(daemon.host, daemon.port, timeout=120)
     try:
         wait_until(lambda: len(list(tmp.glob("started-a*"))) == SLOW_PER_PEER,
                    what=f"{SLOW_PER_PEER} commands of one peer running")
-        status.connect()
-        status.request("POST", "/RPC2", headers={"Content-Type": "text/xml"},
-                       body=xmlrpc.client.dumps((creds, {"name": name}), "vx.netstatus").encode())
-        wait_until(lambda: _read_by_server(daemon.port, status.sock.getsockname()[1]),
-                   what="the netstatus call taken by the worker")
+        held.connect()
+        held.request("POST", "/RPC2", headers={"Content-Type": "text/xml"},
+                     body=xmlrpc.client.dumps(params(creds, name), method,
+                                              allow_none=True).encode())
+        wait_until(lambda: _read_by_server(daemon.port, held.sock.getsockname()[1]),
+                   what=f"the {method} call taken by the worker")
         other = xmlrpc.client.ServerProxy(
             daemon.url, transport=_FromAddress("127.0.0.2"), allow_none=True)
         assert other.vx.status(creds, {"name": name})["running"] is True
-        assert select.select([status.sock], [], [], 0)[0] == [], \
-            "vx.netstatus was answered beside the peer's full share of threads"
+        assert select.select([held.sock], [], [], 0)[0] == [], \
+            f"{method} was answered beside the peer's full share of threads"
         for i in ids:
             (tmp / f"go-{i}").touch()
-        answer, _ = xmlrpc.client.loads(status.getresponse().read())
-        assert isinstance(answer[0], list)
+        answer, _ = xmlrpc.client.loads(held.getresponse().read())
     finally:
         for i in ids:
             (tmp / f"go-{i}").touch()
         for t in threads:
             t.join(60)
-        status.close()
+        held.close()
     assert sorted(results) == sorted(f"{i}\n" for i in ids)
     admin.vx.stop(name=name)
+    return answer[0]
+
+
+@ROOT_ONLY
+def test_network_counters_of_a_guest_are_read_in_the_callers_share_of_threads(make_vcd):
+    """What vx.netstatus costs to read is the guest's to decide (a line per interface of
+    its network namespace, as many as root inside makes): a caller's vx.netstatus waits
+    for its share of a worker's threads, and never holds up the event loop, where
+    another peer's calls are answered meanwhile."""
+    answer = _waits_for_its_share(make_vcd, "vx.netstatus",
+                                  lambda creds, name: (creds, {"name": name}))
+    assert isinstance(answer, list)
+
+
+@ROOT_ONLY
+def test_a_multicall_of_many_quick_calls_waits_in_the_callers_share_of_threads(make_vcd):
+    """A request of 1 MiB carries thousands of calls in a system.multicall (each of
+    which may read a guest's /proc): served at once on the event loop they would hold
+    up everybody; in the caller's share of threads they hold up nobody but the caller."""
+    answers = _waits_for_its_share(make_vcd, "system.multicall", lambda creds, name: (
+        [{"methodName": "vx.status", "params": [creds, {"name": name}]}] * 50,))
+    assert len(answers) == 50 and all(a[0]["running"] is True for a in answers)

@@ -115,11 +115,13 @@ def parse(body: bytes) -> Request:
 
 def waits(request: Request) -> bool:
     """Whether the call may wait long (on a guest, a copy of a tree): Method.waits, also
-    of any call inside a system.multicall. Such calls are served off the worker's event
-    loop (server.py), so they never hold up the calls of others."""
+    of any call inside a system.multicall, and every system.multicall of more than one
+    call (a request of 1 MiB carries thousands: as many separate requests would be
+    served in turn with everybody else's, a multicall at once). Such calls are served
+    off the worker's event loop (server.py), so they never hold up the calls of others."""
     if request.name == "system.multicall":
         calls = request.params[0] if request.params else None
-        return not isinstance(calls, list) or any(
+        return not isinstance(calls, list) or len(calls) > 1 or any(
             not isinstance(c, dict) or _waits(c.get("methodName")) for c in calls)
     return _waits(request.name)
 

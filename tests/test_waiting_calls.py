@@ -19,7 +19,7 @@ import pytest
 
 from api_helpers import create_vserver
 from vcd.server import SLOW_PER_PEER, SlowLane
-from vcdtest import VcdDaemon, wait_until
+from vcdtest import VcdDaemon, VcdProxy, wait_until
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 
@@ -362,3 +362,52 @@ def test_task_list_waits_in_the_callers_share_of_threads(make_vcd):
     each user's: its cost grows with what every user has run."""
     answer = _waits_for_its_share(make_vcd, "task.list", lambda creds, name: (creds, {}))
     assert isinstance(answer, list)
+
+
+@ROOT_ONLY
+def test_a_tenant_calling_from_many_addresses_holds_at_most_its_share_of_waiting_calls(make_vcd):
+    """A worker's threads are 16, 4 per peer: a tenant with a few addresses (or /64s)
+    would take every thread of every worker with commands that wait an hour, and hold up
+    everybody's vx.start, vx.stop and writes. One user who is not an admin has at most
+    waiting_calls_per_user such calls in progress, from wherever it calls."""
+    daemon = make_vcd(workers=1, waiting_calls_per_user=2)
+    admin = daemon.proxy()
+    name = create_vserver(daemon)
+    username, password = "waiter", "password-waiter"
+    admin.vcd.user.set(username=username, password=password, admin=False)
+    admin.vcd.user.caps.add(username=username, cap="EXEC")
+    admin.vxdb.owner.add(name=name, username=username)
+    admin.vx.start(name=name)
+    tmp = daemon.vbasedir / name / "tmp"
+
+    def tenant_from(address: str) -> VcdProxy:
+        proxy = VcdProxy(daemon.url, username, password)
+        proxy.server = xmlrpc.client.ServerProxy(daemon.url, transport=_FromAddress(address),
+                                                 allow_none=True)
+        return proxy
+
+    # two commands from two addresses: neither address is near its share of threads
+    ids = ["t2", "t3"]
+    threads, results = _blocking_execs(
+        daemon, name, ids, iter([tenant_from("127.0.0.2"), tenant_from("127.0.0.3")]).__next__)
+    try:
+        wait_until(lambda: len(list(tmp.glob("started-t*"))) == 2,
+                   what="the tenant's two commands running")
+        third = tenant_from("127.0.0.4")
+        with pytest.raises(xmlrpc.client.Fault) as refused:
+            third.vx.exec(name=name, command="echo third")
+        assert refused.value.faultCode == 302
+        assert "waiting_calls_per_user = 2" in refused.value.faultString
+        # nobody else's calls are counted against it
+        assert admin.vx.exec(name=name, command="echo admin") == "admin\n"
+        (tmp / "go-t2").touch()
+        wait_until(lambda: len(results) == 1, what="one of the tenant's commands ended")
+        # a slot again, once one of its calls has ended
+        assert third.vx.exec(name=name, command="echo third") == "third\n"
+    finally:
+        for i in ids:
+            (tmp / f"go-{i}").touch()
+        for t in threads:
+            t.join(60)
+    assert sorted(results) == ["t2\n", "t3\n"]
+    admin.vx.stop(name=name)

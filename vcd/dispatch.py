@@ -24,7 +24,7 @@ from vcd.listeners import local_uid, share_of
 from vcd.audit import AuditLog
 from vcd.config import Config
 from vcd.errors import Fault, MustWait, VcdError
-from vcd.locks import vserver_lock
+from vcd.locks import user_slot, vserver_lock
 from vcd.marshal import RequestUnmarshaller, dump_fault, dump_result, sent_text
 from vcd.registry import BACKGROUND, REGISTRY, Call, Method, Owner, Txn, check_owner, load_all
 from vcd.vocab import USER_CAPS
@@ -332,6 +332,12 @@ class Dispatcher:
             return tasks.start(self.config, method.name, name, user.username, values, peer)
         phases.current.mark("vcd: capability, params, owner (VXDB)")
         with ExitStack() as stack:
+            if method.waits and output is None and not user.admin:
+                # threads are a worker's 16, 4 per peer: a tenant calling from many
+                # addresses must not take them all with commands that wait an hour
+                stack.enter_context(user_slot(self.config.rundir, user.uid,
+                                              self.config.waiting_calls_per_user,
+                                              "waiting_calls_per_user"))
             if method.lock:
                 names = [values["name"]] if "name" in values else []
                 if isinstance(values.get("newname"), str):

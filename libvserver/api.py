@@ -345,8 +345,10 @@ class Backend(abc.ABC):
         return xid in self.running()
 
     @abc.abstractmethod
-    def stat(self, xid: int) -> ContextStat:
-        """Counters of a context; ``ContextStat(running=False)`` when it is not running."""
+    def stat(self, xid: int, net: bool = True) -> ContextStat:
+        """Counters of a context; ``ContextStat(running=False)`` when it is not running.
+        ``net`` False leaves ``net`` empty: reading it costs a line per interface of the
+        guest's network namespace, as many as the guest makes."""
 
     def last_exit(self, xid: int, wait: float = 0.0) -> dict | None:
         """Why the last init of xid ended ({reason, status, time}); None when unknown

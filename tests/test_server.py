@@ -557,3 +557,100 @@ def test_address_in_use_is_reported_in_foreground(make_vcd: Callable[..., VcdDae
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
     assert call_ok(first)
+
+
+# One IPv6 host holds a whole /64: run in a network namespace of its own, where loopback
+# carries addresses of two /64s, a daemon listening on one of them and the clients.
+_IPV6_SHARE = r'''
+import os, resource, socket, sqlite3, subprocess, sys, xmlrpc.client
+from pathlib import Path
+sys.path[:0] = [sys.argv[2], str(Path(sys.argv[2]).parent)]
+from vcdtest import VcdDaemon, wait_until
+
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+for addr in ("fd00:5::1", "fd00:5::2", "fd00:5::3", "fd00:6::2"):
+    subprocess.run(["ip", "-6", "addr", "add", f"{addr}/64", "dev", "lo", "nodad"], check=True)
+# few descriptors: a worker takes 64 connections, 16 of them from one peer
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+SHARE = 16
+
+
+class From(xmlrpc.client.Transport):
+    def __init__(self, source):
+        super().__init__()
+        self.source = source
+
+    def make_connection(self, host):
+        conn = super().make_connection(host)
+        conn.source_address = (self.source, 0)
+        return conn
+
+
+def login(daemon, source, password):
+    proxy = xmlrpc.client.ServerProxy(daemon.url, transport=From(source))
+    try:
+        proxy.vcd.login({"username": "admin", "password": password})
+        return 0
+    except xmlrpc.client.Fault as fault:
+        return fault.faultCode
+
+
+def held(port):
+    """Accepted connections to port whose request head the worker has read."""
+    n = 0
+    for line in Path("/proc/net/tcp6").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].split(":")[1], 16) == port and f[3] == "01" \
+                and int(f[4].split(":")[1], 16) == 0:
+            n += 1
+    return n
+
+
+def closed(sock):
+    try:
+        return sock.recv(1, socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+daemon = VcdDaemon(Path(sys.argv[1]), host="fd00:5::1", workers=1, timeout=120.0)
+socks = []
+try:
+    daemon.start()
+    # failed logins from two addresses of one /64 count as one client's
+    for i in range(6):
+        assert login(daemon, ("fd00:5::2", "fd00:5::3")[i % 2], "wrong") == 100
+    db = sqlite3.connect(daemon.datadir / "vxdb")
+    rows = db.execute("SELECT addr, count FROM login_failures").fetchall()
+    db.close()
+    assert rows == [("fd00:5::/64", 6)], rows
+    # the /64 holds its share of the worker's connections, whichever of its addresses
+    for _ in range(SHARE):
+        s = socket.create_connection(("fd00:5::1", daemon.port), source_address=("fd00:5::2", 0))
+        s.sendall(b"POST /RPC2 HTTP/1.1\r\n")
+        socks.append(s)
+    wait_until(lambda: held(daemon.port) == SHARE, what=f"{SHARE} connections held")
+    more = socket.create_connection(("fd00:5::1", daemon.port), source_address=("fd00:5::3", 0))
+    socks.append(more)
+    more.sendall(b"POST /RPC2 HTTP/1.1\r\n")
+    wait_until(lambda: closed(more), what="a further connection of the /64 refused")
+    # another /64 is still served
+    assert login(daemon, "fd00:6::2", daemon.admin_password) == 0
+    print("ok")
+finally:
+    for s in socks:
+        s.close()
+    daemon.cleanup()
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace needs root")
+def test_the_addresses_of_one_ipv6_64_are_one_peer_for_shares_and_throttling(tmp_path: Path) -> None:
+    script = tmp_path / "ipv6_share.py"
+    script.write_text(_IPV6_SHARE)
+    r = subprocess.run(["unshare", "--net", "--", sys.executable, str(script),
+                        str(tmp_path / "vcd"), str(REPO / "tests")],
+                       capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr

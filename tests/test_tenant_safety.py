@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from api_helpers import create_vserver, fault, fault_code, unique
-from vcdtest import CGROUP_PARENT, VcdDaemon, _toml
+from vcdtest import CGROUP_PARENT, VcdDaemon, _toml, wait_until
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
 EVERY_CAP = ("AUTH", "DLIM", "INIT", "MOUNT", "NET", "BCAP", "CCAP", "CFLAG", "RLIM", "SCHED",
@@ -355,3 +355,125 @@ def test_a_rebuild_is_the_same_vserver_and_keeps_its_configuration(admin, vcd_mo
     assert admin.vxdb.nx.addr.get(name=name)[0]["addr"] == "10.232.1.2"
     assert admin.vxdb.vx.security.get(name=name)["seccomp"] is False
     assert admin.vxdb.vx.limit.get(name=name, limit="NPROC")[0]["max"] == "123"
+
+
+# -- tasks -------------------------------------------------------------------------------
+
+@ROOT_ONLY
+def test_a_tenant_may_have_task_max_running_tasks_running_and_no_more(make_vcd):
+    """Each task is a process: without a bound a tenant's background calls would fill the
+    host's memory and process table, and every task.list would read them all."""
+    daemon = make_vcd(task_max_running=2)
+    admin = daemon.proxy()
+    name = create_vserver(daemon)
+    user = tenant(daemon, "EXEC", "INIT", owns=(name,))
+    user.vx.start(name=name)
+    tmp = daemon.vbasedir / name / "tmp"
+    wait = "sh -c 'while [ ! -e /tmp/go-{0} ]; do sleep 0.05; done'"
+    ids = []
+    try:
+        ids = [user.vx.exec(name=name, command=wait.format(i), timeout=600, background=True)
+               for i in range(2)]
+        refused = fault(lambda: user.vx.exec(name=name, command="true", background=True))
+        assert refused.faultCode == 302
+        assert "task_max_running = 2" in refused.faultString
+        # per user: another user's tasks are not counted against it
+        other = admin.vx.exec(name=name, command=wait.format("admin"), timeout=600,
+                              background=True)
+        (tmp / "go-admin").touch()
+        (tmp / "go-0").touch()
+        wait_until(lambda: not user.task.get(id=ids[0])["running"], what="a task to end")
+        # room again for the tenant, once one of its tasks has ended
+        ids.append(user.vx.exec(name=name, command="true", background=True))
+        wait_until(lambda: not admin.task.get(id=other)["running"], what="admin's task")
+    finally:
+        for i in range(2):
+            (tmp / f"go-{i}").touch()
+        for task_id in ids:
+            wait_until(lambda: not admin.task.get(id=task_id)["running"], what="tasks ended")
+        admin.vx.stop(name=name)
+
+
+@ROOT_ONLY
+def test_a_tenants_rebuild_holds_no_vxdb_write_lock_while_it_extracts(make_vcd):
+    """A tenant may rebuild its vserver again and again; were its tree removed and
+    extracted inside the write transaction, every other writer of the daemon (another
+    user's setter, a failed login to record) would wait, and fail past busy_timeout."""
+    import fcntl
+    import threading
+    from templates.busybox import build_rootfs
+    daemon = make_vcd()
+    admin = daemon.proxy()
+    name = create_vserver(daemon)
+    build_rootfs(daemon.templatedir / "dirtpl")
+    user = tenant(daemon, "CREATE", owns=(name,))
+    # sharing a template directory takes the template store's lock shared: holding it
+    # keeps the rebuild in its extraction for as long as the test needs
+    lock = os.open(daemon.templatedir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    answers: list[Any] = []
+
+    def rebuild() -> None:
+        try:
+            answers.append(user.vx.create(name=name, template="dirtpl", rebuild=True))
+        except Exception as exc:  # noqa: BLE001 - the test looks at what came back
+            answers.append(exc)
+
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    worker = threading.Thread(target=rebuild)
+    try:
+        worker.start()
+        wait_until(lambda: (daemon.vbasedir / f".{name}.vcd-partial").exists(),
+                   what="the rebuild extracting")
+        db = sqlite3.connect(daemon.datadir / "vxdb", timeout=0, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")   # free: "database is locked" if the rebuild held it
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+        admin.vcd.user.set(username=unique("other"), password="password-other", admin=False)
+        assert answers == []
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+        worker.join(120)
+    try:
+        assert answers == [None]
+        assert (daemon.vbasedir / name / "bin" / "busybox").exists()
+        db = sqlite3.connect(daemon.datadir / "vxdb")
+        try:
+            assert db.execute("SELECT template, shared FROM vservers WHERE name = ?",
+                              (name,)).fetchone() == ("dirtpl", 1)
+        finally:
+            db.close()
+    finally:
+        admin.vx.remove(name=name)      # unmounts the shared template's overlay
+
+
+@ROOT_ONLY
+def test_a_tenants_many_tasks_never_prune_another_users_ended_tasks(make_vcd):
+    """task_keep_count counts each user's ended tasks: a tenant starting task after task
+    keeps its own newest, and pushes out nobody else's result and log."""
+    daemon = make_vcd(task_keep_count=2)
+    admin = daemon.proxy()
+    name = create_vserver(daemon)
+    user = tenant(daemon, "EXEC", "INIT", owns=(name,))
+    user.vx.start(name=name)
+    try:
+        def ended(proxy, task_id):
+            return wait_until(lambda: (lambda t: t if not t["running"] else None)(
+                proxy.task.get(id=task_id)), what=f"task {task_id} to end")
+
+        mine = admin.vx.exec(name=name, command="echo mine", background=True)
+        assert ended(admin, mine)["result"] == "mine\n"
+        theirs = []
+        for i in range(4):
+            theirs.append(user.vx.exec(name=name, command=f"echo {i}", background=True))
+            ended(user, theirs[-1])
+        # the tenant keeps two of its own (which two, of those that ended within one
+        # second, the ids decide)
+        listed = {t["id"] for t in user.task.list()}       # prunes, as every start does
+        assert len(listed) == 2 and listed <= set(theirs)
+        assert admin.task.get(id=mine)["result"] == "mine\n"
+        assert admin.task.log(id=mine)["data"] == "mine\n"
+    finally:
+        admin.vx.stop(name=name)

@@ -442,6 +442,33 @@ def test_batched_samples_reach_the_file_in_one_update_on_their_turn_or_on_flush(
     assert [r[0] for r in rows][:6] == [0.0, 1.0, 2.0, 3.0, 4.0, 7.0]
 
 
+def test_a_guest_naming_ever_new_interfaces_gets_max_net_dbs_files_and_no_more(tmp_path):
+    """Root inside with NET_ADMIN names interfaces at will (ip link add, ip link set name):
+    each new name would be another ~220 KB file on the host's disk."""
+    from vstatd.layout import MAX_NET_DBS
+    from vstatd.store import Identity, Store
+    store = Store(tmp_path, step=1, on_remove="keep")
+    d = store.claim("vs", Identity(2, 1), 1000)
+    t0 = int(time.time())
+    for k in range(3):
+        # every step a fresh batch of names, as a guest renaming its interfaces would
+        recs = {f"net_if{k}x{i}": (1, 2, 3, 4, 0, None) for i in range(MAX_NET_DBS)}
+        recs["thread_TOTAL"] = (k,)
+        store.write(d, t0 + k, recs)
+    store.flush_all()
+    made = sorted(p.name for p in d.glob("net_*.rrd"))
+    assert made == sorted(f"net_if0x{i}.rrd" for i in range(MAX_NET_DBS))
+    assert rrdtool.last(str(d / "thread_TOTAL.rrd")) == t0 + 2   # the rest goes on
+    # the first names keep their history; a new store (a restart) counts what is there
+    store = Store(tmp_path, step=1, on_remove="keep")
+    d = store.claim("vs", Identity(2, 1), 1000)
+    assert store.write(d, t0 + 3, {"net_if0x0": (5, 6, 7, 8, 0, None),
+                                   "net_other": (1, 1, 1, 1, 0, None)}) == 1
+    store.flush_all()
+    assert rrdtool.last(str(d / "net_if0x0.rrd")) == t0 + 3
+    assert not (d / "net_other.rrd").exists()
+
+
 def test_check_config_of_vcd_also_validates_the_vstatd_table(tmp_path):
     import subprocess
     import sys

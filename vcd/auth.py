@@ -10,7 +10,7 @@ from pathlib import Path
 
 import whirlpool
 
-from vcd.errors import Fault, VcdError
+from vcd.errors import Fault, MustWait, VcdError
 from vcd.vxdb import Connection
 
 HASH_PREFIX = "WHIRLPOOLENC//"
@@ -95,8 +95,10 @@ class Authenticator:
     def __init__(self, conn: Connection):
         self.conn = conn
 
-    def check(self, username: str, password: str, peer: str) -> User:
-        """The user, or MEAUTH. Unknown user and wrong password look the same."""
+    def check(self, username: str, password: str, peer: str, quick: bool = False) -> User:
+        """The user, or MEAUTH. Unknown user and wrong password look the same.
+        `quick` (on a worker's event loop): MustWait instead of writing VXDB, whose
+        write lock may be held for long, to record or clear failed logins."""
         now = time.time()
         failed = self.conn.execute("SELECT count, last FROM login_failures WHERE addr = ?",
                                    (peer,)).fetchone()
@@ -109,6 +111,8 @@ class Authenticator:
         found = load_user(self.conn, username) if username else None
         stored = found[1] if found else _DUMMY_HASH
         ok = hmac.compare_digest(given_hash(password).encode(), stored.encode())
+        if (not (ok and found) or failed is not None) and quick:
+            raise MustWait()
         if not (ok and found):
             self._record_failure(peer, now)
             raise VcdError(Fault.MEAUTH)

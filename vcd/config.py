@@ -64,7 +64,15 @@ KEYS: tuple[Key, ...] = (
     Key("task_keep_seconds", 86400, int_range(0, 365 * 86400),
         "Ended tasks (background: true) and their logs are pruned after this many seconds."),
     Key("task_keep_count", 1000, int_range(1, 10**6),
-        "At most this many ended tasks are kept (the newest)."),
+        "At most this many ended tasks of each user are kept (the newest): one user's "
+        "tasks never push out another's."),
+    Key("waiting_calls_per_user", 8, int_range(1, 4096),
+        "Calls that wait (vx.exec, vx.start, vx.stop, ...: served in the workers' threads) "
+        "one user who is not an admin may have in progress at once; a further one is "
+        "refused with 302 until one ends."),
+    Key("task_max_running", 32, int_range(1, 10**5),
+        "Tasks one user may have running at once (each is a process); a further "
+        "background call is refused with 302 until one of them ends."),
     Key("boot", False, boolean, "Start every member of the group 'onboot' when the daemon starts."),
     Key("cgroup_parent", "vcd", name_like,
         "Parent cgroup (in each controller) of every vserver's cgroup."),
@@ -116,6 +124,8 @@ class Config:
     exec_timeout_max: float = 3600.0
     task_keep_seconds: int = 86400
     task_keep_count: int = 1000
+    waiting_calls_per_user: int = 8
+    task_max_running: int = 32
     boot: bool = False
     cgroup_parent: str = "vcd"
     idmap_base: int = 131072

@@ -20,11 +20,11 @@ from defusedxml.xmlrpc import DefusedExpatParser
 
 from libvserver.native import phases
 from vcd import auth, stats, tasks, vxdb
-from vcd.listeners import local_uid
+from vcd.listeners import local_uid, share_of
 from vcd.audit import AuditLog
 from vcd.config import Config
-from vcd.errors import Fault, VcdError
-from vcd.locks import vserver_lock
+from vcd.errors import Fault, MustWait, VcdError
+from vcd.locks import user_slot, vserver_lock
 from vcd.marshal import RequestUnmarshaller, dump_fault, dump_result, sent_text
 from vcd.registry import BACKGROUND, REGISTRY, Call, Method, Owner, Txn, check_owner, load_all
 from vcd.vocab import USER_CAPS
@@ -115,11 +115,13 @@ def parse(body: bytes) -> Request:
 
 def waits(request: Request) -> bool:
     """Whether the call may wait long (on a guest, a copy of a tree): Method.waits, also
-    of any call inside a system.multicall. Such calls are served off the worker's event
-    loop (server.py), so they never hold up the calls of others."""
+    of any call inside a system.multicall, and every system.multicall of more than one
+    call (a request of 1 MiB carries thousands: as many separate requests would be
+    served in turn with everybody else's, a multicall at once). Such calls are served
+    off the worker's event loop (server.py), so they never hold up the calls of others."""
     if request.name == "system.multicall":
         calls = request.params[0] if request.params else None
-        return not isinstance(calls, list) or any(
+        return not isinstance(calls, list) or len(calls) > 1 or any(
             not isinstance(c, dict) or _waits(c.get("methodName")) for c in calls)
     return _waits(request.name)
 
@@ -158,9 +160,10 @@ class Dispatcher:
         self.config = config
         self.db = vxdb.connect(config.vxdb_path)
         self.auth = auth.Authenticator(self.db)
-        self.stats = stats.Stats(config.rundir)
+        self.stats = stats.of_process(config.rundir)
         self.audit = AuditLog(config.audit_log) if config.audit_log else None
         self.nil = True
+        self.quick = False
 
     def serve_long(self) -> None:
         """This worker will serve for long: the backend's set-up for many entries (every
@@ -174,7 +177,6 @@ class Dispatcher:
 
     def close(self) -> None:
         self.db.close()
-        self.stats.close()
         if self.audit is not None:
             self.audit.close()
 
@@ -186,15 +188,18 @@ class Dispatcher:
     def waits(request: Request) -> bool:
         return waits(request)
 
-    def answer(self, request: Request, peer: str, nil: bool = True) -> bytes:
+    def answer(self, request: Request, peer: str, nil: bool = True,
+               quick: bool = False) -> bytes:
         """The methodResponse for a request (parsed by any dispatcher of this process).
         `nil` False (`POST /RPC2?nil=0`): void results are boolean true, also inside
-        system.multicall."""
+        system.multicall. `quick` (on a worker's event loop): raises MustWait, having
+        done nothing, for a call that would have to wait (a failed login to record)."""
         ph = request.phases
         phases.current = ph
         self.nil = nil
-        self.stats.add("requests")
+        self.quick = quick
         name, code, self.user = request.name, 0, "-"
+        deferred = False
         try:
             if request.fault is not None:
                 code = Fault.PARSE_ERROR
@@ -213,9 +218,15 @@ class Dispatcher:
                 log.error("%s: result cannot be marshalled: %s", name, exc)
                 code = Fault.MESYS
                 return dump_fault(code, "System call or library call failed: bad result")
+        except MustWait:
+            deferred = True     # answered again in a thread: counted and logged there
+            raise
         finally:
-            request_log.info("%s user=%s peer=%s fault=%s %.1fms", name, self.user, peer, int(code),
-                             (time.monotonic() - request.started) * 1000)
+            self.quick = False
+            if not deferred:
+                self.stats.add("requests")
+                request_log.info("%s user=%s peer=%s fault=%s %.1fms", name, self.user, peer,
+                                 int(code), (time.monotonic() - request.started) * 1000)
 
     # A call by name, also used for each entry of system.multicall.
     def call(self, name: str, params: tuple[Any, ...], peer: str) -> Any:
@@ -268,7 +279,8 @@ class Dispatcher:
             self.stats.add("flogins")
             raise VcdError(Fault.MEAUTH, "first parameter must be {username, password}")
         try:
-            return self.auth.check(username, password, peer)
+            # throttled per share_of(peer): an IPv6 client's /64, not each of its addresses
+            return self.auth.check(username, password, share_of(peer), quick=self.quick)
         except VcdError:
             self.stats.add("flogins")
             raise
@@ -320,6 +332,12 @@ class Dispatcher:
             return tasks.start(self.config, method.name, name, user.username, values, peer)
         phases.current.mark("vcd: capability, params, owner (VXDB)")
         with ExitStack() as stack:
+            if method.waits and output is None and not user.admin:
+                # threads are a worker's 16, 4 per peer: a tenant calling from many
+                # addresses must not take them all with commands that wait an hour
+                stack.enter_context(user_slot(self.config.rundir, user.uid,
+                                              self.config.waiting_calls_per_user,
+                                              "waiting_calls_per_user"))
             if method.lock:
                 names = [values["name"]] if "name" in values else []
                 if isinstance(values.get("newname"), str):

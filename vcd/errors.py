@@ -65,6 +65,14 @@ class VcdError(Exception):
         self.message = message
 
 
+class MustWait(BaseException):
+    """Raised by a call answered on a worker's event loop (`quick`) that found it has
+    to wait after all: a failed login to record in VXDB, whose write lock a long
+    vx.create or vx.remove may hold for a while. The server serves the call again in a
+    thread (vcd.server.SlowLane). A BaseException, so no `except Exception` of a method
+    or of system.multicall turns it into a fault."""
+
+
 def exec_failed(status: int, output: str, reason: str | None = None) -> VcdError:
     """Fault 1000+N of a command that exited N: the standard text, the exit status (or
     `reason`), then the command's combined output, e.g.

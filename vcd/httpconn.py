@@ -229,14 +229,16 @@ class Connection:
     The step methods (`on_readable`, `on_writable`, `expire`) never raise and never
     block; afterwards `state` and `want` say what the worker does next.
     """
-    __slots__ = ("sock", "peer", "tls", "deadline", "state", "want", "buf", "scanned",
+    __slots__ = ("sock", "peer", "share", "tls", "deadline", "state", "want", "buf", "scanned",
                  "body_start", "size", "version", "body", "out", "sent", "linger", "swallowed",
                  "max_body", "timeout", "registered", "pushed", "encodings", "nil")
 
     def __init__(self, sock: socket.socket, peer: str, tls: ssl.SSLContext | None,
-                 timeout: float, max_body: int) -> None:
+                 timeout: float, max_body: int, share: str | None = None) -> None:
         self.sock: socket.socket = sock
         self.peer = peer
+        # whose share of the worker it counts against (vcd.listeners.share_of)
+        self.share = peer if share is None else share
         self.tls = tls
         self.timeout = timeout
         self.max_body = max_body

@@ -34,6 +34,24 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 LOCAL_PEER = "local:uid="        # how a Unix socket peer is named: LOCAL_PEER + its uid
 
 
+IPV6_SHARE_PREFIX = 64
+
+
+def share_of(peer: str) -> str:
+    """Whom a peer (as `Listener.peer_name` names it) counts as where clients are given
+    their share (connections and threads per worker, turns) and where failed logins are
+    throttled: an IPv6 address as its /64, which one host or site holds whole (2^64
+    source addresses, each a fresh share and a fresh throttle otherwise, as RFC 6177
+    assigns a /64 to a single subnet); anything else as itself."""
+    if ":" not in peer or peer.startswith(LOCAL_PEER):
+        return peer
+    try:
+        return str(ipaddress.IPv6Network((peer.partition("%")[0], IPV6_SHARE_PREFIX),
+                                         strict=False))
+    except ValueError:
+        return peer
+
+
 def local_uid(peer: str) -> int | None:
     """The uid the kernel vouched for (SO_PEERCRED) of a peer `peer_name` named on the
     Unix socket; None for TCP peers and for a Unix peer whose credentials were unreadable.

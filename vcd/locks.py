@@ -1,7 +1,8 @@
-"""Per-vserver locks shared by all worker processes.
+"""Per-vserver locks and per-user slots shared by all worker processes.
 
-An flock on <rundir>/locks/<name>: the kernel drops it when the holder exits or
-crashes, so a killed worker can never leave a vserver locked.
+An flock on <rundir>/locks/<name> (<rundir>/users/<uid>.<i>): the kernel drops it when
+the holder exits or crashes, so a killed worker can never leave a vserver locked or a
+slot taken.
 """
 from __future__ import annotations
 
@@ -53,3 +54,29 @@ def _acquire(fd: int, name: str, wait: float) -> None:
                 raise VcdError(Fault.MEBUSY, f"another operation on {name} is in progress") from None
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+@contextmanager
+def user_slot(rundir: Path, uid: int, slots: int, setting: str) -> Iterator[None]:
+    """Hold one of the `slots` slots of user `uid` for the block; MEBUSY when all are
+    held (by its calls in any worker). `setting` names the config key in the fault."""
+    slotdir = rundir / "users"
+    for i in range(slots):
+        path = slotdir / f"{uid}.{i}"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            slotdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+        return
+    raise VcdError(Fault.MEBUSY, f"{slots} calls of yours are in progress, at most {setting} "
+                                 f"= {slots}; wait for one to end")

@@ -374,9 +374,11 @@ class Runtime:
         except libvserver.LibvserverError as exc:
             raise VcdError(Fault.MESYS, str(exc)) from None
 
-    def stat(self, vserver: VServer) -> libvserver.ContextStat:
+    def stat(self, vserver: VServer, net: bool = False) -> libvserver.ContextStat:
+        """Its counters; `net`: also those of each network interface (as many as the
+        guest makes: only vx.netstatus asks, off the event loop)."""
         try:
-            return self.backend.stat(vserver.xid)
+            return self.backend.stat(vserver.xid, net=net)
         except libvserver.LibvserverError as exc:
             raise VcdError(Fault.MESYS, str(exc)) from None
 

@@ -26,10 +26,11 @@ an epoll entry until its deadline (TLS handshake, head and body together must
 arrive within `timeout`). The HTTP request is parsed by `vcd.httpconn` rather than
 `http.server`, whose buffered reads can't be driven this way.
 
-Fairness: complete requests are dispatched round-robin by peer (source address,
-or uid on the Unix socket), and one peer may hold at most a quarter of a worker's
-connections, so a flood from one address neither queues ahead of nor locks out
-another. Failed logins are throttled per address by the dispatcher.
+Fairness: complete requests are dispatched round-robin by peer (source address, an
+IPv6 one by its /64 (`vcd.listeners.share_of`), or uid on the Unix socket), and one
+peer may hold at most a quarter of a worker's connections, so a flood from one address
+neither queues ahead of nor locks out another. Failed logins are throttled per peer
+by the dispatcher.
 """
 from __future__ import annotations
 
@@ -53,8 +54,9 @@ from queue import SimpleQueue
 from typing import Any, Callable, Protocol
 
 from vcd.config import Config
+from vcd.errors import MustWait
 from vcd.httpconn import WANT_NOTHING, Connection, State, error_answer
-from vcd.listeners import Listener
+from vcd.listeners import Listener, share_of
 
 log = logging.getLogger("vcd.server")
 
@@ -76,7 +78,8 @@ PR_SET_PDEATHSIG = 1
 class Dispatcher(Protocol):
     def parse(self, body: bytes) -> Any: ...
     def waits(self, request: Any) -> bool: ...
-    def answer(self, request: Any, peer: str, nil: bool = True) -> bytes: ...
+    def answer(self, request: Any, peer: str, nil: bool = True,
+               quick: bool = False) -> bytes: ...
     def serve_long(self) -> None: ...
     def close(self) -> None: ...
 
@@ -154,7 +157,7 @@ class SlowLane:
         return sum(self.running.values()) + sum(len(q) for q in self.waiting.values())
 
     def submit(self, fd: int, conn: Connection, request: Any) -> None:
-        self.waiting.setdefault(conn.peer, deque()).append(_SlowCall(fd, conn, request))
+        self.waiting.setdefault(conn.share, deque()).append(_SlowCall(fd, conn, request))
         self._start_waiting()
 
     def finished(self) -> list[_SlowCall]:
@@ -163,9 +166,9 @@ class SlowLane:
         calls: list[_SlowCall] = []
         while not self.done.empty():
             call = self.done.get_nowait()
-            self.running[call.conn.peer] -= 1
-            if self.running[call.conn.peer] <= 0:
-                del self.running[call.conn.peer]
+            self.running[call.conn.share] -= 1
+            if self.running[call.conn.share] <= 0:
+                del self.running[call.conn.share]
             calls.append(call)
         if calls:
             self._start_waiting()
@@ -347,19 +350,20 @@ class Worker:
                         return
                     raise
                 peer = listener.peer_name(sock, addr)
-                if self.per_peer[peer] >= self.max_per_peer:
+                share = share_of(peer)
+                if self.per_peer[share] >= self.max_per_peer:
                     # this peer already holds its share: others must still get in
                     self.refused_by_share += 1
                     if self.refused_by_share in (1, 10, 100) or self.refused_by_share % 1000 == 0:
                         log.warning("%s holds %d connections to this worker; refused %d so far",
-                                    peer, self.per_peer[peer], self.refused_by_share)
+                                    share, self.per_peer[share], self.refused_by_share)
                     sock.close()
                     continue
                 sock.setblocking(False)
                 fd = sock.fileno()
-                conn = Connection(sock, peer, listener.tls, self.timeout, self.max_body)
+                conn = Connection(sock, peer, listener.tls, self.timeout, self.max_body, share)
                 self.conns[fd] = conn
-                self.per_peer[peer] += 1
+                self.per_peer[share] += 1
                 # with TCP_DEFER_ACCEPT the request has usually arrived already
                 conn.on_readable()
                 self._settle(fd, conn)
@@ -390,7 +394,7 @@ class Worker:
         if state is State.CLOSED:
             self._forget(fd, conn)
         elif state is State.READY:
-            self.ready.setdefault(conn.peer, deque()).append((fd, conn))
+            self.ready.setdefault(conn.share, deque()).append((fd, conn))
         elif conn.deadline != conn.pushed:
             # only connections that wait get here: the fast path never touches the heap
             conn.pushed = conn.deadline
@@ -399,9 +403,9 @@ class Worker:
     def _forget(self, fd: int, conn: Connection) -> None:
         if self.conns.get(fd) is conn:
             del self.conns[fd]
-            self.per_peer[conn.peer] -= 1
-            if self.per_peer[conn.peer] <= 0:
-                del self.per_peer[conn.peer]
+            self.per_peer[conn.share] -= 1
+            if self.per_peer[conn.share] <= 0:
+                del self.per_peer[conn.share]
 
     def _poll_timeout(self) -> float:
         heap = self.deadlines
@@ -450,7 +454,13 @@ class Worker:
             if self.slow is not None and self.dispatcher.waits(request):
                 self.slow.submit(fd, conn, request)
                 return      # answered by _answer when its thread is done
-            answer = self.dispatcher.answer(request, conn.peer, nil=conn.nil)
+            answer = self.dispatcher.answer(request, conn.peer, nil=conn.nil,
+                                            quick=self.slow is not None)
+        except MustWait:
+            # it found it has to wait after all (a failed login to record): a thread's
+            assert self.slow is not None
+            self.slow.submit(fd, conn, request)
+            return
         except Exception:
             log.exception("request from %s failed in the dispatcher", conn.peer)
         self._answer(fd, conn, answer)

@@ -3,7 +3,9 @@
 Counters live in a small mmap'd file under rundir with one slot per worker. A worker
 claims a slot with an fcntl lock on it (released by the kernel if the worker dies, so
 a respawned worker reuses the slot and its counts), writes only its own slot, and
-readers sum all slots: no shared lock a killed worker could leave held.
+readers sum all slots: no shared lock a killed worker could leave held. The threads of
+a worker (vcd.server.SlowLane, each with a dispatcher of its own) count in the one slot
+of their process (`of_process`): SLOTS bounds processes, not threads.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import fcntl
 import mmap
 import os
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +46,7 @@ class Stats:
         self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         self._map = mmap.mmap(self._fd, _HEADER.size + _SLOT.size * SLOTS)
         self._slot: int | None = None
+        self._lock = threading.Lock()
 
     def _claim(self) -> int:
         # An open-file-description lock (F_OFD_SETLK), not a POSIX one: a POSIX lock is
@@ -63,12 +67,13 @@ class Stats:
         return _HEADER.size + slot * _SLOT.size
 
     def add(self, counter: str, n: int = 1) -> None:
-        if self._slot is None:
-            self._slot = self._claim()
         index = COUNTERS.index(counter)
-        offset = self._offset(self._slot) + index * 8
-        (value,) = struct.unpack_from("<q", self._map, offset)
-        struct.pack_into("<q", self._map, offset, value + n)
+        with self._lock:    # the threads of a worker share its slot
+            if self._slot is None:
+                self._slot = self._claim()
+            offset = self._offset(self._slot) + index * 8
+            (value,) = struct.unpack_from("<q", self._map, offset)
+            struct.pack_into("<q", self._map, offset, value + n)
 
     def read(self) -> dict[str, float]:
         totals = [0] * len(COUNTERS)
@@ -83,3 +88,19 @@ class Stats:
     def close(self) -> None:
         self._map.close()
         os.close(self._fd)
+
+
+_of_process: dict[tuple[int, str], Stats] = {}
+_of_process_guard = threading.Lock()
+
+
+def of_process(rundir: Path) -> Stats:
+    """The counters of this process, shared by all its threads: one slot per worker
+    however many dispatchers serve in it. Kept open until the process exits (the kernel
+    then frees the slot). Keyed by pid too: a forked child claims a slot of its own."""
+    key = (os.getpid(), str(rundir))
+    with _of_process_guard:
+        found = _of_process.get(key)
+        if found is None:
+            found = _of_process[key] = Stats(rundir)
+        return found

@@ -12,11 +12,13 @@ belongs to neither, and keeps its state and log under `<datadir>/tasks/`:
     <id>.stop   task.stop asked for it (also before the runner had started)
 
 The directory is 0700: params (a command's stdin) and output are the caller's.
-Ended tasks are pruned by age (task_keep_seconds) and count (task_keep_count).
+Ended tasks are pruned by age (task_keep_seconds) and count (task_keep_count, per user); one
+user may have task_max_running tasks running at once (each is a process).
 """
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import re
@@ -24,6 +26,7 @@ import secrets
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,14 +172,19 @@ class TaskStore:
             except FileNotFoundError:
                 pass
 
-    def prune(self, keep_seconds: int, keep_count: int) -> None:
-        """Remove ended tasks older than keep_seconds, and all but the newest
-        keep_count ended ones."""
-        ended = sorted((t for t in self.all() if not t.running),
+    def prune(self, keep_seconds: int, keep_count: int,
+              everything: list[Task] | None = None) -> None:
+        """Remove ended tasks older than keep_seconds, and all but the newest keep_count
+        ended ones of each user (of `everything`, when the caller has just read them):
+        one user's many tasks never push out another's results and logs."""
+        ended = sorted((t for t in (self.all() if everything is None else everything)
+                        if not t.running),
                        key=lambda t: (t.ended, t.id), reverse=True)
         cutoff = time.time() - keep_seconds
-        for i, task in enumerate(ended):
-            if i >= keep_count or task.ended < cutoff:
+        kept: Counter[str] = Counter()
+        for task in ended:
+            kept[task.user] += 1
+            if kept[task.user] > keep_count or task.ended < cutoff:
                 self.remove(task.id)
 
     # -- log -----------------------------------------------------------------------------
@@ -205,8 +213,26 @@ class TaskStore:
 
     def create(self, config: "Config", method: str, name: str, user: str,
                values: dict[str, Any], peer: str) -> Task:
+        """A new task of `user`; MEBUSY when it has task_max_running running already."""
         self.ensure()
-        self.prune(config.task_keep_seconds, config.task_keep_count)
+        # counted and created under one lock: concurrent calls (threads, workers) of a
+        # user cannot each see room for one more
+        lock = os.open(self.dir / ".create.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            everything = self.all()
+            self.prune(config.task_keep_seconds, config.task_keep_count, everything)
+            running = sum(1 for t in everything if t.running and t.user == user)
+            if running >= config.task_max_running:
+                raise VcdError(Fault.MEBUSY, f"{user} has {running} tasks running, at most "
+                                             f"task_max_running = {config.task_max_running}; "
+                                             "wait for one to end or stop one (task.stop)")
+            return self._create(config, method, name, user, values, peer)
+        finally:
+            os.close(lock)
+
+    def _create(self, config: "Config", method: str, name: str, user: str,
+                values: dict[str, Any], peer: str) -> Task:
         now = time.time()
         task = Task(id=f"{int(now):08x}-{secrets.token_hex(8)}", method=method, name=name,
                     user=user, started=int(now))

@@ -29,6 +29,11 @@ NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 # the characters that would be unsafe in a file name or an rrdtool argument
 NET_RE = re.compile(r"net_[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
 
+# Interfaces are the guest's to name: root inside with NET_ADMIN makes (or renames one
+# to) a new name as often as it likes, and each would be a file of about 220 KB on the
+# host's disk, forever. A vserver gets files for its first MAX_NET_DBS names only.
+MAX_NET_DBS = 32
+
 THREAD_DBS = ("thread_TOTAL", "thread_RUNNING", "thread_UNINTR", "thread_ONHOLD")
 LOADAVG_DB = "sys_LOADAVG"
 

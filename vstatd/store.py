@@ -26,7 +26,7 @@ from pathlib import Path
 
 import rrdtool
 
-from vstatd.layout import create_args, database, valid_name, vserver_dir
+from vstatd.layout import MAX_NET_DBS, create_args, database, valid_name, vserver_dir
 from vstatd.sample import Records, Value
 
 log = logging.getLogger("vcd.vstatd.store")
@@ -64,6 +64,7 @@ class Store:
         self.owner: dict[str, Identity] = {}      # directory name -> vserver it holds
         self.kept: set[str] = set()               # directories of removed vservers
         self.seen: set[Identity] = set()          # vservers VXDB listed during this run
+        self._net_dbs: dict[str, int] = {}        # directory -> how many net_ files it has
         rrddir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self._scan()
 
@@ -147,6 +148,7 @@ class Store:
                 self._pending.pop(path, None)
         for path in [p for p in self._last if p.startswith(prefix)]:
             del self._last[path]
+        self._net_dbs.pop(prefix[:-1], None)
 
     # -- samples ----------------------------------------------------------------------
 
@@ -159,6 +161,9 @@ class Store:
             try:
                 last = self._last.get(path)
                 if last is None:
+                    if metric.startswith("net_") and not os.path.exists(path) \
+                            and not self._room_for_net(directory):
+                        continue
                     last = self._open(path, metric, t)
             except (rrdtool.OperationalError, OSError) as exc:
                 log.error("%s: %s", path, exc)
@@ -173,6 +178,22 @@ class Store:
             self._last[path] = t
             queued += 1
         return queued
+
+    def _room_for_net(self, directory: Path) -> bool:
+        """Whether another net_ file may be made in `directory` (MAX_NET_DBS); counts it."""
+        key = str(directory)
+        count = self._net_dbs.get(key)
+        if count is None:
+            count = sum(1 for e in os.scandir(directory)
+                        if e.name.startswith("net_") and e.name.endswith(".rrd"))
+        if count >= MAX_NET_DBS:
+            if self._net_dbs.get(key) != count:
+                log.warning("%s: %d interface databases, no more are made (MAX_NET_DBS)",
+                            directory, count)
+            self._net_dbs[key] = count
+            return False
+        self._net_dbs[key] = count + 1
+        return True
 
     def flush(self, t: int) -> int:
         """Write the files whose turn it is at step t; returns the samples written."""

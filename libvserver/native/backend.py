@@ -412,9 +412,10 @@ class NativeBackend(Backend):
     def is_running(self, xid: int) -> bool:
         return bool(self.layout.pids(xid))
 
-    def stat(self, xid: int) -> ContextStat:
+    def stat(self, xid: int, net: bool = True) -> ContextStat:
         pids = self.layout.pids(xid)
-        return stat.collect(self.layout, xid, self._init_pid(xid, pids), self.state_dir)
+        return stat.collect(self.layout, xid, self._init_pid(xid, pids), self.state_dir,
+                            net=net)
 
     def last_exit(self, xid: int, wait: float = 0.0) -> dict | None:
         """Why the last init of xid ended ({reason, status, time}), as the supervisor saw

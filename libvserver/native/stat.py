@@ -77,7 +77,8 @@ def uptime_of(pid: int) -> float:
     return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - start)
 
 
-def collect(layout: Layout, xid: int, init_pid: int | None, state_dir: Path) -> ContextStat:
+def collect(layout: Layout, xid: int, init_pid: int | None, state_dir: Path,
+            net: bool = True) -> ContextStat:
     pids = layout.pids(xid)
     if not pids:
         return ContextStat(running=False)
@@ -102,7 +103,9 @@ def collect(layout: Layout, xid: int, init_pid: int | None, state_dir: Path) -> 
             st.uptime = uptime_of(init_pid)
         except OSError:
             pass
-        st.net = {name: NetCounters(*c) for name, c in netns.read_counters(init_pid).items()}
+        if net:
+            st.net = {name: NetCounters(*c)
+                      for name, c in netns.read_counters(init_pid).items()}
     try:
         load = json.loads((state_dir / f"{xid}.load").read_text())["load"]
         st.load1, st.load5, st.load15 = load

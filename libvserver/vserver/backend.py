@@ -233,7 +233,7 @@ class VserverBackend(Backend):
     def is_running(self, xid: int) -> bool:
         return self._info(xid) is not None
 
-    def stat(self, xid: int) -> ContextStat:
+    def stat(self, xid: int, net: bool = True) -> ContextStat:
         if self._info(xid) is None:
             return ContextStat(running=False)
         st = c.vcmd_ctx_stat_v0()

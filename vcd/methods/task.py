@@ -24,7 +24,9 @@ def get(call: Call, id: str) -> dict[str, Any]:
     return call.task.public()
 
 
-@method("task.list", cap=None, returns="array",
+# reads (and prunes) the file of every task, up to task_keep_count per user: in the
+# caller's share of a worker's threads, not on the event loop that serves everybody
+@method("task.list", cap=None, returns="array", waits=True,
         params=(Param("name", VServerName, required=False,
                       doc='vserver (or group) name; "" = your own tasks, every task for '
                           'admins'),))

@@ -17,7 +17,7 @@ from vcd.limit_ranges import check_limit
 from vcd.params import (AbsPath, Bool, Choice, Int, Number, Param, Pattern, Signal, Text,
                         VServerName)
 from vcd.registry import Call, Owner, Txn, method
-from vcd.vxdb.lookup import VServer, security_of
+from vcd.vxdb.lookup import VServer, find_vserver, security_of
 from vstatd.config import settings as vstatd_settings
 from vstatd.store import Identity, retire as retire_rrd
 
@@ -143,7 +143,7 @@ TEMPLATE = Param("template", Pattern(VServerName.regex, "a valid template name")
                  doc="template cache name (a tarball or directory in templatedir)")
 
 
-@method("vx.create", cap="CREATE", owner=Owner.CREATE, lock=True, txn=Txn.WRITE,
+@method("vx.create", cap="CREATE", owner=Owner.CREATE, lock=True, txn=Txn.SELF,
         background=True,
         params=(NAME, TEMPLATE,
                 Param("rebuild", Bool(), required=False, default=False, aliases=("force",),
@@ -161,32 +161,52 @@ def create(call: Call, name: str, template: str, rebuild: bool, copy: bool,
         info = templates.get(template)
     except TemplateError as exc:
         raise template_fault(exc) from None
-    existing = call.vserver
-    if existing is not None:
+    shared = info.kind == "directory" and not copy
+    with vxdb.transaction(call.db, immediate=True):
+        # read again under the vserver's lock: it may have come or gone since the owner check
+        existing = find_vserver(call.db, name)
+        if existing is None and call.vserver is not None:
+            raise VcdError(Fault.MENOVPS, name)
+        if existing is None:
+            # a new vserver: its rows and its tree together (no row ever names a tree
+            # that is not there); new names are the admin's
+            xid = allocate_xid(call)
+            target = Path(vdir) if vdir else call.config.vbasedir / name
+            check_vdir(call, target)
+            call.db.execute("INSERT INTO vservers (xid, name, vdir) VALUES (?, ?, ?)",
+                            (xid, name, str(target)))
+            apply_defaults(call, xid, info.meta)
+            call.db.execute("UPDATE vservers SET template = ?, shared = ? WHERE xid = ?",
+                            (template, int(shared), xid))
+            _populate(call, templates, template, target, shared)
+            return
         if not rebuild:
             raise VcdError(Fault.MEEXIST, name)
         if is_running(call, existing.xid):
             raise VcdError(Fault.MERUNNING, name)
-        xid, target = existing.xid, Path(existing.vdir)
-        try:
-            if os.path.lexists(target):
-                templates.remove_tree(target, removal_base(call, target))
-        except TemplateError as exc:
-            raise template_fault(exc) from None
-    else:
-        xid = allocate_xid(call)
-        target = Path(vdir) if vdir else call.config.vbasedir / name
-        check_vdir(call, target)
-        call.db.execute("INSERT INTO vservers (xid, name, vdir) VALUES (?, ?, ?)",
-                        (xid, name, str(target)))
-        apply_defaults(call, xid, info.meta)
-    shared = info.kind == "directory" and not copy
-    call.db.execute("UPDATE vservers SET template = ?, shared = ? WHERE xid = ?",
-                    (template, int(shared), xid))
+    # A rebuild, which a tenant may repeat at will: its tree is removed and extracted
+    # outside any transaction, so VXDB's write lock is never held (and every other
+    # writer of the daemon made to wait, past busy_timeout) while it runs. The
+    # vserver's lock keeps vx.start, vx.remove and vx.rename out meanwhile.
+    target = Path(existing.vdir)
+    try:
+        if os.path.lexists(target):
+            templates.remove_tree(target, removal_base(call, target))
+    except TemplateError as exc:
+        raise template_fault(exc) from None
+    _populate(call, templates, template, target, shared)
+    with vxdb.transaction(call.db, immediate=True):
+        call.db.execute("UPDATE vservers SET template = ?, shared = ? WHERE xid = ?",
+                        (template, int(shared), existing.xid))
+
+
+def _populate(call: Call, templates: TemplateStore, template: str, target: Path,
+              shared: bool) -> None:
     marker = partial_marker(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.close(fd)
+
     def report(done: int, total: int) -> None:
         call.say(progress.line(done, total, "bytes", f"extracting {template}"))
 
@@ -379,8 +399,8 @@ def status(call: Call, name: str) -> dict:
             "privileged": privileged}
 
 
-def _running_stat(call: Call):
-    st = call.runtime.stat(call.vserver)
+def _running_stat(call: Call, net: bool = False):
+    st = call.runtime.stat(call.vserver, net=net)
     if not st.running:
         raise VcdError(Fault.MESTOPPED, call.vserver.name)
     return st
@@ -429,13 +449,17 @@ def console(call: Call, name: str, lines: int, offset: int | None) -> dict:
     return {"data": data.decode("utf-8", errors="replace"), "offset": end}
 
 
+# A line of /proc/<init>/net/dev per interface of the guest's network namespace, and as
+# many interfaces as root inside (NET_ADMIN) makes: read in the caller's share of a
+# worker's threads (vcd/server.py SlowLane), never on the event loop that serves everybody.
 @method("vx.netstatus", cap="INFO", owner=Owner.OWNER, txn=Txn.READ, params=(NAME,),
+        waits=True,
         returns="array")
 def netstatus(call: Call, name: str) -> list[dict]:
     """Network counters of a running vserver: [{type, recvp, recvb, sendp, sendb, failp,
     failb}] (decimal strings), one per interface of its network namespace; failb is ""
     because a stock kernel counts no failed bytes."""
-    st = _running_stat(call)
+    st = _running_stat(call, net=True)
     return [{"type": f"net_{key}", "recvp": str(c.rx_packets), "recvb": str(c.rx_bytes),
              "sendp": str(c.tx_packets), "sendb": str(c.tx_bytes), "failp": str(c.errors),
              "failb": ""} for key, c in sorted(st.net.items())]

@@ -122,6 +122,28 @@ def test_handles_and_spec_go_when_the_context_ends(backend, make_spec, started, 
     assert not handles.spec_path(backend.state_dir, spec.xid).exists()
 
 
+def _mounts_at_or_below(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f
+                if line.split()[4] == str(path) or line.split()[4].startswith(f"{path}/")]
+
+
+def test_handles_make_no_tmpfs_per_context_and_a_stop_leaves_no_mount(backend, make_spec,
+                                                                     started, wait):
+    """The handles of a context are binds below one bind of its directory on the shared
+    tmpfs (a superblock per context grows every memory cgroup's shrinker array); one
+    umount of that bind takes them all."""
+    spec = started(make_spec())
+    d = handles.ns_dir(backend.state_dir, spec.xid)
+    assert os.stat(d).st_dev == os.stat(handles.ns_root(backend.state_dir)).st_dev
+    kept = _mounts_at_or_below(d)
+    assert len(kept) == 1 + len(handles.load(backend.state_dir, spec.xid).ns), kept
+    assert kept[0].split()[4] == str(d) and " - tmpfs vcd-ns " in kept[0], kept
+    backend.stop(spec.xid, ["/bin/true"], timeout=0)
+    wait(lambda: not d.exists())
+    assert _mounts_at_or_below(d) == []
+
+
 def test_restarted_supervisor_finds_the_handles(backend, make_spec, started, wait):
     import signal
     spec = started(make_spec())

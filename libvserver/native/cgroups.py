@@ -27,6 +27,9 @@ POLL_SLICE_MIN = 2
 POLL_SLICE_MAX = 100
 
 CONTROLLERS = ("pids", "memory", "cpu", "cpuacct", "cpuset", "freezer", "blkio", "devices", "io")
+# v1 controllers a context needs a group of its own in: its limits, freezing, device
+# rules; cpuacct (its CPU times) only where no cgroup2 group has them (cpu.stat).
+PER_CONTEXT_V1 = frozenset({"pids", "memory", "cpu", "cpuset", "freezer", "devices"})
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,12 @@ class Layout:
         if not self.hierarchies:
             raise OSError(errno.ENOENT, "no cgroup hierarchy is mounted")
         self.v2 = next((h for h in self.hierarchies if h.version == 2), None)
+        # v1 hierarchies where every context shares the parent group instead of a group
+        # of its own (see _shared_by_contexts)
+        self.shared = frozenset(h.path for h in self.hierarchies if self._shared_by_contexts(h))
         self.by_ctrl: dict[str, Hierarchy] = {}
         for h in self.hierarchies:
-            if h.version == 1:
+            if h.version == 1 and h.path not in self.shared:
                 for c in h.controllers:
                     self.by_ctrl[c] = h
         if self.v2 is not None:
@@ -104,12 +110,32 @@ class Layout:
         # hierarchies whose parent group create() has made ready (see _prepare_parent)
         self._ready: set[Path] = set()
 
+    def _shared_by_contexts(self, h: Hierarchy) -> bool:
+        """A v1 hierarchy nothing needs a context's own group in: blkio (no limit of a
+        spec is one), cpuacct beside cgroup2, and systemd's named hierarchy beside cgroup2
+        (a hybrid systemd tracks services there). A group costs in each hierarchy (its
+        cgroup, pressure and statistics structures, a node per control file), ~8 KiB a
+        context; in the shared parent a guest that mounts the hierarchy sees only its own
+        processes (its PID namespace) and no other context's group."""
+        if h.version != 1:
+            return False
+        if not h.controllers:
+            return self.v2 is not None
+        needed = PER_CONTEXT_V1 | ({"cpuacct"} if self.v2 is None else frozenset())
+        return not h.controllers & needed
+
     def has(self, ctrl: str) -> bool:
         return ctrl in self.by_ctrl
 
     def group(self, h: Hierarchy, xid: int | None = None) -> Path:
+        """The parent group (xid None), or where context xid's processes are: its own
+        group, or the parent in a hierarchy the contexts share."""
         p = h.path / self.parent
-        return p if xid is None else p / str(xid)
+        return p if xid is None or h.path in self.shared else p / str(xid)
+
+    def context_groups(self, xid: int) -> list[Path]:
+        """The groups made for xid alone (what remove() removes)."""
+        return [self.group(h, xid) for h in self.hierarchies if h.path not in self.shared]
 
     def path(self, ctrl: str, xid: int) -> Path:
         return self.group(self.by_ctrl[ctrl], xid)
@@ -172,6 +198,10 @@ class Layout:
                 if h.path not in self._ready:
                     self._prepare_parent(h)
                     self._ready.add(h.path)
+                if h.path in self.shared:
+                    if not os.access(self.group(h), os.F_OK):
+                        self._prepare_parent(h)     # removed since (as below)
+                    continue
                 g = self.group(h, xid)
                 try:
                     os.mkdir(g, 0o755)
@@ -254,6 +284,8 @@ class Layout:
         deadline = time.monotonic() + wait
         ok = True
         for h in self.hierarchies:
+            if h.path in self.shared:
+                continue
             where = f"{h.path}/{self.parent}/{xid}"
             if not os.access(where, os.F_OK):
                 continue    # gone already (the supervisor removes them when init ends)

@@ -56,10 +56,17 @@ def _remount_ro(rootfd: int, rel: str, flags: int) -> None:
         os.close(fd)
 
 
+# /dev/shm is a directory of the /dev tmpfs, bound onto itself for its own flags (nosuid,
+# nodev, exec allowed, as the tmpfs of its own it used to be): one superblock fewer per
+# vserver. The /dev tmpfs therefore has the size a /dev/shm tmpfs gets by default (half
+# of RAM); its pages are charged to the memory cgroup of the writer, the vserver.
+DEV_OPTS = "mode=755"
+
+
 def _make_dev(rootfd: int, bind_devices: bool = False) -> None:
     """A tmpfs /dev with DEVICES; ``bind_devices``: bind them from the host's /dev (in a
     user namespace mknod is refused, as for LXC's and runc's unprivileged containers)."""
-    _mount_at(rootfd, "dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=1024k")
+    _mount_at(rootfd, "dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, DEV_OPTS)
     devfd = confine.open_in_root(rootfd, "dev", os.O_PATH | os.O_DIRECTORY)
     try:
         for name, major, minor in DEVICES:
@@ -76,12 +83,13 @@ def _make_dev(rootfd: int, bind_devices: bool = False) -> None:
         for name, target in DEV_LINKS:
             os.symlink(target, name, dir_fd=devfd)
         os.mkdir("pts", 0o755, dir_fd=devfd)
-        os.mkdir("shm", 0o1777, dir_fd=devfd)
+        os.mkdir("shm", dir_fd=devfd)
+        os.chmod("shm", 0o1777, dir_fd=devfd)     # mkdir's mode passes the umask
     finally:
         os.close(devfd)
     _mount_at(rootfd, "dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
               "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    _mount_at(rootfd, "dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    _bind_self(rootfd, "dev/shm", MS_NOSUID | MS_NODEV)
 
 
 def _refuse_kernel_source(rootfd: int, srcfd: int, m: Mount) -> None:

@@ -172,7 +172,7 @@ def test_guest_process_claiming_pid_1_of_its_own_namespace_is_not_init(
     backend.exec(spec.xid, ["/bin/sh", "-c", "unshare -p -f sleep 1000 >/dev/null 2>&1 &"])
     # a process of the guest that is PID 1 of a PID namespace of its own
     nested = wait(lambda: [p for p in backend.layout.pids(spec.xid)
-                           if len(_nspid(p)) == 3 and _nspid(p)[-1] == "1"])
+                           if len(n := _nspid(p)) == 3 and n[-1] == "1"])
     for _ in range(3):
         assert backend.init_pid(spec.xid) == init
     assert backend.stat(spec.xid).running

@@ -161,9 +161,13 @@ def test_a_context_has_no_group_of_its_own_in_shared_hierarchies_and_its_guest_s
     opt = ",".join(sorted(h.controllers))
     status, out = run_sh(spec.xid, f"mkdir -p /tmp/cg && mount -t cgroup -o {opt} none "
                          f"/tmp/cg && ls /tmp/cg && echo PROCS && cat /tmp/cg/cgroup.procs; "
-                         f"umount /tmp/cg")
+                         f"echo WRITES; mkdir /tmp/cg/esc 2>/dev/null && echo MADE; "
+                         f"for f in /tmp/cg/*; do (echo 1 > $f) 2>/dev/null && echo W $f; "
+                         f"done; umount /tmp/cg")
     assert status == 0, out
-    listed, _, procs = out.partition("PROCS")
+    listed, _, rest = out.partition("PROCS")
+    procs, _, writes = rest.partition("WRITES")
+    assert writes.split() == [], out     # the shared group is the host's: nothing to change
     assert str(other.xid) not in listed.split() and str(spec.xid) not in listed.split()
     assert procs.split() and backend.init_pid(other.xid) is not None
     in_ns = {int(p) for p in procs.split()}

@@ -69,7 +69,8 @@ def discover(mountinfo: str = "/proc/self/mountinfo") -> list[Hierarchy]:
                 if not ctrls:
                     # Of the named hierarchies only systemd's matters: a v1-only systemd
                     # tracks (and kills) a service's processes there, so contexts must
-                    # leave the daemon's unit in it too.
+                    # leave the daemon's unit in it too (beside cgroup2, for the shared
+                    # parent group: Layout._shared_by_contexts).
                     if "name=systemd" not in opts or "name=systemd" in seen:
                         continue
                     seen.add("name=systemd")

@@ -96,6 +96,11 @@ class Layout:
         # v1 hierarchies where every context shares the parent group instead of a group
         # of its own (see _shared_by_contexts)
         self.shared = frozenset(h.path for h in self.hierarchies if self._shared_by_contexts(h))
+        # a v1 hierarchy of cpuset alone: a context has a group of its own there only when
+        # its spec pins CPUs or memory nodes (create(cpuset=True)); the others run in the
+        # parent, whose cpus and mems a group of theirs would only have copied
+        self.pinned_only = next((h.path for h in self.hierarchies if h.version == 1 and
+                                 h.controllers == {"cpuset"}), None)
         self.by_ctrl: dict[str, Hierarchy] = {}
         for h in self.hierarchies:
             if h.version == 1 and h.path not in self.shared:
@@ -130,13 +135,23 @@ class Layout:
 
     def group(self, h: Hierarchy, xid: int | None = None) -> Path:
         """The parent group (xid None), or where context xid's processes are: its own
-        group, or the parent in a hierarchy the contexts share."""
+        group, or the parent in a hierarchy the contexts share and in the pinned_only one
+        when its spec pins nothing (one access() there: the spec is not known here)."""
         p = h.path / self.parent
-        return p if xid is None or h.path in self.shared else p / str(xid)
+        if xid is None or h.path in self.shared:
+            return p
+        own = p / str(xid)
+        if h.path == self.pinned_only and not os.access(own, os.F_OK):
+            return p
+        return own
 
     def context_groups(self, xid: int) -> list[Path]:
         """The groups made for xid alone (what remove() removes)."""
-        return [self.group(h, xid) for h in self.hierarchies if h.path not in self.shared]
+        return [self.context_group(h, xid) for h in self.hierarchies if h.path not in self.shared]
+
+    def context_group(self, h: Hierarchy, xid: int) -> Path:
+        """The group of xid's own in h (in a pinned_only hierarchy it may not exist)."""
+        return h.path / self.parent / str(xid)
 
     def path(self, ctrl: str, xid: int) -> Path:
         return self.group(self.by_ctrl[ctrl], xid)
@@ -189,21 +204,23 @@ class Layout:
                     except OSError:
                         pass  # not delegated to us: the controller stays unused
 
-    def create(self, xid: int) -> list[Path]:
+    def create(self, xid: int, cpuset: bool = True) -> list[Path]:
         """Make the context's group in every hierarchy; returns them (undo with remove()).
-        The parent groups are made ready once per Layout (a long-lived supervisor starts
-        many contexts): again after any failure, and whenever a parent has gone."""
+        ``cpuset``: whether the context's spec pins CPUs or memory nodes (else it gets
+        no group in a hierarchy of cpuset alone: pinned_only). The parent groups are made
+        ready once per Layout (a long-lived supervisor starts many contexts): again after
+        any failure, and whenever a parent has gone."""
         made: list[Path] = []
         try:
             for h in self.hierarchies:
                 if h.path not in self._ready:
                     self._prepare_parent(h)
                     self._ready.add(h.path)
-                if h.path in self.shared:
+                if h.path in self.shared or (h.path == self.pinned_only and not cpuset):
                     if not os.access(self.group(h), os.F_OK):
                         self._prepare_parent(h)     # removed since (as below)
                     continue
-                g = self.group(h, xid)
+                g = self.context_group(h, xid)
                 try:
                     os.mkdir(g, 0o755)
                 except FileNotFoundError:

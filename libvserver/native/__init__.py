@@ -19,7 +19,8 @@ Where things are
                 callback's argv), reaped/<pid>.json (the keeper's records),
                 <xid>.console (its console log, console.py), <xid>.spec (the spec it
                 was started with, and init's pid) and ns/<xid>/<type> (its
-                namespaces, kept as bind mounts on a tmpfs per context: handles.py).
+                namespaces, kept as bind mounts below a bind of ns/<xid> on one
+                private tmpfs: handles.py).
     image_dir   <xid>.img, the ext4 image of a context with a disk limit.
 
 Modules: backend (the Backend), supervisor, spawn (a context's PID 1 before init),

@@ -471,9 +471,9 @@ class NativeBackend(Backend):
         image = quota.image_path(self.image_dir, xid)
         for path in (image, image.with_suffix(".new")):
             path.unlink(missing_ok=True)
-        for h in self.layout.hierarchies:
+        for group in self.layout.context_groups(xid):
             # groups a guest made below its own go first: rmdir needs them empty
-            for below, _, _ in os.walk(self.layout.group(h, xid), topdown=False):
+            for below, _, _ in os.walk(group, topdown=False):
                 try:
                     os.rmdir(below)
                 except OSError:

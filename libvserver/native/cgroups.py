@@ -27,6 +27,9 @@ POLL_SLICE_MIN = 2
 POLL_SLICE_MAX = 100
 
 CONTROLLERS = ("pids", "memory", "cpu", "cpuacct", "cpuset", "freezer", "blkio", "devices", "io")
+# v1 controllers a context needs a group of its own in: its limits, freezing, device
+# rules; cpuacct (its CPU times) only where no cgroup2 group has them (cpu.stat).
+PER_CONTEXT_V1 = frozenset({"pids", "memory", "cpu", "cpuset", "freezer", "devices"})
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def discover(mountinfo: str = "/proc/self/mountinfo") -> list[Hierarchy]:
                 if not ctrls:
                     # Of the named hierarchies only systemd's matters: a v1-only systemd
                     # tracks (and kills) a service's processes there, so contexts must
-                    # leave the daemon's unit in it too.
+                    # leave the daemon's unit in it too (beside cgroup2, for the shared
+                    # parent group: Layout._shared_by_contexts).
                     if "name=systemd" not in opts or "name=systemd" in seen:
                         continue
                     seen.add("name=systemd")
@@ -89,9 +93,17 @@ class Layout:
         if not self.hierarchies:
             raise OSError(errno.ENOENT, "no cgroup hierarchy is mounted")
         self.v2 = next((h for h in self.hierarchies if h.version == 2), None)
+        # v1 hierarchies where every context shares the parent group instead of a group
+        # of its own (see _shared_by_contexts)
+        self.shared = frozenset(h.path for h in self.hierarchies if self._shared_by_contexts(h))
+        # a v1 hierarchy of cpuset alone: a context has a group of its own there only when
+        # its spec pins CPUs or memory nodes (create(cpuset=True)); the others run in the
+        # parent, whose cpus and mems a group of theirs would only have copied
+        self.pinned_only = next((h.path for h in self.hierarchies if h.version == 1 and
+                                 h.controllers == {"cpuset"}), None)
         self.by_ctrl: dict[str, Hierarchy] = {}
         for h in self.hierarchies:
-            if h.version == 1:
+            if h.version == 1 and h.path not in self.shared:
                 for c in h.controllers:
                     self.by_ctrl[c] = h
         if self.v2 is not None:
@@ -104,12 +116,42 @@ class Layout:
         # hierarchies whose parent group create() has made ready (see _prepare_parent)
         self._ready: set[Path] = set()
 
+    def _shared_by_contexts(self, h: Hierarchy) -> bool:
+        """A v1 hierarchy nothing needs a context's own group in: blkio (no limit of a
+        spec is one), cpuacct beside cgroup2, and systemd's named hierarchy beside cgroup2
+        (a hybrid systemd tracks services there). A group costs in each hierarchy (its
+        cgroup, pressure and statistics structures, a node per control file), ~8 KiB a
+        context; in the shared parent a guest that mounts the hierarchy sees only its own
+        processes (its PID namespace) and no other context's group."""
+        if h.version != 1:
+            return False
+        if not h.controllers:
+            return self.v2 is not None
+        needed = PER_CONTEXT_V1 | ({"cpuacct"} if self.v2 is None else frozenset())
+        return not h.controllers & needed
+
     def has(self, ctrl: str) -> bool:
         return ctrl in self.by_ctrl
 
     def group(self, h: Hierarchy, xid: int | None = None) -> Path:
+        """The parent group (xid None), or where context xid's processes are: its own
+        group, or the parent in a hierarchy the contexts share and in the pinned_only one
+        when its spec pins nothing (one access() there: the spec is not known here)."""
         p = h.path / self.parent
-        return p if xid is None else p / str(xid)
+        if xid is None or h.path in self.shared:
+            return p
+        own = p / str(xid)
+        if h.path == self.pinned_only and not os.access(own, os.F_OK):
+            return p
+        return own
+
+    def context_groups(self, xid: int) -> list[Path]:
+        """The groups made for xid alone (what remove() removes)."""
+        return [self.context_group(h, xid) for h in self.hierarchies if h.path not in self.shared]
+
+    def context_group(self, h: Hierarchy, xid: int) -> Path:
+        """The group of xid's own in h (in a pinned_only hierarchy it may not exist)."""
+        return h.path / self.parent / str(xid)
 
     def path(self, ctrl: str, xid: int) -> Path:
         return self.group(self.by_ctrl[ctrl], xid)
@@ -162,17 +204,23 @@ class Layout:
                     except OSError:
                         pass  # not delegated to us: the controller stays unused
 
-    def create(self, xid: int) -> list[Path]:
+    def create(self, xid: int, cpuset: bool = True) -> list[Path]:
         """Make the context's group in every hierarchy; returns them (undo with remove()).
-        The parent groups are made ready once per Layout (a long-lived supervisor starts
-        many contexts): again after any failure, and whenever a parent has gone."""
+        ``cpuset``: whether the context's spec pins CPUs or memory nodes (else it gets
+        no group in a hierarchy of cpuset alone: pinned_only). The parent groups are made
+        ready once per Layout (a long-lived supervisor starts many contexts): again after
+        any failure, and whenever a parent has gone."""
         made: list[Path] = []
         try:
             for h in self.hierarchies:
                 if h.path not in self._ready:
                     self._prepare_parent(h)
                     self._ready.add(h.path)
-                g = self.group(h, xid)
+                if h.path in self.shared or (h.path == self.pinned_only and not cpuset):
+                    if not os.access(self.group(h), os.F_OK):
+                        self._prepare_parent(h)     # removed since (as below)
+                    continue
+                g = self.context_group(h, xid)
                 try:
                     os.mkdir(g, 0o755)
                 except FileNotFoundError:
@@ -254,6 +302,8 @@ class Layout:
         deadline = time.monotonic() + wait
         ok = True
         for h in self.hierarchies:
+            if h.path in self.shared:
+                continue
             where = f"{h.path}/{self.parent}/{xid}"
             if not os.access(where, os.F_OK):
                 continue    # gone already (the supervisor removes them when init ends)

@@ -3,7 +3,7 @@ enters it later: its namespaces and its spec.
 
     <state_dir>/ns/            a private tmpfs (mode 0700): nothing mounted below it
                                propagates to any other mount namespace, or from one
-    <state_dir>/ns/<xid>/      a tmpfs of its own (one umount drops every handle)
+    <state_dir>/ns/<xid>/      a bind of itself (one umount drops every handle)
     <state_dir>/ns/<xid>/<ns>  the namespace files of init, bind-mounted right after the
                                start, for every namespace made at start (those that
                                differ from the supervisor's own): user, cgroup, ipc,
@@ -80,11 +80,11 @@ def keep(state_dir: Path, spec: ContextSpec, pid: int) -> Kept:
     root = _ensure_private_root(state_dir)
     d = root / str(spec.xid)
     d.mkdir(mode=0o700)
-    # d is a tmpfs of its own, so that drop() detaches every handle with one umount:
-    # each umount waits for an RCU grace period, eight of them were most of a stop. (A
-    # bind of d onto itself would leave the handles' files, mountpoints of the detached
-    # tree, on the shared tmpfs: busy for good.)
-    mount(TMPFS_SOURCE, str(d), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700,size=4k")
+    # d is a mount (a bind of itself on the shared tmpfs), so that drop() detaches every
+    # handle with one umount: each umount waits for an RCU grace period, eight of them
+    # were most of a stop. Not a tmpfs of its own: a superblock per context costs its
+    # memory and a shrinker id, which grows every memory cgroup's shrinker array.
+    mount(str(d), str(d), None, MS_BIND)
     kept: dict[str, Path] = {}
     for name in NS_TYPES:
         src = f"/proc/{pid}/ns/{name}"
@@ -164,8 +164,12 @@ def drop(state_dir: Path, xid: int) -> None:
     """Unmount and remove the handles and the spec of xid (what exists of them)."""
     d = ns_dir(state_dir, xid)
     if d.is_dir():
-        if os.path.ismount(d):
+        try:
+            # a bind of d on its own tmpfs is a mount point os.path.ismount cannot see
             umount2(str(d), MNT_DETACH)     # the handles below it go along
+        except OSError as e:
+            if e.errno != errno.EINVAL:     # EINVAL: not a mount point
+                raise
         for name in os.listdir(d):
             target = d / name
             if os.path.ismount(target):     # kept by a libvserver without the mount of d
@@ -175,7 +179,7 @@ def drop(state_dir: Path, xid: int) -> None:
     spec_path(state_dir, xid).unlink(missing_ok=True)
 
 
-TMPFS_SOURCE = "vcd-ns"     # the source name of every tmpfs of handles (ns root, per xid)
+TMPFS_SOURCE = "vcd-ns"     # the source name of the tmpfs of handles (and of its binds)
 
 
 def without_handles() -> int:

@@ -56,10 +56,17 @@ def _remount_ro(rootfd: int, rel: str, flags: int) -> None:
         os.close(fd)
 
 
+# /dev/shm is a directory of the /dev tmpfs, bound onto itself for its own flags (nosuid,
+# nodev, exec allowed, as the tmpfs of its own it used to be): one superblock fewer per
+# vserver. The /dev tmpfs therefore has the size a /dev/shm tmpfs gets by default (half
+# of RAM); its pages are charged to the memory cgroup of the writer, the vserver.
+DEV_OPTS = "mode=755"
+
+
 def _make_dev(rootfd: int, bind_devices: bool = False) -> None:
     """A tmpfs /dev with DEVICES; ``bind_devices``: bind them from the host's /dev (in a
     user namespace mknod is refused, as for LXC's and runc's unprivileged containers)."""
-    _mount_at(rootfd, "dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=1024k")
+    _mount_at(rootfd, "dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, DEV_OPTS)
     devfd = confine.open_in_root(rootfd, "dev", os.O_PATH | os.O_DIRECTORY)
     try:
         for name, major, minor in DEVICES:
@@ -76,12 +83,13 @@ def _make_dev(rootfd: int, bind_devices: bool = False) -> None:
         for name, target in DEV_LINKS:
             os.symlink(target, name, dir_fd=devfd)
         os.mkdir("pts", 0o755, dir_fd=devfd)
-        os.mkdir("shm", 0o1777, dir_fd=devfd)
+        os.mkdir("shm", dir_fd=devfd)
+        os.chmod("shm", 0o1777, dir_fd=devfd)     # mkdir's mode passes the umask
     finally:
         os.close(devfd)
     _mount_at(rootfd, "dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
               "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    _mount_at(rootfd, "dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    _bind_self(rootfd, "dev/shm", MS_NOSUID | MS_NODEV)
 
 
 def _refuse_kernel_source(rootfd: int, srcfd: int, m: Mount) -> None:
@@ -150,7 +158,7 @@ def spec_mount(rootfd: int, m: Mount, host_srcs: dict[str, int] | None = None) -
 
 # Host-wide kernel interfaces a guest must not see or change (runc's maskedPaths and
 # readonlyPaths, LXC's proc/sys masks).  Files are masked with /dev/null, directories
-# with an empty read-only tmpfs; what this kernel lacks is skipped.
+# with an empty read-only directory; what this kernel lacks is skipped.
 MASKED = ("proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/key-users",
           "proc/kmsg", "proc/latency_stats", "proc/timer_list", "proc/timer_stats",
           "proc/sched_debug", "proc/scsi", "proc/kpagecount",
@@ -158,6 +166,9 @@ MASKED = ("proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/key-users
           "sys/firmware", "sys/kernel/security", "sys/kernel/debug", "sys/kernel/tracing",
           "sys/devices/virtual/powercap")
 READ_ONLY = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger")
+# where the empty directory of the masks is made on the context's /dev tmpfs, and
+# removed again before init runs (the masks then show a deleted directory)
+MASK_SOURCE = ".vcd-mask"
 
 
 def _bind_self(rootfd: int, rel: str, flags: int = 0) -> bool:
@@ -177,9 +188,17 @@ def _bind_self(rootfd: int, rel: str, flags: int = 0) -> bool:
 
 def mask_kernel_interfaces(rootfd: int, new_net: bool) -> None:
     """Mask MASKED, make READ_ONLY read-only; /proc/sys/net stays writable when the
-    context has its own network namespace (its sysctls are then per namespace)."""
+    context has its own network namespace (its sysctls are then per namespace).
+
+    Every masked directory is a read-only bind of one empty directory of the context's
+    /dev tmpfs (made by _make_dev before), removed once bound: a removed directory
+    takes no new entry, even through a mount made writable again, and the masks cost
+    no superblock of their own. (A tmpfs per vserver did: its memory, and a shrinker id
+    that grows every memory cgroup's shrinker array, ~1 KiB a cgroup per 64 ids.)"""
     ro = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-    empty: int | None = None    # the one empty tmpfs every masked directory shows
+    devfd = confine.open_in_root(rootfd, "dev", os.O_PATH | os.O_DIRECTORY)
+    empty: int | None = None    # the first mask, the bind source of the others
+    made = False
     try:
         for rel in MASKED:
             try:
@@ -191,17 +210,29 @@ def mask_kernel_interfaces(rootfd: int, new_net: bool) -> None:
                 if not stat.S_ISDIR(os.fstat(fd).st_mode):
                     mount("/dev/null", p, None, MS_BIND)
                 elif empty is None:
-                    mount("tmpfs", p, "tmpfs", ro, "size=4k,nr_inodes=1,mode=0555")
+                    os.mkdir(MASK_SOURCE, 0o555, dir_fd=devfd)
+                    made = True
+                    src = os.open(MASK_SOURCE, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW |
+                                  os.O_CLOEXEC, dir_fd=devfd)
+                    try:
+                        mount(confine.fd_path(src), p, None, MS_BIND)
+                    finally:
+                        os.close(src)
+                    _remount_ro(rootfd, rel, ro)
                     empty = confine.open_in_root(rootfd, rel, os.O_PATH)
                 else:
-                    # binds of the first (read-only superblock): one tmpfs instance per
-                    # vserver, not one per masked directory (memory of 500 vservers)
+                    # a bind copies the read-only flags of its source: no remount each
                     mount(confine.fd_path(empty), p, None, MS_BIND)
             finally:
                 os.close(fd)
     finally:
         if empty is not None:
             os.close(empty)
+        try:
+            if made:
+                os.rmdir(MASK_SOURCE, dir_fd=devfd)
+        finally:
+            os.close(devfd)
     if new_net:
         # a bind copies the flags of its source: take /proc/sys/net before /proc/sys goes ro
         _bind_self(rootfd, "proc/sys/net")

@@ -254,7 +254,7 @@ class Supervisor:
                 # the host's Python files
                 netns.delete_host_side(netplan.host_if)
                 ph.mark("supervisor: leftover veth pair")
-            self.layout.create(xid)
+            self.layout.create(xid, cpuset=spec.cpuset is not None)
             ph.mark("supervisor: cgroup mkdir (every hierarchy)")
             gpid = self._fork_init(plan)
             ph.mark("supervisor: clone (user, pid namespaces)" +

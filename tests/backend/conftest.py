@@ -154,8 +154,7 @@ def run_sh(backend):
 
 
 def cgroup_dirs(backend, xid: int) -> list[Path]:
-    return [backend.layout.group(h, xid) for h in backend.layout.hierarchies
-            if backend.layout.group(h, xid).exists()]
+    return [g for g in backend.layout.context_groups(xid) if g.exists()]
 
 
 @pytest.fixture

@@ -104,3 +104,104 @@ def test_parent_must_be_relative():
         Layout("/abs", [])
     with pytest.raises(ValueError):
         Layout("a/../b", [])
+
+
+HYBRID = """\
+32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct
+34 31 0:31 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset
+35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+38 31 0:35 / /sys/fs/cgroup/blkio rw - cgroup cgroup rw,blkio
+40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+"""
+
+
+def test_contexts_share_the_parent_in_hierarchies_nothing_needs_a_group_of_theirs_in(
+        tmp_path):
+    """blkio, cpuacct (cgroup2's cpu.stat has the times) and systemd's named hierarchy
+    (a hybrid systemd tracks in cgroup2) get no group per context."""
+    mi = tmp_path / "mountinfo"
+    mi.write_text(HYBRID)
+    lay = Layout("vcd", discover(str(mi)))
+    shared = {p.name for p in lay.shared}
+    assert shared == {"cpuacct", "blkio", "systemd"}
+    assert not lay.has("cpuacct") and not lay.has("blkio")
+    by_name = {h.path.name: h for h in lay.hierarchies}
+    assert lay.group(by_name["blkio"], 7) == Path("/sys/fs/cgroup/blkio/vcd")
+    assert lay.group(by_name["memory"], 7) == Path("/sys/fs/cgroup/memory/vcd/7")
+    assert [g.parent.parent.name for g in lay.context_groups(7)] == [
+        "cpu", "cpuset", "memory", "unified"]
+    # cpuset alone: a group of its own only for a context whose spec pins CPUs
+    assert lay.pinned_only == Path("/sys/fs/cgroup/cpuset") and lay.has("cpuset")
+    assert lay.group(by_name["cpuset"], 7) == Path("/sys/fs/cgroup/cpuset/vcd")
+    # without cgroup2: cpuacct has the CPU times, systemd v1 tracks in its own hierarchy
+    mi.write_text(MIXED.replace("cpu,cpuacct", "cpu").replace(
+        "25 24 0:22 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+        "30 24 0:30 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct\n"
+        "31 24 0:31 / /sys/fs/cgroup/blkio rw - cgroup cgroup rw,blkio\n"))
+    lay = Layout("vcd", discover(str(mi)))
+    assert {p.name for p in lay.shared} == {"blkio"}
+    assert lay.has("cpuacct")
+
+
+def test_a_context_has_no_group_of_its_own_in_shared_hierarchies_and_its_guest_sees_none(
+        backend, make_spec, started, run_sh):
+    lay = backend.layout
+    if not lay.shared:
+        pytest.skip("no v1 hierarchy here that contexts share")
+    spec = started(make_spec(bcaps={"SYS_ADMIN"} | set(make_spec().bcaps)))
+    other = started(make_spec())
+    init = backend.init_pid(spec.xid)
+    for h in lay.hierarchies:
+        own = h.path / lay.parent / str(spec.xid)
+        shared = h.path in lay.shared or h.path == lay.pinned_only  # its spec pins nothing
+        assert own.is_dir() == (not shared), own
+        if shared:
+            procs = (lay.group(h, spec.xid) / "cgroup.procs").read_text().split()
+            assert str(init) in procs
+    # root inside mounts a shared hierarchy: rooted at the shared group, it shows no
+    # other context's group and, of the processes there, only its own
+    h = next(h for h in lay.hierarchies if h.path in lay.shared and h.controllers)
+    opt = ",".join(sorted(h.controllers))
+    status, out = run_sh(spec.xid, f"mkdir -p /tmp/cg && mount -t cgroup -o {opt} none "
+                         f"/tmp/cg && ls /tmp/cg && echo PROCS && cat /tmp/cg/cgroup.procs; "
+                         f"echo WRITES; mkdir /tmp/cg/esc 2>/dev/null && echo MADE; "
+                         f"for f in /tmp/cg/*; do (echo 1 > $f) 2>/dev/null && echo W $f; "
+                         f"done; umount /tmp/cg")
+    assert status == 0, out
+    listed, _, rest = out.partition("PROCS")
+    procs, _, writes = rest.partition("WRITES")
+    assert writes.split() == [], out     # the shared group is the host's: nothing to change
+    assert str(other.xid) not in listed.split() and str(spec.xid) not in listed.split()
+    assert procs.split() and backend.init_pid(other.xid) is not None
+    in_ns = {int(p) for p in procs.split()}
+    assert 1 in in_ns and len(in_ns) <= 4, procs   # init, the shell, cat (no other's)
+    # the CPU times come from cgroup2 when cpuacct is shared
+    run_sh(spec.xid, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
+    st = backend.stat(spec.xid)
+    assert st.cpu_user + st.cpu_system > 0
+
+
+def test_a_context_has_a_cpuset_group_of_its_own_only_when_its_spec_pins_cpus(
+        backend, make_spec, started):
+    lay = backend.layout
+    if lay.pinned_only is None:
+        pytest.skip("no v1 hierarchy of cpuset alone here")
+    h = next(h for h in lay.hierarchies if h.path == lay.pinned_only)
+    plain = started(make_spec())
+    pinned = started(make_spec(cpuset=CpuSet("0", "0", False)))
+    assert not lay.context_group(h, plain.xid).exists()
+    assert lay.group(h, plain.xid) == lay.group(h)
+    procs = (lay.group(h) / "cgroup.procs").read_text().split()
+    assert str(backend.init_pid(plain.xid)) in procs
+    own = lay.context_group(h, pinned.xid)
+    assert lay.group(h, pinned.xid) == own
+    assert (own / "cpuset.cpus").read_text().strip() == "0"
+    assert str(backend.init_pid(pinned.xid)) in (own / "cgroup.procs").read_text().split()
+    with open(f"/proc/{backend.init_pid(pinned.xid)}/status") as f:
+        assert "Cpus_allowed_list:\t0\n" in f.read()
+    # what the shared parent gives the other: every CPU of the parent
+    with open(f"/proc/{backend.init_pid(plain.xid)}/status") as f:
+        allowed = next(ln for ln in f if ln.startswith("Cpus_allowed_list:")).split()[1]
+    assert allowed == (lay.group(h) / "cpuset.cpus").read_text().strip()

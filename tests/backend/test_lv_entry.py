@@ -123,6 +123,28 @@ def test_handles_and_spec_go_when_the_context_ends(backend, make_spec, started, 
     assert not handles.spec_path(backend.state_dir, spec.xid).exists()
 
 
+def _mounts_at_or_below(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f
+                if line.split()[4] == str(path) or line.split()[4].startswith(f"{path}/")]
+
+
+def test_handles_make_no_tmpfs_per_context_and_a_stop_leaves_no_mount(backend, make_spec,
+                                                                     started, wait):
+    """The handles of a context are binds below one bind of its directory on the shared
+    tmpfs (a superblock per context grows every memory cgroup's shrinker array); one
+    umount of that bind takes them all."""
+    spec = started(make_spec())
+    d = handles.ns_dir(backend.state_dir, spec.xid)
+    assert os.stat(d).st_dev == os.stat(handles.ns_root(backend.state_dir)).st_dev
+    kept = _mounts_at_or_below(d)
+    assert len(kept) == 1 + len(handles.load(backend.state_dir, spec.xid).ns), kept
+    assert kept[0].split()[4] == str(d) and " - tmpfs vcd-ns " in kept[0], kept
+    backend.stop(spec.xid, ["/bin/true"], timeout=0)
+    wait(lambda: not d.exists())
+    assert _mounts_at_or_below(d) == []
+
+
 def test_restarted_supervisor_finds_the_handles(backend, make_spec, started, wait):
     import signal
     spec = started(make_spec())
@@ -135,8 +157,12 @@ def test_restarted_supervisor_finds_the_handles(backend, make_spec, started, wai
 
 
 def _nspid(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/status") as f:
-        return next(line.split()[1:] for line in f if line.startswith("NSpid:"))
+    """[] once pid has ended (a passing process of the exec that listed it)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(line.split()[1:] for line in f if line.startswith("NSpid:"))
+    except FileNotFoundError:
+        return []
 
 
 def test_guest_process_claiming_pid_1_of_its_own_namespace_is_not_init(
@@ -147,7 +173,7 @@ def test_guest_process_claiming_pid_1_of_its_own_namespace_is_not_init(
     backend.exec(spec.xid, ["/bin/sh", "-c", "unshare -p -f sleep 1000 >/dev/null 2>&1 &"])
     # a process of the guest that is PID 1 of a PID namespace of its own
     nested = wait(lambda: [p for p in backend.layout.pids(spec.xid)
-                           if len(_nspid(p)) == 3 and _nspid(p)[-1] == "1"])
+                           if len(n := _nspid(p)) == 3 and n[-1] == "1"])
     for _ in range(3):
         assert backend.init_pid(spec.xid) == init
     assert backend.stat(spec.xid).running

@@ -179,6 +179,30 @@ def test_proc_sys_dev_are_set_up(backend, make_spec, started, run_sh):
     assert "rc=1" in out
 
 
+def test_dev_shm_is_a_world_writable_sticky_mount_of_the_dev_tmpfs(backend, make_spec,
+                                                                     started, run_sh):
+    """/dev/shm: mode 1777, nosuid and nodev, programs may run from it; a directory of the
+    /dev tmpfs bound onto itself (no superblock of its own), as large as a tmpfs's
+    default (half of RAM), not /dev's former megabyte."""
+    spec = started(make_spec())
+    status, out = run_sh(spec.xid, "stat -c '%a %d' /dev/shm; stat -c %d /dev; "
+                         "grep ' /dev/shm ' /proc/self/mountinfo; "
+                         "cp /bin/busybox /dev/shm/true && /dev/shm/true && echo RAN; "
+                         "df -k /dev/shm | tail -1")
+    assert status == 0, out
+    lines = out.splitlines()
+    mode, dev = lines[0].split()
+    assert mode == "1777" and dev == lines[1].strip(), out
+    opts = lines[2].split()[5].split(",")
+    assert "nosuid" in opts and "nodev" in opts and "noexec" not in opts, out
+    assert lines[3] == "RAN", out
+    assert int(lines[4].split()[1]) > 64 * 1024, out
+    # a guest's user gets a file of its own in there, not in /dev itself
+    status, out = run_sh(spec.xid, "su -s /bin/sh nobody -c 'touch /dev/shm/n && echo OK; "
+                         "touch /dev/n 2>/dev/null && echo DEV'")
+    assert "OK" in out and "DEV" not in out, out
+
+
 def test_many_start_stop_cycles_leak_nothing(backend, make_spec, groups_of):
     # only what carries this backend's own marks is counted: other daemons on a busy
     # host add and remove links and loop devices of their own meanwhile

@@ -97,8 +97,8 @@ def _vcd_ns_mounts_in(ns_path: str) -> int:
 def test_inits_are_forked_in_a_mount_namespace_without_the_namespace_handles(
         backend, make_spec, started):
     """unshare(CLONE_NEWNS) copies every mount of the namespace it starts from; forked
-    beside the handles (a tmpfs and up to eight binds per running context), a start
-    slowed down with every context already running."""
+    beside the handles (a bind of its directory and up to eight binds per running
+    context), a start slowed down with every context already running."""
     started(make_spec())
     started(make_spec())
     assert _vcd_ns_mounts_in("/proc/self/ns/mnt") >= 3     # ns root + one per context

@@ -92,6 +92,36 @@ def test_guest_sees_its_own_cgroup_as_root(backend, run_sh, make_spec, started):
     assert all(line.endswith(":/") for line in out.splitlines()), out
 
 
+def test_masked_directories_are_one_removed_directory_root_inside_cannot_lift_or_fill(
+        backend, run_sh, make_spec, started):
+    """Each masked directory is a read-only bind of an empty directory of the context's
+    /dev tmpfs that was removed once bound: no tmpfs of its own, nothing left in /dev,
+    and root inside (without SYS_ADMIN) can neither unmount, remount nor write into it."""
+    spec = started(make_spec())
+    script = ("for d in /sys/firmware /sys/kernel/debug; do "
+              "[ \"$(stat -c %d $d)\" = \"$(stat -c %d /dev)\" ] && echo SAMEDEV; "
+              "echo N $(ls -A $d | wc -l); "
+              "touch $d/x 2>/dev/null && echo WROTE; mkdir $d/y 2>/dev/null && echo WROTE; "
+              "umount $d 2>/dev/null && echo LIFTED; umount -l $d 2>/dev/null && echo LIFTED; "
+              "mount -o remount,rw,bind $d 2>/dev/null && echo REMOUNTED; "
+              "echo N $(ls -A $d | wc -l); done; "
+              "ls -A /dev | grep -c vcd-mask; grep -c ' /sys/firmware ' /proc/self/mountinfo")
+    status, out = run_sh(spec.xid, script)
+    lines = out.split("\n")
+    assert out.count("SAMEDEV") == 2, out
+    assert out.count("N 0") == 4, out
+    assert not any(w in out for w in ("WROTE", "LIFTED", "REMOUNTED")), out
+    assert lines[-3:-1] == ["0", "1"], out
+    assert os.listdir("/sys/firmware")     # the host's own stays what it is
+    # with SYS_ADMIN kept the mask can be made writable: the removed directory still
+    # takes no entry
+    spec = started(make_spec(bcaps=default_bcaps_and(make_spec, "SYS_ADMIN")))
+    status, out = run_sh(spec.xid, "mount -o remount,rw,bind /sys/firmware && echo RW; "
+                         "touch /sys/firmware/x 2>/dev/null && echo WROTE; "
+                         "mkdir /sys/firmware/y 2>/dev/null && echo WROTE; ls -A /sys/firmware")
+    assert out.split() == ["RW"], out
+
+
 def test_guest_cgroup_mounts_cannot_raise_host_v1_limits(backend, run_sh, make_spec, started):
     # SYS_ADMIN inside: the guest's cgroup namespace belongs to its user namespace, so it
     # can mount the v1 hierarchies itself (rooted at its own groups), as issue 11 did

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+from benchdaemon import bench_daemon  # noqa: E402
 from vcdtest import VcdDaemon, children_of  # noqa: E402
 
 MEMINFO_FIELDS = ("MemAvailable", "MemFree", "AnonPages", "Shmem", "Slab", "SReclaimable",
@@ -282,15 +281,9 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, memcg: OwnMemcg) -> int:
-    work = Path(tempfile.mkdtemp(prefix="vcd-bench-density-"))
-    work.chmod(0o711)
-    daemon = VcdDaemon(work / "vcd", workers=2)
     n = args.running
-    try:
-        daemon.start()
+    with bench_daemon("vcd-bench-density-", workers=2) as (daemon, _):
         admin = daemon.proxy()
-        from templates import busybox
-        busybox.build("busybox", daemon.templatedir)
         names = [f"d{i}" for i in range(n)]
         # warm: backend, supervisor and the code paths of a start and a stop
         admin.vx.create(name="warm", template="busybox")
@@ -348,9 +341,6 @@ def run(args: argparse.Namespace, memcg: OwnMemcg) -> int:
               f"{len(drops)} rounds): {drop:.3f} MiB, goal <= {goal} MiB: "
               f"{'met' if drop <= goal else 'NOT met'}")
         print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
-    finally:
-        daemon.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -228,10 +228,10 @@ class Layout:
     def create(self, xid: int, cpuset: bool = True) -> list[Path]:
         """Make the context's group in every hierarchy; returns them (undo with remove()).
         ``cpuset``: whether the context's spec pins CPUs or memory nodes (else it gets
-        no group of its own in a hierarchy of cpuset alone, pinned_only, but UNPINNED,
-        shared). The parent groups are made
-        ready once per Layout (a long-lived supervisor starts many contexts): again after
-        any failure, and whenever a parent has gone."""
+        no group of its own in a hierarchy of cpuset alone, pinned_only: it shares
+        UNPINNED). The parent groups are made ready once per Layout (a long-lived
+        supervisor starts many contexts): again after any failure, and whenever a parent
+        has gone."""
         made: list[Path] = []
         try:
             for h in self.hierarchies:

@@ -141,11 +141,7 @@ class NativeBackend(Backend):
         for xid in self.layout.xids():
             self.layout.remove(xid, wait=5)
         handles.drop_all(self.state_dir)
-        for h in self.layout.hierarchies:
-            try:
-                os.rmdir(self.layout.group(h))
-            except (FileNotFoundError, OSError):
-                pass
+        self.layout.remove_parent()
         if self.net_tag:
             from pyroute2 import IPRoute
             with IPRoute() as ipr:

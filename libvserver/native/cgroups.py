@@ -30,6 +30,9 @@ CONTROLLERS = ("pids", "memory", "cpu", "cpuacct", "cpuset", "freezer", "blkio",
 # v1 controllers a context needs a group of its own in: its limits, freezing, device
 # rules; cpuacct (its CPU times) only where no cgroup2 group has them (cpu.stat).
 PER_CONTEXT_V1 = frozenset({"pids", "memory", "cpu", "cpuset", "freezer", "devices"})
+# the group shared by the contexts that pin no CPU in a v1 hierarchy of cpuset alone
+# (Layout.pinned_only); not a number, so never taken for a context's (Layout.xids)
+UNPINNED = "unpinned"
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,8 @@ class Layout:
         # of its own (see _shared_by_contexts)
         self.shared = frozenset(h.path for h in self.hierarchies if self._shared_by_contexts(h))
         # a v1 hierarchy of cpuset alone: a context has a group of its own there only when
-        # its spec pins CPUs or memory nodes (create(cpuset=True)); the others run in the
-        # parent, whose cpus and mems a group of theirs would only have copied
+        # its spec pins CPUs or memory nodes (create(cpuset=True)); the others share one
+        # group, UNPINNED, whose cpus and mems a group of theirs would only have copied
         self.pinned_only = next((h.path for h in self.hierarchies if h.version == 1 and
                                  h.controllers == {"cpuset"}), None)
         self.by_ctrl: dict[str, Hierarchy] = {}
@@ -135,14 +138,15 @@ class Layout:
 
     def group(self, h: Hierarchy, xid: int | None = None) -> Path:
         """The parent group (xid None), or where context xid's processes are: its own
-        group, or the parent in a hierarchy the contexts share and in the pinned_only one
-        when its spec pins nothing (one access() there: the spec is not known here)."""
+        group, the parent in a hierarchy the contexts share, or UNPINNED in the
+        pinned_only one when its spec pins nothing (one access() there: the spec is not
+        known here)."""
         p = h.path / self.parent
         if xid is None or h.path in self.shared:
             return p
         own = p / str(xid)
         if h.path == self.pinned_only and not os.access(own, os.F_OK):
-            return p
+            return p / UNPINNED
         return own
 
     def context_groups(self, xid: int) -> list[Path]:
@@ -189,6 +193,23 @@ class Layout:
             except OSError:
                 pass    # the context's group then gets its cpus and mems written
 
+    def _make_unpinned(self, h: Hierarchy) -> None:
+        """UNPINNED, the group of the pinned_only hierarchy every context whose spec pins
+        nothing shares. Not the parent itself: the guest's cgroup namespace is rooted
+        where it runs, and under the parent a guest that mounts the hierarchy would see
+        the groups of the pinned contexts (their xids, their CPUs)."""
+        g = h.path / self.parent / UNPINNED
+        if os.access(g, os.F_OK):
+            return
+        try:
+            g.mkdir(mode=0o755)
+        except FileNotFoundError:
+            self._prepare_parent(h)     # the parent was removed since
+            g.mkdir(mode=0o755)
+        except FileExistsError:
+            return      # another supervisor's Layout made it meanwhile
+        self._init_level(h, g)
+
     def _init_level(self, h: Hierarchy, d: Path) -> None:
         if h.version == 1 and "cpuset" in h.controllers:
             # A v1 cpuset group admits no task until cpus and mems are set.
@@ -207,18 +228,22 @@ class Layout:
     def create(self, xid: int, cpuset: bool = True) -> list[Path]:
         """Make the context's group in every hierarchy; returns them (undo with remove()).
         ``cpuset``: whether the context's spec pins CPUs or memory nodes (else it gets
-        no group in a hierarchy of cpuset alone: pinned_only). The parent groups are made
-        ready once per Layout (a long-lived supervisor starts many contexts): again after
-        any failure, and whenever a parent has gone."""
+        no group of its own in a hierarchy of cpuset alone, pinned_only: it shares
+        UNPINNED). The parent groups are made ready once per Layout (a long-lived
+        supervisor starts many contexts): again after any failure, and whenever a parent
+        has gone."""
         made: list[Path] = []
         try:
             for h in self.hierarchies:
                 if h.path not in self._ready:
                     self._prepare_parent(h)
                     self._ready.add(h.path)
-                if h.path in self.shared or (h.path == self.pinned_only and not cpuset):
+                if h.path in self.shared:
                     if not os.access(self.group(h), os.F_OK):
                         self._prepare_parent(h)     # removed since (as below)
+                    continue
+                if h.path == self.pinned_only and not cpuset:
+                    self._make_unpinned(h)
                     continue
                 g = self.context_group(h, xid)
                 try:
@@ -323,6 +348,19 @@ class Layout:
                         break
                     time.sleep(0.01)
         return ok
+
+    def remove_parent(self) -> None:
+        """rmdir the parent groups (with UNPINNED), where no context is left: for
+        NativeBackend.shutdown. What is still busy stays."""
+        for h in self.hierarchies:
+            groups = [self.group(h)]
+            if h.path == self.pinned_only:
+                groups.insert(0, self.group(h) / UNPINNED)
+            for g in groups:
+                try:
+                    os.rmdir(g)
+                except OSError:
+                    pass
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import pytest
 
 from libvserver import ContextSpec, CpuSet, Limit, Sched
 from libvserver.native import limits
-from libvserver.native.cgroups import Hierarchy, Layout, discover
+from libvserver.native.cgroups import UNPINNED, Hierarchy, Layout, discover
 
 MIXED = """\
 25 24 0:22 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
@@ -134,7 +134,7 @@ def test_contexts_share_the_parent_in_hierarchies_nothing_needs_a_group_of_their
         "cpu", "cpuset", "memory", "unified"]
     # cpuset alone: a group of its own only for a context whose spec pins CPUs
     assert lay.pinned_only == Path("/sys/fs/cgroup/cpuset") and lay.has("cpuset")
-    assert lay.group(by_name["cpuset"], 7) == Path("/sys/fs/cgroup/cpuset/vcd")
+    assert lay.group(by_name["cpuset"], 7) == Path("/sys/fs/cgroup/cpuset/vcd/unpinned")
     # without cgroup2: cpuacct has the CPU times, systemd v1 tracks in its own hierarchy
     mi.write_text(MIXED.replace("cpu,cpuacct", "cpu").replace(
         "25 24 0:22 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
@@ -192,8 +192,8 @@ def test_a_context_has_a_cpuset_group_of_its_own_only_when_its_spec_pins_cpus(
     plain = started(make_spec())
     pinned = started(make_spec(cpuset=CpuSet("0", "0", False)))
     assert not lay.context_group(h, plain.xid).exists()
-    assert lay.group(h, plain.xid) == lay.group(h)
-    procs = (lay.group(h) / "cgroup.procs").read_text().split()
+    assert lay.group(h, plain.xid) == lay.group(h) / UNPINNED
+    procs = (lay.group(h, plain.xid) / "cgroup.procs").read_text().split()
     assert str(backend.init_pid(plain.xid)) in procs
     own = lay.context_group(h, pinned.xid)
     assert lay.group(h, pinned.xid) == own
@@ -201,7 +201,28 @@ def test_a_context_has_a_cpuset_group_of_its_own_only_when_its_spec_pins_cpus(
     assert str(backend.init_pid(pinned.xid)) in (own / "cgroup.procs").read_text().split()
     with open(f"/proc/{backend.init_pid(pinned.xid)}/status") as f:
         assert "Cpus_allowed_list:\t0\n" in f.read()
-    # what the shared parent gives the other: every CPU of the parent
+    # what the shared group gives the other: every CPU of the parent
     with open(f"/proc/{backend.init_pid(plain.xid)}/status") as f:
         allowed = next(ln for ln in f if ln.startswith("Cpus_allowed_list:")).split()[1]
     assert allowed == (lay.group(h) / "cpuset.cpus").read_text().strip()
+
+
+def test_a_guest_that_pins_no_cpu_sees_no_pinned_vservers_cpuset_group(
+        backend, make_spec, started, run_sh):
+    """The contexts that pin nothing share one group of the cpuset hierarchy, not its
+    parent: the guest's cgroup namespace is rooted where it runs, and root inside (with
+    SYS_ADMIN) that mounts the hierarchy would see every pinned vserver's group below
+    the parent, its xid and its CPUs."""
+    lay = backend.layout
+    if lay.pinned_only is None:
+        pytest.skip("no v1 hierarchy of cpuset alone here")
+    pinned = started(make_spec(cpuset=CpuSet("0", "0", False)))
+    spec = started(make_spec(bcaps={"SYS_ADMIN"} | set(make_spec().bcaps)))
+    status, out = run_sh(spec.xid, "mkdir -p /tmp/cg && mount -t cgroup -o cpuset none "
+                         "/tmp/cg && ls /tmp/cg && echo PROCS && cat /tmp/cg/cgroup.procs; "
+                         "umount /tmp/cg")
+    assert status == 0, out
+    listed, _, procs = out.partition("PROCS")
+    assert "cpuset.cpus" in listed.split(), out
+    assert str(pinned.xid) not in listed.split(), out
+    assert "1" in procs.split(), out

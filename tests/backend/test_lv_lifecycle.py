@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from libvserver import (AlreadyRunning, InitMissing, InvalidSpec, Mount, MountError, NetAddr,
-                        NotRunning, get_backend)
+from libvserver import (AlreadyRunning, InitMissing, InvalidSpec, Limit, Mount, MountError,
+                        NetAddr, NotRunning, get_backend)
 from libvserver.native.netns import host_ifname
 
 
@@ -201,6 +201,29 @@ def test_dev_shm_is_a_world_writable_sticky_mount_of_the_dev_tmpfs(backend, make
     status, out = run_sh(spec.xid, "su -s /bin/sh nobody -c 'touch /dev/shm/n && echo OK; "
                          "touch /dev/n 2>/dev/null && echo DEV'")
     assert "OK" in out and "DEV" not in out, out
+
+
+def test_what_a_guest_writes_to_dev_and_dev_shm_is_charged_to_it_and_stops_at_its_memory_limit(
+        backend, make_spec, started, run_sh):
+    """/dev (and /dev/shm, a directory of it) lost its 1 MiB cap: its pages are bounded by
+    the vserver's memory limit and charged to the vserver's memory group, not the host's.
+    The writer volunteers as the OOM victim (oom_score_adj), so init survives the fill."""
+    limit = 32 * 1024 * 1024
+    spec = started(make_spec(limits=[Limit("RSS", None, limit // 1024)]))
+    memory = backend.layout.by_ctrl["memory"]
+    usage = "memory.usage_in_bytes" if memory.version == 1 else "memory.current"
+    for where in ("/dev/fill", "/dev/shm/fill"):
+        run_sh(spec.xid, f"echo 1000 > /proc/self/oom_score_adj; "
+                         f"dd if=/dev/zero of={where} bs=1M count=64", timeout=60)
+        # read and removed from the host: at its limit the guest's next process may well
+        # be the OOM killer's
+        path = f"/proc/{backend.init_pid(spec.xid)}/root{where}"
+        size = os.stat(path).st_size
+        assert 0 < size <= limit, size
+        charged = int(backend.layout.read("memory", spec.xid, usage))
+        assert charged >= size, (where, size, charged)
+        os.unlink(path)
+    assert backend.is_running(spec.xid)
 
 
 def test_many_start_stop_cycles_leak_nothing(backend, make_spec, groups_of):

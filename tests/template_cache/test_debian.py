@@ -206,11 +206,7 @@ def native_backend(tmp_path):
         pass
     for xid in layout.xids():
         layout.remove(xid, wait=5)
-    for h in layout.hierarchies:
-        try:
-            os.rmdir(layout.group(h))
-        except FileNotFoundError:
-            pass
+    layout.remove_parent()
 
 
 def test_debian_vserver_sharing_the_template_starts_and_runs_apt(deb_store, native_backend, tmp_path):

@@ -50,7 +50,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from ..api import CAP_NUMBERS, ContextSpec, InitMissing, StartError
-from . import idmap, limits, namespaces, rootfs, seccomp
+from . import creds, idmap, limits, namespaces, rootfs, seccomp
 from .phases import Phases
 from .namespaces import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                          CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS)
@@ -334,8 +334,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
         stdio = plan.console_fd if plan.console_fd is not None else os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(stdio, fd)
-        os.closerange(3, err_w)
-        os.closerange(err_w + 1, 65536)
+        creds.close_all_but({0, 1, 2, err_w})   # every number, not up to a guess
         ph.mark("init: stdio, close fds")
         seccomp.load_prepared(spec)
         ph.mark("init: seccomp load")

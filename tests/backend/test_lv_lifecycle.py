@@ -35,11 +35,16 @@ def test_an_idle_busybox_vserver_is_its_init_alone(backend, make_spec, started, 
     context holds one task (host memory per vserver, issue 13), and init, with nothing
     left to reap, stays up until it is told to halt."""
     spec = started(make_spec())
-    wait(lambda: len(backend.layout.pids(spec.xid)) == 1, 10)       # rcS has run
-    (init,) = backend.layout.pids(spec.xid)
+    init = backend.init_pid(spec.xid)
     assert Path(f"/proc/{init}/comm").read_text().strip() == "init"
-    # init sleeps in sigtimedwait without children: still there, still alone
-    wait(lambda: Path(f"/proc/{init}/stat").read_text().rsplit(")", 1)[1].split()[0] == "S", 10)
+
+    def settled() -> bool:
+        # rcS has run: init alone, without children, asleep in sigtimedwait (just after
+        # its exec it is alone too, but running, on its way to fork rcS)
+        state = Path(f"/proc/{init}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+        return state == "S" and not children and backend.layout.pids(spec.xid) == [init]
+    wait(settled, 60)
     assert backend.is_running(spec.xid)
     assert backend.layout.pids(spec.xid) == [init]
     backend.stop(spec.xid, ["/sbin/halt"], timeout=15)

@@ -41,3 +41,16 @@ def create_vserver(daemon: Any, name: str | None = None, **params: Any) -> str:
     name = name or unique()
     daemon.proxy().call("vx.create", name=name, template="busybox", **params)
     return name
+
+
+BOOT_TOKEN = "/dev/.vcd-test-boot"
+
+
+def boot_of(admin, name: str) -> str:
+    """Which boot of the vserver runs: a random token left in that boot's /dev (a new
+    tmpfs each start). Not init's start time (field 22 of /proc/1/stat): VIRT_UPTIME
+    starts each boot's clock at 0, so two inits often show the same one; nor the PID
+    namespace's inode number, reused at once."""
+    return admin.vx.exec(name=name, timeout=10, command=(
+        f"sh -c '[ -s {BOOT_TOKEN} ] || cat /proc/sys/kernel/random/uuid > {BOOT_TOKEN}; "
+        f"cat {BOOT_TOKEN}'")).strip()

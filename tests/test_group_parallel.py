@@ -9,7 +9,7 @@ import xmlrpc.client
 
 import pytest
 
-from api_helpers import create_vserver, fault, unique
+from api_helpers import boot_of, create_vserver, fault, unique
 from vcdtest import VcdDaemon, daemon_fixture
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
@@ -134,12 +134,12 @@ def test_group_reboot_sends_each_members_reboot_signal(rt, admin):
         admin.vxdb.init.set(name=n, reboot_signal="SIGTERM", halt="/bin/true", timeout=0)
     admin.vg.vx.start(group=group)
     try:
-        before = {n: admin.vx.exec(name=n, command="cat /proc/1/stat").split()[21] for n in names}
+        before = {n: boot_of(admin, n) for n in names}
         assert admin.vg.vx.reboot(group=group) is None
 
         def rebooted(n: str) -> bool:
             try:
-                return admin.vx.exec(name=n, command="cat /proc/1/stat").split()[21] != before[n]
+                return boot_of(admin, n) != before[n]
             except xmlrpc.client.Fault:
                 return False
         deadline = time.monotonic() + 60

@@ -13,7 +13,7 @@ import xmlrpc.client
 
 import pytest
 
-from api_helpers import create_vserver, ensure_busybox_template, fault, fault_code, unique
+from api_helpers import boot_of, create_vserver, ensure_busybox_template, fault, fault_code, unique
 from vcdtest import VcdDaemon, daemon_fixture, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
@@ -49,8 +49,8 @@ def start_with_mark(rt, admin, name: str) -> None:
 
 
 def init_started(admin, name: str) -> str:
-    """When the vserver's init started (field 22 of /proc/1/stat): a new value = a new init."""
-    return admin.vx.exec(name=name, command="cat /proc/1/stat").split()[21]
+    """Which boot runs (api_helpers.boot_of): a new value = a new init."""
+    return boot_of(admin, name)
 
 
 def test_init_signals_round_trip_through_vxdb_init(admin, vserver):

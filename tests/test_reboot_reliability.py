@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from api_helpers import create_vserver
+from api_helpers import boot_of, create_vserver
 from vcdtest import REPO, VcdDaemon, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="vservers need root")
 
 
 def init_started(admin, name: str) -> str | None:
-    """Field 22 of the vserver's /proc/1/stat: a new value is a new init."""
+    """Which boot runs (api_helpers.boot_of): a new value is a new init."""
     try:
-        return admin.vx.exec(name=name, command="cat /proc/1/stat").split()[21]
+        return boot_of(admin, name)
     except xmlrpc.client.Fault:
         return None
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from api_helpers import create_vserver, fault, fault_code, unique
+from api_helpers import boot_of, create_vserver, fault, fault_code, unique
 from vcdtest import VcdDaemon, daemon_fixture, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root")
@@ -129,8 +129,8 @@ def test_configuration_is_enforced_inside_after_a_start(rt, admin):
 
 
 def init_started(admin, name: str) -> str:
-    """When the vserver's init started (field 22 of /proc/1/stat): a new value = a new init."""
-    return admin.vx.exec(name=name, command="cat /proc/1/stat").split()[21]
+    """Which boot runs (api_helpers.boot_of): a new value = a new init."""
+    return boot_of(admin, name)
 
 
 def wait_for_new_init(admin, name: str, before: str) -> None:

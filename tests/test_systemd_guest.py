@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from api_helpers import fault, unique
+from api_helpers import boot_of, fault, unique
 from vcdtest import VcdDaemon
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="contexts need root"),
@@ -181,19 +181,13 @@ def test_systemd_boots_to_running_unprivileged_and_halts_cleanly(sd, admin, gues
     assert ended_reasons(sd)[-1] == "halt", ended_reasons(sd)[-3:]
 
 
-def init_of(admin, name: str) -> str:
-    """Which init runs: its start time (a PID namespace's inode number is soon reused)."""
-    stat = admin.vx.exec(name=name, command="cat /proc/1/stat", timeout=10)
-    return stat[stat.rfind(")") + 2:].split()[19]
-
-
 def wait_new_init(admin, name: str, old: str, what: str) -> str:
     """The start time of the vserver's next init, once it runs (the old one ended)."""
     # generous: a loaded machine; a boot and halt take well under a second here
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         try:
-            now = init_of(admin, name)
+            now = boot_of(admin, name)
             if now != old:
                 return now
         except xmlrpc.client.Fault:
@@ -205,11 +199,11 @@ def wait_new_init(admin, name: str, old: str, what: str) -> str:
 def test_restart_and_reboots_come_back(sd, admin, guest):
     admin.vx.start(name=guest)
     system_state(admin, guest)
-    first = init_of(admin, guest)
+    first = boot_of(admin, guest)
     admin.vx.restart(name=guest)
     assert admin.vx.status(name=guest)["running"]
     system_state(admin, guest)
-    second = init_of(admin, guest)
+    second = boot_of(admin, guest)
     assert second != first
     assert ended_reasons(sd)[-1] == "halt"
     # vx.reboot sends SIGINT: systemd reboots itself, reboot(2) in its PID namespace ends

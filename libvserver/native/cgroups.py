@@ -269,17 +269,12 @@ class Layout:
 
     def own_groups(self) -> dict[Path, Path]:
         """The calling process's group in each v1 hierarchy ({hierarchy root: group})."""
-        lines = {}
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                _, ctrls, path = line.rstrip("\n").split(":", 2)
-                lines[frozenset(ctrls.split(","))] = path
+        lines = proc_cgroups("self")
         out: dict[Path, Path] = {}
         for h in self.hierarchies:
             if h.version != 1:
                 continue
-            key = h.controllers or frozenset({"name=systemd"})
-            path = next((p for k, p in lines.items() if key <= k), None)
+            path = _path_in(lines, h)
             if path is not None:
                 out[h.path] = h.path / path.lstrip("/")
         return out
@@ -394,21 +389,10 @@ class Layout:
         number."""
         want = f"/{self.parent}/{xid}"
         try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                lines = f.read().splitlines()
+            path = _path_in(proc_cgroups(pid), self.primary)
         except OSError:
             return False
-        for line in lines:
-            hid, _, rest = line.partition(":")
-            ctrls, _, path = rest.partition(":")
-            if self.primary.version == 2:
-                if hid != "0" or ctrls:
-                    continue
-            elif not self.primary.controllers & set(ctrls.split(",")) and not (
-                    "name=systemd" in ctrls.split(",") and not self.primary.controllers):
-                continue
-            return path == want or path.startswith(want + "/")
-        return False
+        return path is not None and (path == want or path.startswith(want + "/"))
 
     def xids(self) -> list[int]:
         base = self.group(self.primary)
@@ -514,6 +498,21 @@ class Layout:
         finally:
             if frozen:
                 self.freeze(xid, False)
+
+
+def proc_cgroups(pid: int | str) -> dict[frozenset[str], str]:
+    """/proc/<pid>/cgroup (cgroups(7)) as {the hierarchy's controllers: the process's
+    group}; cgroup2's line has no controllers. Raises OSError when the process is gone."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        return {frozenset(filter(None, ctrls.split(","))): path
+                for _, ctrls, path in (line.rstrip("\n").split(":", 2) for line in f)}
+
+
+def _path_in(lines: dict[frozenset[str], str], h: Hierarchy) -> str | None:
+    if h.version == 2:
+        return lines.get(frozenset())
+    key = h.controllers or frozenset({"name=systemd"})
+    return next((p for k, p in lines.items() if k and key <= k), None)
 
 
 def _subtree(g: Path) -> list[Path]:

@@ -74,8 +74,9 @@ def _ensure_private_root(state_dir: Path) -> Path:
 
 
 def keep(state_dir: Path, spec: ContextSpec, pid: int) -> Kept:
-    """Bind init's namespaces that differ from ours and record the spec. Raises OSError
-    (the caller then stops the context: it could not be entered safely)."""
+    """Bind init's namespaces that differ from ours; write_spec() records the spec
+    (load() needs both). Raises OSError (the caller then stops the context: it could
+    not be entered safely)."""
     drop(state_dir, spec.xid)
     root = _ensure_private_root(state_dir)
     d = root / str(spec.xid)
@@ -87,7 +88,8 @@ def keep(state_dir: Path, spec: ContextSpec, pid: int) -> Kept:
     mount(str(d), str(d), None, MS_BIND)
     kept: dict[str, Path] = {}
     for name in NS_TYPES:
-        src = f"/proc/{pid}/ns/{name}"
+        # init's time namespace is its time_for_children until its execve (spawn.py)
+        src = f"/proc/{pid}/ns/{'time_for_children' if name == 'time' else name}"
         try:
             if os.stat(src).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
                 continue    # not made at start (e.g. no time namespace)
@@ -98,7 +100,6 @@ def keep(state_dir: Path, spec: ContextSpec, pid: int) -> Kept:
         mount(src, str(target), None, MS_BIND)
         kept[name] = target
     _check_owners(kept)
-    _write_spec(state_dir, spec, pid)
     return Kept(spec, pid, kept)
 
 
@@ -131,7 +132,9 @@ def _check_owners(kept: dict[str, Path]) -> None:
             raise OSError(errno.EPERM, f"the {name} namespace of init is not one made at start")
 
 
-def _write_spec(state_dir: Path, spec: ContextSpec, pid: int) -> None:
+def write_spec(state_dir: Path, spec: ContextSpec, pid: int) -> None:
+    """Record the spec and init's pid of a context whose namespaces keep() bound.
+    Raises OSError."""
     path = spec_path(state_dir, spec.xid)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,

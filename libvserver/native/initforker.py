@@ -16,8 +16,8 @@ compiled seccomp programs along) and clones G with CLONE_PARENT: G is the
 What G starts with is the same as from the supervisor: a new user and PID namespace,
 born in the context's cgroup2 group (CLONE_INTO_CGROUP), the mount namespace without
 kept handles the supervisor made (``base``: setns there for the clone and back after,
-as the supervisor did), a new time namespace for VIRT_UPTIME (unshared for the clone
-only: time_for_children, set back after), the same pipes, socket and console, and the
+as the supervisor did), the same pipes, socket and console (G makes its time
+namespace itself: spawn.child_flags), and the
 supervisor's ignored signals, rlimits and stdio (posix_spawn passes them on; run_init
 resets what init must not inherit).  One step differs: this process never enters a
 context's cgroups (a frozen freezer group would freeze it, a memory limit make it an
@@ -28,6 +28,13 @@ moving itself takes no global lock).  Contexts with a veth pair (netlink in G: p
 is not imported here) and privileged ones keep the in-process fork
 (supervisor._fork_init), and so does every start while the forker cannot answer.
 
+This process carries the default seccomp filter (seccomp.py, the variant without
+syslog), loaded at its first request: every G is born with it, shared, instead of
+loading its own copy right before exec (~0.4 ms of each start, mostly the kernel's JIT
+of the filter, whatever its length).  It needs none of the calls the filter denies.
+Contexts whose spec turns the filter off or grants SYSLOG therefore keep the
+in-process fork too.
+
 Request (one SOCK_SEQPACKET datagram with SCM_RIGHTS): pickle of (plan, slots,
 programs) where slots names the position of each passed descriptor; answer: marshal of
 G's pid or an error string.  The forker exits when the supervisor closes its end or
@@ -37,6 +44,7 @@ Started as ``python -I -S <this file> --serve <fd> <supervisor pid>``.
 
 from __future__ import annotations
 
+import json
 import marshal
 import os
 import pickle
@@ -53,15 +61,28 @@ class ForkerError(Exception):
 
 
 class InitForker:
-    """Supervisor side: the forker process, started once and replaced when it died."""
+    """Supervisor side: the forker process, started once and replaced when it died.
+    This class is the Python forker (this file's serve()), which takes every plan the
+    supervisor gives a forker; NativeForker the C one (vsinit.c), for the common plans."""
 
     def __init__(self) -> None:
         self.pid = 0
         self.sock: socket.socket | None = None
         self.served = 0     # inits cloned by this forker process
+        self.tried = 0.0    # time.monotonic() of the last spawn (supervisor.FORKER_RETRY)
+        self.phases: list[list] = []    # the forker's phases of the last clone (phases.py)
 
     def alive(self) -> bool:
         return self.sock is not None
+
+    def takes(self, plan) -> bool:
+        """Whether this forker can clone G of ``plan`` (an unprivileged plan without a
+        veth pair, with the default seccomp filter: the supervisor checks those)."""
+        return True
+
+    def _argv(self, fd: int) -> list[str]:
+        return [sys.executable, "-I", "-S", os.path.abspath(__file__), "--serve", str(fd),
+                str(os.getpid())]
 
     def spawn(self) -> None:
         """Start the forker (returns at once: it imports while the next start is
@@ -71,9 +92,8 @@ class InitForker:
         def start(fd: int) -> int:
             os.set_inheritable(fd, True)
             # posix_spawn: no fork of this (large) process, no Python code in a child
-            return os.posix_spawn(sys.executable, [
-                sys.executable, "-I", "-S", os.path.abspath(__file__), "--serve", str(fd),
-                str(os.getpid())], {})
+            argv = self._argv(fd)
+            return os.posix_spawn(argv[0], argv, {})
         self.sock, self.pid = entercore.start_server(start)
         self.served = 0
 
@@ -83,6 +103,16 @@ class InitForker:
             self.sock.close()
             self.sock = None
 
+    def _encode(self, plan, slots: dict[str, int | list[int]],
+                programs: dict[bool, bytes]) -> bytes:
+        return pickle.dumps((plan, slots, programs), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _decode(self, reply: bytes) -> tuple[int | str, list[list]]:
+        answer = marshal.loads(reply)
+        if isinstance(answer, tuple):   # (pid, the forker's phases): plan.phases
+            return answer[0], answer[1]
+        return answer, []
+
     def clone(self, plan, fds: dict[str, int | list[int]], programs: dict[bool, bytes]) -> int:
         """Have G cloned: ``fds`` maps run_init's descriptors by name (ready_w, go_r,
         err_w, sock, console, memcg, join, cgroup, base) to this process's numbers.
@@ -90,6 +120,7 @@ class InitForker:
         from . import entercore
         if self.sock is None:
             raise ForkerError("no init forker")
+        self.phases = []
         order: list[int] = []
         slots: dict[str, int | list[int]] = {}
         for name, fd in fds.items():
@@ -100,18 +131,18 @@ class InitForker:
                 slots[name] = len(order)
                 order.append(fd)
         try:
-            data = pickle.dumps((plan, slots, programs), protocol=pickle.HIGHEST_PROTOCOL)
+            data = self._encode(plan, slots, programs)
             socket.send_fds(self.sock, [data], order)
             if not entercore.readable(self.sock.fileno(), REPLY_TIMEOUT):
                 raise ForkerError(f"no answer in {REPLY_TIMEOUT:g} s")
-            reply = self.sock.recv(4096)
+            reply = self.sock.recv(65536)
             if not reply:
                 raise ForkerError("the init forker exited")
-            answer = marshal.loads(reply)
+            answer, self.phases = self._decode(reply)
         except ForkerError:
             self.close()
             raise
-        except (OSError, ValueError, EOFError, pickle.PicklingError) as e:
+        except (OSError, ValueError, EOFError, TypeError, pickle.PicklingError) as e:
             self.close()
             raise ForkerError(f"{type(e).__name__}: {e}") from None
         if isinstance(answer, int) and answer > 0:
@@ -120,25 +151,81 @@ class InitForker:
         raise ForkerError(str(answer))
 
 
+class NativeForker(InitForker):
+    """The C init forker (vsinit.c, built by `make setup` next to this file): it clones G
+    and runs G's setup in C, for the plans that need none of spawn.run_init's rarer
+    parts (see takes()).  The plan travels as NUL-separated "key=value" entries; every
+    list in it (masks, devices, links, rlimits, sysctls) comes from the module that owns
+    it, so vsinit.c holds only the order of the steps."""
+
+    PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vsinit")
+
+    @classmethod
+    def available(cls) -> bool:
+        return os.access(cls.PROGRAM, os.X_OK)
+
+    def takes(self, plan) -> bool:
+        spec = plan.spec
+        return (not spec.mounts and not spec.api_mounts and plan.notify_path is None
+                and plan.overlay is None and plan.netplan is None and plan.ids is not None)
+
+    def _argv(self, fd: int) -> list[str]:
+        return [self.PROGRAM, "--serve", str(fd), str(os.getpid())]
+
+    def _encode(self, plan, slots: dict[str, int | list[int]],
+                programs: dict[bool, bytes]) -> bytes:
+        from . import rootfs, spawn
+        spec = plan.spec
+        out = [f"idmap={plan.ids.map_line()}", f"seccomp={programs[False].hex()}",
+               f"unshare={spawn.child_flags(plan)}", f"new_net={int(plan.new_net)}",
+               f"new_time={int(plan.new_time)}", f"loopback={int(plan.new_net)}",
+               f"host_sys={int(plan.host_sys)}", f"vdir={spec.vdir}",
+               f"hostname={spec.uname.get('NODENAME') or spec.name}",
+               f"keep_caps={sum(1 << c for c in plan.keep_caps)}",
+               f"dev_opts={rootfs.DEV_OPTS}", f"devpts_opts={rootfs.DEVPTS_OPTS}",
+               f"mask_source={rootfs.MASK_SOURCE}", f"phases={int(plan.phases)}"]
+        if "DOMAINNAME" in spec.uname:
+            out.append(f"domainname={spec.uname['DOMAINNAME']}")
+        out += [f"sysctl={path}\t{value}" for path, value in spawn.sysctls(plan)]
+        out += [f"device={name}" for name, _, _ in rootfs.DEVICES]
+        out += [f"link={name}\t{target}" for name, target in rootfs.DEV_LINKS]
+        out += [f"mask={rel}" for rel in rootfs.MASKED]
+        out += [f"ro={rel}" for rel in rootfs.READ_ONLY]
+        out += [f"rlimit={r.resource}:{r.soft}:{r.hard}" for r in plan.rlimits]
+        out += [f"argv={a}" for a in spec.init]
+        out += [f"env={k}={v}" for k, v in spawn.init_env(plan).items()]
+        for name, at in slots.items():
+            out += [f"fd.{name}={i}" for i in (at if isinstance(at, list) else [at])]
+        if any("\0" in entry for entry in out):
+            raise ValueError("a NUL byte in the plan")
+        return "\0".join(out).encode() + b"\0"
+
+    def _decode(self, reply: bytes) -> tuple[int | str, list[list]]:
+        text = reply.decode(errors="replace")
+        if text.startswith("E:"):
+            return text[2:], []
+        first, _, phases = text.partition("\n")
+        return int(first), (json.loads(phases) if phases else [])
+
+
 # --- the forker process -----------------------------------------------------------------
 
 def _clone_g(spawn, creds, namespaces, plan, fds: dict, sock: socket.socket,
-             own: dict[str, int]) -> int:
-    """Clone G (our caller's child) in the base mount namespace and, for VIRT_UPTIME, a
-    new time namespace (ours stays: only time_for_children changes, and back), and write
-    its id maps; returns G's pid (never returns in G)."""
+             own_mnt: int, ph) -> int:
+    """Clone G (our caller's child) in the base mount namespace and write its id maps;
+    returns G's pid (never returns in G)."""
     # G waits for its maps on this pipe, not for our answer to reach the supervisor and
     # the supervisor's "m"
     mapped_r, mapped_w = os.pipe2(os.O_CLOEXEC)
     plan.mapped_r = mapped_r
     try:
-        pid = _clone(spawn, creds, namespaces, plan, fds.get("base"), fds.get("cgroup"), own)
+        pid = _clone(spawn, creds, namespaces, plan, fds.get("base"), fds.get("cgroup"),
+                     own_mnt)
         if pid == 0:
             try:    # G: never back into the serving loop
                 os.close(mapped_w)
                 sock.close()
-                for fd in own.values():
-                    os.close(fd)
+                os.close(own_mnt)
                 for name in ("base", "cgroup"):
                     if fds.get(name) is not None:
                         os.close(fds[name])
@@ -146,12 +233,14 @@ def _clone_g(spawn, creds, namespaces, plan, fds: dict, sock: socket.socket,
                                socket.socket(fileno=fds["sock"]))
             finally:
                 os._exit(127)
+        ph.mark("forker: setns, clone, setns back")
         os.close(mapped_r)
         mapped_r = -1
         # as its privileged parent would (setgroups stays "allow"); on failure G reads the
         # end of file and gives up, the supervisor forks it itself and reports what fails
         spawn.idmap.write_maps(pid, plan.ids)
         os.write(mapped_w, b"m")
+        ph.mark("forker: id maps")
         return pid
     finally:
         for fd in (mapped_r, mapped_w):
@@ -160,23 +249,16 @@ def _clone_g(spawn, creds, namespaces, plan, fds: dict, sock: socket.socket,
 
 
 def _clone(spawn, creds, namespaces, plan, base: int | None, cgroup: int | None,
-           own: dict[str, int]) -> int:
+           own_mnt: int) -> int:
     flags = creds.CLONE_PARENT | spawn.clone_flags(plan)
     pid = -1
     try:
-        if plan.new_time:
-            namespaces.unshare(namespaces.CLONE_NEWTIME)
-            with open("/proc/self/timens_offsets", "w") as f:
-                f.write(spawn.time_offsets())
         if base is not None:
             creds.setns(base, namespaces.CLONE_NEWNS)
         pid = creds.clone(flags, cgroup)
     finally:
-        if pid != 0:
-            if base is not None:
-                creds.setns(own["mnt"], namespaces.CLONE_NEWNS)
-            if plan.new_time:
-                creds.setns(own["time"], namespaces.CLONE_NEWTIME)
+        if pid != 0 and base is not None:
+            creds.setns(own_mnt, namespaces.CLONE_NEWNS)
     return pid
 
 
@@ -191,6 +273,7 @@ def serve(sock_fd: int, supervisor: int) -> None:
         mod.__path__ = [path]
         sys.modules[name] = mod
     from libvserver.native import creds, entercore, namespaces, seccomp, spawn
+    from libvserver.native.phases import Phases
     # what G imports late (loopback_up): with the guest's ids it may not read the host's
     # Python files, and a search of sys.path from inside took milliseconds
     import fcntl, struct  # noqa: E401,F401
@@ -200,13 +283,14 @@ def serve(sock_fd: int, supervisor: int) -> None:
         os._exit(0)     # the supervisor died before the signal was set
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     sock = socket.socket(fileno=sock_fd)
-    own = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
-           for n in ("mnt", "time") if os.path.exists(f"/proc/self/ns/{n}")}
+    own_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     # what is imported now stays: no collection walks (and so copies) it in each G
     gc.freeze()
+    filtered = False    # this process carries the default seccomp filter (see below)
     while True:
         data, got = entercore.next_request(sock, REQUEST_MAX, FDS_MAX)
-        reply: int | str
+        ph = Phases(True)
+        reply: int | str | tuple
         fds: dict = {}
         try:
             for fd in got:
@@ -220,7 +304,19 @@ def serve(sock_fd: int, supervisor: int) -> None:
             plan.memcg_tasks_fd = fds.get("memcg")
             plan.join_tasks_fds = fds.get("join", [])
             seccomp.adopt(programs)
-            reply = _clone_g(spawn, creds, namespaces, plan, fds, sock, own)
+            if not plan.spec.seccomp or "SYSLOG" in plan.spec.bcaps:
+                raise ValueError("a context without the default seccomp filter")
+            if not filtered:
+                # once, for good: every G is born with it (a shared copy; loading
+                # one costs a start ~0.4 ms, most of it fixed: the filter's JIT)
+                seccomp.program(False).load()
+                filtered = True
+            plan.seccomp_inherited = True
+            ph.on = plan.phases
+            ph.mark("forker: unpickle the plan")
+            reply = _clone_g(spawn, creds, namespaces, plan, fds, sock, own_mnt, ph)
+            if plan.phases:
+                reply = (reply, ph.items)
         except Exception as e:
             reply = f"{type(e).__name__}: {e}"
         finally:

@@ -47,10 +47,7 @@ MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_READ = 23
-PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
-PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]
@@ -120,24 +117,6 @@ def cap_last_cap() -> int:
 def bounding_set() -> set[int]:
     """Capability numbers in this process's bounding set."""
     return {c for c in range(cap_last_cap() + 1) if _libc.prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1}
-
-
-def _own_bounding_mask() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapBnd:"):
-                return int(line.split()[1], 16)
-    return (1 << 64) - 1
-
-
-def drop_bounding_set(keep: set[int]) -> None:
-    """Leave exactly ``keep`` (∩ what we have) in the bounding set; clear ambient caps."""
-    have = _own_bounding_mask()  # one read instead of a PR_CAPBSET_READ per capability
-    for cap in range(cap_last_cap() + 1):
-        if cap not in keep and have >> cap & 1:
-            prctl(PR_CAPBSET_DROP, cap)
-    # ambient caps would survive exec regardless of the bounding set of the file
-    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
 
 
 def set_subreaper() -> None:

@@ -61,6 +61,7 @@ def _remount_ro(rootfd: int, rel: str, flags: int) -> None:
 # vserver. The /dev tmpfs therefore has the size a /dev/shm tmpfs gets by default (half
 # of RAM); its pages are charged to the memory cgroup of the writer, the vserver.
 DEV_OPTS = "mode=755"
+DEVPTS_OPTS = "newinstance,ptmxmode=0666,mode=0620,gid=5"
 
 
 def _make_dev(rootfd: int, bind_devices: bool = False) -> None:
@@ -88,7 +89,7 @@ def _make_dev(rootfd: int, bind_devices: bool = False) -> None:
     finally:
         os.close(devfd)
     _mount_at(rootfd, "dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
-              "newinstance,ptmxmode=0666,mode=0620,gid=5")
+              DEVPTS_OPTS)
     _bind_self(rootfd, "dev/shm", MS_NOSUID | MS_NODEV)
 
 

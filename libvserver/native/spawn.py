@@ -1,12 +1,11 @@
 """Creating a context: the code of its PID 1 between the supervisor's fork and init.
 
-supervisor: [unshare(TIME) for its children only], makes the context's cgroups, moves
+supervisor: makes the context's cgroups, moves
             itself into their v1 groups (a thread moving itself waits for no RCU grace
             period, a migration of another process does) and clones G into a new user
             and PID namespace and into the cgroup2 group (clone3 CLONE_INTO_CGROUP; the
             PID namespace belongs to the user namespace: reboot(2) inside needs
-            CAP_SYS_BOOT there), so G is born in every group of the context; setns back
-            into its own time namespace (it is single-threaded, so it may), writes G's
+            CAP_SYS_BOOT there), so G is born in every group of the context; writes G's
             uid/gid maps (see idmap.py) and sends "m"; makes the host-privileged mounts
             detached (the idmapped root: vdir, the disk-limit image or the shared
             template; /sys read-only when G gets no network namespace) and passes them
@@ -18,14 +17,14 @@ supervisor: [unshare(TIME) for its children only], makes the context's cgroups, 
             the init forker instead (initforker.py: a small process, CLONE_PARENT, so G
             is still the supervisor's child), which never joins the context's groups:
             G moves itself into the v1 groups first thing; the rest is the same.
-G:          PID 1 of the new namespaces: unshares mnt uts ipc [net] cgroup (owned by its
+G:          PID 1 of the new namespaces: unshares mnt uts ipc [net] [time] cgroup (owned by its
             user namespace; its cgroup becomes "/"), takes uid/gid 0 inside, moves the
             root into place (mounts the overlay there for a shared template), mounts
             /proc /sys /dev, masks the host-wide parts of /proc and /sys, pivot_root,
             the template's API filesystems (tmpfs /run, /run/lock; the supervisor's notify
             socket on /run/host/notify), hostname, rlimits, bounding set, waits for "go",
             mounts its own cgroup2 view on /sys/fs/cgroup (api_mounts "cgroup"), loads the
-            seccomp filter, execs init.
+            seccomp filter (unless the init forker passed it on), execs init.
 
 A ``privileged`` context (admin-only) skips the user namespace: G is forked into a new
 PID namespace only, gets no masks and no cgroup namespace, and mounts its root itself.
@@ -85,6 +84,9 @@ class Plan:
     # read end of the pipe the init forker sends "m" on once it wrote G's id maps (else
     # the supervisor sends it on the go pipe)
     mapped_r: int | None = None
+    # G was cloned with the default seccomp filter already on it (the init forker carries
+    # it): loading it again would stack a second copy
+    seccomp_inherited: bool = False
 
     @property
     def cgroupns(self) -> bool:
@@ -100,9 +102,14 @@ class Plan:
 
 
 def child_flags(plan: Plan) -> int:
-    """Namespaces G unshares for itself (PID and time come from the supervisor's fork);
-    G born in its cgroups takes its cgroup namespace at once (its cgroup becomes "/")."""
+    """Namespaces G unshares for itself (PID comes from the supervisor's fork); G born in
+    its cgroups takes its cgroup namespace at once (its cgroup becomes "/").  A time
+    namespace is G's for its children only, until its execve of init moves it in (Linux
+    >= 6.1, "fs/exec: switch timens when a task gets a new mm"): its clocks start at
+    init's exec, and nothing is unshared in a process that clones many Gs."""
     flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+    if plan.new_time:
+        flags |= CLONE_NEWTIME
     if plan.in_cgroups and plan.cgroupns:
         flags |= CLONE_NEWCGROUP
     if plan.new_net:
@@ -112,9 +119,7 @@ def child_flags(plan: Plan) -> int:
 
 def parent_flags(plan: Plan) -> int:
     """Namespaces the supervisor unshares for its children around the fork."""
-    if plan.ids is not None:
-        return CLONE_NEWTIME if plan.new_time else 0
-    return CLONE_NEWPID | (CLONE_NEWTIME if plan.new_time else 0)
+    return 0 if plan.ids is not None else CLONE_NEWPID
 
 
 def clone_flags(plan: Plan) -> int:
@@ -173,6 +178,16 @@ def _report(fd: int, exc: BaseException) -> None:
         os.write(fd, f"{kind}: {msg}".replace("\n", " ").encode()[:4000] + b"\n")
     except OSError:
         pass
+
+
+def sysctls(plan: Plan) -> list[tuple[str, str]]:
+    """(path, value) G writes in its new IPC (and network) namespace."""
+    out = [(f"/proc/sys/kernel/{name}", value) for name, value in plan.ipc.items()]
+    if plan.new_net and "RAW_ICMP" in plan.spec.ccaps:
+        # inside a user namespace only its mapped gids are valid
+        out.append(("/proc/sys/net/ipv4/ping_group_range",
+                    f"0 {plan.ids.count - 1}" if plan.ids is not None else "0 2147483647"))
+    return out
 
 
 def time_offsets() -> str:
@@ -273,6 +288,11 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
                 _wait_mapped(go_r)
         ph.mark("init: wait for the id maps")
         namespaces.unshare(child_flags(plan))
+        if plan.new_time:
+            # before any process is in it (the kernel's rule), with our uid still the
+            # host's: CAP_SYS_TIME in the namespace's owner, our user namespace
+            with open("/proc/self/timens_offsets", "w") as f:
+                f.write(time_offsets())
         notify_fd = _open_notify(plan)
         ph.mark("init: unshare mnt uts ipc" + (" net" if plan.new_net else ""))
         if userns:
@@ -281,13 +301,9 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             _take_root_ids()
         os.write(ready_w, b"r")
         os.close(ready_w)
-        for name, value in plan.ipc.items():
-            with open(f"/proc/sys/kernel/{name}", "w") as f:
+        for path, value in sysctls(plan):
+            with open(path, "w") as f:
                 f.write(value)
-        if plan.new_net and "RAW_ICMP" in spec.ccaps:
-            with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
-                # inside a user namespace only its mapped gids are valid
-                f.write(f"0 {plan.ids.count - 1}" if userns else "0 2147483647")
         namespaces.sethostname(spec.uname.get("NODENAME") or spec.name)
         if "DOMAINNAME" in spec.uname:
             namespaces.setdomainname(spec.uname["DOMAINNAME"])
@@ -319,7 +335,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
                          api_mounts=spec.api_mounts, notify_fd=notify_fd, mark=ph.mark)
         os.umask(0o022)
         limits.apply_rlimits(plan.rlimits)
-        namespaces.drop_bounding_set(plan.keep_caps)
+        creds.drop_bounding_set(plan.keep_caps)
         ph.mark("init: rlimits, bounding set")
         # exec keeps ignored signals ignored and the mask; Python ignores PIPE and XFSZ.
         for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM,
@@ -336,8 +352,9 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             os.dup2(stdio, fd)
         creds.close_all_but({0, 1, 2, err_w})   # every number, not up to a guess
         ph.mark("init: stdio, close fds")
-        seccomp.load_prepared(spec)
-        ph.mark("init: seccomp load")
+        if not plan.seccomp_inherited:
+            seccomp.load_prepared(spec)
+            ph.mark("init: seccomp load")
         if plan.phases:
             os.write(err_w, (PHASES_PREFIX + json.dumps(ph.items) + "\n").encode())
         try:

@@ -62,7 +62,7 @@ from typing import Callable
 from ..api import AlreadyRunning, ContextSpec, StartError
 # netns: imported here once, not by every init that brings its loopback up
 from . import console, entercore, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat
-from .initforker import ForkerError, InitForker
+from .initforker import ForkerError, InitForker, NativeForker
 from .cgroups import Layout
 from .phases import Phases
 
@@ -76,7 +76,8 @@ LOAD_INTERVAL = 5.0
 START_TIMEOUT = 60.0
 BASE_NS_AGE = 10.0     # seconds a mount namespace to fork inits in is used (_base_ns)
 FORKER_RETRY = 10.0    # seconds between attempts to start an init forker that failed
-FORKER_ENV = "VCD_INIT_FORKER"   # "0": fork every init here (to compare, bench/start_phases.py)
+# "0": fork every init here, "python": no C forker (to compare, bench/start_phases.py)
+FORKER_ENV = "VCD_INIT_FORKER"
 EXIT_QUIT = 0          # the worker was asked to quit: the keeper stops too
 EXIT_RESTART = 75      # SIGTERM: the keeper starts a new worker
 CALLBACK_OUTPUT_MAX = 4096
@@ -167,17 +168,19 @@ class Supervisor:
         self.ph = Phases()          # the timings of the last start (when asked for)
         # our own namespaces, to return to after unsharing for a child
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
-                       for n in ("pid", "time", "mnt") if os.path.exists(f"/proc/self/ns/{n}")}
+                       for n in ("pid", "mnt") if os.path.exists(f"/proc/self/ns/{n}")}
         self.base_ns: int | None = None     # where inits are forked (handles.without_handles)
         self.base_made = 0.0
-        # clones unprivileged inits out of a small process (initforker.py); started now,
-        # so it has imported by the first start
-        self.forker = InitForker()
-        self.forker_tried = 0.0
-        if os.environ.get(FORKER_ENV, "1") != "0":
-            self._spawn_forker()
-        else:
-            self.forker_tried = float("inf")     # never: every init is forked here
+        # clone unprivileged inits out of small processes (initforker.py): the C one
+        # (vsinit.c) for the common plans, started now; the Python one for the rest,
+        # started when first needed (it costs ~16 MiB), or now when it is the only one
+        which = os.environ.get(FORKER_ENV, "1")
+        self.forkers: list[InitForker] = []
+        if which != "0":
+            if which != "python" and NativeForker.available():
+                self.forkers.append(NativeForker())
+            self.forkers.append(InitForker())
+            self._spawn_forker(self.forkers[0])
         # init loads the filter right before exec: compile both variants now, once
         try:
             seccomp.prepare_all()
@@ -420,10 +423,10 @@ class Supervisor:
             self._sock.close()
             self._sock = None
 
-    def _spawn_forker(self) -> None:
-        self.forker_tried = time.monotonic()
+    def _spawn_forker(self, forker: InitForker) -> None:
+        forker.tried = time.monotonic()
         try:
-            self.forker.spawn()
+            forker.spawn()
         except OSError as e:
             log.warning("cannot start the init forker (%s); inits are forked here", e)
 
@@ -433,15 +436,11 @@ class Supervisor:
         groups itself. None (nothing left behind) when the forker cannot: the caller
         forks G here."""
         spec = plan.spec
-        if plan.ids is None or plan.netplan is not None or (
-                spec.seccomp and ("SYSLOG" in spec.bcaps) not in seccomp.prepared()):
-            return None     # the in-process fork's cases (see initforker.py)
-        if not self.forker.alive():
-            if time.monotonic() - self.forker_tried < FORKER_RETRY:
-                return None
-            self._spawn_forker()
-            if not self.forker.alive():
-                return None
+        if plan.ids is None or plan.netplan is not None or not spec.seccomp or \
+                "SYSLOG" in spec.bcaps or False not in seccomp.prepared():
+            # the in-process fork's cases (see initforker.py): the forker carries the
+            # default filter, which no process can shed
+            return None
         xid = spec.xid
         memory = self.layout.by_ctrl.get("memory")
         opened: list[int] = []
@@ -464,6 +463,18 @@ class Supervisor:
                 os.close(fd)
             log.warning("context %d: cannot open its cgroups for the init forker (%s)", xid, e)
             return None
+        # the C forker clones into the cgroup2 group only (CLONE_INTO_CGROUP)
+        forker = next((f for f in self.forkers if f.takes(plan) and
+                       ("cgroup" in fds or not isinstance(f, NativeForker))), None)
+        if forker is not None and not forker.alive():
+            if time.monotonic() - forker.tried >= FORKER_RETRY:
+                self._spawn_forker(forker)
+            if not forker.alive():
+                forker = None
+        if forker is None:
+            for fd in opened:
+                os.close(fd)
+            return None
         ready_w, go_r, err_w, theirs = self._start_channels(plan)
         fds.update(ready_w=ready_w, go_r=go_r, err_w=err_w, sock=theirs.fileno())
         if plan.console_fd is not None:
@@ -474,27 +485,28 @@ class Supervisor:
         plan.in_cgroups = True
         self.ph.mark("supervisor: fork plan")
         try:
-            pid = self.forker.clone(plan, fds, seccomp.prepared())
+            pid = forker.clone(plan, fds, seccomp.prepared())
         except ForkerError as e:
             log.warning("context %d: the init forker failed (%s); its init is forked here",
                         xid, e)
             plan.in_cgroups = False
             self._drop_channels()   # a G cloned before the failure sees its pipes end
-            if self.forker.served and not self.forker.alive():
+            if forker.served and not forker.alive():
                 # it worked before (killed since?): a new one now; one that never
                 # worked is tried again only after FORKER_RETRY
-                self._spawn_forker()
+                self._spawn_forker(forker)
             return None
         finally:
             for fd in (*opened, ready_w, go_r, err_w):
                 os.close(fd)
             theirs.close()
         self.ph.mark("supervisor: clone by the init forker, id maps")
+        self.ph.items += forker.phases
         self._forked_by_forker = True
         return pid
 
     def _fork_init(self, plan: spawn.Plan) -> int:
-        """Fork G into new PID (and time) namespaces, and a new user namespace unless the
+        """Fork G into a new PID namespace, and a new user namespace unless the
         context is privileged; this process stays in its own. The init forker clones
         it where it can (_clone_by_forker)."""
         pid = self._clone_by_forker(plan)
@@ -506,9 +518,6 @@ class Supervisor:
         try:
             if flags:
                 namespaces.unshare(flags)
-            if plan.new_time:
-                with open("/proc/self/timens_offsets", "w") as f:
-                    f.write(spawn.time_offsets())
             cflags = spawn.clone_flags(plan)
             pid = self._clone_into_cgroups(plan, cflags)
             if pid is None:
@@ -520,11 +529,9 @@ class Supervisor:
                     mine.close()
                 spawn.run_init(plan, ready_w, go_r, err_w, theirs)
         finally:
-            # pid_for_children/time_for_children back to ours (allowed: single-threaded)
+            # pid_for_children back to ours (allowed: single-threaded)
             if flags & namespaces.CLONE_NEWPID:
                 namespaces.setns(self.own_ns["pid"], namespaces.CLONE_NEWPID)
-            if plan.new_time:
-                namespaces.setns(self.own_ns["time"], namespaces.CLONE_NEWTIME)
             for fd in (ready_w, go_r, err_w):
                 os.close(fd)
             if theirs is not None:
@@ -672,13 +679,6 @@ class Supervisor:
                         ("" if plan.in_cgroups else ", join (every hierarchy)"))
             limits.apply_cgroup_limits(self.layout, plan.spec)
             ph.mark("supervisor: cgroup limits")
-            # while G unshares (we would only wait): what is kept of a running context;
-            # after "go" it ran beside G's last steps and held up noticing its exec
-            self._start_time = start_time_of(gpid)
-            self._write_state(f"{xid}.init", {"pid": gpid, "start_time": self._start_time})
-            self._log = console.ConsoleLog(self.state_dir, xid)
-            self._log.reset()
-            ph.mark("supervisor: record init, console log")
             ready = _read_all(ready_r, START_TIMEOUT, limit=1)
             ph.mark("supervisor: wait for init's ready")
             if ready != b"r":
@@ -714,6 +714,19 @@ class Supervisor:
         except BrokenPipeError:
             pass  # G failed already: its error is on err_r
         ph.skip()
+        try:
+            # while G execs: what is kept of a running context (G waited for "go" while
+            # it was written before, once G's own setup took less time than ours)
+            self._start_time = start_time_of(gpid)
+            self._write_state(f"{xid}.init", {"pid": gpid, "start_time": self._start_time})
+            if self._kept:
+                handles.write_spec(self.state_dir, plan.spec, gpid)
+            self._log = console.ConsoleLog(self.state_dir, xid)
+            self._log.reset()
+        except OSError as e:
+            _kill_wait(gpid)
+            return f"context {xid}: cannot record it: {e}"
+        ph.mark("supervisor: record init, spec, console log")
         out = _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip()
         if out.startswith(spawn.PHASES_PREFIX):
             line, _, out = out.partition("\n")
@@ -732,6 +745,7 @@ class Supervisor:
         enters the context later; a context that cannot be kept is not left running."""
         try:
             handles.keep(self.state_dir, spec, pid)
+            handles.write_spec(self.state_dir, spec, pid)
         except OSError as e:
             self.ctxs.pop(spec.xid, None)
             _kill_wait(pid)

@@ -5,10 +5,16 @@ unprivileged inits cloned by the init forker (initforker.py)."""
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
+from pathlib import Path
 
+from libvserver import Mount
 from libvserver.native import namespaces
+from libvserver.native.initforker import NativeForker
+
+from conftest import DEFAULT_BCAPS
 
 
 def _groups_of_pid(pid: int) -> list[str]:
@@ -58,7 +64,9 @@ def test_start_phases_cover_vcd_supervisor_and_init_when_asked(backend, make_spe
     phases = backend.last_phases
     names = [name for name, _, _ in phases]
     assert any(n.startswith("supervisor: clone") for n in names), names
-    assert "init: seccomp load" in names and "init: masks" in names, names
+    # init loads the seccomp filter itself unless the init forker passed it on
+    assert "init: masks" in names and ("init: seccomp load" in names or any(
+        n.startswith("forker: ") for n in names)), names
     assert names[-1] == "backend: from the supervisor"
     assert all(end >= begin for _, begin, end in phases)
 
@@ -124,7 +132,8 @@ def _stat_of(pid: int) -> list[str]:
 
 
 def _forker_of(sup: int) -> int | None:
-    """The supervisor worker's living child that runs initforker.py."""
+    """The supervisor worker's living child that is an init forker (vsinit, or
+    initforker.py where vsinit is not built)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -134,7 +143,8 @@ def _forker_of(sup: int) -> int | None:
                 cmdline = f.read()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if int(ppid) == sup and state != "Z" and b"initforker.py\0--serve" in cmdline:
+        if int(ppid) == sup and state != "Z" and (
+                b"initforker.py\0--serve" in cmdline or b"vsinit\0--serve" in cmdline):
             return int(entry)
     return None
 
@@ -157,6 +167,77 @@ def test_unprivileged_init_is_cloned_by_the_init_forker_as_the_supervisors_child
     # the error pipe that SCM_RIGHTS delivers without close-on-exec): the console only
     links = {fd: os.readlink(f"/proc/{init}/fd/{fd}") for fd in os.listdir(f"/proc/{init}/fd")}
     assert sorted(links) == ["0", "1", "2"], links
+
+
+def _seccomp_status(pid: int) -> tuple[str, str]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines() if line.startswith("Seccomp"))
+    return fields["Seccomp"].strip(), fields["Seccomp_filters"].strip()
+
+
+def test_init_cloned_by_the_forker_is_born_with_the_default_filter_and_loads_no_second(
+        backend, make_spec, started, monkeypatch):
+    monkeypatch.setenv("VCD_START_PHASES", "1")
+    spec = started(make_spec())
+    names = _phase_names(backend)
+    assert FORKER_PHASE in names and "init: seccomp load" not in names, names
+    assert _seccomp_status(backend.init_pid(spec.xid)) == ("2", "1")
+    # a filter no process can shed: a context with another filter (syslog allowed) or
+    # none is forked by the supervisor, and loads its own
+    syslog = started(make_spec(bcaps=set(DEFAULT_BCAPS) | {"SYSLOG"}))
+    names = _phase_names(backend)
+    assert FORKER_PHASE not in names and "init: seccomp load" in names, names
+    assert _seccomp_status(backend.init_pid(syslog.xid)) == ("2", "1")
+    off = started(make_spec(seccomp=False))
+    assert FORKER_PHASE not in _phase_names(backend)
+    assert _seccomp_status(backend.init_pid(off.xid)) == ("0", "0")
+
+
+GUEST_VIEW = (
+    "cat /proc/1/mountinfo; echo ==; "
+    "grep -E '^(Cap|Seccomp|NoNewPrivs|Uid|Gid|Groups|SigIgn|SigBlk)' /proc/1/status; echo ==; "
+    "cat /proc/1/limits; echo ==; ls /proc/1/fd; echo ==; tr '\\0' '\\n' < /proc/1/environ; "
+    "echo ==; stat -c '%n %f %u %g' /dev/* /dev/pts /dev/shm; echo ==; cat /proc/1/cgroup; "
+    "echo ==; ls -l /proc/1/ns | sed 's/.*-> //; s/:.*//'; echo ==; umask")
+
+
+def _guest_view(run_sh, xid: int, skip_mount: str) -> list[list[str]]:
+    """What init of xid holds, seen from inside, without what differs by nature between
+    two contexts (mount ids, device numbers, the one spec mount ``skip_mount``)."""
+    status, out = run_sh(xid, GUEST_VIEW)
+    assert status == 0, out
+    parts = [p.strip().splitlines() for p in out.split("==")]
+    mounts = []
+    for line in parts[0]:
+        f = line.split()
+        if f[4] == skip_mount:
+            continue
+        sep = f.index("-")
+        # a tmpfs made inside shows its owner, the context's host id range
+        superopts = re.sub(r"\b([ug]id)=\d+", r"\1=N", f[sep + 3])
+        root = "/PTY" if f[4] == "/dev/console" else f[3]     # its own pty's number
+        mounts.append(" ".join([root, f[4], f[5], *f[6:sep], f[sep + 1], superopts]))
+    return [mounts, *parts[1:]]
+
+
+def test_an_init_of_the_c_forker_holds_what_an_init_of_the_python_forker_holds(
+        backend, make_spec, started, monkeypatch, run_sh):
+    """vsinit.c repeats spawn.run_init's steps in C for the common plans: the guest must
+    not tell which one made its init (mounts and their options, masks, credentials,
+    bounding set, seccomp, limits, descriptors, environment, /dev, cgroups, namespaces)."""
+    assert NativeForker.available(), "make setup builds libvserver/native/vsinit"
+    monkeypatch.setenv("VCD_START_PHASES", "1")
+    native = started(make_spec())
+    assert "forker: parse the plan" in _phase_names(backend), _phase_names(backend)
+    # a spec mount: a plan only the Python forker takes
+    extra = "/mnt/vcd-python-forker"
+    python = started(make_spec(mounts=[Mount("tmpfs", extra, "tmpfs", "size=64k")]))
+    assert "forker: unpickle the plan" in _phase_names(backend), _phase_names(backend)
+    a, b = _guest_view(run_sh, native.xid, extra), _guest_view(run_sh, python.xid, extra)
+    for part_a, part_b in zip(a, b):
+        assert part_a == part_b
+    for spec in (native, python):
+        assert run_sh(spec.xid, "hostname")[1].strip() == spec.name
 
 
 def test_init_forker_is_in_no_cgroup_and_no_namespace_of_a_context(backend, make_spec,

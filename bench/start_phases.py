@@ -10,8 +10,9 @@ then the API round trip beside `lxc-start -d` (privileged and unprivileged) of t
 root filesystem, run in the same invocation.
 
 With VCD_INIT_FORKER=0 in the environment the supervisor forks every init itself, as
-before the init forker (libvserver/native/initforker.py): run both, alternately, to
-compare them under the same load.
+before the init forkers; with VCD_INIT_FORKER=python the Python forker
+(libvserver/native/initforker.py) clones every init, as before the C one (vsinit.c):
+run them alternately to compare under the same load (or bench/start_pair.py --env).
 
 Bounded: loopback only, fixed counts, cleans up every context it starts.
     python bench/start_phases.py [--runs 30] [--netns] [--running 200] [--save FILE]

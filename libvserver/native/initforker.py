@@ -1,6 +1,9 @@
-"""The init forker: a small fresh interpreter that clones each context's PID 1 (G) for
-the supervisor, as the entry server (entercore.serve) forks entering processes for a
-daemon worker.
+"""The init forkers: small processes that clone each unprivileged context's PID 1 (G)
+for the supervisor, as the entry server (entercore.serve) forks entering processes for
+a daemon worker.  Two of them: the C one (vsinit.c, NativeForker below) clones G and
+runs its whole setup in C for the common plans, the Python one (this file's serve())
+takes every other plan and runs spawn.run_init; what follows is the Python one's case,
+which the C one's docstring takes further.
 
 Why: the supervisor is a large process (tens of MiB with its contexts, pyroute2 once a
 network was made).  Forking G from it cost most of a millisecond in clone3 (page

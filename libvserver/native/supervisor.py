@@ -4,7 +4,7 @@ Why it exists: reboot(2) inside a PID namespace ends that namespace's init
 with SIGHUP (reboot) or SIGINT (halt/poweroff), and only the parent learns
 how a process ended.  So one supervisor, started on demand and detached from
 the daemon, forks every init (through spawn.py; an unprivileged one is cloned as its
-child by its small init forker, initforker.py), is child subreaper for them,
+child by a small init forker, vsinit.c or initforker.py), is child subreaper for them,
 reaps them, records why each ended, removes the context's cgroups and runs
 ``notify_argv + [action, xid]`` — the helper.restart / helper.shutdown calls
 vshelper makes on a Linux-VServer kernel.  It also keeps each context's load

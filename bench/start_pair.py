@@ -6,8 +6,9 @@ with PYTHONPATH pointing at it (make one with `git archive main | tar -x -C DIR`
 Prints both medians, the median of the paired differences (this tree minus the other)
 and `lxc-start -d` of the same root filesystem, privileged and unprivileged, right after.
 With --env NAME=VALUE this tree's daemon gets that in its environment (e.g.
-VCD_INIT_FORKER=0: every init forked by the supervisor itself; VCD_INIT_FORKER=python:
-every init cloned by the Python forker, none by the C one).
+VCD_INIT_FORKER=0: every init forked by the supervisor itself; VCD_NATIVE=0: every init
+cloned by the Python forker and every entry forked by the Python entry server, none by
+vsinit.c).
 
 Bounded: loopback only, fixed counts, cleans up every context it starts.
     python bench/start_pair.py --other DIR [--runs 60] [--env NAME=VALUE]

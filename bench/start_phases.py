@@ -10,7 +10,7 @@ then the API round trip beside `lxc-start -d` (privileged and unprivileged) of t
 root filesystem, run in the same invocation.
 
 With VCD_INIT_FORKER=0 in the environment the supervisor forks every init itself, as
-before the init forkers; with VCD_INIT_FORKER=python the Python forker
+before the init forkers; with VCD_NATIVE=0 the Python forker
 (libvserver/native/initforker.py) clones every init, as before the C one (vsinit.c):
 run them alternately to compare under the same load (or bench/start_pair.py --env).
 

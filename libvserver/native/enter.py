@@ -157,17 +157,26 @@ class EntryServer:
     """entercore.serve() in a child of this process: forks E1 from a small fresh
     interpreter instead of from this one. For long-lived callers that enter often (a
     daemon worker: its fork and the copy-on-write faults after it were most of a
-    vx.exec and of a stop); started by ``use_entry_server()``. Thread-safe."""
+    vx.exec and of a stop); started by ``use_entry_server()``. Thread-safe.
+
+    Where vsinit is built (entercore.native_program) the server is vsinit --enter, the
+    C twin of entercore.serve/run_e1/_e2: E1 and E2 then run no Python at all (each
+    was a copy of an interpreter, with its page tables, copy-on-write faults and
+    teardown at exec: most of what an entry cost).  Its E1 is never a copy of the
+    caller's memory either, so it serves fresh-image plans too."""
 
     def __init__(self) -> None:
         self.owner = os.getpid()
         self.lock = threading.Lock()
         self.sock: socket.socket | None = None
         self.proc: subprocess.Popen | None = None
+        self.native = entercore.native_program()
 
     def _start(self) -> socket.socket:
+        argv = [self.native, "--enter"] if self.native else \
+            [sys.executable, "-I", "-S", entercore.__file__, "--serve"]
         mine, self.proc = entercore.start_server(lambda fd: subprocess.Popen(
-            [sys.executable, "-I", "-S", entercore.__file__, "--serve", str(fd)],
+            [*argv, str(fd)],
             pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={}))
         self.sock = mine
         return mine
@@ -177,17 +186,20 @@ class EntryServer:
         Raises OSError."""
         memfd = os.memfd_create("vcd-entry-plan", os.MFD_CLOEXEC)
         try:
-            data = plan.dumps().encode()
-            while data:
-                data = data[os.write(memfd, data):]
-            os.lseek(memfd, 0, os.SEEK_SET)
             order = sorted(plan.fds())
-            request = marshal.dumps((order, fresh))
+            if self.native:
+                request, passed = plan.native(order), order
+            else:
+                data = plan.dumps().encode()
+                while data:
+                    data = data[os.write(memfd, data):]
+                os.lseek(memfd, 0, os.SEEK_SET)
+                request, passed = marshal.dumps((order, fresh)), [memfd] + order
             with self.lock:
                 for attempt in (1, 2):
                     sock = self.sock or self._start()
                     try:
-                        socket.send_fds(sock, [request], [memfd] + order)
+                        socket.send_fds(sock, [request], passed)
                     except OSError:
                         # nothing was sent: a server that died since is replaced once
                         self.close()
@@ -202,6 +214,11 @@ class EntryServer:
             with self.lock:
                 self.close()
             raise OSError("the entry server ended during a request")
+        if self.native:
+            text = answer.decode(errors="replace")
+            if text.startswith("E:"):
+                raise OSError(f"entry server: {text[2:]}")
+            return int(text)
         reply = marshal.loads(answer)
         if isinstance(reply, str):
             raise OSError(f"entry server: {reply}")

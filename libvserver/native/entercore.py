@@ -88,6 +88,36 @@ class Plan:
         if self.pid_w >= 0:
             self.pid_w = new[self.pid_w]
 
+    def native(self, order: list[int]) -> bytes:
+        """The plan for vsinit --enter (vsinit.c): NUL-separated key=value entries; a
+        descriptor is named by its index in ``order`` (the SCM_RIGHTS list)."""
+        if self.join_fn is not None:
+            raise ValueError("a join function runs in Python only")
+        slot = {fd: i for i, fd in enumerate(order)}
+        out = [f"fd.stdio={slot[fd]}" for fd in self.stdio]
+        for n, exe in enumerate(self.exes):
+            out += [f"exe.{n}.argv={a}" for a in exe.argv]
+            out += [f"exe.{n}.env={k}={v}" for k, v in exe.env.items()]
+            if exe.path is not None:
+                out.append(f"exe.{n}.path={exe.path}")
+        if self.ctty:
+            out.append("ctty=1")
+        if self.pid_w >= 0:
+            out.append(f"fd.pid_w={slot[self.pid_w]}")
+        out += [f"cgroup_tasks={path}" for path in self.cgroup_tasks]
+        if self.cgroup_v2 is not None:
+            out.append(f"cgroup_v2={self.cgroup_v2}")
+        out += [f"ns={nstype}:{slot[fd]}" for nstype, fd in self.ns]
+        out.append(f"userns={int(self.userns)}")
+        if self.keep is not None:
+            out.append(f"keep={sum(1 << c for c in self.keep)}")
+        out += [f"rlimit={res}:{soft}:{hard}" for res, soft, hard in self.rlimits]
+        if self.bpf is not None:
+            out.append(f"seccomp={self.bpf.hex()}")
+        if any("\0" in entry for entry in out):
+            raise ValueError("a NUL byte in the command")
+        return "\0".join(out).encode() + b"\0"
+
     def dumps(self) -> str:
         return marshal.dumps({k: ([tuple(e) for e in self.exes] if k == "exes" else
                                   getattr(self, k)) for k in self.FIELDS}).hex()
@@ -305,6 +335,18 @@ def serve(sock_fd: int) -> None:
             sock.send(marshal.dumps(reply))
         except OSError:
             os._exit(0)
+
+
+NATIVE_ENV = "VCD_NATIVE"    # "0": neither the C init forker nor the C entry server
+
+
+def native_program() -> str | None:
+    """vsinit (vsinit.c, built by `make setup` beside this file): the C init forker and
+    entry server; None where it is not built or VCD_NATIVE=0."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vsinit")
+    if os.environ.get(NATIVE_ENV, "1") == "0" or not os.access(path, os.X_OK):
+        return None
+    return path
 
 
 def readable(fd: int, timeout: float | None) -> bool:

@@ -161,11 +161,10 @@ class NativeForker(InitForker):
     list in it (masks, devices, links, rlimits, sysctls) comes from the module that owns
     it, so vsinit.c holds only the order of the steps."""
 
-    PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vsinit")
-
-    @classmethod
-    def available(cls) -> bool:
-        return os.access(cls.PROGRAM, os.X_OK)
+    @staticmethod
+    def available() -> bool:
+        from . import entercore
+        return entercore.native_program() is not None
 
     def takes(self, plan) -> bool:
         spec = plan.spec
@@ -173,7 +172,8 @@ class NativeForker(InitForker):
                 and plan.overlay is None and plan.netplan is None and plan.ids is not None)
 
     def _argv(self, fd: int) -> list[str]:
-        return [self.PROGRAM, "--serve", str(fd), str(os.getpid())]
+        from . import entercore
+        return [entercore.native_program() or "vsinit", "--serve", str(fd), str(os.getpid())]
 
     def _encode(self, plan, slots: dict[str, int | list[int]],
                 programs: dict[bool, bytes]) -> bytes:

@@ -76,7 +76,7 @@ LOAD_INTERVAL = 5.0
 START_TIMEOUT = 60.0
 BASE_NS_AGE = 10.0     # seconds a mount namespace to fork inits in is used (_base_ns)
 FORKER_RETRY = 10.0    # seconds between attempts to start an init forker that failed
-# "0": fork every init here, "python": no C forker (to compare, bench/start_phases.py)
+# "0": fork every init here (to compare, bench/start_phases.py; VCD_NATIVE=0: no C forker)
 FORKER_ENV = "VCD_INIT_FORKER"
 EXIT_QUIT = 0          # the worker was asked to quit: the keeper stops too
 EXIT_RESTART = 75      # SIGTERM: the keeper starts a new worker
@@ -174,10 +174,9 @@ class Supervisor:
         # clone unprivileged inits out of small processes (initforker.py): the C one
         # (vsinit.c) for the common plans, started now; the Python one for the rest,
         # started when first needed (it costs ~16 MiB), or now when it is the only one
-        which = os.environ.get(FORKER_ENV, "1")
         self.forkers: list[InitForker] = []
-        if which != "0":
-            if which != "python" and NativeForker.available():
+        if os.environ.get(FORKER_ENV, "1") != "0":
+            if NativeForker.available():
                 self.forkers.append(NativeForker())
             self.forkers.append(InitForker())
             self._spawn_forker(self.forkers[0])

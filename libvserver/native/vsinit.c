@@ -26,6 +26,13 @@
  *
  * Started as `vsinit --serve FD SUPERVISOR_PID` (posix_spawn); exits at the end of file
  * on FD, and with its supervisor (parent death signal).
+ *
+ * `vsinit --enter FD` is the entry server's C twin (entercore.serve, enter.EntryServer):
+ * it clones E1 (CLONE_PARENT, born in the context's cgroup2 group), and E1 and E2 run
+ * entercore.run_e1/_e2's steps in C: join the v1 groups, setns into the kept handles,
+ * become the guest's root, bounding set, seccomp filter, capabilities, fork E2 into the
+ * PID namespace; E2: session, stdio, controlling terminal, rlimits, exec.  Same
+ * protocol as above; the plan is entercore.Plan's fields (enter.NativeEntryServer).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -49,6 +56,9 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <linux/capability.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,6 +102,8 @@ struct clone_args_v2 {
 struct open_how_v0 {
     uint64_t flags, mode, resolve;
 };
+
+static const char *load_filter(void);
 
 /* --- the request --------------------------------------------------------------------- */
 
@@ -690,6 +702,271 @@ static void g_main(int mapped_r) {
     fail("StartError", "execve %s: %s", argv[0], strerror(errno));
 }
 
+/* --- entering a running context (entercore.run_e1, _e2) -------------------------------- */
+
+static int e_err = 2;   /* stdio[2]: where E1 and E2 say why they failed */
+
+static void e1_fail(const char *what) {
+    char msg[512];
+    int n = snprintf(msg, sizeof msg, "cannot enter the context: %s: %s\n", what,
+                     strerror(errno));
+    if (write(e_err, msg, n) < 0) { /* nobody left to tell */ }
+    _exit(126);
+}
+
+/* execve of argv with `path`, or argv[0] looked up in the PATH of envp (as Python's
+ * os.execvpe: the first error other than ENOENT/ENOTDIR wins) */
+static void exec_one(const char *path, char **argv, char **envp) {
+    if (path && *path) {
+        execve(path, argv, envp);
+        return;
+    }
+    if (strchr(argv[0], '/')) {
+        execve(argv[0], argv, envp);
+        return;
+    }
+    const char *search = "/bin:/usr/bin";   /* os.defpath */
+    for (char **e = envp; *e; e++)
+        if (strncmp(*e, "PATH=", 5) == 0)
+            search = *e + 5;
+    int saved = 0;
+    char full[4096];
+    for (const char *dir = search;; ) {
+        const char *end = strchr(dir, ':');
+        size_t len = end ? (size_t)(end - dir) : strlen(dir);
+        if (len + strlen(argv[0]) + 2 < sizeof full) {
+            memcpy(full, dir, len);
+            if (len == 0)
+                full[len++] = '.';
+            full[len] = '/';
+            strcpy(full + len + 1, argv[0]);
+            execve(full, argv, envp);
+            if (errno != ENOENT && errno != ENOTDIR && !saved)
+                saved = errno;
+        }
+        if (!end)
+            break;
+        dir = end + 1;
+    }
+    errno = saved ? saved : ENOENT;
+}
+
+static void e2_main(int pid_w) {
+    int stdio[3] = {get_fd("stdio", 0), get_fd("stdio", 1), get_fd("stdio", 2)};
+    char *argv0 = (char *)(get("exe.0.argv") ? get("exe.0.argv") : "?");
+    if (pid_w >= 0)
+        close(pid_w);
+    setsid();
+    /* stdio to 0-2 without one dup2 clobbering another source */
+    int high[3];
+    for (int i = 0; i < 3; i++)
+        if ((high[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3)) < 0)
+            goto fail;
+    for (int i = 0; i < 3; i++)
+        if (dup2(high[i], i) < 0)
+            goto fail;
+    e_err = 2;
+    if (syscall(SYS_close_range, 3, ~0U, 0) < 0)
+        goto fail;
+    if (get_int("ctty", 0) && ioctl(0, TIOCSCTTY, 0) < 0)
+        goto fail;
+    if (chdir("/") < 0)
+        goto fail;
+    const char *kv;
+    for (int i = 0; (kv = get_nth("rlimit", i)); i++) {
+        long long res = 0, soft = 0, hard = 0;
+        if (sscanf(kv, "%lld:%lld:%lld", &res, &soft, &hard) != 3) {
+            errno = EINVAL;
+            goto fail;
+        }
+        struct rlimit rl = {soft < 0 ? RLIM_INFINITY : (rlim_t)soft,
+                            hard < 0 ? RLIM_INFINITY : (rlim_t)hard};
+        if (setrlimit((int)res, &rl) < 0)
+            goto fail;
+    }
+    for (int sig = 1; sig < _NSIG; sig++)
+        signal(sig, SIG_DFL);
+    static char *argv[256], *envp[256];
+    for (int n = 0; n < 16; n++) {
+        char key[32];
+        int argc = 0, envc = 0;
+        const char *a;
+        snprintf(key, sizeof key, "exe.%d.argv", n);
+        for (int i = 0; argc < 255 && (a = get_nth(key, i)); i++)
+            argv[argc++] = (char *)a;
+        if (!argc)
+            break;
+        argv[argc] = NULL;
+        snprintf(key, sizeof key, "exe.%d.env", n);
+        for (int i = 0; envc < 255 && (a = get_nth(key, i)); i++)
+            envp[envc++] = (char *)a;
+        envp[envc] = NULL;
+        snprintf(key, sizeof key, "exe.%d.path", n);
+        exec_one(get(key), argv, envp);
+        /* the next candidate only while this one does not exist (a login's shells) */
+        if (errno != ENOENT)
+            break;
+    }
+fail:;
+    char msg[512];
+    int n = snprintf(msg, sizeof msg, "%s: %s\n", argv0, strerror(errno));
+    if (write(e_err, msg, n) < 0) { /* nobody left to tell */ }
+    _exit(127);
+}
+
+static void e1_main(void) {
+    e_err = get_fd("stdio", 2);
+    int pid_w = get_fd("pid_w", 0);
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        e1_fail("prctl(PR_SET_DUMPABLE)");
+    const char *path;
+    for (int i = 0; (path = get_nth("cgroup_tasks", i)); i++) {
+        /* a thread moving itself takes no global lock */
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "0", 1) != 1)
+            e1_fail(path);
+        close(fd);
+    }
+    if ((path = get("cgroup_v2_join"))) {
+        /* the clone into the group failed (entercore._clone_e1): migrate */
+        char procs[4200], pid[32];
+        snprintf(procs, sizeof procs, "%s/cgroup.procs", path);
+        int fd = open(procs, O_WRONLY | O_CLOEXEC);
+        int n = snprintf(pid, sizeof pid, "%d", getpid());
+        if (fd < 0 || write(fd, pid, n) != n)
+            e1_fail(procs);
+        close(fd);
+    }
+    int keep = get("keep") != NULL;
+    if (keep && setgroups(0, NULL) < 0)
+        e1_fail("setgroups");
+    const char *ns;
+    for (int i = 0; (ns = get_nth("ns", i)); i++) {
+        int type = 0, slot = -1;
+        if (sscanf(ns, "%d:%d", &type, &slot) != 2 || slot < 0 || slot >= n_fds) {
+            errno = EINVAL;
+            e1_fail("a namespace handle");
+        }
+        if (setns(fds[slot], type) < 0)
+            e1_fail("setns");
+        close(fds[slot]);
+    }
+    if (keep) {
+        if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+            e1_fail(get_int("userns", 0) ? "cannot become uid/gid 0 in the vserver's user "
+                    "namespace" : "cannot become uid/gid 0 on the host");
+        unsigned long long mask = strtoull(get("keep"), NULL, 10);
+        for (int cap = 0; cap < 64; cap++) {
+            if (mask >> cap & 1)
+                continue;
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+                if (errno == EINVAL)
+                    break;
+                e1_fail("prctl(PR_CAPBSET_DROP)");
+            }
+        }
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+            e1_fail("prctl(PR_CAP_AMBIENT_CLEAR_ALL)");
+    }
+    if (get("seccomp")) {
+        /* still holding CAP_SYS_ADMIN (no NO_NEW_PRIVS) */
+        const char *err = load_filter();
+        if (err) {
+            errno = EINVAL;
+            e1_fail(err);
+        }
+    }
+    if (keep) {
+        /* effective, permitted and inheritable := keep (what is held of it) */
+        unsigned long long mask = strtoull(get("keep"), NULL, 10);
+        struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+        struct __user_cap_data_struct data[2];
+        if (syscall(SYS_capget, &hdr, data) < 0)
+            e1_fail("capget");
+        for (int i = 0; i < 2; i++) {
+            unsigned held = data[i].permitted & (unsigned)(mask >> (32 * i));
+            data[i].effective = data[i].permitted = data[i].inheritable = held;
+        }
+        if (syscall(SYS_capset, &hdr, data) < 0)
+            e1_fail("capset");
+    }
+    pid_t e2 = fork();     /* a PID namespace applies to children only */
+    if (e2 < 0)
+        e1_fail("fork");
+    if (e2 == 0)
+        e2_main(pid_w);
+    for (int i = 0; i < 3; i++)
+        close(get_fd("stdio", i));
+    if (pid_w >= 0) {
+        char line[32];
+        int n = snprintf(line, sizeof line, "%d\n", e2);
+        if (write(pid_w, line, n) < 0) { /* the caller stopped listening */ }
+        close(pid_w);
+    }
+    int status = 0;
+    while (waitpid(e2, &status, 0) < 0)
+        if (errno != EINTR)
+            _exit(126);
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
+/* E1 for the request in hand (CLONE_PARENT: the caller's child, never ours), born in
+ * the context's cgroup2 group where it can be (entercore._clone_e1) */
+static void enter_one(int sock, char *reply, size_t size) {
+    const char *v2 = get("cgroup_v2");
+    int cg = v2 ? open(v2, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    struct clone_args_v2 args = {.flags = CLONE_PARENT, .exit_signal = 0};
+    if (cg >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cg;
+    }
+    pid_t pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0 && cg >= 0) {
+        args.flags &= ~CLONE_INTO_CGROUP;
+        pid = syscall(SYS_clone3, &args, sizeof args);
+        if (pid == 0 && v2) {
+            /* E1 migrates itself */
+            static char join[4200];
+            snprintf(join, sizeof join, "cgroup_v2_join=%s", v2);
+            if (n_entries < ENTRIES_MAX)
+                entries[n_entries++] = join;
+        }
+    }
+    if (pid == 0) {
+        close(sock);
+        if (cg >= 0)
+            close(cg);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        /* keep only the plan's descriptors (close_range over the gaps) */
+        int sorted[FDS_MAX], n = n_fds;
+        memcpy(sorted, fds, sizeof(int) * n);
+        for (int i = 1; i < n; i++)
+            for (int j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+                int t = sorted[j];
+                sorted[j] = sorted[j - 1];
+                sorted[j - 1] = t;
+            }
+        unsigned lo = 0;
+        for (int i = 0; i <= n; i++) {
+            unsigned hi = i < n ? (unsigned)sorted[i] : ~0U;
+            if (hi > lo && syscall(SYS_close_range, lo, i < n ? hi - 1 : hi, 0) < 0)
+                _exit(126);
+            if (i < n)
+                lo = hi + 1;
+        }
+        e1_main();
+        _exit(126);
+    }
+    if (cg >= 0)
+        close(cg);
+    if (pid < 0)
+        snprintf(reply, size, "E:clone3: %s", strerror(errno));
+    else
+        snprintf(reply, size, "%d", pid);
+}
+
 /* --- the forker -------------------------------------------------------------------------- */
 
 static int hex_value(char c) {
@@ -806,28 +1083,8 @@ static void serve_one(int sock, int own_mnt, int *filtered, char *reply, size_t 
     }
 }
 
-int main(int argc, char **argv) {
-    if (argc != 4 || strcmp(argv[1], "--serve") != 0) {
-        fprintf(stderr, "usage: vsinit --serve FD SUPERVISOR_PID\n");
-        return 2;
-    }
-    int sock = atoi(argv[2]);
-    pid_t supervisor = atoi(argv[3]);
-    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (getppid() != supervisor)
-        _exit(0);   /* the supervisor died before the signal was set */
-    /* what init inherits from us: default dispositions, no blocked signal (posix_spawn
-     * passed on the supervisor's ignored ones) */
-    for (int s = 1; s < _NSIG; s++)
-        signal(s, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    fcntl(sock, F_SETFD, FD_CLOEXEC);
-    int own_mnt = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
-    if (own_mnt < 0)
-        return 1;
-    int filtered = 0;
+/* One request at a time: parse it into entries and fds, answer with `handle`'s text. */
+static void serve_loop(int sock, void (*handle)(int sock, char *reply, size_t size)) {
     ssize_t last_len = 0;
     static char buf[REQUEST_MAX];
     static char reply[8192];
@@ -853,7 +1110,7 @@ int main(int argc, char **argv) {
                     memcpy(&fds[n_fds++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
             }
         last_mark = now();
-        /* G is a copy of this process until its exec: no earlier plan in it */
+        /* a child is a copy of this process until its exec: no earlier plan in it */
         if (n < last_len)
             memset(buf + n, 0, last_len - n);
         last_len = n;
@@ -864,10 +1121,53 @@ int main(int argc, char **argv) {
         if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
             snprintf(reply, sizeof reply, "E:a plan too large");
         else
-            serve_one(sock, own_mnt, &filtered, reply, sizeof reply);
+            handle(sock, reply, sizeof reply);
         for (int i = 0; i < n_fds; i++)
             close(fds[i]);
         if (send(sock, reply, strlen(reply), 0) < 0)
             _exit(0);
     }
+}
+
+static int forker_mnt = -1, forker_filtered;
+
+static void fork_one(int sock, char *reply, size_t size) {
+    serve_one(sock, forker_mnt, &forker_filtered, reply, size);
+}
+
+int main(int argc, char **argv) {
+    int enter = argc == 3 && strcmp(argv[1], "--enter") == 0;
+    if (!enter && (argc != 4 || strcmp(argv[1], "--serve") != 0)) {
+        fprintf(stderr, "usage: vsinit --serve FD SUPERVISOR_PID | --enter FD\n");
+        return 2;
+    }
+    int sock = atoi(argv[2]);
+    fcntl(sock, F_SETFD, FD_CLOEXEC);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (enter) {
+        /* holds nothing but the plan in hand, and is not dumpable (entercore.serve); it
+         * exits when its caller closes the socket */
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        for (int s = 1; s < _NSIG; s++)
+            signal(s, SIG_DFL);
+        signal(SIGINT, SIG_IGN);
+        signal(SIGQUIT, SIG_IGN);
+        signal(SIGTSTP, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+        serve_loop(sock, enter_one);
+    }
+    pid_t supervisor = atoi(argv[3]);
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (getppid() != supervisor)
+        _exit(0);   /* the supervisor died before the signal was set */
+    /* what init inherits from us: default dispositions, no blocked signal (posix_spawn
+     * passed on the supervisor's ignored ones) */
+    for (int s = 1; s < _NSIG; s++)
+        signal(s, SIG_DFL);
+    forker_mnt = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    if (forker_mnt < 0)
+        return 1;
+    serve_loop(sock, fork_one);
 }

@@ -76,7 +76,7 @@ def _steal_during_execs(rt, name: str) -> tuple[list[str], set[str]]:
     got = [line.split()[-1] for line in text.splitlines() if line.startswith("GOTFD")]
     attached = {line.split()[-1] for line in text.splitlines() if line.startswith("ATTACHED")}
     # a process it reached before exec is never a copy of the worker: the entering
-    # process is then a fresh interpreter running libvserver's entercore.py
+    # process is then vsinit (C) or a fresh interpreter running libvserver's entercore.py
     for line in text.splitlines():
         if line.startswith("CMDLINE") and "python" in line:
             assert "entercore.py" in line, line
@@ -129,8 +129,12 @@ def test_every_worker_enters_through_an_entry_server_of_its_own(rt, running):
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(p))
-    workers = [p for p in children.get(rt.pid, []) if "entercore.py" not in cmdline.get(p, "")]
+    # vsinit --enter (C) where make setup built it, else entercore.py --serve (Python)
+    server_marks = ("entercore.py --serve", "vsinit --enter")
+    workers = [p for p in children.get(rt.pid, [])
+               if not any(m in cmdline.get(p, "") for m in server_marks)]
     assert len(workers) == 2, workers
     for w in workers:
-        servers = [c for c in children.get(w, []) if "entercore.py --serve" in cmdline.get(c, "")]
+        servers = [c for c in children.get(w, [])
+                   if any(m in cmdline.get(c, "") for m in server_marks)]
         assert len(servers) == 1, (w, [cmdline.get(c) for c in children.get(w, [])])

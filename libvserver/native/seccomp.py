@@ -4,7 +4,8 @@ Built with libseccomp (through ``pyseccomp``, its ctypes bindings, API-compatibl
 libseccomp's own Python module), exported once per process as classic BPF and cached;
 a context's init and every entered process load the cached program with one
 ``prctl(PR_SET_SECCOMP)`` right before exec (no libseccomp work in the child;
-``creds.load_seccomp``).
+``creds.load_seccomp``, or vsinit.c with the program's bytes).  An init cloned by an init
+forker is born with the default filter instead: the forker carries it (initforker.py).
 
 Everything not listed is allowed (the default action is ALLOW): the vserver's own
 user namespace and bounding set are the boundary, the filter only removes kernel

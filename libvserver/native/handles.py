@@ -9,7 +9,9 @@ enters it later: its namespaces and its spec.
                                differ from the supervisor's own): user, cgroup, ipc,
                                uts, net, pid, time, mnt
     <state_dir>/<xid>.spec     JSON {"spec": ContextSpec.to_dict(), "init": host pid},
-                               mode 0600
+                               mode 0600; written (publish()) only once init was exec'd:
+                               entering needs it, and until init's pivot_root the kept
+                               mount namespace has the host's root as its root
 
 A bind-mounted namespace file keeps the namespace itself, not init's current one: what
 the guest's init unshares later never becomes what vx.exec, halt or login join, and a
@@ -73,9 +75,15 @@ def _ensure_private_root(state_dir: Path) -> Path:
     return root
 
 
-def keep(state_dir: Path, spec: ContextSpec, pid: int) -> Kept:
+def keep(state_dir: Path, spec: ContextSpec, pid: int, publish: bool = True) -> Kept:
     """Bind init's namespaces that differ from ours and record the spec. Raises OSError
-    (the caller then stops the context: it could not be entered safely)."""
+    (the caller then stops the context: it could not be entered safely).
+
+    ``publish`` False: the spec waits for publish(), which the caller calls once init
+    was exec'd. Handles kept while PID 1 still builds the guest's mounts (before "go")
+    must not be entered yet: setns() into that mount namespace makes its root, still
+    the host's "/", the entering process's root and working directory, and a directory
+    it changes into there outlives init's pivot_root."""
     drop(state_dir, spec.xid)
     root = _ensure_private_root(state_dir)
     d = root / str(spec.xid)
@@ -98,8 +106,15 @@ def keep(state_dir: Path, spec: ContextSpec, pid: int) -> Kept:
         mount(src, str(target), None, MS_BIND)
         kept[name] = target
     _check_owners(kept)
-    _write_spec(state_dir, spec, pid)
+    if publish:
+        _write_spec(state_dir, spec, pid)
     return Kept(spec, pid, kept)
+
+
+def publish(state_dir: Path, spec: ContextSpec, pid: int) -> None:
+    """Make the handles kept with ``publish=False`` enterable (load() finds them):
+    call once init was exec'd, never while it builds its root. Raises OSError."""
+    _write_spec(state_dir, spec, pid)
 
 
 def _ns_ino_via(path: Path, request: int) -> int:

@@ -262,6 +262,12 @@ class Supervisor:
             err = self._finish_start(plan, gpid)
             if err:
                 raise _error_from(err)
+            if self._kept:
+                # init was exec'd: only now may anyone enter (handles.keep, publish)
+                try:
+                    handles.publish(self.state_dir, spec, gpid)
+                except OSError as e:
+                    raise StartError(f"context {xid}: cannot keep its namespaces: {e}") from None
         except BaseException:
             self._leave_context_groups()  # before kill_all, which reads the groups' members
             os.close(master)
@@ -694,7 +700,9 @@ class Supervisor:
                 # every namespace of G exists now (its cgroup namespace too): keep them
                 # while G builds its mounts
                 try:
-                    handles.keep(self.state_dir, plan.spec, gpid)
+                    # entered only after init's exec: until its pivot_root this mount
+                    # namespace's root is the host's (handles.keep)
+                    handles.keep(self.state_dir, plan.spec, gpid, publish=False)
                 except OSError as e:
                     _kill_wait(gpid)
                     return f"context {xid}: cannot keep its namespaces: {e}"

@@ -465,3 +465,108 @@ def test_pages_of_the_entering_side_are_never_charged_to_the_context(
               if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"]
     assert r.status == 0 and inside
     assert context in memcgs_charged_for(inside[0])
+
+
+# -- an entry during a start -------------------------------------------------------------
+
+_PTRACE_SYSCALL, _PTRACE_DETACH = 24, 17
+_PTRACE_SEIZE, _PTRACE_INTERRUPT, _PTRACE_GET_SYSCALL_INFO = 0x4206, 0x4207, 0x420E
+_PTRACE_O_TRACESYSGOOD = 1
+_WALL = 0x40000000
+# per architecture: (pivot_root, execve)
+_SYSCALL_NR = {"x86_64": (155, 59), "aarch64": (41, 221)}
+
+
+class _SyscallStop:
+    """Hold a process (not our child) at the entry of one system call with ptrace: the
+    calls, waits and the detach all come from the calling thread, as ptrace requires."""
+
+    def __init__(self, pid: int) -> None:
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p,
+                                     ctypes.c_void_p]
+        self.libc.ptrace.restype = ctypes.c_long
+        self.info = ctypes.create_string_buffer(88)
+        self.pid = pid
+        self._call(_PTRACE_SEIZE, None, _PTRACE_O_TRACESYSGOOD)
+        self._call(_PTRACE_INTERRUPT)
+        os.waitpid(pid, _WALL)      # its first stop
+
+    def _call(self, request: int, addr=None, data=None) -> int:
+        import ctypes
+        r = self.libc.ptrace(request, self.pid, addr, data)
+        if r == -1:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return r
+
+    def until(self, numbers: set[int]) -> int:
+        """Resume until the entry of one of ``numbers``; returns the number it stops at."""
+        import signal as sig
+        inject = 0
+        while True:
+            self._call(_PTRACE_SYSCALL, None, inject)
+            inject = 0
+            _, status = os.waitpid(self.pid, _WALL)
+            if not os.WIFSTOPPED(status):
+                raise OSError(f"process {self.pid} ended: status {status:#x}")
+            if os.WSTOPSIG(status) == sig.SIGTRAP | 0x80:
+                self._call(_PTRACE_GET_SYSCALL_INFO, 88, self.info)
+                op = self.info.raw[0]
+                nr = int.from_bytes(self.info.raw[24:32], "little")
+                if op == 1 and nr in numbers:    # PTRACE_SYSCALL_INFO_ENTRY
+                    return nr
+            elif status >> 16 == 0:
+                inject = os.WSTOPSIG(status)     # a signal for it: deliver it
+
+    def detach(self) -> None:
+        self._call(_PTRACE_DETACH)
+
+
+def test_no_one_enters_a_starting_context_before_its_init_left_the_hosts_root(
+        backend, make_spec, vdir):
+    """Handles kept while PID 1 still builds the guest's mounts (before its pivot_root)
+    name a mount namespace whose root is the host's "/": a vx.exec then ran the host's
+    programs on the host's files, and a directory it changed into outlived the
+    pivot_root. Init is held at its pivot_root here; the command enters only once init
+    was exec'd, and sees the guest's root."""
+    import platform
+    import threading
+    if platform.machine() not in _SYSCALL_NR:
+        pytest.skip(f"no system call numbers for {platform.machine()}")
+    pivot_root, execve = _SYSCALL_NR[platform.machine()]
+    (vdir / "guest-root-marker").write_text("guest\n")
+    spec = make_spec()
+    started = threading.Thread(target=backend.start, args=(spec,))
+    started.start()
+    held = None
+    try:
+        deadline = time.monotonic() + 60
+        while held is None and time.monotonic() < deadline and started.is_alive():
+            pids = backend.layout.pids(spec.xid)
+            if pids:
+                held = _SyscallStop(pids[0])     # PID 1, blocked on its id maps
+        assert held is not None, "init never showed up in its cgroups"
+        assert held.until({pivot_root, execve}) == pivot_root, "caught init too late"
+        assert os.stat(f"/proc/{held.pid}/root").st_ino == os.stat("/").st_ino
+        entered: list = []
+        entering = threading.Thread(target=lambda: entered.append(
+            backend.exec(spec.xid, ["/bin/cat", "/guest-root-marker"], timeout=20)))
+        entering.start()
+        entering.join(1.5)   # the time an entry that does not wait takes, and much more
+        early = list(entered)
+        unpublished = handles.load(backend.state_dir, spec.xid) is None
+        held.detach()
+        held = None
+        entering.join(60)
+        started.join(60)
+        assert early == [], f"entered while init was still on the host's root: {early}"
+        assert unpublished
+        assert entered and entered[0].status == 0 and entered[0].output == b"guest\n", entered
+    finally:
+        if held is not None:
+            held.detach()
+        started.join(60)
+        if backend.is_running(spec.xid):
+            backend.stop(spec.xid, [], timeout=5)

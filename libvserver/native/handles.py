@@ -51,6 +51,24 @@ class Kept:
     spec: ContextSpec
     init_pid: int
     ns: dict[str, Path]     # namespace type → its handle, in NS_TYPES order
+    # (path, (st_dev, st_ino)) of the spec file this was loaded from (each publish writes
+    # a new file): see published()
+    source: tuple[Path, tuple[int, int]] | None = None
+
+    def published(self) -> bool:
+        """Whether the spec file this was loaded from is still the published one. Call
+        it after opening the handles: a start that followed (a reboot) binds its new
+        namespaces at the same paths before its init has left the host's root, and
+        removes this file first (keep), so a False here means the descriptors may name
+        that half-built context, and a True that whatever they name was exec'd."""
+        if self.source is None:
+            return False
+        path, ident = self.source
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == ident
 
 
 def ns_root(state_dir: Path) -> Path:
@@ -159,8 +177,11 @@ def _write_spec(state_dir: Path, spec: ContextSpec, pid: int) -> None:
 def load(state_dir: Path, xid: int) -> Kept | None:
     """The recorded spec, init pid and namespace handles of xid; None when there are
     none (not running, or started by a libvserver that kept none)."""
+    path = spec_path(state_dir, xid)
     try:
-        data = json.loads(spec_path(state_dir, xid).read_text())
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = json.loads(f.read())
         spec = ContextSpec.from_dict(data["spec"])
         pid = int(data["init"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -172,7 +193,7 @@ def load(state_dir: Path, xid: int) -> Kept | None:
     except (FileNotFoundError, NotADirectoryError):
         present = set()
     ns = {n: d / n for n in NS_TYPES if n in present}
-    return Kept(spec, pid, ns)
+    return Kept(spec, pid, ns, (path, (st.st_dev, st.st_ino)))
 
 
 def drop(state_dir: Path, xid: int) -> None:

@@ -4,7 +4,9 @@ privileges and namespaces from what the context was started with, never from the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 import resource
 import select
 import shutil
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from libvserver.api import CAP_NUMBERS, Limit
+from libvserver.api import CAP_NUMBERS, Limit, NotRunning
 from libvserver.native import enter, handles
 from libvserver.native.namespaces import NS_FLAGS
 
@@ -489,6 +491,7 @@ class _SyscallStop:
         self.libc.ptrace.restype = ctypes.c_long
         self.info = ctypes.create_string_buffer(88)
         self.pid = pid
+        self.detached = False
         self._call(_PTRACE_SEIZE, None, _PTRACE_O_TRACESYSGOOD)
         self._call(_PTRACE_INTERRUPT)
         os.waitpid(pid, _WALL)      # its first stop
@@ -521,7 +524,35 @@ class _SyscallStop:
                 inject = os.WSTOPSIG(status)     # a signal for it: deliver it
 
     def detach(self) -> None:
+        self.detached = True
         self._call(_PTRACE_DETACH)
+
+
+@contextlib.contextmanager
+def _init_held_at_pivot_root(backend, spec):
+    """Start spec in a thread and hold its PID 1 at the entry of pivot_root (it still
+    has the host's root then) until the block ends; yields the holder (detach() early
+    to let it go on). The start has ended when the block has, the context may run."""
+    if platform.machine() not in _SYSCALL_NR:
+        pytest.skip(f"no system call numbers for {platform.machine()}")
+    pivot_root, execve = _SYSCALL_NR[platform.machine()]
+    starting = threading.Thread(target=backend.start, args=(spec,))
+    starting.start()
+    held = None
+    try:
+        deadline = time.monotonic() + 60
+        while held is None and time.monotonic() < deadline and starting.is_alive():
+            pids = backend.layout.pids(spec.xid)
+            if pids:
+                held = _SyscallStop(pids[0])     # PID 1, blocked on its id maps
+        assert held is not None, "init never showed up in its cgroups"
+        assert held.until({pivot_root, execve}) == pivot_root, "caught init too late"
+        assert os.stat(f"/proc/{held.pid}/root").st_ino == os.stat("/").st_ino
+        yield held
+    finally:
+        if held is not None and not held.detached:
+            held.detach()
+        starting.join(60)
 
 
 def test_no_one_enters_a_starting_context_before_its_init_left_the_hosts_root(
@@ -531,42 +562,43 @@ def test_no_one_enters_a_starting_context_before_its_init_left_the_hosts_root(
     programs on the host's files, and a directory it changed into outlived the
     pivot_root. Init is held at its pivot_root here; the command enters only once init
     was exec'd, and sees the guest's root."""
-    import platform
-    import threading
-    if platform.machine() not in _SYSCALL_NR:
-        pytest.skip(f"no system call numbers for {platform.machine()}")
-    pivot_root, execve = _SYSCALL_NR[platform.machine()]
     (vdir / "guest-root-marker").write_text("guest\n")
     spec = make_spec()
-    started = threading.Thread(target=backend.start, args=(spec,))
-    started.start()
-    held = None
     try:
-        deadline = time.monotonic() + 60
-        while held is None and time.monotonic() < deadline and started.is_alive():
-            pids = backend.layout.pids(spec.xid)
-            if pids:
-                held = _SyscallStop(pids[0])     # PID 1, blocked on its id maps
-        assert held is not None, "init never showed up in its cgroups"
-        assert held.until({pivot_root, execve}) == pivot_root, "caught init too late"
-        assert os.stat(f"/proc/{held.pid}/root").st_ino == os.stat("/").st_ino
-        entered: list = []
-        entering = threading.Thread(target=lambda: entered.append(
-            backend.exec(spec.xid, ["/bin/cat", "/guest-root-marker"], timeout=20)))
-        entering.start()
-        entering.join(1.5)   # the time an entry that does not wait takes, and much more
-        early = list(entered)
-        unpublished = handles.load(backend.state_dir, spec.xid) is None
-        held.detach()
-        held = None
-        entering.join(60)
-        started.join(60)
+        with _init_held_at_pivot_root(backend, spec) as held:
+            entered: list = []
+            entering = threading.Thread(target=lambda: entered.append(
+                backend.exec(spec.xid, ["/bin/cat", "/guest-root-marker"], timeout=20)))
+            entering.start()
+            entering.join(1.5)   # the time an entry that does not wait takes, and more
+            early = list(entered)
+            unpublished = handles.load(backend.state_dir, spec.xid) is None
+            held.detach()
+            entering.join(60)
         assert early == [], f"entered while init was still on the host's root: {early}"
         assert unpublished
         assert entered and entered[0].status == 0 and entered[0].output == b"guest\n", entered
     finally:
-        if held is not None:
-            held.detach()
-        started.join(60)
         if backend.is_running(spec.xid):
             backend.stop(spec.xid, [], timeout=5)
+
+
+def test_handles_loaded_before_a_restart_never_enter_the_next_boot_while_it_is_built(
+        backend, make_spec, started, vdir, wait):
+    """A caller that loaded the handles (vx.exec, the halt command of a stop) just
+    before the context ended and started again opens them at the same paths as the next
+    boot binds its own, while its init is still on the host's root: such an entry is
+    refused, never run there."""
+    (vdir / "guest-root-marker").write_text("guest\n")
+    spec = started(make_spec())
+    old = handles.load(backend.state_dir, spec.xid)
+    assert old is not None
+    backend.stop(spec.xid, [], timeout=5)
+    with _init_held_at_pivot_root(backend, spec):
+        wait(lambda: set(old.ns) <= {e.name for e in os.scandir(old.ns["mnt"].parent)})
+        try:
+            r = backend._exec(spec.xid, ["/bin/cat", "/guest-root-marker"], 20, 1 << 20,
+                              kept=old)
+        except NotRunning:
+            r = None
+        assert r is None or r.output == b"guest\n", r

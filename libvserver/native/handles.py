@@ -51,9 +51,9 @@ class Kept:
     spec: ContextSpec
     init_pid: int
     ns: dict[str, Path]     # namespace type → its handle, in NS_TYPES order
-    # (path, (st_dev, st_ino)) of the spec file this was loaded from (each publish writes
-    # a new file): see published()
-    source: tuple[Path, tuple[int, int]] | None = None
+    # (path, (st_dev, st_ino, st_mtime_ns)) of the spec file this was loaded from (each
+    # publish writes a new file): see published()
+    source: tuple[Path, tuple[int, int, int]] | None = None
 
     def published(self) -> bool:
         """Whether the spec file this was loaded from is still the published one. Call
@@ -68,7 +68,7 @@ class Kept:
             st = os.stat(path)
         except OSError:
             return False
-        return (st.st_dev, st.st_ino) == ident
+        return (st.st_dev, st.st_ino, st.st_mtime_ns) == ident
 
 
 def ns_root(state_dir: Path) -> Path:
@@ -193,7 +193,7 @@ def load(state_dir: Path, xid: int) -> Kept | None:
     except (FileNotFoundError, NotADirectoryError):
         present = set()
     ns = {n: d / n for n in NS_TYPES if n in present}
-    return Kept(spec, pid, ns, (path, (st.st_dev, st.st_ino)))
+    return Kept(spec, pid, ns, (path, (st.st_dev, st.st_ino, st.st_mtime_ns)))
 
 
 def drop(state_dir: Path, xid: int) -> None:

@@ -562,15 +562,16 @@ def _init_held_at_pivot_root(backend, spec, attempts: int = 5):
     pytest.fail(f"init passed its pivot_root before it was caught, {attempts} times")
 
 
+@pytest.mark.parametrize("privileged", [False, True], ids=["user namespace", "privileged"])
 def test_no_one_enters_a_starting_context_before_its_init_left_the_hosts_root(
-        backend, make_spec, vdir):
+        backend, make_spec, vdir, privileged):
     """Handles kept while PID 1 still builds the guest's mounts (before its pivot_root)
     name a mount namespace whose root is the host's "/": a vx.exec then ran the host's
     programs on the host's files, and a directory it changed into outlived the
     pivot_root. Init is held at its pivot_root here; the command waits until init was
     exec'd (however long a start may take), then enters and sees the guest's root."""
     (vdir / "guest-root-marker").write_text("guest\n")
-    spec = make_spec()
+    spec = make_spec(privileged=privileged)
     try:
         with _init_held_at_pivot_root(backend, spec) as held:
             entered: list = []

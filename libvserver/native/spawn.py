@@ -12,8 +12,9 @@ supervisor: [unshare(TIME) for its children only], makes the context's cgroups, 
             template; /sys read-only when G gets no network namespace) and passes them
             to G over a socket; moves itself back into its own groups; while G builds
             its mounts, delegates the cgroup2 group to G's root, sets the limits, keeps
-            G's namespaces (handles.py), makes the veth pair with its peer in G's netns,
-            and sends G "go". (Where clone3 cannot, G is forked and migrated instead and
+            G's namespaces (handles.py; published for entering only once init was
+            exec'd: until G's pivot_root its mount namespace has the host's root), makes
+            the veth pair with its peer in G's netns, and sends G "go". (Where clone3 cannot, G is forked and migrated instead and
             unshares its cgroup namespace after "go".)  An unprivileged G is cloned by
             the init forker instead (initforker.py: a small process, CLONE_PARENT, so G
             is still the supervisor's child), which never joins the context's groups:

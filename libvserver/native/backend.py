@@ -46,8 +46,11 @@ FLAG_WHY = {
 }
 
 
-# How long entering waits for the handles of a context whose start is in progress
+# How long entering waits for the handles of a context whose start is in progress; once
+# they are kept but not yet published (init builds its root: handles.keep), as long as a
+# start may take
 HANDLES_WAIT = 5.0
+HANDLES_KEPT_WAIT = 60.0    # supervisor.START_TIMEOUT
 HALT_RUN_MIN = 1.0      # seconds
 EXIT_RECORD_WAIT = 2.0  # seconds
 
@@ -250,8 +253,11 @@ class NativeBackend(Backend):
                 raise NotRunning(f"context {xid} is not running")
             # a start in progress: init is in its cgroups before the supervisor has kept
             # its handles (it does so before it answers the start)
-            deadline = time.monotonic() + HANDLES_WAIT
-            while kept is None and time.monotonic() < deadline and self.layout.pids(xid):
+            begin = time.monotonic()
+            while kept is None and self.layout.pids(xid) and (
+                    time.monotonic() < begin + HANDLES_WAIT or
+                    (time.monotonic() < begin + HANDLES_KEPT_WAIT and
+                     handles.ns_dir(self.state_dir, xid).is_dir())):
                 time.sleep(0.01)
                 kept = handles.load(self.state_dir, xid)
             if kept is None and not self.layout.pids(xid):

@@ -132,6 +132,10 @@ def open_entry(layout: Layout, xid: int, kept: Kept, seccomp: Program | None) ->
     try:
         for name, path in kept.ns.items():
             ns.append((name, os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)))
+        if not kept.published():
+            # the context ended or started again since kept was loaded: these handles may
+            # be of a start whose init still builds its root on the host's (handles.keep)
+            raise FileNotFoundError(f"the handles of context {xid} changed while opened")
     except BaseException:
         for _, fd in ns:
             os.close(fd)

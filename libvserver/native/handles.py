@@ -9,7 +9,9 @@ enters it later: its namespaces and its spec.
                                differ from the supervisor's own): user, cgroup, ipc,
                                uts, net, pid, time, mnt
     <state_dir>/<xid>.spec     JSON {"spec": ContextSpec.to_dict(), "init": host pid},
-                               mode 0600
+                               mode 0600; written (publish()) only once init was exec'd:
+                               entering needs it, and until init's pivot_root the kept
+                               mount namespace has the host's root as its root
 
 A bind-mounted namespace file keeps the namespace itself, not init's current one: what
 the guest's init unshares later never becomes what vx.exec, halt or login join, and a
@@ -49,6 +51,24 @@ class Kept:
     spec: ContextSpec
     init_pid: int
     ns: dict[str, Path]     # namespace type → its handle, in NS_TYPES order
+    # (path, (st_dev, st_ino, st_mtime_ns)) of the spec file this was loaded from (each
+    # publish writes a new file): see published()
+    source: tuple[Path, tuple[int, int, int]] | None = None
+
+    def published(self) -> bool:
+        """Whether the spec file this was loaded from is still the published one. Call
+        it after opening the handles: a start that followed (a reboot) binds its new
+        namespaces at the same paths before its init has left the host's root, and
+        removes this file first (keep), so a False here means the descriptors may name
+        that half-built context, and a True that whatever they name was exec'd."""
+        if self.source is None:
+            return False
+        path, ident = self.source
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino, st.st_mtime_ns) == ident
 
 
 def ns_root(state_dir: Path) -> Path:
@@ -74,9 +94,14 @@ def _ensure_private_root(state_dir: Path) -> Path:
 
 
 def keep(state_dir: Path, spec: ContextSpec, pid: int) -> Kept:
-    """Bind init's namespaces that differ from ours; write_spec() records the spec
-    (load() needs both). Raises OSError (the caller then stops the context: it could
-    not be entered safely)."""
+    """Bind init's namespaces that differ from ours. Raises OSError (the caller then
+    stops the context: it could not be entered safely).
+
+    Nobody enters before publish(), which the caller calls once init was exec'd.
+    Handles kept while PID 1 still builds the guest's mounts must not be entered yet:
+    setns() into that mount namespace makes its root, still the host's "/", the
+    entering process's root and working directory, and a directory it changes into
+    there outlives init's pivot_root."""
     drop(state_dir, spec.xid)
     root = _ensure_private_root(state_dir)
     d = root / str(spec.xid)
@@ -101,6 +126,29 @@ def keep(state_dir: Path, spec: ContextSpec, pid: int) -> Kept:
         kept[name] = target
     _check_owners(kept)
     return Kept(spec, pid, kept)
+
+
+def record(spec: ContextSpec, pid: int) -> bytes:
+    """What publish() writes for init ``pid`` of ``spec``: made ahead, while init execs
+    (the JSON of a spec takes a while)."""
+    return json.dumps({"spec": spec.to_dict(), "init": pid}).encode()
+
+
+def publish(state_dir: Path, xid: int, text: bytes) -> None:
+    """Make the handles keep() bound enterable (load() finds them), with record()'s
+    ``text``: call once init was exec'd, never while it builds its root. Each call
+    writes a new file (Kept.published tells them apart). Raises OSError."""
+    path = spec_path(state_dir, xid)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        view = memoryview(text)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
 
 
 def _ns_ino_via(path: Path, request: int) -> int:
@@ -132,23 +180,14 @@ def _check_owners(kept: dict[str, Path]) -> None:
             raise OSError(errno.EPERM, f"the {name} namespace of init is not one made at start")
 
 
-def write_spec(state_dir: Path, spec: ContextSpec, pid: int) -> None:
-    """Record the spec and init's pid of a context whose namespaces keep() bound.
-    Raises OSError."""
-    path = spec_path(state_dir, spec.xid)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"spec": spec.to_dict(), "init": pid}, f)
-    os.rename(tmp, path)
-
-
 def load(state_dir: Path, xid: int) -> Kept | None:
     """The recorded spec, init pid and namespace handles of xid; None when there are
     none (not running, or started by a libvserver that kept none)."""
+    path = spec_path(state_dir, xid)
     try:
-        data = json.loads(spec_path(state_dir, xid).read_text())
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = json.loads(f.read())
         spec = ContextSpec.from_dict(data["spec"])
         pid = int(data["init"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -160,7 +199,7 @@ def load(state_dir: Path, xid: int) -> Kept | None:
     except (FileNotFoundError, NotADirectoryError):
         present = set()
     ns = {n: d / n for n in NS_TYPES if n in present}
-    return Kept(spec, pid, ns)
+    return Kept(spec, pid, ns, (path, (st.st_dev, st.st_ino, st.st_mtime_ns)))
 
 
 def drop(state_dir: Path, xid: int) -> None:

@@ -11,14 +11,17 @@ supervisor: makes the context's cgroups, moves
             template; /sys read-only when G gets no network namespace) and passes them
             to G over a socket; moves itself back into its own groups; while G builds
             its mounts, delegates the cgroup2 group to G's root, sets the limits, keeps
-            G's namespaces (handles.py), makes the veth pair with its peer in G's netns,
-            and sends G "go". (Where clone3 cannot, G is forked and migrated instead and
-            unshares its cgroup namespace after "go".)  An unprivileged G is cloned by
-            the init forker instead (initforker.py: a small process, CLONE_PARENT, so G
-            is still the supervisor's child), which never joins the context's groups:
-            G moves itself into the v1 groups first thing; the rest is the same.
-G:          PID 1 of the new namespaces: unshares mnt uts ipc [net] [time] cgroup (owned by its
-            user namespace; its cgroup becomes "/"), takes uid/gid 0 inside, moves the
+            G's namespaces (handles.py; published for entering only once init was
+            exec'd: until G's pivot_root its mount namespace has the host's root), makes
+            the veth pair with its peer in G's netns, and sends G "go"; records init and
+            resets the console log while G execs. (Where clone3 cannot, G is forked and
+            migrated instead and unshares its cgroup namespace after "go".)  An
+            unprivileged G is cloned by an init forker instead (vsinit.c, initforker.py:
+            a small process, CLONE_PARENT, so G is still the supervisor's child), which
+            never joins the context's groups: G moves itself into the v1 groups first
+            thing; the rest is the same.
+G:          PID 1 of the new namespaces: unshares mnt uts ipc [net] [time] cgroup (owned
+            by its user namespace; its cgroup becomes "/"), takes uid/gid 0 inside, moves the
             root into place (mounts the overlay there for a shared template), mounts
             /proc /sys /dev, masks the host-wide parts of /proc and /sys, pivot_root,
             the template's API filesystems (tmpfs /run, /run/lock; the supervisor's notify

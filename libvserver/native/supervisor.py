@@ -224,6 +224,7 @@ class Supervisor:
         self._pipes: list[int] = []
         self._sock: socket.socket | None = None
         self._kept = False      # namespace handles kept during the start
+        self._record = b""      # their handles.record(), published once init was exec'd
         self._log: console.ConsoleLog | None = None   # made while init execs
         self._start_time: int | None = None
         self._back: list[Path] = []   # our own v1 groups while we are in a context's
@@ -264,6 +265,13 @@ class Supervisor:
             err = self._finish_start(plan, gpid)
             if err:
                 raise _error_from(err)
+            if self._kept:
+                # init was exec'd: only now may anyone enter (handles.keep, publish)
+                try:
+                    handles.publish(self.state_dir, xid, self._record)
+                except OSError as e:
+                    raise StartError(f"context {xid}: cannot keep its namespaces: {e}") from None
+                ph.mark("supervisor: publish the handles")
         except BaseException:
             self._leave_context_groups()  # before kill_all, which reads the groups' members
             os.close(master)
@@ -693,6 +701,8 @@ class Supervisor:
                 # every namespace of G exists now (its cgroup namespace too): keep them
                 # while G builds its mounts
                 try:
+                    # entered only after init's exec: until its pivot_root this mount
+                    # namespace's root is the host's (handles.keep)
                     handles.keep(self.state_dir, plan.spec, gpid)
                 except OSError as e:
                     _kill_wait(gpid)
@@ -719,13 +729,13 @@ class Supervisor:
             self._start_time = start_time_of(gpid)
             self._write_state(f"{xid}.init", {"pid": gpid, "start_time": self._start_time})
             if self._kept:
-                handles.write_spec(self.state_dir, plan.spec, gpid)
+                self._record = handles.record(plan.spec, gpid)   # published after exec
             self._log = console.ConsoleLog(self.state_dir, xid)
             self._log.reset()
         except OSError as e:
             _kill_wait(gpid)
             return f"context {xid}: cannot record it: {e}"
-        ph.mark("supervisor: record init, spec, console log")
+        ph.mark("supervisor: record init, console log; spec for publishing")
         out = _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip()
         if out.startswith(spawn.PHASES_PREFIX):
             line, _, out = out.partition("\n")
@@ -744,7 +754,7 @@ class Supervisor:
         enters the context later; a context that cannot be kept is not left running."""
         try:
             handles.keep(self.state_dir, spec, pid)
-            handles.write_spec(self.state_dir, spec, pid)
+            handles.publish(self.state_dir, spec.xid, handles.record(spec, pid))
         except OSError as e:
             self.ctxs.pop(spec.xid, None)
             _kill_wait(pid)

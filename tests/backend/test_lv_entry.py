@@ -4,7 +4,9 @@ privileges and namespaces from what the context was started with, never from the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 import resource
 import select
 import shutil
@@ -18,6 +20,7 @@ import pytest
 
 from libvserver.api import CAP_NUMBERS, Limit, NotRunning
 from libvserver.native import enter, entercore, handles
+from libvserver.native.backend import HANDLES_WAIT
 from libvserver.native.namespaces import NS_FLAGS
 
 
@@ -477,3 +480,191 @@ def test_pages_of_the_entering_side_are_never_charged_to_the_context(
               if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"]
     assert r.status == 0 and inside
     assert context in memcgs_charged_for(inside[0])
+
+
+# -- an entry during a start -------------------------------------------------------------
+
+_PTRACE_SYSCALL, _PTRACE_DETACH = 24, 17
+_PTRACE_SEIZE, _PTRACE_INTERRUPT, _PTRACE_GET_SYSCALL_INFO = 0x4206, 0x4207, 0x420E
+_PTRACE_O_TRACESYSGOOD = 1
+_WALL = 0x40000000
+# per architecture: (pivot_root, execve)
+_SYSCALL_NR = {"x86_64": (155, 59), "aarch64": (41, 221)}
+
+
+class _SyscallStop:
+    """Hold a process (not our child) at the entry of one system call with ptrace: the
+    calls, waits and the detach all come from the calling thread, as ptrace requires."""
+
+    def __init__(self, pid: int) -> None:
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p,
+                                     ctypes.c_void_p]
+        self.libc.ptrace.restype = ctypes.c_long
+        self.info = ctypes.create_string_buffer(88)
+        self.pid = pid
+        self.detached = False
+        self._call(_PTRACE_SEIZE, None, _PTRACE_O_TRACESYSGOOD)
+        self._call(_PTRACE_INTERRUPT)
+        os.waitpid(pid, _WALL)      # its first stop
+
+    def _call(self, request: int, addr=None, data=None) -> int:
+        import ctypes
+        r = self.libc.ptrace(request, self.pid, addr, data)
+        if r == -1:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return r
+
+    def until(self, numbers: set[int]) -> int:
+        """Resume until the entry of one of ``numbers``; returns the number it stops at."""
+        import signal as sig
+        inject = 0
+        while True:
+            self._call(_PTRACE_SYSCALL, None, inject)
+            inject = 0
+            end = time.monotonic() + 20
+            while True:
+                got, status = os.waitpid(self.pid, _WALL | os.WNOHANG)
+                if got:
+                    break
+                if time.monotonic() > end:
+                    raise OSError(f"process {self.pid} made none of {numbers} in 20 s")
+                time.sleep(0.001)
+            if not os.WIFSTOPPED(status):
+                raise OSError(f"process {self.pid} ended: status {status:#x}")
+            if os.WSTOPSIG(status) == sig.SIGTRAP | 0x80:
+                self._call(_PTRACE_GET_SYSCALL_INFO, 88, self.info)
+                op = self.info.raw[0]
+                nr = int.from_bytes(self.info.raw[24:32], "little")
+                if op == 1 and nr in numbers:    # PTRACE_SYSCALL_INFO_ENTRY
+                    return nr
+            elif status >> 16 == 0:
+                inject = os.WSTOPSIG(status)     # a signal for it: deliver it
+
+    def detach(self) -> None:
+        self.detached = True
+        try:
+            self._call(_PTRACE_DETACH)
+        except ProcessLookupError:
+            pass    # it ended meanwhile: nothing to let go
+
+
+def _is_pid1(pid: int) -> bool:
+    """Whether host pid ``pid`` is PID 1 of its innermost PID namespace."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return any(line.startswith("NSpid:") and line.split()[-1] == "1"
+               for line in status.splitlines())
+
+
+@contextlib.contextmanager
+def _init_held_at_pivot_root(backend, spec, attempts: int = 40):
+    """Start spec in a thread and hold its PID 1 at the entry of pivot_root (it still
+    has the host's root then) until the block ends; yields the holder (detach() early
+    to let it go on). The start has ended when the block has, the context may run.
+    PID 1 is seized once it shows up in its cgroups; on a loaded machine it may be past
+    its pivot_root by then: that start is stopped and another one tried."""
+    if platform.machine() not in _SYSCALL_NR:
+        pytest.skip(f"no system call numbers for {platform.machine()}")
+    pivot_root, execve = _SYSCALL_NR[platform.machine()]
+    for _ in range(attempts):
+        starting = threading.Thread(target=backend.start, args=(spec,))
+        starting.start()
+        held = None
+        late = False
+        try:
+            deadline = time.monotonic() + 60
+            while held is None and time.monotonic() < deadline and starting.is_alive():
+                for pid in backend.layout.pids(spec.xid):
+                    if not _is_pid1(pid):
+                        continue    # a child of an init already past its exec: too late
+                    try:
+                        held = _SyscallStop(pid)     # PID 1, early in its setup
+                    except ProcessLookupError:
+                        pass
+                    else:
+                        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+                        if exe != "vsinit" and not exe.startswith("python"):
+                            held.detach()   # the guest's init already: too late
+                            held = None
+                            late = True
+                    break
+                if late:
+                    break
+            if late:
+                starting.join(60)
+                backend.stop(spec.xid, [], timeout=5)
+                continue
+            if held is None and not starting.is_alive():
+                backend.stop(spec.xid, [], timeout=5)    # it ran before we looked: again
+                continue
+            assert held is not None, "init never showed up in its cgroups"
+            try:
+                at = held.until({pivot_root, execve})
+            except OSError:
+                at = None   # it ended (a start that failed meanwhile): again
+            if at == pivot_root:
+                assert os.stat(f"/proc/{held.pid}/root").st_ino == os.stat("/").st_ino
+                yield held
+                return
+        finally:
+            if held is not None and not held.detached:
+                held.detach()
+            starting.join(60)
+        backend.stop(spec.xid, [], timeout=5)       # caught too late: again
+    pytest.fail(f"init passed its pivot_root before it was caught, {attempts} times")
+
+
+@pytest.mark.parametrize("privileged", [False, True], ids=["user namespace", "privileged"])
+def test_no_one_enters_a_starting_context_before_its_init_left_the_hosts_root(
+        backend, make_spec, vdir, privileged):
+    """Handles kept while PID 1 still builds the guest's mounts (before its pivot_root)
+    name a mount namespace whose root is the host's "/": a vx.exec then ran the host's
+    programs on the host's files, and a directory it changed into outlived the
+    pivot_root. Init is held at its pivot_root here; the command waits until init was
+    exec'd (however long a start may take), then enters and sees the guest's root."""
+    (vdir / "guest-root-marker").write_text("guest\n")
+    spec = make_spec(privileged=privileged)
+    try:
+        with _init_held_at_pivot_root(backend, spec) as held:
+            entered: list = []
+            entering = threading.Thread(target=lambda: entered.append(
+                backend.exec(spec.xid, ["/bin/cat", "/guest-root-marker"], timeout=20)))
+            entering.start()
+            # longer than an entry waits for handles not kept yet: kept ones it waits for
+            entering.join(HANDLES_WAIT + 1)
+            early = list(entered)
+            unpublished = handles.load(backend.state_dir, spec.xid) is None
+            held.detach()
+            entering.join(60)
+        assert early == [], f"entered while init was still on the host's root: {early}"
+        assert unpublished
+        assert entered and entered[0].status == 0 and entered[0].output == b"guest\n", entered
+    finally:
+        if backend.is_running(spec.xid):
+            backend.stop(spec.xid, [], timeout=5)
+
+
+def test_handles_loaded_before_a_restart_never_enter_the_next_boot_while_it_is_built(
+        backend, make_spec, started, vdir, wait):
+    """A caller that loaded the handles (vx.exec, the halt command of a stop) just
+    before the context ended and started again opens them at the same paths as the next
+    boot binds its own, while its init is still on the host's root: such an entry is
+    refused, never run there."""
+    (vdir / "guest-root-marker").write_text("guest\n")
+    spec = started(make_spec())
+    old = handles.load(backend.state_dir, spec.xid)
+    assert old is not None
+    backend.stop(spec.xid, [], timeout=5)
+    with _init_held_at_pivot_root(backend, spec):
+        wait(lambda: set(old.ns) <= {e.name for e in os.scandir(old.ns["mnt"].parent)})
+        try:
+            r = backend._exec(spec.xid, ["/bin/cat", "/guest-root-marker"], 20, 1 << 20,
+                              kept=old)
+        except NotRunning:
+            r = None
+        assert r is None or r.output == b"guest\n", r

@@ -1,0 +1,73 @@
+"""The C init forker (libvserver/native/vsinit.c) against the Python path it repeats
+(spawn.run_init, rootfs.setup_unprivileged, confine.ensure_dir): what a guest put into
+its own vdir between two boots, or its spec's init command, must come out the same
+whichever of the two made init."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from libvserver import Mount
+from libvserver.native.initforker import NativeForker
+
+# a spec mount: a plan only the Python forker takes
+PYTHON_ONLY = [Mount("tmpfs", "/mnt/vcd-python-forker", "tmpfs", "size=64k")]
+C_PHASE = "forker: parse the plan"
+PYTHON_PHASE = "forker: unpickle the plan"
+
+
+@pytest.fixture(autouse=True)
+def _phases(monkeypatch):
+    assert NativeForker.available(), "make setup builds libvserver/native/vsinit"
+    monkeypatch.setenv("VCD_START_PHASES", "1")
+
+
+def _made_by(backend) -> str:
+    names = [name for name, _, _ in backend.last_phases]
+    if C_PHASE in names:
+        return "c"
+    assert PYTHON_PHASE in names, names
+    return "python"
+
+
+def test_init_of_the_c_forker_gets_every_argument_of_a_long_init_command(
+        backend, make_spec, started, run_sh):
+    """vsinit kept 63 arguments and dropped the rest without a word."""
+    args = [f"a{i}" for i in range(100)]
+    init = ["/bin/sh", "-c", 'echo "$# $*" > /run-args; exec /sbin/init', "sh", *args]
+    native = started(make_spec(init=init))
+    assert _made_by(backend) == "c"
+    status, out = run_sh(native.xid, "cat /run-args")
+    assert status == 0, out
+    assert out.split() == ["100", *args]
+
+
+@pytest.mark.parametrize("name, target, kind", [
+    ("proc", "/newproc", "proc"), ("dev", "/var/newdev", "tmpfs"),
+    ("sys", "../made/by/guest/sys", "sysfs")])
+def test_a_dangling_symlink_the_guest_left_at_a_kernel_mount_is_followed_by_both_forkers(
+        backend, make_spec, started, run_sh, vdir, tmp_path, name, target, kind):
+    """confine.ensure_dir makes the target of a dangling symlink inside the root, and
+    mounts there; vsinit failed the start instead ("File exists")."""
+    shutil.rmtree(vdir / name)
+    os.symlink(target, vdir / name)
+    other = tmp_path / "vdir-python"
+    shutil.copytree(vdir, other, symlinks=True)     # each start finds the link dangling
+    where = "/" + os.path.normpath(target.lstrip("./"))
+    native = started(make_spec())
+    assert _made_by(backend) == "c"
+    python = started(make_spec(vdir=other, mounts=PYTHON_ONLY))
+    assert _made_by(backend) == "python"
+    for spec in (native, python):
+        status, out = run_sh(spec.xid, "cat /proc/self/mountinfo")
+        assert status == 0, out
+        mounted = {line.split()[4]: line.split(" - ")[1].split()[0]
+                   for line in out.splitlines()}
+        assert mounted.get(where) == kind, mounted
+        if name == "proc":
+            assert mounted.get("/newproc/keys") == "devtmpfs", mounted  # masked there
+        assert Path(spec.vdir, where.lstrip("/")).is_dir()

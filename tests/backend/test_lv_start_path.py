@@ -8,6 +8,7 @@ import os
 import re
 import select
 import signal
+import time
 from pathlib import Path
 
 from libvserver import Mount
@@ -198,7 +199,15 @@ GUEST_VIEW = (
     "grep -E '^(Cap|Seccomp|NoNewPrivs|Uid|Gid|Groups|SigIgn|SigBlk)' /proc/1/status; echo ==; "
     "cat /proc/1/limits; echo ==; ls /proc/1/fd; echo ==; tr '\\0' '\\n' < /proc/1/environ; "
     "echo ==; stat -c '%n %f %u %g' /dev/* /dev/pts /dev/shm; echo ==; cat /proc/1/cgroup; "
-    "echo ==; ls -l /proc/1/ns | sed 's/.*-> //; s/:.*//'; echo ==; umask")
+    "echo ==; ls -l /proc/1/ns | sed 's/.*-> //; s/:.*//'; echo ==; umask; echo ==; "
+    # what init takes over from its forker's process (not its namespaces)
+    "cat /proc/1/oom_score_adj /proc/1/personality /proc/1/timerslack_ns "
+    "/proc/1/coredump_filter; cut -d' ' -f18,19,40,41 /proc/1/stat; "
+    "grep -E '^(Cpus|Mems)_allowed_list|^Speculation|^THP' /proc/1/status; echo ==; "
+    # VIRT_UPTIME: init's clocks start at its exec, and whoever enters shares them
+    "[ \"$(readlink /proc/1/ns/time)\" = \"$(readlink /proc/self/ns/time)\" ] && "
+    "echo entered-in-the-time-namespace-of-init; "
+    "echo ==; cut -d' ' -f1 /proc/uptime")
 
 
 def _guest_view(run_sh, xid: int, skip_mount: str) -> list[list[str]]:
@@ -227,6 +236,7 @@ def test_an_init_of_the_c_forker_holds_what_an_init_of_the_python_forker_holds(
     bounding set, seccomp, limits, descriptors, environment, /dev, cgroups, namespaces)."""
     assert NativeForker.available(), "make setup builds libvserver/native/vsinit"
     monkeypatch.setenv("VCD_START_PHASES", "1")
+    before = time.clock_gettime(time.CLOCK_BOOTTIME)
     native = started(make_spec())
     assert "forker: parse the plan" in _phase_names(backend), _phase_names(backend)
     # a spec mount: a plan only the Python forker takes
@@ -234,6 +244,12 @@ def test_an_init_of_the_c_forker_holds_what_an_init_of_the_python_forker_holds(
     python = started(make_spec(mounts=[Mount("tmpfs", extra, "tmpfs", "size=64k")]))
     assert "forker: unpickle the plan" in _phase_names(backend), _phase_names(backend)
     a, b = _guest_view(run_sh, native.xid, extra), _guest_view(run_sh, python.xid, extra)
+    since = time.clock_gettime(time.CLOCK_BOOTTIME) - before
+    # VIRT_UPTIME: /proc/uptime counts from init's exec, not from the host's boot
+    for view in (a, b):
+        assert 0 <= float(view.pop()[0]) <= since + 1, (view, since)
+        assert view[-1] == ["entered-in-the-time-namespace-of-init"], view[-1]
+    assert len(a) == len(b)
     for part_a, part_b in zip(a, b):
         assert part_a == part_b
     for spec in (native, python):

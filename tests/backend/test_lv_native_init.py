@@ -71,3 +71,56 @@ def test_a_dangling_symlink_the_guest_left_at_a_kernel_mount_is_followed_by_both
         if name == "proc":
             assert mounted.get("/newproc/keys") == "devtmpfs", mounted  # masked there
         assert Path(spec.vdir, where.lstrip("/")).is_dir()
+
+
+def _link(name: str, target: str):
+    def make(vdir: Path) -> None:
+        shutil.rmtree(vdir / name)
+        os.symlink(target, vdir / name)
+    return make
+
+
+def _file(name: str):
+    def make(vdir: Path) -> None:
+        shutil.rmtree(vdir / name)
+        (vdir / name).write_text("")
+    return make
+
+
+def _mounts_seen(backend, xid: int) -> list[str]:
+    """Mount point, type and options of every mount init's namespace holds (one line
+    each; without ids, device numbers and the Python-only spec mount), read from the
+    host: a guest's layout may leave no /proc in sight inside."""
+    seen = []
+    for line in Path(f"/proc/{backend.init_pid(xid)}/mountinfo").read_text().splitlines():
+        f = line.split()
+        if f[4] == PYTHON_ONLY[0].dst:
+            continue
+        sep = f.index("-")
+        seen.append(" ".join([f[4], f[5], f[sep + 1]]))
+    return seen
+
+
+@pytest.mark.parametrize("layout", [
+    _link("proc", "dev"), _link("dev", "/proc"), _link("sys", "/proc"), _link("proc", "/proc"),
+    _link("dev", "/proc/self/root"), _file("proc"), _file("dev")],
+    ids=["proc->dev", "dev->/proc", "sys->/proc", "proc->itself", "dev->magic-link",
+         "proc-a-file", "dev-a-file"])
+def test_a_guest_symlink_or_file_at_a_kernel_mount_comes_out_the_same_from_both_forkers(
+        backend, make_spec, started, vdir, tmp_path, layout):
+    """The guest owns its vdir between boots: whatever it leaves at /proc, /sys or /dev
+    (symlinks are followed inside the root only, magic links refused), the C forker's
+    init gets the mounts, or the error, the Python forker's gets."""
+    layout(vdir)
+    other = tmp_path / "vdir-python"
+    shutil.copytree(vdir, other, symlinks=True)
+    outcome = []
+    for spec in (make_spec(), make_spec(vdir=other, mounts=PYTHON_ONLY)):
+        try:
+            started(spec)
+        except Exception as e:  # noqa: BLE001 - the kind of failure is what is compared
+            assert backend.layout.pids(spec.xid) == []
+            outcome.append(type(e).__name__)
+            continue
+        outcome.append(_mounts_seen(backend, spec.xid))
+    assert outcome[0] == outcome[1]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from libvserver import Mount
+from libvserver.api import MountError
 from libvserver.native.initforker import NativeForker
 
 # a spec mount: a plan only the Python forker takes
@@ -124,3 +125,24 @@ def test_a_guest_symlink_or_file_at_a_kernel_mount_comes_out_the_same_from_both_
             continue
         outcome.append(_mounts_seen(backend, spec.xid))
     assert outcome[0] == outcome[1]
+
+
+def test_a_start_that_fails_in_init_reports_inits_own_error_whenever_init_died(
+        backend, make_spec, vdir):
+    """An init that fails right after "ready" (here: a magic link at /dev, refused) may
+    die while the supervisor binds its namespaces: its own MountError is the reason to
+    report, not the failed bind ("cannot keep its namespaces": seen with the C forker,
+    whose G gets there first).  Repeated: the supervisor's side of the race is short."""
+    _link("dev", "/proc/self/root")(vdir)
+    errors = set()
+    for _ in range(200):
+        spec = make_spec()
+        with pytest.raises(MountError) as failed:
+            backend.start(spec)
+        errors.add(str(failed.value).split(": ", 1)[1])
+        assert backend.layout.pids(spec.xid) == []
+        kept = f"/ns/{spec.xid}"
+        assert not [m for m in Path("/proc/self/mounts").read_text().splitlines()
+                    if f"{kept} " in m or f"{kept}/" in m]
+        backend.layout.remove(spec.xid, wait=5)
+    assert errors == {"dev: Too many levels of symbolic links"}, errors

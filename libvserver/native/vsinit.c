@@ -267,7 +267,7 @@ static int join_parts(char *const *parts, int n, char *out) {
  * confine.ensure_dir.  Every prefix is resolved from rootfd, so a symlink (a guest's
  * own, also a dangling one, whose target is made) is followed as if rootfd were "/". */
 static int ensure_dir_at(int rootfd, const char *path, int depth) {
-    static char bufs[SYMLINKS_MAX + 1][PATH_MAX];
+    static char bufs[SYMLINKS_MAX + 2][PATH_MAX];
     char *buf = bufs[depth], *parts[PATH_MAX / 2];
     char prefix[PATH_MAX], target[PATH_MAX];
     int n = 0;
@@ -316,7 +316,7 @@ static int ensure_dir_at(int rootfd, const char *path, int depth) {
             errno = e == EINVAL ? EEXIST : e;   /* not a symlink after all */
             return -1;
         }
-        if (depth >= SYMLINKS_MAX) {
+        if (depth > SYMLINKS_MAX) {     /* confine.ensure_dir's count */
             errno = ELOOP;
             return -1;
         }

@@ -196,7 +196,7 @@ def test_init_cloned_by_the_forker_is_born_with_the_default_filter_and_loads_no_
 
 GUEST_VIEW = (
     "cat /proc/1/mountinfo; echo ==; "
-    "grep -E '^(Cap|Seccomp|NoNewPrivs|Uid|Gid|Groups|SigIgn|SigBlk)' /proc/1/status; echo ==; "
+    "grep -E '^(Cap|Seccomp|NoNewPrivs|Uid|Gid|Groups|SigIgn|SigBlk|Umask)' /proc/1/status; echo ==; "
     "cat /proc/1/limits; echo ==; ls /proc/1/fd; echo ==; tr '\\0' '\\n' < /proc/1/environ; "
     "echo ==; stat -c '%n %f %u %g' /dev/* /dev/pts /dev/shm; echo ==; cat /proc/1/cgroup; "
     "echo ==; ls -l /proc/1/ns | sed 's/.*-> //; s/:.*//'; echo ==; umask; echo ==; "

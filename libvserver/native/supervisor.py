@@ -705,8 +705,11 @@ class Supervisor:
                     # namespace's root is the host's (handles.keep)
                     handles.keep(self.state_dir, plan.spec, gpid)
                 except OSError as e:
+                    # G may have failed meanwhile (its namespaces go with it; a G of the
+                    # C forker gets there first): its own reason is the one to report
                     _kill_wait(gpid)
-                    return f"context {xid}: cannot keep its namespaces: {e}"
+                    err = _read_all(err_r, 5.0).decode(errors="replace").strip()
+                    return err or f"context {xid}: cannot keep its namespaces: {e}"
                 self._kept = True
                 ph.mark("supervisor: keep namespace handles")
         except OSError as e:

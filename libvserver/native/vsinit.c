@@ -38,6 +38,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
@@ -257,54 +258,99 @@ static int open_in_root(int rootfd, const char *path, int flags) {
     return fd;
 }
 
-/* O_PATH fd of directory `path` inside rootfd, making missing components (mode 0755).
- * A dangling symlink on the way is refused (confine.ensure_dir would create its
- * target): the Python path handles such trees. */
-static int ensure_dir(int rootfd, const char *path) {
-    char buf[256];
-    if (strlen(path) >= sizeof buf) {
+#define SYMLINKS_MAX 40
+
+/* "a/b/c" of the first n of parts into out (size PATH_MAX); -1 (ENAMETOOLONG) if too long */
+static int join_parts(char *const *parts, int n, char *out) {
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        int w = snprintf(out + len, PATH_MAX - len, "%s%s", i ? "/" : "", parts[i]);
+        if (w < 0 || (size_t)w >= PATH_MAX - len) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        len += w;
+    }
+    return 0;
+}
+
+/* O_PATH fd of directory `path` inside rootfd, making missing components (mode 0755):
+ * confine.ensure_dir.  Every prefix is resolved from rootfd, so a symlink (a guest's
+ * own, also a dangling one, whose target is made) is followed as if rootfd were "/". */
+static int ensure_dir_at(int rootfd, const char *path, int depth) {
+    static char bufs[SYMLINKS_MAX + 2][PATH_MAX];
+    char *buf = bufs[depth], *parts[PATH_MAX / 2];
+    char prefix[PATH_MAX], target[PATH_MAX];
+    int n = 0;
+    if (strlen(path) >= PATH_MAX) {
         errno = ENAMETOOLONG;
         return -1;
     }
     strcpy(buf, path);
-    for (char *p = buf;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char saved = *p;
-            *p = '\0';
-            int fd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
-            if (fd >= 0) {
-                close(fd);
-            } else if (errno == ENOENT) {
-                char *slash = strrchr(buf, '/');
-                int parent;
-                const char *name;
-                if (slash) {
-                    *slash = '\0';
-                    parent = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
-                    *slash = '/';
-                    name = slash + 1;
-                } else {
-                    parent = open_in_root(rootfd, ".", O_PATH | O_DIRECTORY);
-                    name = buf;
-                }
-                if (parent < 0)
-                    return -1;
-                int r = mkdirat(parent, name, 0755);
-                int e = errno;
-                close(parent);
-                if (r < 0) {
-                    errno = e;
-                    return -1;
-                }
-            } else {
-                return -1;
-            }
-            *p = saved;
-            if (saved == '\0')
-                break;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
+        if (strcmp(t, "..") == 0) {
+            if (n)
+                n--;   /* ".." at the root stays at the root, as RESOLVE_IN_ROOT does */
+        } else if (strcmp(t, ".") != 0) {
+            parts[n++] = t;
         }
     }
-    return open_in_root(rootfd, path, O_PATH | O_DIRECTORY);
+    for (int i = 0; i < n; i++) {
+        if (join_parts(parts, i + 1, prefix) < 0)
+            return -1;
+        int fd = open_in_root(rootfd, prefix, O_PATH | O_DIRECTORY);
+        if (fd >= 0) {
+            close(fd);
+            continue;
+        }
+        if (errno != ENOENT || join_parts(parts, i, prefix) < 0)
+            return -1;
+        int parent = open_in_root(rootfd, prefix, O_PATH | O_DIRECTORY);
+        if (parent < 0)
+            return -1;
+        if (mkdirat(parent, parts[i], 0755) == 0) {
+            close(parent);
+            continue;
+        }
+        if (errno != EEXIST) {
+            int e = errno;
+            close(parent);
+            errno = e;
+            return -1;
+        }
+        /* a dangling symlink: make what it points to, inside the root */
+        ssize_t len = readlinkat(parent, parts[i], target, sizeof target - 1);
+        int e = errno;
+        close(parent);
+        if (len < 0) {
+            errno = e == EINVAL ? EEXIST : e;   /* not a symlink after all */
+            return -1;
+        }
+        if (depth > SYMLINKS_MAX) {     /* confine.ensure_dir's count */
+            errno = ELOOP;
+            return -1;
+        }
+        target[len] = '\0';
+        char next[PATH_MAX], rest[PATH_MAX];
+        if ((target[0] == '/' ? (prefix[0] = '\0', 0) : join_parts(parts, i, prefix)) < 0 ||
+            join_parts(parts + i + 1, n - i - 1, rest) < 0)
+            return -1;
+        int w = snprintf(next, sizeof next, "%s/%s/%s", prefix, target, rest);
+        if (w < 0 || (size_t)w >= sizeof next) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        return ensure_dir_at(rootfd, next, depth + 1);
+    }
+    if (join_parts(parts, n, prefix) < 0)
+        return -1;
+    return open_in_root(rootfd, prefix, O_PATH | O_DIRECTORY);
+}
+
+static int ensure_dir(int rootfd, const char *path) {
+    return ensure_dir_at(rootfd, path, 0);
 }
 
 static int ensure_file(int rootfd, const char *path) {
@@ -473,10 +519,17 @@ static void recv_root_fds(int sock, int want, int *out) {
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); r == 1 && cm; cm = CMSG_NXTHDR(&msg, cm))
         if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
             int n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (int i = 0; i < n && i < 4; i++)
-                memcpy(&out[got++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+            for (int i = 0; i < n; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+                if (got < want)
+                    out[got] = fd;
+                else
+                    close(fd);  /* more than asked for: none of them may reach init */
+                got++;
+            }
         }
-    if (r != 1 || c != 'f' || got != want)
+    if (r != 1 || c != 'f' || got != want || (msg.msg_flags & MSG_CTRUNC))
         fail("StartError", "the supervisor gave up on this context");
 }
 
@@ -684,13 +737,14 @@ static void g_main(int mapped_r) {
             write_all(err_w, line, n + m + 1, "phases");
         }
     }
-    static char *argv[64], *envp[16];
+    /* every entry of the plan fits: no argument or variable is dropped */
+    static char *argv[ENTRIES_MAX + 1], *envp[ENTRIES_MAX + 1];
     int argc = 0, envc = 0;
-    const char *a;
-    for (int i = 0; argc < 63 && (a = get_nth("argv", i)); i++)
-        argv[argc++] = (char *)a;
-    for (int i = 0; envc < 15 && (a = get_nth("env", i)); i++)
-        envp[envc++] = (char *)a;
+    for (int i = 0; i < n_entries; i++)
+        if (strncmp(entries[i], "argv=", 5) == 0)
+            argv[argc++] = entries[i] + 5;
+        else if (strncmp(entries[i], "env=", 4) == 0)
+            envp[envc++] = entries[i] + 4;
     argv[argc] = NULL;
     envp[envc] = NULL;
     if (argc == 0)
@@ -1116,10 +1170,17 @@ static void serve_loop(int sock, void (*handle)(int sock, char *reply, size_t si
         last_len = n;
         buf[n] = '\0';
         n_entries = 0;
-        for (char *p = buf; p < buf + n && n_entries < ENTRIES_MAX; p += strlen(p) + 1)
-            entries[n_entries++] = p;
+        int too_many = 0;
+        for (char *p = buf; p < buf + n; p += strlen(p) + 1)
+            if (n_entries < ENTRIES_MAX)
+                entries[n_entries++] = p;
+            else
+                too_many = 1;
         if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
             snprintf(reply, sizeof reply, "E:a plan too large");
+        else if (too_many)
+            /* none dropped silently (an argument of init): the Python forker takes it */
+            snprintf(reply, sizeof reply, "E:a plan of more than %d entries", ENTRIES_MAX);
         else
             handle(sock, reply, sizeof reply);
         for (int i = 0; i < n_fds; i++)

@@ -8,9 +8,12 @@ import os
 import re
 import select
 import signal
+import time
 from pathlib import Path
 
-from libvserver import Mount
+import pytest
+
+from libvserver import Limit, Mount
 from libvserver.native import namespaces
 from libvserver.native.initforker import NativeForker
 
@@ -195,10 +198,18 @@ def test_init_cloned_by_the_forker_is_born_with_the_default_filter_and_loads_no_
 
 GUEST_VIEW = (
     "cat /proc/1/mountinfo; echo ==; "
-    "grep -E '^(Cap|Seccomp|NoNewPrivs|Uid|Gid|Groups|SigIgn|SigBlk)' /proc/1/status; echo ==; "
+    "grep -E '^(Cap|Seccomp|NoNewPrivs|Uid|Gid|Groups|SigIgn|SigBlk|Umask)' /proc/1/status; echo ==; "
     "cat /proc/1/limits; echo ==; ls /proc/1/fd; echo ==; tr '\\0' '\\n' < /proc/1/environ; "
     "echo ==; stat -c '%n %f %u %g' /dev/* /dev/pts /dev/shm; echo ==; cat /proc/1/cgroup; "
-    "echo ==; ls -l /proc/1/ns | sed 's/.*-> //; s/:.*//'; echo ==; umask")
+    "echo ==; ls -l /proc/1/ns | sed 's/.*-> //; s/:.*//'; echo ==; umask; echo ==; "
+    # what init takes over from its forker's process (not its namespaces)
+    "cat /proc/1/oom_score_adj /proc/1/personality /proc/1/timerslack_ns "
+    "/proc/1/coredump_filter; cut -d' ' -f18,19,40,41 /proc/1/stat; "
+    "grep -E '^(Cpus|Mems)_allowed_list|^Speculation|^THP' /proc/1/status; echo ==; "
+    # VIRT_UPTIME: init's clocks start at its exec, and whoever enters shares them
+    "[ \"$(readlink /proc/1/ns/time)\" = \"$(readlink /proc/self/ns/time)\" ] && "
+    "echo entered-in-the-time-namespace-of-init; "
+    "echo ==; cut -d' ' -f1 /proc/uptime")
 
 
 def _guest_view(run_sh, xid: int, skip_mount: str) -> list[list[str]]:
@@ -220,24 +231,53 @@ def _guest_view(run_sh, xid: int, skip_mount: str) -> list[list[str]]:
     return [mounts, *parts[1:]]
 
 
+# the plan's other parts vsinit takes: its own network namespace (sysfs mounted inside,
+# /proc/sys/net writable, loopback up, ping_group_range), IPC sysctls, rlimits, uname
+PLAN_PARTS = dict(flags={"VIRT_UPTIME", "HIDE_NETIF"}, ccaps={"RAW_ICMP"},
+                  limits=[Limit("SHMEM", hard=65536), Limit("NSEMS", hard=100),
+                          Limit("NOFILE", 500, 1000), Limit("NPROC", 300, 400)],
+                  uname={"NODENAME": "guest-node", "DOMAINNAME": "guest.example"})
+PLAN_VIEW = (
+    "cat /proc/sys/kernel/hostname /proc/sys/kernel/domainname /proc/sys/kernel/shmall "
+    "/proc/sys/kernel/sem; cat /proc/sys/net/ipv4/ping_group_range 2>&1; "
+    "cat /sys/class/net/lo/flags; ls /sys/class/net; "
+    "awk '$5 == \"/proc/sys/net\" {print \"net-sysctls\", substr($6, 1, 2)}' /proc/self/mountinfo")
+
+
+@pytest.mark.parametrize("parts", [{}, PLAN_PARTS], ids=["default", "netns-sysctls-limits"])
 def test_an_init_of_the_c_forker_holds_what_an_init_of_the_python_forker_holds(
-        backend, make_spec, started, monkeypatch, run_sh):
+        backend, make_spec, started, monkeypatch, run_sh, parts):
     """vsinit.c repeats spawn.run_init's steps in C for the common plans: the guest must
     not tell which one made its init (mounts and their options, masks, credentials,
     bounding set, seccomp, limits, descriptors, environment, /dev, cgroups, namespaces)."""
     assert NativeForker.available(), "make setup builds libvserver/native/vsinit"
     monkeypatch.setenv("VCD_START_PHASES", "1")
-    native = started(make_spec())
+    before = time.clock_gettime(time.CLOCK_BOOTTIME)
+    native = started(make_spec(**parts))
     assert "forker: parse the plan" in _phase_names(backend), _phase_names(backend)
     # a spec mount: a plan only the Python forker takes
     extra = "/mnt/vcd-python-forker"
-    python = started(make_spec(mounts=[Mount("tmpfs", extra, "tmpfs", "size=64k")]))
+    python = started(make_spec(mounts=[Mount("tmpfs", extra, "tmpfs", "size=64k")], **parts))
     assert "forker: unpickle the plan" in _phase_names(backend), _phase_names(backend)
     a, b = _guest_view(run_sh, native.xid, extra), _guest_view(run_sh, python.xid, extra)
+    since = time.clock_gettime(time.CLOCK_BOOTTIME) - before
+    # VIRT_UPTIME: /proc/uptime counts from init's exec, not from the host's boot
+    for view in (a, b):
+        assert 0 <= float(view.pop()[0]) <= since + 1, (view, since)
+        assert view[-1] == ["entered-in-the-time-namespace-of-init"], view[-1]
+    assert len(a) == len(b)
     for part_a, part_b in zip(a, b):
         assert part_a == part_b
     for spec in (native, python):
-        assert run_sh(spec.xid, "hostname")[1].strip() == spec.name
+        assert run_sh(spec.xid, "hostname")[1].strip() == \
+            spec.uname.get("NODENAME", spec.name)
+    if parts:
+        views = [run_sh(spec.xid, PLAN_VIEW) for spec in (native, python)]
+        assert views[0] == views[1]
+        status, out = views[0]
+        assert status == 0 and out.split()[:2] == ["guest-node", "guest.example"], out
+        # /proc/sys/net stays writable (its own namespace's); loopback up (IFF_UP|LOOPBACK)
+        assert "net-sysctls rw" in out and "0x9" in out.split(), out
 
 
 def test_init_forker_is_in_no_cgroup_and_no_namespace_of_a_context(backend, make_spec,

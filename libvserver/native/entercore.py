@@ -116,6 +116,8 @@ class Plan:
             out.append(f"seccomp={self.bpf.hex()}")
         if any("\0" in entry for entry in out):
             raise ValueError("a NUL byte in the command")
+        if len(out) > NATIVE_ENTRIES_MAX:
+            raise ValueError(f"a plan of {len(out)} entries, vsinit takes {NATIVE_ENTRIES_MAX}")
         return "\0".join(out).encode() + b"\0"
 
     def dumps(self) -> str:
@@ -338,6 +340,7 @@ def serve(sock_fd: int) -> None:
 
 
 NATIVE_ENV = "VCD_NATIVE"    # "0": neither the C init forker nor the C entry server
+NATIVE_ENTRIES_MAX = 1024   # vsinit.c's ENTRIES_MAX: a longer plan is forked in Python
 
 
 def native_program() -> str | None:

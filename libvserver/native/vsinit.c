@@ -840,19 +840,20 @@ static void e2_main(int pid_w) {
     }
     for (int sig = 1; sig < _NSIG; sig++)
         signal(sig, SIG_DFL);
-    static char *argv[256], *envp[256];
-    for (int n = 0; n < 16; n++) {
+    /* every entry of the plan fits: none is cut (the plan holds at most ENTRIES_MAX) */
+    static char *argv[ENTRIES_MAX + 1], *envp[ENTRIES_MAX + 1];
+    for (int n = 0; n < ENTRIES_MAX; n++) {
         char key[32];
         int argc = 0, envc = 0;
         const char *a;
         snprintf(key, sizeof key, "exe.%d.argv", n);
-        for (int i = 0; argc < 255 && (a = get_nth(key, i)); i++)
+        for (int i = 0; argc < ENTRIES_MAX && (a = get_nth(key, i)); i++)
             argv[argc++] = (char *)a;
         if (!argc)
             break;
         argv[argc] = NULL;
         snprintf(key, sizeof key, "exe.%d.env", n);
-        for (int i = 0; envc < 255 && (a = get_nth(key, i)); i++)
+        for (int i = 0; envc < ENTRIES_MAX && (a = get_nth(key, i)); i++)
             envp[envc++] = (char *)a;
         envp[envc] = NULL;
         snprintf(key, sizeof key, "exe.%d.path", n);

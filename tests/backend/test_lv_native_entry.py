@@ -58,3 +58,17 @@ def test_entered_command_status_and_missing_program_answers_agree(
         assert r.status == 128 + 9
     finally:
         enter.stop_entry_server()
+
+
+def test_a_command_of_more_arguments_than_vsinit_takes_is_entered_all_the_same(
+        backend, make_spec, started, monkeypatch):
+    spec = started(make_spec())
+    enter.stop_entry_server()
+    monkeypatch.setenv(entercore.NATIVE_ENV, "1")
+    enter.use_entry_server()
+    try:
+        for count in (100, entercore.NATIVE_ENTRIES_MAX + 500):
+            r = backend.exec(spec.xid, ["/bin/sh", "-c", 'echo $#', "sh", *["a"] * count])
+            assert (r.status, r.output) == (0, f"{count}\n".encode())
+    finally:
+        enter.stop_entry_server()

@@ -85,6 +85,9 @@ class Plan:
     # read end of the pipe the init forker sends "m" on once it wrote G's id maps (else
     # the supervisor sends it on the go pipe)
     mapped_r: int | None = None
+    # G was cloned under the spec's seccomp filter by the init forker, which runs under
+    # it (initforker.serves): it inherits that one filter instead of loading a copy
+    seccomp_inherited: bool = False
 
     @property
     def cgroupns(self) -> bool:
@@ -336,8 +339,9 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             os.dup2(stdio, fd)
         creds.close_all_but({0, 1, 2, err_w})   # every number, not up to a guess
         ph.mark("init: stdio, close fds")
-        seccomp.load_prepared(spec)
-        ph.mark("init: seccomp load")
+        if not (plan.seccomp_inherited and creds.seccomp_mode() == creds.SECCOMP_MODE_FILTER):
+            seccomp.load_prepared(spec)
+            ph.mark("init: seccomp load")
         if plan.phases:
             os.write(err_w, (PHASES_PREFIX + json.dumps(ph.items) + "\n").encode())
         try:

@@ -62,7 +62,7 @@ from typing import Callable
 from ..api import AlreadyRunning, ContextSpec, StartError
 # netns: imported here once, not by every init that brings its loopback up
 from . import console, entercore, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat
-from .initforker import ForkerError, InitForker
+from .initforker import ForkerError, InitForker, serves as forker_serves
 from .cgroups import Layout
 from .phases import Phases
 
@@ -433,8 +433,8 @@ class Supervisor:
         groups itself. None (nothing left behind) when the forker cannot: the caller
         forks G here."""
         spec = plan.spec
-        if plan.ids is None or plan.netplan is not None or (
-                spec.seccomp and ("SYSLOG" in spec.bcaps) not in seccomp.prepared()):
+        if plan.ids is None or plan.netplan is not None or not forker_serves(spec) or \
+                False not in seccomp.prepared():
             return None     # the in-process fork's cases (see initforker.py)
         if not self.forker.alive():
             if time.monotonic() - self.forker_tried < FORKER_RETRY:

@@ -58,7 +58,7 @@ def test_start_phases_cover_vcd_supervisor_and_init_when_asked(backend, make_spe
     phases = backend.last_phases
     names = [name for name, _, _ in phases]
     assert any(n.startswith("supervisor: clone") for n in names), names
-    assert "init: seccomp load" in names and "init: masks" in names, names
+    assert "init: stdio, close fds" in names and "init: masks" in names, names
     assert names[-1] == "backend: from the supervisor"
     assert all(end >= begin for _, begin, end in phases)
 
@@ -210,3 +210,34 @@ def test_init_forker_ends_with_its_supervisor_worker(backend, make_spec, started
     finally:
         os.close(pidfd)
     wait(lambda: backend.supervisor_pid() != sup)
+
+
+def _seccomp_of(pid: int) -> tuple[str, str]:
+    """(mode, number of filters) from /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if line.startswith("Seccomp"))
+    return fields["Seccomp"].strip(), fields["Seccomp_filters"].strip()
+
+
+def test_inits_the_forker_clones_inherit_its_one_seccomp_filter_and_load_no_copy(
+        backend, make_spec, started, monkeypatch):
+    """The forker runs under the default filter: every G it clones is born under that
+    one BPF program (one filter in init's chain, not the forker's and a copy of its own;
+    a filter is ~5 KiB of kernel memory a vserver). A spec with another filter (SYSLOG
+    granted) or none is forked by the supervisor and loads its own."""
+    monkeypatch.setenv("VCD_START_PHASES", "1")
+    inits = []
+    for _ in range(2):
+        spec = started(make_spec())
+        assert FORKER_PHASE in _phase_names(backend), _phase_names(backend)
+        assert "init: seccomp load" not in _phase_names(backend)
+        inits.append(backend.init_pid(spec.xid))
+    forker = _forker_of(backend.supervisor_pid())
+    assert forker is not None and _seccomp_of(forker) == ("2", "1")
+    for init in inits:
+        assert _seccomp_of(init) == ("2", "1"), init
+    for spec, want in ((make_spec(bcaps=set(make_spec().bcaps) | {"SYSLOG"}), ("2", "1")),
+                       (make_spec(seccomp=False), ("0", "0"))):
+        started(spec)
+        assert FORKER_PHASE not in _phase_names(backend), _phase_names(backend)
+        assert _seccomp_of(backend.init_pid(spec.xid)) == want, spec

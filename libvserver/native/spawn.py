@@ -25,7 +25,8 @@ G:          PID 1 of the new namespaces: unshares mnt uts ipc [net] cgroup (owne
             the template's API filesystems (tmpfs /run, /run/lock; the supervisor's notify
             socket on /run/host/notify), hostname, rlimits, bounding set, waits for "go",
             mounts its own cgroup2 view on /sys/fs/cgroup (api_mounts "cgroup"), loads the
-            seccomp filter, execs init.
+            seccomp filter (unless it was born under it: the init forker runs under the
+            default one, initforker.serves), execs init.
 
 A ``privileged`` context (admin-only) skips the user namespace: G is forked into a new
 PID namespace only, gets no masks and no cgroup namespace, and mounts its root itself.

@@ -301,3 +301,25 @@ def test_a_vserver_freezes_in_cgroup2_with_no_freezer_group_of_its_own_and_its_g
     finally:
         lay.freeze(spec.xid, False)
     wait(lambda: "frozen 0" in (esc / "cgroup.events").read_text())
+
+
+def test_a_group_of_its_own_left_in_a_now_shared_hierarchy_goes_with_the_context(
+        backend, make_spec, started):
+    """A context started by an older vcd (a freezer or devices group of its own, before
+    those hierarchies were shared) leaves nothing behind when it stops."""
+    lay = backend.layout
+    shared = [h for h in lay.hierarchies if h.path in lay.shared and h.controllers]
+    if not shared:
+        pytest.skip("no v1 hierarchy here that contexts share")
+    spec = started(make_spec())
+    old = [h.path / lay.parent / str(spec.xid) for h in shared]
+    try:
+        for g in old:
+            g.mkdir()
+        backend.stop(spec.xid, ["/bin/true"], timeout=0)
+        assert not backend.is_running(spec.xid)
+        assert [g for g in old if g.exists()] == []
+    finally:
+        for g in old:
+            if g.exists():
+                g.rmdir()

@@ -63,9 +63,10 @@ def _remount_ro(rootfd: int, rel: str, flags: int) -> None:
 DEV_OPTS = "mode=755"
 
 
-def _make_dev(rootfd: int, bind_devices: bool = False) -> None:
+def _make_dev(rootfd: int, bind_devices: bool = False, console: bool = False) -> None:
     """A tmpfs /dev with DEVICES; ``bind_devices``: bind them from the host's /dev (in a
-    user namespace mknod is refused, as for LXC's and runc's unprivileged containers)."""
+    user namespace mknod is refused, as for LXC's and runc's unprivileged containers);
+    ``console``: with them the mount point of /dev/console (_bind_console)."""
     _mount_at(rootfd, "dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, DEV_OPTS)
     devfd = confine.open_in_root(rootfd, "dev", os.O_PATH | os.O_DIRECTORY)
     try:
@@ -76,7 +77,7 @@ def _make_dev(rootfd: int, bind_devices: bool = False) -> None:
             first = DEVICES[0][0]
             os.close(os.open(first, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
                              0o666, dir_fd=devfd))
-            for name, _, _ in DEVICES[1:]:
+            for name in [d[0] for d in DEVICES[1:]] + (["console"] if console else []):
                 os.link(first, name, src_dir_fd=devfd, dst_dir_fd=devfd,
                         follow_symlinks=False)
             for name, _, _ in DEVICES:
@@ -294,7 +295,7 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
                 _mount_at(rootfd, "sys", "sysfs", "sysfs",
                           MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
             mark("init: mount /proc /sys")
-            _make_dev(rootfd, bind_devices=True)
+            _make_dev(rootfd, bind_devices=True, console=console is not None)
             _bind_console(rootfd, console)
             mark("init: /dev, console")
             mask_kernel_interfaces(rootfd, new_net)

@@ -31,7 +31,7 @@ every start while the forker cannot answer.
 
 The forker runs under the default seccomp filter itself (loaded before its first clone),
 so every G it clones is born under that one filter and loads no copy of its own: a
-filter is a BPF program of ~5 KiB of kernel memory (its vmalloc'd image, the original
+filter is a BPF program of 5-8 KiB of kernel memory (its vmalloc'd image, the original
 kept for checkpoint/restore, the JIT's), which 500 running vservers paid 500 times.
 Nothing the forker or G's set-up calls is on the deny list.
 

@@ -223,7 +223,7 @@ def test_inits_the_forker_clones_inherit_its_one_seccomp_filter_and_load_no_copy
         backend, make_spec, started, monkeypatch):
     """The forker runs under the default filter: every G it clones is born under that
     one BPF program (one filter in init's chain, not the forker's and a copy of its own;
-    a filter is ~5 KiB of kernel memory a vserver). A spec with another filter (SYSLOG
+    a filter is 5-8 KiB of kernel memory a vserver). A spec with another filter (SYSLOG
     granted) or none is forked by the supervisor and loads its own."""
     monkeypatch.setenv("VCD_START_PHASES", "1")
     inits = []

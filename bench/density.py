@@ -102,6 +102,7 @@ def daemon_pids(daemon: VcdDaemon) -> list[int]:
 
 
 MEMCG_V1 = Path("/sys/fs/cgroup/memory")
+RMDIR_WAIT = 60.0   # s the bench's own memory cgroup may stay busy after the daemon ended
 
 
 class OwnMemcg:
@@ -137,12 +138,28 @@ class OwnMemcg:
                 (self.home / "cgroup.procs").write_text(str(os.getpid()))
             except OSError:
                 pass
-        for _ in range(50):
+        # The daemon's processes (its supervisor, the last exiting contexts' tasks that
+        # were charged here) leave the group only when they have exited: wait for
+        # cgroup.procs to empty, then rmdir (busy for a moment after the last exit).
+        deadline = time.monotonic() + RMDIR_WAIT
+        while True:
             try:
                 self.path.rmdir()
                 return
+            except FileNotFoundError:
+                return
             except OSError:
+                if time.monotonic() > deadline:
+                    print(f"left behind: {self.path} (processes: "
+                          f"{self._procs() or 'none'})", file=sys.stderr)
+                    return
                 time.sleep(0.1)
+
+    def _procs(self) -> str:
+        try:
+            return " ".join((self.path / "cgroup.procs").read_text().split())
+        except OSError:
+            return ""
 
     def anon(self) -> int:
         """KiB of anonymous pages charged (page cache left out: reclaimable)."""

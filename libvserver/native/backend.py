@@ -586,9 +586,7 @@ def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:
         elif flag == "HIDE_NETIF":
             out["flag:HIDE_NETIF"] = ENFORCED
         elif flag == "SCHED_PAUSE":
-            has_freezer = layout.has("freezer") or (
-                layout.v2 is not None and (layout.v2.path / "cgroup.stat").exists()
-                and any(layout.v2.path.glob("*/cgroup.freeze")))
+            has_freezer = layout.v2_freezer or layout.has("freezer")
             out["flag:SCHED_PAUSE"] = ENFORCED if has_freezer else not_enforced(
                 "no cgroup freezer on this host")
         else:

@@ -16,6 +16,7 @@ else the cgroup2 hierarchy when the controller is enabled there.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import select
 import time
@@ -27,9 +28,14 @@ POLL_SLICE_MIN = 2
 POLL_SLICE_MAX = 100
 
 CONTROLLERS = ("pids", "memory", "cpu", "cpuacct", "cpuset", "freezer", "blkio", "devices", "io")
-# v1 controllers a context needs a group of its own in: its limits, freezing, device
-# rules; cpuacct (its CPU times) only where no cgroup2 group has them (cpu.stat).
-PER_CONTEXT_V1 = frozenset({"pids", "memory", "cpu", "cpuset", "freezer", "devices"})
+# v1 controllers a context needs a group of its own in: its limits. Also, only where no
+# cgroup2 group does it: cpuacct (its CPU times; cgroup2 has cpu.stat) and freezer
+# (cgroup2's own cgroup.freeze, Linux 5.2: V2_FREEZER). Not devices: no spec writes a
+# device rule (the vserver's user namespace is what keeps it from making device nodes),
+# so a group of its own would only copy the parent's rules.
+PER_CONTEXT_V1 = frozenset({"pids", "memory", "cpu", "cpuset"})
+# the first kernel whose cgroup2 groups (every one but the root) have cgroup.freeze
+V2_FREEZER = (5, 2)
 # the group shared by the contexts that pin no CPU in a v1 hierarchy of cpuset alone
 # (Layout.pinned_only); not a number, so never taken for a context's (Layout.xids)
 UNPINNED = "unpinned"
@@ -96,6 +102,8 @@ class Layout:
         if not self.hierarchies:
             raise OSError(errno.ENOENT, "no cgroup hierarchy is mounted")
         self.v2 = next((h for h in self.hierarchies if h.version == 2), None)
+        # whether freeze() works in the context's cgroup2 group (no v1 freezer group needed)
+        self.v2_freezer = self.v2 is not None and kernel_at_least(V2_FREEZER)
         # v1 hierarchies where every context shares the parent group instead of a group
         # of its own (see _shared_by_contexts)
         self.shared = frozenset(h.path for h in self.hierarchies if self._shared_by_contexts(h))
@@ -121,16 +129,19 @@ class Layout:
 
     def _shared_by_contexts(self, h: Hierarchy) -> bool:
         """A v1 hierarchy nothing needs a context's own group in: blkio (no limit of a
-        spec is one), cpuacct beside cgroup2, and systemd's named hierarchy beside cgroup2
-        (a hybrid systemd tracks services there). A group costs in each hierarchy (its
-        cgroup, pressure and statistics structures, a node per control file), ~8 KiB a
+        spec is one), devices (no rule of a spec is one), cpuacct beside cgroup2, freezer
+        beside a cgroup2 that freezes, and systemd's named hierarchy beside cgroup2 (a
+        hybrid systemd tracks services there). A group costs in each hierarchy (its
+        cgroup, pressure and statistics structures, a node per control file), ~7 KiB a
         context; in the shared parent a guest that mounts the hierarchy sees only its own
-        processes (its PID namespace) and no other context's group."""
+        processes (its PID namespace) and no other context's group, and can write none
+        of its files (they are the host root's, which no vserver's user namespace maps)."""
         if h.version != 1:
             return False
         if not h.controllers:
             return self.v2 is not None
-        needed = PER_CONTEXT_V1 | ({"cpuacct"} if self.v2 is None else frozenset())
+        needed = PER_CONTEXT_V1 | ({"cpuacct"} if self.v2 is None else frozenset()) | \
+            (frozenset() if self.v2_freezer else {"freezer"})
         return not h.controllers & needed
 
     def has(self, ctrl: str) -> bool:
@@ -322,8 +333,8 @@ class Layout:
         deadline = time.monotonic() + wait
         ok = True
         for h in self.hierarchies:
-            if h.path in self.shared:
-                continue
+            # in a shared hierarchy only a context started before it was shared (by an
+            # older vcd) has a group of its own: removed all the same
             where = f"{h.path}/{self.parent}/{xid}"
             if not os.access(where, os.F_OK):
                 continue    # gone already (the supervisor removes them when init ends)
@@ -461,7 +472,10 @@ class Layout:
     # --- freezing and killing --------------------------------------------------------------
 
     def freeze(self, xid: int, frozen: bool) -> bool:
-        """Freeze (or thaw) the group; False where no freezer exists."""
+        """Freeze (or thaw) the context's whole subtree; False where no freezer exists.
+        cgroup2's cgroup.freeze where there is one: it is the host's, not delegated
+        (DELEGATE_FILES), and a child group a guest made and thaws stays frozen while
+        an ancestor is (the kernel's effective freeze state counts every ancestor)."""
         if self.v2 is not None and (self.group(self.v2, xid) / "cgroup.freeze").exists():
             (self.group(self.v2, xid) / "cgroup.freeze").write_text("1" if frozen else "0")
             return True
@@ -498,6 +512,16 @@ class Layout:
         finally:
             if frozen:
                 self.freeze(xid, False)
+
+
+def kernel_at_least(version: tuple[int, int], release: str | None = None) -> bool:
+    """Whether the running kernel (or ``release``, as uname -r gives it) is at least
+    version (major, minor)."""
+    nums = []
+    for part in (release or os.uname().release).split(".")[:2]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        nums.append(int(digits) if digits else 0)
+    return tuple(nums) >= version
 
 
 def proc_cgroups(pid: int | str) -> dict[frozenset[str], str]:

@@ -23,6 +23,7 @@ _pylibc = ctypes.PyDLL(None, use_errno=True)
 _pylibc.syscall.restype = ctypes.c_long
 
 PR_SET_DUMPABLE = 4
+PR_GET_SECCOMP = 21
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 PR_CAPBSET_DROP = 24
@@ -163,6 +164,13 @@ def set_parent_death_signal(sig: int) -> None:
 
 def setns(fd: int, nstype: int) -> None:
     _check(_libc.setns(fd, nstype), f"setns({nstype:#x})")
+
+
+def seccomp_mode() -> int:
+    """The calling thread's seccomp mode (prctl PR_GET_SECCOMP): 0 none, 2 filter."""
+    mode = _libc.prctl(PR_GET_SECCOMP, 0, 0, 0, 0)
+    _check(mode, "prctl(PR_GET_SECCOMP)")
+    return mode
 
 
 def load_seccomp(bpf: bytes) -> None:

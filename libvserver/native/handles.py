@@ -7,7 +7,8 @@ enters it later: its namespaces and its spec.
     <state_dir>/ns/<xid>/<ns>  the namespace files of init, bind-mounted right after the
                                start, for every namespace made at start (those that
                                differ from the supervisor's own): user, cgroup, ipc,
-                               uts, net, pid, time, mnt
+                               uts, net, pid, time, mnt; each name is a hard link of
+                               <state_dir>/ns/.mountpoint, one empty file
     <state_dir>/<xid>.spec     JSON {"spec": ContextSpec.to_dict(), "init": host pid},
                                mode 0600; written (publish()) only once init was exec'd:
                                entering needs it, and until init's pivot_root the kept
@@ -105,24 +106,33 @@ def keep(state_dir: Path, spec: ContextSpec, pid: int) -> Kept:
     drop(state_dir, spec.xid)
     root = _ensure_private_root(state_dir)
     d = root / str(spec.xid)
+    # init's time namespace is its time_for_children until its execve (spawn.py)
+    sources = {name: f"/proc/{pid}/ns/{'time_for_children' if name == 'time' else name}"
+               for name in NS_TYPES}
+    names = []
+    for name in NS_TYPES:
+        try:
+            if os.stat(sources[name]).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                continue    # not made at start (e.g. no time namespace)
+        except FileNotFoundError:
+            continue        # this kernel has no such namespace type
+        names.append(name)
     d.mkdir(mode=0o700)
+    # A mount sits on a name, not on an inode: every handle's mount point is a hard link
+    # of one empty file, not a file of its own (a tmpfs inode, ~750 bytes of kernel
+    # memory that no reclaim frees, seven per running vserver). Linked before d is bound
+    # onto itself: link(2) does not cross mounts.
+    for name in names:
+        _link_mountpoint(root, d / name)
     # d is a mount (a bind of itself on the shared tmpfs), so that drop() detaches every
     # handle with one umount: each umount waits for an RCU grace period, eight of them
     # were most of a stop. Not a tmpfs of its own: a superblock per context costs its
     # memory and a shrinker id, which grows every memory cgroup's shrinker array.
     mount(str(d), str(d), None, MS_BIND)
     kept: dict[str, Path] = {}
-    for name in NS_TYPES:
-        # init's time namespace is its time_for_children until its execve (spawn.py)
-        src = f"/proc/{pid}/ns/{'time_for_children' if name == 'time' else name}"
-        try:
-            if os.stat(src).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
-                continue    # not made at start (e.g. no time namespace)
-        except FileNotFoundError:
-            continue        # this kernel has no such namespace type
+    for name in names:
         target = d / name
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-        mount(src, str(target), None, MS_BIND)
+        mount(sources[name], str(target), None, MS_BIND)
         kept[name] = target
     _check_owners(kept)
     return Kept(spec, pid, kept)
@@ -149,6 +159,20 @@ def publish(state_dir: Path, xid: int, text: bytes) -> None:
     finally:
         os.close(fd)
     os.rename(tmp, path)
+
+
+MOUNTPOINT = ".mountpoint"  # in the tmpfs of handles: what every handle's name links
+
+
+def _link_mountpoint(root: Path, target: Path) -> None:
+    """target := a new hard link of root/MOUNTPOINT (made when the tmpfs has none yet);
+    FileExistsError when target exists."""
+    src = root / MOUNTPOINT
+    try:
+        os.link(src, target)
+    except FileNotFoundError:
+        os.close(os.open(src, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+        os.link(src, target)
 
 
 def _ns_ino_via(path: Path, request: int) -> int:

@@ -64,23 +64,32 @@ DEV_OPTS = "mode=755"
 DEVPTS_OPTS = "newinstance,ptmxmode=0666,mode=0620,gid=5"
 
 
-def _make_dev(rootfd: int, bind_devices: bool = False) -> None:
+def _make_dev(rootfd: int, bind_devices: bool = False, console: bool = False) -> None:
     """A tmpfs /dev with DEVICES; ``bind_devices``: bind them from the host's /dev (in a
-    user namespace mknod is refused, as for LXC's and runc's unprivileged containers)."""
+    user namespace mknod is refused, as for LXC's and runc's unprivileged containers);
+    ``console``: with them the mount point of /dev/console (_bind_console)."""
     _mount_at(rootfd, "dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, DEV_OPTS)
     devfd = confine.open_in_root(rootfd, "dev", os.O_PATH | os.O_DIRECTORY)
     try:
-        for name, major, minor in DEVICES:
-            if bind_devices:
-                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666,
-                                 dir_fd=devfd))
+        if bind_devices:
+            # A mount sits on a name, not on an inode: the mount points are hard links of
+            # one empty file, not a tmpfs inode each (~750 bytes of kernel memory that no
+            # reclaim frees). All linked before the first bind: link(2) does not cross it.
+            first = DEVICES[0][0]
+            os.close(os.open(first, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
+                             0o666, dir_fd=devfd))
+            for name in [d[0] for d in DEVICES[1:]] + (["console"] if console else []):
+                os.link(first, name, src_dir_fd=devfd, dst_dir_fd=devfd,
+                        follow_symlinks=False)
+            for name, _, _ in DEVICES:
                 fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=devfd)
                 try:
                     mount(f"/dev/{name}", confine.fd_path(fd), None, MS_BIND)
                 finally:
                     os.close(fd)
-                continue
-            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=devfd)
+        else:
+            for name, major, minor in DEVICES:
+                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=devfd)
         for name, target in DEV_LINKS:
             os.symlink(target, name, dir_fd=devfd)
         os.mkdir("pts", 0o755, dir_fd=devfd)
@@ -287,7 +296,7 @@ def setup_unprivileged(vdir: str, mounts: list[Mount], host_dirs: list[int], roo
                 _mount_at(rootfd, "sys", "sysfs", "sysfs",
                           MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
             mark("init: mount /proc /sys")
-            _make_dev(rootfd, bind_devices=True)
+            _make_dev(rootfd, bind_devices=True, console=console is not None)
             _bind_console(rootfd, console)
             mark("init: /dev, console")
             mask_kernel_interfaces(rootfd, new_net)

@@ -355,7 +355,7 @@ def run_init(plan: Plan, ready_w: int, go_r: int, err_w: int,
             os.dup2(stdio, fd)
         creds.close_all_but({0, 1, 2, err_w})   # every number, not up to a guess
         ph.mark("init: stdio, close fds")
-        if not plan.seccomp_inherited:
+        if not (plan.seccomp_inherited and creds.seccomp_mode() == creds.SECCOMP_MODE_FILTER):
             seccomp.load_prepared(spec)
             ph.mark("init: seccomp load")
         if plan.phases:

@@ -63,6 +63,7 @@ from ..api import AlreadyRunning, ContextSpec, StartError
 # netns: imported here once, not by every init that brings its loopback up
 from . import console, entercore, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat
 from .initforker import ForkerError, InitForker, NativeForker
+from .initforker import serves as forker_serves
 from .cgroups import Layout
 from .phases import Phases
 
@@ -443,8 +444,8 @@ class Supervisor:
         groups itself. None (nothing left behind) when the forker cannot: the caller
         forks G here."""
         spec = plan.spec
-        if plan.ids is None or plan.netplan is not None or not spec.seccomp or \
-                "SYSLOG" in spec.bcaps or False not in seccomp.prepared():
+        if plan.ids is None or plan.netplan is not None or not forker_serves(spec) or \
+                False not in seccomp.prepared():
             # the in-process fork's cases (see initforker.py): the forker carries the
             # default filter, which no process can shed
             return None

@@ -413,19 +413,29 @@ static void bind_self(int rootfd, const char *rel, unsigned long flags) {
 
 /* --- G's steps (spawn.run_init, rootfs.setup_unprivileged) ------------------------------ */
 
-static void make_dev(int rootfd) {
+static void make_dev(int rootfd, int console) {
     mount_at(rootfd, "dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, get("dev_opts"), 0);
     int devfd = open_in_root(rootfd, "dev", O_PATH | O_DIRECTORY);
     if (devfd < 0)
         fail_mount("dev");
-    const char *name;
+    const char *name, *first = get_nth("device", 0);
+    /* A mount sits on a name, not on an inode: the mount points (and /dev/console's)
+     * are hard links of one empty file (rootfs._make_dev), all linked before the first
+     * bind: link(2) does not cross it */
+    if (first) {
+        int fd = openat(devfd, first, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
+        if (fd < 0)
+            fail_mount(first);
+        close(fd);
+        for (int i = 1; (name = get_nth("device", i)); i++)
+            if (linkat(devfd, first, devfd, name, 0) < 0)
+                fail_mount(name);
+        if (console && linkat(devfd, first, devfd, "console", 0) < 0)
+            fail_mount("console");
+    }
     for (int i = 0; (name = get_nth("device", i)); i++) {
         char src[64];
-        int fd = openat(devfd, name, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
-        if (fd < 0)
-            fail_mount(name);
-        close(fd);
-        fd = openat(devfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        int fd = openat(devfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
         snprintf(src, sizeof src, "/dev/%s", name);
         if (fd < 0 || mount(src, fdpath(fd), NULL, MS_BIND, NULL) < 0)
             fail_mount(src);
@@ -661,7 +671,7 @@ static void g_main(int mapped_r) {
                  NULL, 0);
     }
     mark("init: mount /proc /sys");
-    make_dev(rootfd);
+    make_dev(rootfd, console >= 0);
     if (console >= 0) {
         /* by name: a descriptor opened before unshare(CLONE_NEWNS) names a mount of the
          * host's namespace, which bind refuses */

@@ -7,13 +7,15 @@ where the kernel would have its control files).
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from libvserver import ContextSpec, CpuSet, Limit, Sched
 from libvserver.native import limits
-from libvserver.native.cgroups import UNPINNED, Hierarchy, Layout, discover
+from libvserver.native.cgroups import UNPINNED, Hierarchy, Layout, discover, kernel_at_least
 
 MIXED = """\
 25 24 0:22 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
@@ -111,7 +113,10 @@ HYBRID = """\
 33 31 0:30 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct
 34 31 0:31 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset
 35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices
+37 31 0:34 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer
 38 31 0:35 / /sys/fs/cgroup/blkio rw - cgroup cgroup rw,blkio
+39 31 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
 40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
 """
@@ -119,19 +124,23 @@ HYBRID = """\
 
 def test_contexts_share_the_parent_in_hierarchies_nothing_needs_a_group_of_theirs_in(
         tmp_path):
-    """blkio, cpuacct (cgroup2's cpu.stat has the times) and systemd's named hierarchy
-    (a hybrid systemd tracks in cgroup2) get no group per context."""
+    """blkio and devices (no limit or rule of a spec is kept there), cpuacct (cgroup2's
+    cpu.stat has the times), freezer (cgroup2's cgroup.freeze freezes) and systemd's
+    named hierarchy (a hybrid systemd tracks in cgroup2) get no group per context."""
     mi = tmp_path / "mountinfo"
     mi.write_text(HYBRID)
     lay = Layout("vcd", discover(str(mi)))
+    assert lay.v2_freezer       # this kernel (Linux >= 5.2)
     shared = {p.name for p in lay.shared}
-    assert shared == {"cpuacct", "blkio", "systemd"}
-    assert not lay.has("cpuacct") and not lay.has("blkio")
+    assert shared == {"cpuacct", "blkio", "systemd", "freezer", "devices"}
+    assert not any(lay.has(c) for c in ("cpuacct", "blkio", "freezer", "devices"))
     by_name = {h.path.name: h for h in lay.hierarchies}
     assert lay.group(by_name["blkio"], 7) == Path("/sys/fs/cgroup/blkio/vcd")
+    assert lay.group(by_name["freezer"], 7) == Path("/sys/fs/cgroup/freezer/vcd")
+    assert lay.group(by_name["devices"], 7) == Path("/sys/fs/cgroup/devices/vcd")
     assert lay.group(by_name["memory"], 7) == Path("/sys/fs/cgroup/memory/vcd/7")
     assert [g.parent.parent.name for g in lay.context_groups(7)] == [
-        "cpu", "cpuset", "memory", "unified"]
+        "cpu", "cpuset", "memory", "pids", "unified"]
     # cpuset alone: a group of its own only for a context whose spec pins CPUs
     assert lay.pinned_only == Path("/sys/fs/cgroup/cpuset") and lay.has("cpuset")
     assert lay.group(by_name["cpuset"], 7) == Path("/sys/fs/cgroup/cpuset/vcd/unpinned")
@@ -143,6 +152,27 @@ def test_contexts_share_the_parent_in_hierarchies_nothing_needs_a_group_of_their
     lay = Layout("vcd", discover(str(mi)))
     assert {p.name for p in lay.shared} == {"blkio"}
     assert lay.has("cpuacct")
+
+
+def test_without_cgroup2_a_context_keeps_a_freezer_group_of_its_own(tmp_path):
+    """The v1 freezer is what freezes where no cgroup2 group can (none mounted, or a
+    kernel before 5.2)."""
+    mi = tmp_path / "mountinfo"
+    mi.write_text(HYBRID.replace("41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+                                 ""))
+    lay = Layout("vcd", discover(str(mi)))
+    assert not lay.v2_freezer
+    assert {p.name for p in lay.shared} == {"blkio", "devices"}
+    freezer = next(h for h in lay.hierarchies if h.path.name == "freezer")
+    assert lay.group(freezer, 7) == Path("/sys/fs/cgroup/freezer/vcd/7")
+    assert lay.path("freezer", 7) == Path("/sys/fs/cgroup/freezer/vcd/7")
+
+
+def test_kernel_at_least_compares_major_and_minor():
+    assert kernel_at_least((5, 2), "5.2.0") and kernel_at_least((5, 2), "6.1.0-13-amd64")
+    assert kernel_at_least((5, 2), "5.10.0") and kernel_at_least((5, 2), "6.18")
+    assert not kernel_at_least((5, 2), "5.1.21") and not kernel_at_least((5, 2), "4.19.0")
+    assert not kernel_at_least((5, 2), "5.rc1")
 
 
 def test_a_context_has_no_group_of_its_own_in_shared_hierarchies_and_its_guest_sees_none(
@@ -160,23 +190,25 @@ def test_a_context_has_no_group_of_its_own_in_shared_hierarchies_and_its_guest_s
         if shared:
             procs = (lay.group(h, spec.xid) / "cgroup.procs").read_text().split()
             assert str(init) in procs
-    # root inside mounts a shared hierarchy: rooted at the shared group, it shows no
-    # other context's group and, of the processes there, only its own
-    h = next(h for h in lay.hierarchies if h.path in lay.shared and h.controllers)
-    opt = ",".join(sorted(h.controllers))
-    status, out = run_sh(spec.xid, f"mkdir -p /tmp/cg && mount -t cgroup -o {opt} none "
-                         f"/tmp/cg && ls /tmp/cg && echo PROCS && cat /tmp/cg/cgroup.procs; "
-                         f"echo WRITES; mkdir /tmp/cg/esc 2>/dev/null && echo MADE; "
-                         f"for f in /tmp/cg/*; do (echo 1 > $f) 2>/dev/null && echo W $f; "
-                         f"done; umount /tmp/cg")
-    assert status == 0, out
-    listed, _, rest = out.partition("PROCS")
-    procs, _, writes = rest.partition("WRITES")
-    assert writes.split() == [], out     # the shared group is the host's: nothing to change
-    assert str(other.xid) not in listed.split() and str(spec.xid) not in listed.split()
-    assert procs.split() and backend.init_pid(other.xid) is not None
-    in_ns = {int(p) for p in procs.split()}
-    assert 1 in in_ns and len(in_ns) <= 4, procs   # init, the shell, cat (no other's)
+    # root inside mounts each shared hierarchy: rooted at the shared group, it shows no
+    # other context's group and, of the processes there, only its own; and it can change
+    # nothing there (devices.allow and .deny, freezer.state: the host root's files)
+    for h in (h for h in lay.hierarchies if h.path in lay.shared and h.controllers):
+        opt = ",".join(sorted(h.controllers))
+        status, out = run_sh(spec.xid, f"mkdir -p /tmp/cg && mount -t cgroup -o {opt} none "
+                             f"/tmp/cg && ls /tmp/cg && echo PROCS && cat /tmp/cg/cgroup.procs; "
+                             f"echo WRITES; mkdir /tmp/cg/esc 2>/dev/null && echo MADE; "
+                             f"for f in /tmp/cg/*; do for v in 1 a FROZEN; do "
+                             f"(echo $v > $f) 2>/dev/null && echo W $f; done; done; "
+                             f"umount /tmp/cg")
+        assert status == 0, (h, out)
+        listed, _, rest = out.partition("PROCS")
+        procs, _, writes = rest.partition("WRITES")
+        assert writes.split() == [], (h, out)   # the shared group is the host's
+        assert str(other.xid) not in listed.split() and str(spec.xid) not in listed.split()
+        assert procs.split() and backend.init_pid(other.xid) is not None
+        in_ns = {int(p) for p in procs.split()}
+        assert 1 in in_ns and len(in_ns) <= 4, (h, procs)  # init, the shell, cat (no other's)
     # the CPU times come from cgroup2 when cpuacct is shared
     run_sh(spec.xid, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
     st = backend.stat(spec.xid)
@@ -226,3 +258,68 @@ def test_a_guest_that_pins_no_cpu_sees_no_pinned_vservers_cpuset_group(
     assert "cpuset.cpus" in listed.split(), out
     assert str(pinned.xid) not in listed.split(), out
     assert "1" in procs.split(), out
+
+
+def test_a_vserver_freezes_in_cgroup2_with_no_freezer_group_of_its_own_and_its_guest_cannot_thaw_it(
+        backend, make_spec, started, run_sh, wait):
+    """cgroup2's cgroup.freeze does what a v1 freezer group did (SCHED_PAUSE, kill_all
+    without cgroup.kill). The guest's root owns its delegated group's subtree, not that
+    group's cgroup.freeze; a child group it made and thaws stays frozen with its
+    ancestor."""
+    lay = backend.layout
+    if not lay.v2_freezer:
+        pytest.skip("no cgroup2 freezer here")
+    spec = started(make_spec(bcaps={"SYS_ADMIN"} | set(make_spec().bcaps)))
+    for h in lay.hierarchies:
+        if h.version == 1 and h.controllers & {"freezer", "devices"}:
+            assert not (h.path / lay.parent / str(spec.xid)).exists(), h
+    status, out = run_sh(spec.xid, "mkdir -p /tmp/cg && mount -t cgroup2 none /tmp/cg && "
+                         "mkdir /tmp/cg/esc && (sh -c 'echo $$ > /tmp/cg/esc/cgroup.procs; "
+                         "exec sleep 1000' </dev/null >/dev/null 2>&1 &); sleep 0.5; "
+                         "cat /tmp/cg/esc/cgroup.procs; (echo 0 > /tmp/cg/cgroup.freeze) "
+                         "2>/dev/null && echo W; true")
+    assert status == 0 and out.split() and "W" not in out.split(), out
+    group = lay.group(lay.v2, spec.xid)
+    esc = group / "esc"
+    owner = esc.stat()
+    assert owner.st_uid != 0 and (group / "cgroup.freeze").stat().st_uid == 0
+    assert lay.freeze(spec.xid, True)
+    try:
+        wait(lambda: "frozen 1" in (group / "cgroup.events").read_text())
+        wait(lambda: "frozen 1" in (esc / "cgroup.events").read_text(), timeout=5)
+        # what the guest's root may do to its own child group: thaw it; and to its
+        # vserver's group: nothing
+        as_guest = dict(user=owner.st_uid, group=owner.st_gid, extra_groups=[])
+        thaw = subprocess.run(["sh", "-c", f"echo 0 > {esc}/cgroup.freeze"], **as_guest)
+        assert thaw.returncode == 0
+        assert subprocess.run(["sh", "-c", f"echo 0 > {group}/cgroup.freeze"],
+                              stderr=subprocess.DEVNULL, **as_guest).returncode != 0
+        time.sleep(0.3)
+        assert "frozen 1" in (esc / "cgroup.events").read_text()
+        assert "frozen 1" in (group / "cgroup.events").read_text()
+        assert backend.stat(spec.xid).thr_running == 0
+    finally:
+        lay.freeze(spec.xid, False)
+    wait(lambda: "frozen 0" in (esc / "cgroup.events").read_text())
+
+
+def test_a_group_of_its_own_left_in_a_now_shared_hierarchy_goes_with_the_context(
+        backend, make_spec, started):
+    """A context started by an older vcd (a freezer or devices group of its own, before
+    those hierarchies were shared) leaves nothing behind when it stops."""
+    lay = backend.layout
+    shared = [h for h in lay.hierarchies if h.path in lay.shared and h.controllers]
+    if not shared:
+        pytest.skip("no v1 hierarchy here that contexts share")
+    spec = started(make_spec())
+    old = [h.path / lay.parent / str(spec.xid) for h in shared]
+    try:
+        for g in old:
+            g.mkdir()
+        backend.stop(spec.xid, ["/bin/true"], timeout=0)
+        assert not backend.is_running(spec.xid)
+        assert [g for g in old if g.exists()] == []
+    finally:
+        for g in old:
+            if g.exists():
+                g.rmdir()

@@ -219,3 +219,24 @@ def test_privileged_vserver_has_no_user_namespace(backend, run_sh, make_spec, st
     rep = backend.enforcement(spec)
     assert rep["security:userns"].startswith("not enforced")
     assert backend.enforcement(make_spec())["security:userns"] == "enforced"
+
+
+def test_device_binds_sit_on_links_of_one_file_and_work_inside(backend, run_sh, make_spec,
+                                                               started):
+    """An unprivileged /dev gets the host's device nodes (and its console, the pty
+    slave) bound onto hard links of one empty file (a mount sits on a name; a tmpfs inode each would cost ~750 bytes of
+    unreclaimable kernel memory): readdir shows the inode below the mounts."""
+    from libvserver.native.rootfs import DEVICES
+    spec = started(make_spec())
+    init = backend.init_pid(spec.xid)
+    with os.scandir(f"/proc/{init}/root/dev") as it:
+        below = {e.name: e.inode() for e in it
+                 if e.name in {d[0] for d in DEVICES} | {"console"}}
+    assert len(below) == len(DEVICES) + 1 and len(set(below.values())) == 1, below
+    status, out = run_sh(spec.xid, "for d in null zero full random urandom tty; do "
+                         "[ -c /dev/$d ] && echo C$d; done; head -c 4 /dev/zero | wc -c; "
+                         "echo x > /dev/null && echo W; head -c 8 /dev/urandom | wc -c; "
+                         "[ -c /dev/console ] && echo Cconsole")
+    assert status == 0, out
+    assert out.split() == ["Cnull", "Czero", "Cfull", "Crandom", "Curandom", "Ctty", "4", "W",
+                           "8", "Cconsole"], out

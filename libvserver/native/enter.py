@@ -30,6 +30,7 @@ cannot block the command, and the timeout kills the command's session.
 
 from __future__ import annotations
 
+import errno
 import marshal
 import os
 import select
@@ -58,6 +59,7 @@ NS_CLONE = {"cgroup": CLONE_NEWCGROUP, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS,
             "net": CLONE_NEWNET, "pid": CLONE_NEWPID, "time": CLONE_NEWTIME,
             "mnt": CLONE_NEWNS, "user": CLONE_NEWUSER}
 CAP_SYS_PTRACE = CAP_NUMBERS["SYS_PTRACE"]
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)   # root: past net.core.wmem_max
 
 
 class Joiner(Protocol):
@@ -182,6 +184,16 @@ class EntryServer:
         mine, self.proc = entercore.start_server(lambda fd: subprocess.Popen(
             [*argv, str(fd)],
             pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={}))
+        if self.native:
+            # a plan is one datagram, and a datagram is cut at the sender's buffer (by
+            # default ~208 KiB; a command's arguments may take 2 MiB): room for the
+            # largest plan vsinit reads; what does not fit is forked here (fork_e1)
+            for option in (_SO_SNDBUFFORCE, socket.SO_SNDBUF):
+                try:
+                    mine.setsockopt(socket.SOL_SOCKET, option, entercore.NATIVE_PLAN_MAX + 1)
+                    break
+                except OSError:
+                    continue
         self.sock = mine
         return mine
 
@@ -204,7 +216,12 @@ class EntryServer:
                     sock = self.sock or self._start()
                     try:
                         socket.send_fds(sock, [request], passed)
-                    except OSError:
+                    except OSError as e:
+                        if e.errno == errno.EMSGSIZE:
+                            # more than the socket takes (no SO_SNDBUFFORCE): nothing
+                            # was sent, the server is fine; spawn() forks E1 itself
+                            raise ValueError(f"a plan of {len(request)} bytes is more "
+                                             "than the entry server's socket takes") from e
                         # nothing was sent: a server that died since is replaced once
                         self.close()
                         if attempt == 2:

@@ -118,7 +118,10 @@ class Plan:
             raise ValueError("a NUL byte in the command")
         if len(out) > NATIVE_ENTRIES_MAX:
             raise ValueError(f"a plan of {len(out)} entries, vsinit takes {NATIVE_ENTRIES_MAX}")
-        return "\0".join(out).encode() + b"\0"
+        data = "\0".join(out).encode() + b"\0"
+        if len(data) > NATIVE_PLAN_MAX:
+            raise ValueError(f"a plan of {len(data)} bytes, vsinit takes {NATIVE_PLAN_MAX}")
+        return data
 
     def dumps(self) -> str:
         return marshal.dumps({k: ([tuple(e) for e in self.exes] if k == "exes" else
@@ -341,6 +344,7 @@ def serve(sock_fd: int) -> None:
 
 NATIVE_ENV = "VCD_NATIVE"    # "0": neither the C init forker nor the C entry server
 NATIVE_ENTRIES_MAX = 1024   # vsinit.c's ENTRIES_MAX: a longer plan is forked in Python
+NATIVE_PLAN_MAX = (1 << 20) - 1     # vsinit.c's REQUEST_MAX - 1: a larger one likewise
 
 
 def native_program() -> str | None:

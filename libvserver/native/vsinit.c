@@ -57,6 +57,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <linux/capability.h>
@@ -770,11 +771,19 @@ static void g_main(int mapped_r) {
 
 static int e_err = 2;   /* stdio[2]: where E1 and E2 say why they failed */
 
+/* "A: B: strerror(errno)\n" on e_err whole, however long A and B are (an argv[0] of
+ * the tenant's: a message cut into a fixed buffer was written with its uncut length,
+ * and the bytes after the buffer, E2's stack, went to the command's output) */
+static void say(const char *a, const char *b) {
+    const char *why = strerror(errno);
+    struct iovec iov[6] = {{(void *)a, strlen(a)}, {": ", 2}, {(void *)(b ? b : ""),
+                           b ? strlen(b) : 0}, {": ", b ? 2 : 0}, {(void *)why, strlen(why)},
+                           {"\n", 1}};
+    if (writev(e_err, iov, 6) < 0) { /* nobody left to tell */ }
+}
+
 static void e1_fail(const char *what) {
-    char msg[512];
-    int n = snprintf(msg, sizeof msg, "cannot enter the context: %s: %s\n", what,
-                     strerror(errno));
-    if (write(e_err, msg, n) < 0) { /* nobody left to tell */ }
+    say("cannot enter the context", what);
     _exit(126);
 }
 
@@ -798,7 +807,11 @@ static void exec_one(const char *path, char **argv, char **envp) {
     for (const char *dir = search;; ) {
         const char *end = strchr(dir, ':');
         size_t len = end ? (size_t)(end - dir) : strlen(dir);
-        if (len + strlen(argv[0]) + 2 < sizeof full) {
+        /* "DIR/argv0\0" (an empty DIR is ".") must fit */
+        if ((len ? len : 1) + strlen(argv[0]) + 2 > sizeof full) {
+            if (!saved)
+                saved = ENAMETOOLONG;   /* what execve says of a path past PATH_MAX */
+        } else {
             memcpy(full, dir, len);
             if (len == 0)
                 full[len++] = '.';
@@ -872,10 +885,8 @@ static void e2_main(int pid_w) {
         if (errno != ENOENT)
             break;
     }
-fail:;
-    char msg[512];
-    int n = snprintf(msg, sizeof msg, "%s: %s\n", argv0, strerror(errno));
-    if (write(e_err, msg, n) < 0) { /* nobody left to tell */ }
+fail:
+    say(argv0, NULL);
     _exit(127);
 }
 
@@ -981,21 +992,27 @@ static void enter_one(int sock, char *reply, size_t size) {
     const char *v2 = get("cgroup_v2");
     int cg = v2 ? open(v2, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     struct clone_args_v2 args = {.flags = CLONE_PARENT, .exit_signal = 0};
+    pid_t pid = -1;
+    int born_in = 0;
     if (cg >= 0) {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = (uint64_t)cg;
+        pid = syscall(SYS_clone3, &args, sizeof args);
+        born_in = pid >= 0;
     }
-    pid_t pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid < 0 && cg >= 0) {
+    if (pid < 0) {
         args.flags &= ~CLONE_INTO_CGROUP;
         pid = syscall(SYS_clone3, &args, sizeof args);
-        if (pid == 0 && v2) {
-            /* E1 migrates itself */
-            static char join[4200];
-            snprintf(join, sizeof join, "cgroup_v2_join=%s", v2);
-            if (n_entries < ENTRIES_MAX)
-                entries[n_entries++] = join;
-        }
+    }
+    if (pid == 0 && v2 && !born_in) {
+        /* E1 migrates itself, and says why it cannot: also where the group could not
+         * even be opened (a stop removed it), never running on in the server's group */
+        static char join[4200];
+        snprintf(join, sizeof join, "cgroup_v2_join=%s", v2);
+        if (n_entries < ENTRIES_MAX)
+            entries[n_entries++] = join;
+        else
+            _exit(126);
     }
     if (pid == 0) {
         close(sock);

@@ -13,7 +13,7 @@ VIEW = (
     "echo ==; cat /proc/self/limits; echo ==; ls /proc/self/fd; echo ==; "
     "tr '\\0' '\\n' < /proc/self/environ | sort; echo ==; cat /proc/self/cgroup; echo ==; "
     "ls -l /proc/self/ns | sed 's/.*-> //'; echo ==; pwd; umask; echo ==; "
-    "ps -o pid,ppid,sid,comm | grep -c .; cut -d' ' -f1 /proc/uptime | cut -d. -f1")
+    "ps -o pid,ppid,sid,comm | grep -c .; echo ==; cut -d' ' -f1 /proc/uptime | cut -d. -f1")
 
 
 def _entered_view(backend, xid: int, native: bool, monkeypatch) -> tuple[int, str]:
@@ -36,8 +36,12 @@ def test_a_command_entered_by_the_c_entry_server_holds_what_the_python_one_gives
     native = _entered_view(backend, spec.xid, True, monkeypatch)
     python = _entered_view(backend, spec.xid, False, monkeypatch)
     assert native[0] == 0, native[1]
-    for part_c, part_py in zip(native[1].split("=="), python[1].split("==")):
+    *parts_c, uptime_c = native[1].split("==")
+    *parts_py, uptime_py = python[1].split("==")
+    for part_c, part_py in zip(parts_c, parts_py, strict=True):
         assert part_c == part_py
+    # the context's clock (its time namespace): the two entries are a moment apart
+    assert 0 <= int(uptime_py) - int(uptime_c) <= 5
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["C", "Python"])
@@ -72,3 +76,63 @@ def test_a_command_of_more_arguments_than_vsinit_takes_is_entered_all_the_same(
             assert (r.status, r.output) == (0, f"{count}\n".encode())
     finally:
         enter.stop_entry_server()
+
+
+@pytest.fixture(params=[True, False], ids=["C", "Python"])
+def entry_server(request, monkeypatch):
+    """The daemon's way in (an entry server), the C one or the Python one."""
+    enter.stop_entry_server()
+    monkeypatch.setenv(entercore.NATIVE_ENV, "1" if request.param else "0")
+    enter.use_entry_server()
+    server = enter._entry_server()
+    assert server is not None and bool(server.native) == request.param
+    yield request.param
+    enter.stop_entry_server()
+
+
+def test_a_long_program_name_that_cannot_be_run_is_named_whole_and_nothing_else(
+        backend, make_spec, started, entry_server):
+    # the message was cut into a 512-byte buffer and written with its uncut length: the
+    # bytes after it (the entering process's stack) went to the tenant's output
+    spec = started(make_spec())
+    for name, why in ((f"/no/such/{'x' * 3000}", "No such file or directory"),
+                      ("y" * 5000, "File name too long")):
+        r = backend.exec(spec.xid, [name])
+        assert (r.status, r.output) == (127, f"{name}: {why}\n".encode())
+
+
+def test_a_command_past_the_entry_servers_datagram_is_entered_all_the_same(
+        backend, make_spec, started, entry_server):
+    # arguments of up to 128 KiB each, up to the kernel's 2 MiB in all: not one
+    # SOCK_SEQPACKET datagram of the default socket buffer (~208 KiB)
+    spec = started(make_spec())
+    for count in (3, 12):
+        args = ["a" * 120_000] * count
+        r = backend.exec(spec.xid, ["/bin/sh", "-c", 'echo $#', "sh", *args])
+        assert (r.status, r.output) == (0, f"{count}\n".encode())
+
+
+class _GroupGone:
+    """An entry whose cgroup2 group went away between the plan and the clone (a stop)."""
+    def __init__(self, entry, fresh_image):
+        self.entry, self.fresh_image = entry, fresh_image
+
+    def plan(self, *args):
+        plan = self.entry.plan(*args)
+        plan.cgroup_v2 = plan.cgroup_v2 + "-removed-by-a-stop"
+        return plan
+
+
+def test_an_entry_whose_cgroup2_group_is_gone_is_refused_not_run_outside_it(
+        backend, make_spec, started, entry_server):
+    spec = started(make_spec())
+    entry = backend.entry(spec.xid)
+    try:
+        if entry.layout.v2 is None:
+            pytest.skip("no cgroup2 hierarchy")
+        r = enter.run(_GroupGone(entry, entry.fresh_image), ["/bin/cat", "/proc/self/cgroup"],
+                      20.0, 1 << 16)
+    finally:
+        entry.close()
+    assert (r.status, r.entered) == (126, False), r.output
+    assert r.output.startswith(b"cannot enter the context: "), r.output

@@ -227,7 +227,13 @@ class EntryServer:
                         if attempt == 2:
                             raise
                         continue
-                    answer = sock.recv(4096)
+                    try:
+                        answer = sock.recv(4096)
+                    except BaseException:
+                        # interrupted (a signal handler raised): the answer would be
+                        # left for the next request, which would take it for its E1
+                        self.close()
+                        raise
                     break
         finally:
             os.close(memfd)

@@ -4,6 +4,10 @@ one put it into its vserver."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
 from libvserver.native import enter, entercore
@@ -136,3 +140,51 @@ def test_an_entry_whose_cgroup2_group_is_gone_is_refused_not_run_outside_it(
         entry.close()
     assert (r.status, r.entered) == (126, False), r.output
     assert r.output.startswith(b"cannot enter the context: "), r.output
+
+
+def _children() -> set[int]:
+    pids: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                pids |= {int(p) for p in f.read().split()}
+        except FileNotFoundError:
+            pass
+    return pids
+
+
+def test_an_entry_interrupted_while_it_awaits_the_server_leaves_no_answer_for_the_next(
+        backend, make_spec, started, entry_server):
+    # a caller interrupted between its request and the answer (a signal handler that
+    # raises) left that answer in the socket: the next entry took it for its own E1
+    spec = started(make_spec())
+    server_pid = enter._entry_server().proc.pid
+    before = _children()
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(*_):
+        os.kill(server_pid, signal.SIGCONT)
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        os.kill(server_pid, signal.SIGSTOP)     # the answer comes only after the signal
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(Interrupted):
+            backend.exec(spec.xid, ["/bin/echo", "first"])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    try:
+        r = backend.exec(spec.xid, ["/bin/echo", "second"])
+        assert (r.status, r.output) == (0, b"second\n")
+    finally:
+        server = enter._entry_server()
+        # the interrupted request's E1 (its command ends at its closed output)
+        for pid in _children() - before - {server.proc.pid if server and server.proc else 0}:
+            for _ in range(200):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+                time.sleep(0.05)

@@ -158,7 +158,10 @@ def run_e1(plan: Plan) -> None:
         for fd in set(plan.stdio):
             os.close(fd)
         if plan.pid_w >= 0:
-            os.write(plan.pid_w, f"{e2}\n".encode())
+            try:
+                os.write(plan.pid_w, f"{e2}\n".encode())
+            except OSError:
+                pass    # the caller stopped reading: E2's status is still to be relayed
             os.close(plan.pid_w)
         _, status = os.waitpid(e2, 0)
         os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status)

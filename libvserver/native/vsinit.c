@@ -893,6 +893,9 @@ fail:
 static void e1_main(void) {
     e_err = get_fd("stdio", 2);
     int pid_w = get_fd("pid_w", 0);
+    /* a caller that stopped reading costs E1 a write (EPIPE), never the relay of E2's
+     * status (E2 sets every signal to its default before its exec) */
+    signal(SIGPIPE, SIG_IGN);
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         e1_fail("prctl(PR_SET_DUMPABLE)");
     const char *path;

@@ -188,3 +188,24 @@ def test_an_entry_interrupted_while_it_awaits_the_server_leaves_no_answer_for_th
                 if os.waitpid(pid, os.WNOHANG)[0]:
                     break
                 time.sleep(0.05)
+
+
+def test_entering_process_relays_the_status_when_the_caller_stopped_reading_its_pid(
+        backend, make_spec, started, entry_server):
+    # E1 writes E2's pid to a pipe nobody reads any more: it must go on relaying E2's
+    # status (EPIPE, as the Python E1, which ignores SIGPIPE), not die of SIGPIPE and
+    # leave the command unwatched
+    spec = started(make_spec())
+    entry = backend.entry(spec.xid)
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    os.close(pid_r)
+    try:
+        e1 = enter.spawn(entry, enter.Command(["/bin/sh", "-c", "exit 5"], enter.EXEC_ENV),
+                         (null, null, null), pid_w=pid_w)
+    finally:
+        for fd in (null, pid_w):
+            os.close(fd)
+        entry.close()
+    _, status = os.waitpid(e1, 0)
+    assert os.waitstatus_to_exitcode(status) == 5

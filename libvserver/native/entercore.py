@@ -152,6 +152,10 @@ def run_e1(plan: Plan) -> None:
             creds.load_seccomp(plan.bpf)   # still holding CAP_SYS_ADMIN (no NO_NEW_PRIVS)
         if plan.keep is not None:
             creds.limit_caps(set(plan.keep))
+        # again: each change of credentials above set the flag to fs.suid_dumpable (1
+        # on a host that debugs set-user-ID programs), and E2, a copy of this process,
+        # sits in the guest's PID namespace until its exec
+        creds.set_dumpable(False)
         e2 = os.fork()          # a PID namespace applies to children only
         if e2 == 0:
             _e2(plan)

@@ -969,6 +969,10 @@ static void e1_main(void) {
         if (syscall(SYS_capset, &hdr, data) < 0)
             e1_fail("capset");
     }
+    /* again: each change of credentials above set the flag to fs.suid_dumpable, and
+     * E2 sits in the guest's PID namespace until its exec */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        e1_fail("prctl(PR_SET_DUMPABLE)");
     pid_t e2 = fork();     /* a PID namespace applies to children only */
     if (e2 < 0)
         e1_fail("fork");

@@ -209,3 +209,54 @@ def test_entering_process_relays_the_status_when_the_caller_stopped_reading_its_
         entry.close()
     _, status = os.waitpid(e1, 0)
     assert os.waitstatus_to_exitcode(status) == 5
+
+
+@pytest.fixture
+def suid_dumpable_1():
+    """fs.suid_dumpable=1 (a host that debugs set-user-ID programs) while the test runs:
+    every change of credentials then makes the process dumpable again."""
+    path = "/proc/sys/fs/suid_dumpable"
+    with open(path) as f:
+        saved = f.read().strip()
+    with open(path, "w") as f:
+        f.write("1")
+    try:
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write(saved)
+
+
+@pytest.mark.parametrize("server", [True, False, None], ids=["C", "Python", "caller"])
+def test_entering_process_is_not_dumpable_after_it_took_the_guests_credentials(
+        backend, make_spec, started, monkeypatch, server, suid_dumpable_1):
+    # E1 made itself non-dumpable before setns/setresuid/capset, and each of them made
+    # it dumpable again where fs.suid_dumpable is 1: E2, its copy (for a caller-forked
+    # E1 a copy of the caller's memory), then sat in the guest's PID namespace, open to
+    # guest root's ptrace until its exec. E1 relays the command's status meanwhile: a
+    # non-dumpable process's /proc files belong to root, a dumpable one's to its euid
+    spec = started(make_spec())
+    enter.stop_entry_server()
+    if server is not None:
+        monkeypatch.setenv(entercore.NATIVE_ENV, "1" if server else "0")
+        enter.use_entry_server()
+    entry = backend.entry(spec.xid)
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        e1 = enter.spawn(entry, enter.Command(["/bin/sleep", "30"], enter.EXEC_ENV),
+                         (null, null, null), pid_w=pid_w)
+        os.close(pid_w)
+        pid_w = -1
+        e2 = int(os.read(pid_r, 64))   # E1 has its credentials and has forked E2
+        try:
+            assert os.stat(f"/proc/{e1}/status").st_uid == 0
+        finally:
+            os.kill(e2, signal.SIGKILL)
+            os.waitpid(e1, 0)
+    finally:
+        for fd in (null, pid_r, pid_w):
+            if fd >= 0:
+                os.close(fd)
+        entry.close()
+        enter.stop_entry_server()

@@ -487,6 +487,11 @@ def test_pages_of_the_entering_side_are_never_charged_to_the_context(
 _PTRACE_SYSCALL, _PTRACE_DETACH = 24, 17
 _PTRACE_SEIZE, _PTRACE_INTERRUPT, _PTRACE_GET_SYSCALL_INFO = 0x4206, 0x4207, 0x420E
 _PTRACE_O_TRACESYSGOOD = 1
+_PTRACE_CONT, _PTRACE_GETEVENTMSG = 7, 0x4201
+# a clone/fork of a tracee stops it (PTRACE_EVENT_FORK 1, VFORK 2, CLONE 3) and the new
+# process starts traced by us
+_PTRACE_O_TRACEFORKS = 2 | 4 | 8
+_PTRACE_EVENT_STOP = 128
 _WALL = 0x40000000
 # per architecture: (pivot_root, execve)
 _SYSCALL_NR = {"x86_64": (155, 59), "aarch64": (41, 221)}
@@ -496,7 +501,9 @@ class _SyscallStop:
     """Hold a process (not our child) at the entry of one system call with ptrace: the
     calls, waits and the detach all come from the calling thread, as ptrace requires."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, attached: bool = False, options: int = 0) -> None:
+        """Seize ``pid`` and stop it, or (``attached``) take over one we trace already,
+        stopped; ``options``: PTRACE_O_* besides TRACESYSGOOD (seized ones keep running)."""
         import ctypes
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p,
@@ -505,9 +512,58 @@ class _SyscallStop:
         self.info = ctypes.create_string_buffer(88)
         self.pid = pid
         self.detached = False
-        self._call(_PTRACE_SEIZE, None, _PTRACE_O_TRACESYSGOOD)
-        self._call(_PTRACE_INTERRUPT)
-        os.waitpid(pid, _WALL)      # its first stop
+        if attached:
+            return
+        self._call(_PTRACE_SEIZE, None, _PTRACE_O_TRACESYSGOOD | options)
+        if not options:
+            self._call(_PTRACE_INTERRUPT)
+            os.waitpid(pid, _WALL)      # its first stop
+
+    def next_child(self, deadline: float) -> int | None:
+        """Let this tracee (seized with _PTRACE_O_TRACEFORKS) run until it clones or
+        forks: the new process's pid, stopped and traced by us; None at the deadline.
+        Signals that stop it on the way are delivered."""
+        import ctypes
+        while time.monotonic() < deadline:
+            got, status = os.waitpid(self.pid, _WALL | os.WNOHANG)
+            if not got:
+                time.sleep(0.0005)
+                continue
+            if not os.WIFSTOPPED(status):
+                raise OSError(f"process {self.pid} ended: status {status:#x}")
+            event = status >> 16
+            if event in (1, 2, 3):
+                msg = ctypes.c_ulong()
+                self._call(_PTRACE_GETEVENTMSG, None, ctypes.addressof(msg))
+                child = msg.value
+                os.waitpid(child, _WALL)    # its first stop (PTRACE_EVENT_STOP)
+                self._call(_PTRACE_CONT, None, 0)
+                return child
+            self._call(_PTRACE_CONT, None, 0 if event else os.WSTOPSIG(status))
+        return None
+
+    def release(self) -> None:
+        """Detach a tracee that is running (a maker let go on with PTRACE_CONT): stopped
+        first, as detaching wants (one already stopped is detach()ed)."""
+        import signal as sig
+        self.detached = True
+        try:
+            self._call(_PTRACE_INTERRUPT)
+        except ProcessLookupError:
+            return
+        while True:
+            _, status = os.waitpid(self.pid, _WALL)
+            if not os.WIFSTOPPED(status):
+                return
+            event, signum = status >> 16, os.WSTOPSIG(status)
+            if event == _PTRACE_EVENT_STOP or event:
+                self._call(_PTRACE_DETACH, None, 0)
+                return
+            if signum == sig.SIGTRAP | 0x80:
+                self._call(_PTRACE_DETACH, None, 0)
+                return
+            self._call(_PTRACE_DETACH, None, signum)    # a signal for it: delivered
+            return
 
     def _call(self, request: int, addr=None, data=None) -> int:
         import ctypes
@@ -561,62 +617,64 @@ def _is_pid1(pid: int) -> bool:
                for line in status.splitlines())
 
 
+def _init_makers(backend) -> list[int]:
+    """The processes that clone a context's PID 1: the supervisor (privileged contexts,
+    and any it forks itself) and its init forkers."""
+    sup = backend.supervisor_pid()
+    out = [sup]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == sup and (b"vsinit\0--serve" in cmdline or b"initforker.py\0--serve" in cmdline):
+            out.append(int(entry))
+    return out
+
+
 @contextlib.contextmanager
-def _init_held_at_pivot_root(backend, spec, attempts: int = 40):
+def _init_held_at_pivot_root(backend, spec):
     """Start spec in a thread and hold its PID 1 at the entry of pivot_root (it still
     has the host's root then) until the block ends; yields the holder (detach() early
     to let it go on). The start has ended when the block has, the context may run.
-    PID 1 is seized once it shows up in its cgroups; on a loaded machine it may be past
-    its pivot_root by then: that start is stopped and another one tried."""
+    PID 1 is caught as it is made: the supervisor and its init forkers are traced until
+    one of them clones a PID 1 (a C init reaches its pivot_root ~1.5 ms after its
+    birth, too soon to be found by looking)."""
     if platform.machine() not in _SYSCALL_NR:
         pytest.skip(f"no system call numbers for {platform.machine()}")
     pivot_root, execve = _SYSCALL_NR[platform.machine()]
-    for _ in range(attempts):
-        starting = threading.Thread(target=backend.start, args=(spec,))
+    makers = [_SyscallStop(pid, options=_PTRACE_O_TRACEFORKS) for pid in _init_makers(backend)]
+    starting = threading.Thread(target=backend.start, args=(spec,))
+    held = None
+    try:
         starting.start()
-        held = None
-        late = False
-        try:
-            deadline = time.monotonic() + 60
-            while held is None and time.monotonic() < deadline and starting.is_alive():
-                for pid in backend.layout.pids(spec.xid):
-                    if not _is_pid1(pid):
-                        continue    # a child of an init already past its exec: too late
-                    try:
-                        held = _SyscallStop(pid)     # PID 1, early in its setup
-                    except ProcessLookupError:
-                        pass
-                    else:
-                        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-                        if exe != "vsinit" and not exe.startswith("python"):
-                            held.detach()   # the guest's init already: too late
-                            held = None
-                            late = True
+        deadline = time.monotonic() + 60
+        while held is None and time.monotonic() < deadline:
+            for maker in makers:
+                child = maker.next_child(time.monotonic() + 0.01)
+                if child is None:
+                    continue
+                candidate = _SyscallStop(child, attached=True)
+                if _is_pid1(child):
+                    held = candidate
                     break
-                if late:
-                    break
-            if late:
-                starting.join(60)
-                backend.stop(spec.xid, [], timeout=5)
-                continue
-            if held is None and not starting.is_alive():
-                backend.stop(spec.xid, [], timeout=5)    # it ran before we looked: again
-                continue
-            assert held is not None, "init never showed up in its cgroups"
-            try:
-                at = held.until({pivot_root, execve})
-            except OSError:
-                at = None   # it ended (a start that failed meanwhile): again
-            if at == pivot_root:
-                assert os.stat(f"/proc/{held.pid}/root").st_ino == os.stat("/").st_ino
-                yield held
-                return
-        finally:
-            if held is not None and not held.detached:
-                held.detach()
-            starting.join(60)
-        backend.stop(spec.xid, [], timeout=5)       # caught too late: again
-    pytest.fail(f"init passed its pivot_root before it was caught, {attempts} times")
+                candidate.release()     # something else it forked
+        assert held is not None, "no PID 1 was cloned"
+        for maker in makers:
+            maker.release()
+        assert held.until({pivot_root, execve}) == pivot_root
+        assert os.stat(f"/proc/{held.pid}/root").st_ino == os.stat("/").st_ino
+        yield held
+    finally:
+        for maker in makers:
+            if not maker.detached:
+                maker.release()
+        if held is not None and not held.detached:
+            held.detach()   # stopped at a system call: detached as it is
+        starting.join(60)
 
 
 @pytest.mark.parametrize("privileged", [False, True], ids=["user namespace", "privileged"])
@@ -660,11 +718,23 @@ def test_handles_loaded_before_a_restart_never_enter_the_next_boot_while_it_is_b
     old = handles.load(backend.state_dir, spec.xid)
     assert old is not None
     backend.stop(spec.xid, [], timeout=5)
-    with _init_held_at_pivot_root(backend, spec):
-        wait(lambda: set(old.ns) <= {e.name for e in os.scandir(old.ns["mnt"].parent)})
+    results: list = []
+
+    def enter_with_old_handles() -> None:
         try:
-            r = backend._exec(spec.xid, ["/bin/cat", "/guest-root-marker"], 20, 1 << 20,
-                              kept=old)
+            results.append(backend._exec(spec.xid, ["/bin/cat", "/guest-root-marker"], 20,
+                                         1 << 20, kept=old))
         except NotRunning:
-            r = None
-        assert r is None or r.output == b"guest\n", r
+            results.append(None)
+
+    with _init_held_at_pivot_root(backend, spec) as held:
+        wait(lambda: set(old.ns) <= {e.name for e in os.scandir(old.ns["mnt"].parent)})
+        entering = threading.Thread(target=enter_with_old_handles)
+        entering.start()
+        # refused at once, or waiting for this boot to be published: never run meanwhile
+        entering.join(3)
+        early = list(results)
+        held.detach()
+        entering.join(60)
+    assert early in ([], [None]), early
+    assert results and (results[0] is None or results[0].output == b"guest\n"), results

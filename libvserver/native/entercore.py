@@ -114,14 +114,7 @@ class Plan:
         out += [f"rlimit={res}:{soft}:{hard}" for res, soft, hard in self.rlimits]
         if self.bpf is not None:
             out.append(f"seccomp={self.bpf.hex()}")
-        if any("\0" in entry for entry in out):
-            raise ValueError("a NUL byte in the command")
-        if len(out) > NATIVE_ENTRIES_MAX:
-            raise ValueError(f"a plan of {len(out)} entries, vsinit takes {NATIVE_ENTRIES_MAX}")
-        data = "\0".join(out).encode() + b"\0"
-        if len(data) > NATIVE_PLAN_MAX:
-            raise ValueError(f"a plan of {len(data)} bytes, vsinit takes {NATIVE_PLAN_MAX}")
-        return data
+        return native_entries(out)
 
     def dumps(self) -> str:
         return marshal.dumps({k: ([tuple(e) for e in self.exes] if k == "exes" else
@@ -352,6 +345,21 @@ def serve(sock_fd: int) -> None:
 NATIVE_ENV = "VCD_NATIVE"    # "0": neither the C init forker nor the C entry server
 NATIVE_ENTRIES_MAX = 1024   # vsinit.c's ENTRIES_MAX: a longer plan is forked in Python
 NATIVE_PLAN_MAX = (1 << 20) - 1     # vsinit.c's REQUEST_MAX - 1: a larger one likewise
+
+
+def native_entries(entries: list[str]) -> bytes:
+    """A request of vsinit (--serve and --enter): the NUL-separated "key=value" entries.
+    Raises ValueError for one vsinit does not take whole (a NUL byte, text that is not
+    UTF-8, more than NATIVE_ENTRIES_MAX entries or NATIVE_PLAN_MAX bytes): the caller
+    then forks in Python."""
+    if any("\0" in entry for entry in entries):
+        raise ValueError("a NUL byte in the plan")
+    if len(entries) > NATIVE_ENTRIES_MAX:
+        raise ValueError(f"a plan of {len(entries)} entries, vsinit takes {NATIVE_ENTRIES_MAX}")
+    data = "\0".join(entries).encode() + b"\0"
+    if len(data) > NATIVE_PLAN_MAX:
+        raise ValueError(f"a plan of {len(data)} bytes, vsinit takes {NATIVE_PLAN_MAX}")
+    return data
 
 
 def native_program() -> str | None:

@@ -36,14 +36,8 @@ The forker runs under the default seccomp filter itself (loaded before its first
 so every G it clones is born under that one filter and loads no copy of its own: a
 filter is a BPF program of 5-8 KiB of kernel memory (its vmalloc'd image, the original
 kept for checkpoint/restore, the JIT's), which 500 running vservers paid 500 times.
-Nothing the forker or G's set-up calls is on the deny list.
-
-This process carries the default seccomp filter (seccomp.py, the variant without
-syslog), loaded at its first request: every G is born with it, shared, instead of
-loading its own copy right before exec (~0.4 ms of each start, mostly the kernel's JIT
-of the filter, whatever its length).  It needs none of the calls the filter denies.
-Contexts whose spec turns the filter off or grants SYSLOG therefore keep the
-in-process fork too.
+Loading one also cost each start ~0.4 ms, mostly the kernel's JIT of the filter,
+whatever its length.  Nothing the forker or G's set-up calls is on the deny list.
 
 Request (one SOCK_SEQPACKET datagram with SCM_RIGHTS): pickle of (plan, slots,
 programs) where slots names the position of each passed descriptor; answer: marshal of
@@ -183,7 +177,7 @@ class NativeForker(InitForker):
     def takes(self, plan) -> bool:
         spec = plan.spec
         return (not spec.mounts and not spec.api_mounts and plan.notify_path is None
-                and plan.overlay is None and plan.netplan is None and plan.ids is not None)
+                and plan.overlay is None)
 
     def _argv(self, fd: int) -> list[str]:
         from . import entercore
@@ -191,7 +185,7 @@ class NativeForker(InitForker):
 
     def _encode(self, plan, slots: dict[str, int | list[int]],
                 programs: dict[bool, bytes]) -> bytes:
-        from . import rootfs, spawn
+        from . import entercore, rootfs, spawn
         spec = plan.spec
         out = [f"idmap={plan.ids.map_line()}", f"seccomp={programs[False].hex()}",
                f"unshare={spawn.child_flags(plan)}", f"new_net={int(plan.new_net)}",
@@ -213,9 +207,7 @@ class NativeForker(InitForker):
         out += [f"env={k}={v}" for k, v in spawn.init_env(plan).items()]
         for name, at in slots.items():
             out += [f"fd.{name}={i}" for i in (at if isinstance(at, list) else [at])]
-        if any("\0" in entry for entry in out):
-            raise ValueError("a NUL byte in the plan")
-        return "\0".join(out).encode() + b"\0"
+        return entercore.native_entries(out)
 
     def _decode(self, reply: bytes) -> tuple[int | str, list[list]]:
         text = reply.decode(errors="replace")

@@ -412,6 +412,44 @@ static void bind_self(int rootfd, const char *rel, unsigned long flags) {
         remount_ro(rootfd, rel, flags);   /* looked up again: the fd names the mount below */
 }
 
+/* --- steps G and E1/E2 share (limits.py, creds.drop_bounding_set) --------------------- */
+
+/* the plan's "rlimit=RESOURCE:SOFT:HARD" entries (negative: unlimited); 0, or -1 with
+ * errno and the failed entry in *what */
+static int apply_rlimits(const char **what) {
+    const char *kv;
+    for (int i = 0; (kv = get_nth("rlimit", i)); i++) {
+        long long res = 0, soft = 0, hard = 0;
+        *what = kv;
+        if (sscanf(kv, "%lld:%lld:%lld", &res, &soft, &hard) != 3) {
+            errno = EINVAL;
+            return -1;
+        }
+        struct rlimit rl = {soft < 0 ? RLIM_INFINITY : (rlim_t)soft,
+                            hard < 0 ? RLIM_INFINITY : (rlim_t)hard};
+        if (setrlimit((int)res, &rl) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* leave exactly the capabilities of the bit mask `keep` in the bounding set, clear the
+ * ambient set; 0, or -1 with errno and the failed call in *what */
+static int drop_bounding_set(unsigned long long keep, const char **what) {
+    for (int cap = 0; cap < 64; cap++) {
+        if (keep >> cap & 1)
+            continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+            if (errno == EINVAL)
+                break;  /* past the kernel's last capability */
+            *what = "prctl(PR_CAPBSET_DROP)";
+            return -1;
+        }
+    }
+    *what = "prctl(PR_CAP_AMBIENT_CLEAR_ALL)";
+    return prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 ? -1 : 0;
+}
+
 /* --- G's steps (spawn.run_init, rootfs.setup_unprivileged) ------------------------------ */
 
 static void make_dev(int rootfd, int console) {
@@ -694,28 +732,12 @@ static void g_main(int mapped_r) {
     pivot();
     mark("init: pivot_root, detach the old root");
     umask(022);
-    for (int i = 0; (kv = get_nth("rlimit", i)); i++) {
-        long long res = 0, soft = 0, hard = 0;
-        if (sscanf(kv, "%lld:%lld:%lld", &res, &soft, &hard) != 3)
-            fail("StartError", "a malformed rlimit %s", kv);
-        struct rlimit rl = {soft < 0 ? RLIM_INFINITY : (rlim_t)soft,
-                            hard < 0 ? RLIM_INFINITY : (rlim_t)hard};
-        if (setrlimit((int)res, &rl) < 0)
-            fail("StartError", "setrlimit(%lld, %lld, %lld): %s", res, soft, hard,
-                 strerror(errno));
-    }
+    const char *step = "";
+    if (apply_rlimits(&step) < 0)
+        fail("StartError", "setrlimit %s: %s", step, strerror(errno));
     unsigned long long keep = strtoull(get("keep_caps") ? get("keep_caps") : "0", NULL, 10);
-    for (int cap = 0; cap < 64; cap++) {
-        if (keep >> cap & 1)
-            continue;
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-            if (errno == EINVAL)
-                break;  /* past the kernel's last capability */
-            fail("StartError", "prctl(PR_CAPBSET_DROP, %d): %s", cap, strerror(errno));
-        }
-    }
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
-        fail("StartError", "prctl(PR_CAP_AMBIENT_CLEAR_ALL): %s", strerror(errno));
+    if (drop_bounding_set(keep, &step) < 0)
+        fail("StartError", "%s: %s", step, strerror(errno));
     mark("init: rlimits, bounding set");
     expect_byte(go_r, 'g');
     close(go_r);
@@ -849,18 +871,9 @@ static void e2_main(int pid_w) {
         goto fail;
     if (chdir("/") < 0)
         goto fail;
-    const char *kv;
-    for (int i = 0; (kv = get_nth("rlimit", i)); i++) {
-        long long res = 0, soft = 0, hard = 0;
-        if (sscanf(kv, "%lld:%lld:%lld", &res, &soft, &hard) != 3) {
-            errno = EINVAL;
-            goto fail;
-        }
-        struct rlimit rl = {soft < 0 ? RLIM_INFINITY : (rlim_t)soft,
-                            hard < 0 ? RLIM_INFINITY : (rlim_t)hard};
-        if (setrlimit((int)res, &rl) < 0)
-            goto fail;
-    }
+    const char *step;
+    if (apply_rlimits(&step) < 0)
+        goto fail;
     for (int sig = 1; sig < _NSIG; sig++)
         signal(sig, SIG_DFL);
     /* every entry of the plan fits: none is cut (the plan holds at most ENTRIES_MAX) */
@@ -934,18 +947,9 @@ static void e1_main(void) {
         if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
             e1_fail(get_int("userns", 0) ? "cannot become uid/gid 0 in the vserver's user "
                     "namespace" : "cannot become uid/gid 0 on the host");
-        unsigned long long mask = strtoull(get("keep"), NULL, 10);
-        for (int cap = 0; cap < 64; cap++) {
-            if (mask >> cap & 1)
-                continue;
-            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-                if (errno == EINVAL)
-                    break;
-                e1_fail("prctl(PR_CAPBSET_DROP)");
-            }
-        }
-        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
-            e1_fail("prctl(PR_CAP_AMBIENT_CLEAR_ALL)");
+        const char *step;
+        if (drop_bounding_set(strtoull(get("keep"), NULL, 10), &step) < 0)
+            e1_fail(step);
     }
     if (get("seccomp")) {
         /* still holding CAP_SYS_ADMIN (no NO_NEW_PRIVS) */

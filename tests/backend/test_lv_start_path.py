@@ -135,8 +135,10 @@ def _stat_of(pid: int) -> list[str]:
 
 
 def _forker_of(sup: int) -> int | None:
-    """The supervisor worker's living child that is an init forker (vsinit, or
-    initforker.py where vsinit is not built)."""
+    """The supervisor worker's living init forker that clones a default vserver's init:
+    vsinit, or initforker.py where vsinit is not built (the Python one may run beside
+    vsinit, for the plans vsinit does not take, whatever the order of their pids)."""
+    found: dict[bytes, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -146,10 +148,12 @@ def _forker_of(sup: int) -> int | None:
                 cmdline = f.read()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if int(ppid) == sup and state != "Z" and (
-                b"initforker.py\0--serve" in cmdline or b"vsinit\0--serve" in cmdline):
-            return int(entry)
-    return None
+        if int(ppid) != sup or state == "Z":
+            continue
+        for mark in (b"vsinit\0--serve", b"initforker.py\0--serve"):
+            if mark in cmdline:
+                found[mark] = int(entry)
+    return found.get(b"vsinit\0--serve", found.get(b"initforker.py\0--serve"))
 
 
 def _phase_names(backend) -> list[str]:

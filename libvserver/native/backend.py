@@ -236,9 +236,15 @@ class NativeBackend(Backend):
             raise InvalidSpec("argv is empty or has a NUL byte")
         entry = self.entry(xid, kept)
         try:
-            return enter.run(entry, argv, timeout, output_cap, stdin, on_output)
+            r = enter.run(entry, argv, timeout, output_cap, stdin, on_output)
         finally:
             entry.close()
+        if not r.entered and not _alive(entry.init_pid):
+            # the boot whose handles were opened ended before the command entered it (a
+            # stop or a reboot: a PID namespace without its init refuses the fork, ENOMEM)
+            raise NotRunning(f"context {xid} is not running (the boot it was entered in "
+                             "ended as the command was entering it)")
+        return r
 
     def entry(self, xid: int, kept: handles.Kept | None = None) -> enter.Entry:
         """What a new process needs to join context xid: the namespace handles the

@@ -191,6 +191,31 @@ def test_a_command_that_exits_126_itself_was_entered(backend, ctx):
     assert r.status == 126 and r.entered
 
 
+def test_an_exec_that_a_reboot_overtakes_is_not_running_not_an_entry_failure(
+        backend, make_spec, started, wait):
+    """The race of vx.exec with a reboot: the entry is opened in one boot, whose init
+    has ended and whose successor runs when the command enters (the dead PID namespace
+    refuses the fork: "cannot enter the context: fork: Cannot allocate memory").  The
+    command never ran in either boot: not running, as for a stop, not a system error."""
+    spec = started(make_spec())
+    real = backend.entry
+
+    def entry_then_reboot(xid, kept=None):
+        e = real(xid, kept)
+        backend.kill(xid, 0, signal.SIGKILL)
+        wait(lambda: not backend.is_running(xid))
+        backend.start(spec)
+        return e
+
+    backend.entry = entry_then_reboot
+    try:
+        with pytest.raises(NotRunning):
+            backend.exec(spec.xid, ["/bin/echo", "ran"])
+    finally:
+        del backend.entry
+    assert backend.exec(spec.xid, ["/bin/echo", "ran"]).output == b"ran\n"
+
+
 def test_an_exec_that_a_stop_overtakes_is_not_running_not_a_command_status(
         backend, make_spec, started, wait):
     """The race of vx.exec with vx.stop: the context runs when the entry is opened and has

@@ -239,7 +239,7 @@ class NativeBackend(Backend):
             r = enter.run(entry, argv, timeout, output_cap, stdin, on_output)
         finally:
             entry.close()
-        if not r.entered and not _alive(entry.init_pid):
+        if not r.entered and _ending(entry.init_pid):
             # the boot whose handles were opened ended before the command entered it (a
             # stop or a reboot: a PID namespace without its init refuses the fork, ENOMEM)
             raise NotRunning(f"context {xid} is not running (the boot it was entered in "
@@ -541,6 +541,16 @@ def migrate_overlay(overlay: dict, ids: idmap.IdRange) -> None:
 def _alive(pid: int) -> bool:
     fields = stat.stat_fields(pid)
     return bool(fields) and fields[0] != b"Z"
+
+
+PF_EXITING = 0x4    # linux/sched.h: the task is in do_exit()
+
+
+def _ending(pid: int) -> bool:
+    """Whether process pid is gone, a zombie, or exiting: an init that exits kills its
+    PID namespace's processes and refuses their forks before it is a zombie."""
+    fields = stat.stat_fields(pid)
+    return not fields or fields[0] == b"Z" or bool(int(fields[6]) & PF_EXITING)
 
 
 def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:

@@ -344,7 +344,8 @@ class Runtime:
         output = result.output.decode("utf-8", errors="replace")
         if not result.entered:
             # not the command's exit status 126: it never ran (the reason is E1's line)
-            raise VcdError(Fault.MESYS, f"exec in {vserver.name} failed: {output.strip()}")
+            why = output.strip() or "the entering process was killed before the command ran"
+            raise VcdError(Fault.MESYS, f"exec in {vserver.name} failed: {why}")
         if result.timed_out:
             raise exec_failed(result.status or 137, output,
                               reason=f"command timed out after {seconds:g} s and was killed "

@@ -236,9 +236,15 @@ class NativeBackend(Backend):
             raise InvalidSpec("argv is empty or has a NUL byte")
         entry = self.entry(xid, kept)
         try:
-            return enter.run(entry, argv, timeout, output_cap, stdin, on_output)
+            r = enter.run(entry, argv, timeout, output_cap, stdin, on_output)
         finally:
             entry.close()
+        if not r.entered and _ending(entry.init_pid):
+            # the boot whose handles were opened ended before the command entered it (a
+            # stop or a reboot: a PID namespace without its init refuses the fork, ENOMEM)
+            raise NotRunning(f"context {xid} is not running (the boot it was entered in "
+                             "ended as the command was entering it)")
+        return r
 
     def entry(self, xid: int, kept: handles.Kept | None = None) -> enter.Entry:
         """What a new process needs to join context xid: the namespace handles the
@@ -535,6 +541,16 @@ def migrate_overlay(overlay: dict, ids: idmap.IdRange) -> None:
 def _alive(pid: int) -> bool:
     fields = stat.stat_fields(pid)
     return bool(fields) and fields[0] != b"Z"
+
+
+PF_EXITING = 0x4    # linux/sched.h: the task is in do_exit()
+
+
+def _ending(pid: int) -> bool:
+    """Whether process pid is gone, a zombie, or exiting: an init that exits kills its
+    PID namespace's processes and refuses their forks before it is a zombie."""
+    fields = stat.stat_fields(pid)
+    return not fields or fields[0] == b"Z" or bool(int(fields[6]) & PF_EXITING)
 
 
 def enforcement(layout: Layout, spec: ContextSpec) -> dict[str, str]:

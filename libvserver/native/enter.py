@@ -479,9 +479,12 @@ def _collect_loop(e1: int, e1fd: int, out_r: int, pid_r: int, timeout: float,
     elif e2 is None:
         e2 = _late_pid(pid_r, pidbuf)   # E1 has ended: its end of the pipe is closed
     # E1 reports E2's pid once it has joined the context and forked: without it, E1's
-    # status 126 is its failure to enter, not the command's own exit status
+    # status 126 is its failure to enter, not the command's own exit status, and so is
+    # E1's death by a signal (a stop or reboot kills the context's cgroup2 group, E1 in
+    # it) before it could fork
+    entered = e2 is not None or (status != 126 and (timed_out or status < 128))
     return ExecResult(status=status, output=bytes(out), timed_out=timed_out,
-                      truncated=truncated, entered=e2 is not None or status != 126)
+                      truncated=truncated, entered=entered)
 
 
 def _late_pid(pid_r: int, pidbuf: bytes, wait: float = 2.0) -> int | None:

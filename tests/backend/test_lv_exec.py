@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -189,6 +192,59 @@ def test_an_exception_in_the_caller_kills_the_commands_session(backend, ctx, wai
 def test_a_command_that_exits_126_itself_was_entered(backend, ctx):
     r = backend.exec(ctx.xid, ["/bin/sh", "-c", "exit 126"])
     assert r.status == 126 and r.entered
+
+
+def test_an_exec_that_a_reboot_overtakes_is_not_running_not_an_entry_failure(
+        backend, make_spec, started, wait):
+    """The race of vx.exec with a reboot: the entry is opened in one boot, whose init
+    has ended and whose successor runs when the command enters (the dead PID namespace
+    refuses the fork: "cannot enter the context: fork: Cannot allocate memory").  The
+    command never ran in either boot: not running, as for a stop, not a system error."""
+    spec = started(make_spec())
+    real = backend.entry
+
+    def entry_then_reboot(xid, kept=None):
+        e = real(xid, kept)
+        backend.kill(xid, 0, signal.SIGKILL)
+        wait(lambda: not backend.is_running(xid))
+        backend.start(spec)
+        return e
+
+    backend.entry = entry_then_reboot
+    try:
+        with pytest.raises(NotRunning):
+            backend.exec(spec.xid, ["/bin/echo", "ran"])
+    finally:
+        del backend.entry
+    assert backend.exec(spec.xid, ["/bin/echo", "ran"]).output == b"ran\n"
+
+
+def test_an_entering_process_killed_before_it_forked_is_not_a_command_status(
+        backend, make_spec, started, wait):
+    """E1 killed by a signal before it reported E2 (a stop or reboot kills the context's
+    cgroup2 group, where E1 is born): the command never ran, so its 128+N is no exit
+    status of the command (it was fault 1137, "exit status 137")."""
+    if backend.layout.v2 is None:
+        pytest.skip("E1 is born in the context's cgroup2 group")
+    spec = started(make_spec())
+    group = Path(backend.layout.group(backend.layout.v2, spec.xid))
+    if not (group / "cgroup.freeze").exists():
+        pytest.skip("no cgroup2 freezer")
+    init_pids = set((group / "cgroup.procs").read_text().split())
+    (group / "cgroup.freeze").write_text("1")
+    result = []
+    t = threading.Thread(target=lambda: result.append(
+        backend.exec(spec.xid, ["/bin/echo", "ran"], timeout=30)))
+    try:
+        t.start()
+        e1 = wait(lambda: [p for p in (group / "cgroup.procs").read_text().split()
+                           if p not in init_pids])
+        os.kill(int(e1[0]), signal.SIGKILL)
+    finally:
+        (group / "cgroup.freeze").write_text("0")
+        t.join(60)
+    assert result and not result[0].entered, result
+    assert result[0].output == b""
 
 
 def test_an_exec_that_a_stop_overtakes_is_not_running_not_a_command_status(

@@ -49,7 +49,10 @@ KEYS: tuple[Key, ...] = (
         "Template caches: <name>.tar[.gz|.bz2|.xz|.zst] or a directory <name>/, "
         "with optional metadata <name>.conf."),
     Key("vbasedir", "/vservers", abspath, "Default parent of vserver root directories."),
-    Key("rundir", "/run/vcd", abspath, "Runtime state: locks, supervisor socket, pidfiles."),
+    Key("rundir", "/run/vcd", abspath, "Runtime state: locks, supervisor socket, pidfiles. "
+        "Its libvserver/ directory (the supervisor's records and console logs, written at "
+        "every start and stop) gets a tmpfs of its own when it is empty and on a disk "
+        "filesystem, as /run is a tmpfs on Debian."),
     Key("logfile", "", optional_abspath,
         "Log file; empty means standard error (foreground) or syslog-less stderr of the daemon.",
         example='"/var/log/vcd.log"'),

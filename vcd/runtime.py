@@ -166,7 +166,8 @@ class Runtime:
 
     @property
     def stop_markers(self) -> Path:
-        return self.config.rundir / "stopping"
+        # beside the supervisor's records, on its tmpfs (statedir.py): one is made per stop
+        return self.config.supervisor_dir / "stopping"
 
     def stop_marker(self, xid: int) -> Path:
         """Present while (and after) vcd stops xid, until the context's end was reported."""

@@ -202,6 +202,14 @@ class SlowLane:
         except Exception:
             log.exception("request from %s failed in the dispatcher", call.conn.peer)
         finally:
+            # sent from here: the event loop leaves a connection alone while its call
+            # runs, and waking it first cost a thread switch before the client had its
+            # answer; the loop then only settles the connection (finished)
+            try:
+                deliver(call.conn, call.answer)
+            except Exception:
+                log.exception("answering %s failed", call.conn.peer)
+                call.conn.close()
             self.done.put(call)
             self.wake()
 
@@ -296,7 +304,7 @@ class Worker:
                 self._expire()
                 if self.slow is not None:
                     for call in self.slow.finished():
-                        self._answer(call.fd, call.conn, call.answer)
+                        self._answered(call.fd, call.conn)
                 if self.ready:
                     self._dispatch_one()
                 elif not events and timeout > 0 and os.getppid() != self.supervisor_pid:
@@ -467,14 +475,23 @@ class Worker:
 
     def _answer(self, fd: int, conn: Connection, answer: bytes | None) -> None:
         """Send a call's answer (None: the dispatcher failed, an HTTP 500)."""
-        if isinstance(answer, (bytes, bytearray)):
-            conn.answer(answer)
-        else:
-            if answer is not None:
-                log.error("dispatcher returned %s, not bytes", type(answer).__name__)
-            conn.answer_error(error_answer(HTTPStatus.INTERNAL_SERVER_ERROR))
+        deliver(conn, answer)
+        self._answered(fd, conn)
+
+    def _answered(self, fd: int, conn: Connection) -> None:
         self.served += 1
         self._settle(fd, conn)
+
+
+def deliver(conn: Connection, answer: bytes | None) -> None:
+    """Start sending a call's answer (None: the dispatcher failed, an HTTP 500); what
+    the socket does not take at once is sent as it becomes writable."""
+    if isinstance(answer, (bytes, bytearray)):
+        conn.answer(answer)
+    else:
+        if answer is not None:
+            log.error("dispatcher returned %s, not bytes", type(answer).__name__)
+        conn.answer_error(error_answer(HTTPStatus.INTERNAL_SERVER_ERROR))
 
 
 def _set_parent_death_signal(sig: int) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..api import (ENFORCED, AlreadyRunning, Backend, ContextSpec, ContextStat, ExecResult,
                    InvalidSpec, LibvserverError, NoSuchProcess, NotRunning, StartError,
                    not_enforced)
-from . import console, enter, entercore, handles, idmap, limits, namespaces, quota, seccomp, stat
+from . import console, enter, entercore, handles, idmap, limits, namespaces, quota, seccomp, stat, \
+    statedir
 from .cgroups import Layout
 from .phases import Phases, wanted as phases_wanted
 from .client import SupervisorClient
@@ -144,6 +145,9 @@ class NativeBackend(Backend):
         for xid in self.layout.xids():
             self.layout.remove(xid, wait=5)
         handles.drop_all(self.state_dir)
+        if not any(_alive(p) for p in pids):
+            # the supervisor's tmpfs (statedir.py), with its socket, records and logs
+            statedir.release(self.state_dir)
         self.layout.remove_parent()
         if self.net_tag:
             from pyroute2 import IPRoute

@@ -273,7 +273,7 @@ def without_handles() -> int:
                 # alive beside the overlay its vserver mounts on the same upper directory
                 if rest.split(b" ")[:1] != [TMPFS_SOURCE.encode()] and fstype != b"overlay":
                     continue
-                target = _unescape(fields.split(b" ")[4])
+                target = mountinfo_unescape(fields.split(b" ")[4])
                 try:
                     umount2(target, MNT_DETACH)
                 except OSError:
@@ -285,7 +285,7 @@ def without_handles() -> int:
         os.close(own)
 
 
-def _unescape(field: bytes) -> bytes:
+def mountinfo_unescape(field: bytes) -> bytes:
     """A mountinfo path: space, tab, newline and backslash come as octal escapes."""
     return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
 

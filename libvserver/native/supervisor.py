@@ -61,7 +61,8 @@ from typing import Callable
 
 from ..api import AlreadyRunning, ContextSpec, StartError
 # netns: imported here once, not by every init that brings its loopback up
-from . import console, entercore, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat
+from . import console, entercore, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat, \
+    statedir
 from .initforker import ForkerError, InitForker, NativeForker
 from .initforker import serves as forker_serves
 from .cgroups import Layout
@@ -1308,7 +1309,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--inherit", help=argparse.SUPPRESS)  # LOCKFD,LISTENFD (become_keeper)
     args = ap.parse_args(argv)
     state = Path(args.state_dir)
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # before the first file of ours in it (the lock): a tmpfs, unless on one already
+    mounted = statedir.prepare(state)
     inherited = None
     if args.inherit:
         lockfd, listen_fd = map(int, args.inherit.split(","))
@@ -1364,6 +1366,8 @@ def main(argv: list[str] | None = None) -> None:
     keeper = Keeper(state, listener, lambda: Supervisor(state, args.cgroup_parent, notify,
                                                         args.net_tag, args.load_interval),
                     lockfd)
+    if mounted:
+        log.info("state directory %s: on a tmpfs of its own (statedir.py)", state)
     log.info("supervisor keeper %d serving %s", os.getpid(), sock_path)
     try:
         keeper.run(ready_w)

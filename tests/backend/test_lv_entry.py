@@ -59,6 +59,9 @@ def test_guest_cannot_take_descriptors_or_attach_to_entering_processes(
         # every uid-0 process of its PID namespace; the boundary is the non-dumpable flag
         spec.bcaps.discard("SYS_PTRACE")
     started(spec)
+    # the guest's own boot done (/etc/init.d/rcS, whose descriptors the probe would take:
+    # a start now returns before a loaded machine has run it): init alone, no respawn
+    wait(lambda: len(backend.layout.pids(spec.xid)) == 1)
     backend.exec(spec.xid, ["/bin/sh", "-c", "/bin/probe steal /tmp/steal.log 60 "
                                              ">/dev/null 2>&1 &"])
     log_file = vdir / "tmp" / "steal.log"     # read from the host: a reader inside is a target

@@ -271,3 +271,73 @@ def test_pages_of_the_supervisor_are_never_charged_to_a_context(backend, make_sp
     for spec in specs:
         init = next(p for p in backend.layout.pids(spec.xid) if is_init(p))
         assert contexts[spec.xid] in memcgs_charged_for(init)
+
+
+def _mount_source(path: Path) -> str | None:
+    """The source of the mount at path, None when path is no mount point."""
+    real = os.path.realpath(path)
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, tail = line.partition(" - ")
+            if fields.split(" ")[4] == real:
+                found = tail.split(" ")[1]     # the last one: what path shows
+    return found
+
+
+def test_the_supervisor_keeps_its_state_on_a_tmpfs_of_its_own_and_shutdown_removes_it(
+        make_spec, tmp_path, wait):
+    """Every start creates files in the state directory (statedir.py): on a disk
+    filesystem each is a journal transaction, so an empty one on disk gets a tmpfs; the
+    records a context's exit leaves are there, and shutdown unmounts it."""
+    from libvserver.native import NativeBackend, statedir
+    state = tmp_path / "state"
+    assert statedir.fs_type(tmp_path) not in statedir.MEMORY_FS, "this test needs a disk fs"
+    b = NativeBackend(state_dir=state, cgroup_parent=f"vcdtest-sd-{os.getpid()}")
+    try:
+        spec = make_spec()
+        b.start(spec)
+        assert _mount_source(state) == statedir.SOURCE
+        assert statedir.fs_type(state) in statedir.MEMORY_FS
+        assert os.stat(state).st_mode & 0o7777 == 0o700
+        assert (state / f"{spec.xid}.spec").exists() and (state / "supervisor.sock").exists()
+        b.kill(spec.xid, 1, signal.SIGKILL)
+        wait(lambda: b.last_exit(spec.xid) is not None)
+        assert (state / f"{spec.xid}.exit").exists()
+    finally:
+        b.shutdown()
+    assert _mount_source(state) is None
+    assert list(state.iterdir()) == []      # the disk directory below was never written
+
+
+def test_a_state_directory_that_holds_files_is_not_hidden_under_a_tmpfs(make_spec, tmp_path):
+    """Files there may be the records of contexts that still run: a mount would hide them
+    from the supervisor that adopts them."""
+    from libvserver.native import NativeBackend, statedir
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "kept-by-the-admin").write_text("x")
+    b = NativeBackend(state_dir=state, cgroup_parent=f"vcdtest-sd2-{os.getpid()}")
+    try:
+        b.start(make_spec())
+        assert _mount_source(state) is None
+        assert (state / "kept-by-the-admin").read_text() == "x"
+        assert (state / "supervisor.sock").exists()
+    finally:
+        b.shutdown()
+
+
+def test_a_state_directory_prepared_again_gets_no_second_tmpfs(tmp_path):
+    """A restarted supervisor (or one started beside it) finds the tmpfs and mounts
+    nothing over the records in it."""
+    from libvserver.native import statedir
+    state = tmp_path / "state"
+    try:
+        results = [statedir.prepare(state), statedir.prepare(state)]
+        assert results == [True, False]
+        real = os.path.realpath(state)
+        with open("/proc/self/mountinfo") as f:
+            assert sum(line.split(" ")[4] == real for line in f) == 1
+    finally:
+        assert statedir.release(state)
+    assert not statedir.release(state)

@@ -2,8 +2,10 @@
 
 Prints, in one run on this machine:
   - vx.start -> running and vx.stop -> stopped over XML-RPC (median, p90 of N),
-  - beside `lxc-start -d` of the same root filesystem (Debian's lxc, if installed) and a
-    bare `unshare --pid --fork --mount-proc ... chroot ... /bin/true`,
+  - beside `lxc-start -d` / `lxc-stop -k` of the same root filesystem (Debian's lxc, if
+    installed), privileged and unprivileged, in turns of five cycles each (the same
+    minutes: this machine's speed drifts by a third within minutes), and a bare
+    `unshare --pid --fork --mount-proc ... chroot ... /bin/true`,
   - vx.status and vxdb.list latency with M vservers running,
   - host memory per running vserver (MemAvailable drop, supervisor included) beside its goal
     (issue 13: 0.75 MiB with the default network namespace, 0.25 MiB without one), and the
@@ -93,43 +95,73 @@ def bench_unshare(rootfs: Path, runs: int) -> list[float]:
     return out
 
 
+BURST = 5   # cycles of one system before the next system's turn
+
 LXC_UNPRIVILEGED = (
     # the fair comparison with vcd's default: a 65536-id range and an idmapped rootfs
     "lxc.idmap = u 0 1000000 65536\nlxc.idmap = g 0 1000000 65536\n"
     "lxc.rootfs.options = idmap=container\n")
 
 
+class Lxc:
+    """lxc-start -d / lxc-stop -k of a root filesystem, one cycle at a time (so that a
+    bench can interleave them with vcd's: machine speed here drifts by a third within
+    minutes, and only calls made at the same moments compare); privileged as LXC runs as
+    root by default, or with a user namespace like vcd's default."""
+
+    def __init__(self, rootfs: Path, workdir: Path, unprivileged: bool = False) -> None:
+        self.start_cmd = self.stop_cmd = None
+        self.env = None
+        lxc_start, lxc_stop = shutil.which("lxc-start"), shutil.which("lxc-stop")
+        if lxc_start is None or lxc_stop is None:
+            return
+        name = "bench-u" if unprivileged else "bench"
+        lxcpath = workdir / "lxc"
+        (lxcpath / name).mkdir(parents=True)
+        (lxcpath / name).chmod(0o755)
+        (lxcpath / name / "config").write_text(
+            f"lxc.uts.name = bench\nlxc.rootfs.path = dir:{rootfs}\nlxc.net.0.type = empty\n"
+            "lxc.init.cmd = /sbin/init\nlxc.mount.auto = proc:mixed sys:ro\nlxc.autodev = 1\n"
+            "lxc.apparmor.profile = unconfined\n" + (LXC_UNPRIVILEGED if unprivileged else ""))
+        # Without newuidmap on PATH, LXC running as root writes the id maps itself; with it,
+        # it would want /etc/subuid entries for root, which this bench must not add.
+        self.env = {"PATH": "/nonexistent"} if unprivileged else None
+        self.start_cmd = [lxc_start, "-P", str(lxcpath), "-n", name, "-d"]
+        self.stop_cmd = [lxc_stop, "-P", str(lxcpath), "-n", name, "-k"]
+
+    @property
+    def available(self) -> bool:
+        return self.start_cmd is not None
+
+    def cycle(self) -> tuple[float, float]:
+        """One start and its stop: (seconds, seconds). RuntimeError when lxc-start fails."""
+        assert self.start_cmd is not None and self.stop_cmd is not None
+        t = time.perf_counter()
+        r = subprocess.run(self.start_cmd, capture_output=True, text=True, env=self.env)
+        started = time.perf_counter() - t
+        if r.returncode != 0:
+            raise RuntimeError(f"lxc-start failed: {r.stderr.strip()[:300]}")
+        t = time.perf_counter()
+        subprocess.run(self.stop_cmd, capture_output=True)
+        return started, time.perf_counter() - t
+
+
 def bench_lxc(rootfs: Path, runs: int, workdir: Path, unprivileged: bool = False
               ) -> tuple[list[float], list[float]] | None:
-    """lxc-start -d / lxc-stop -k of the same root filesystem; privileged as LXC runs as
-    root by default, or with a user namespace like vcd's default."""
-    if shutil.which("lxc-start") is None:
+    """`runs` cycles of Lxc: (starts, stops) in seconds; None without LXC or when
+    lxc-start fails (said on stdout)."""
+    lxc = Lxc(rootfs, workdir, unprivileged)
+    if not lxc.available:
         return None
-    name = "bench-u" if unprivileged else "bench"
-    lxcpath = workdir / "lxc"
-    (lxcpath / name).mkdir(parents=True)
-    (lxcpath / name).chmod(0o755)
-    (lxcpath / name / "config").write_text(
-        f"lxc.uts.name = bench\nlxc.rootfs.path = dir:{rootfs}\nlxc.net.0.type = empty\n"
-        "lxc.init.cmd = /sbin/init\nlxc.mount.auto = proc:mixed sys:ro\nlxc.autodev = 1\n"
-        "lxc.apparmor.profile = unconfined\n" + (LXC_UNPRIVILEGED if unprivileged else ""))
-    # Without newuidmap on PATH, LXC running as root writes the id maps itself; with it,
-    # it would want /etc/subuid entries for root, which this bench must not add.
-    env = {"PATH": "/nonexistent"} if unprivileged else None
-    lxc_start = shutil.which("lxc-start")
-    lxc_stop = shutil.which("lxc-stop")
     starts, stops = [], []
-    for _ in range(runs):
-        t = time.perf_counter()
-        r = subprocess.run([lxc_start, "-P", str(lxcpath), "-n", name, "-d"],
-                           capture_output=True, text=True, env=env)
-        starts.append(time.perf_counter() - t)
-        if r.returncode != 0:
-            print(f"lxc-start failed: {r.stderr.strip()[:300]}")
-            return None
-        t = time.perf_counter()
-        subprocess.run([lxc_stop, "-P", str(lxcpath), "-n", name, "-k"], capture_output=True)
-        stops.append(time.perf_counter() - t)
+    try:
+        for _ in range(runs):
+            a, b = lxc.cycle()
+            starts.append(a)
+            stops.append(b)
+    except RuntimeError as exc:
+        print(exc)
+        return None
     return starts, stops
 
 
@@ -152,41 +184,67 @@ def run(args: argparse.Namespace, memcg: OwnMemcg) -> int:
         admin.vx.create(name="bench", template="busybox")
         admin.vx.start(name="bench")   # warm: backend and supervisor up
         admin.vx.stop(name="bench")
-        starts, stops = [], []
-        for _ in range(args.runs):
+
+        def cycle(starts: list[float], stops: list[float]) -> None:
             t = time.perf_counter()
             admin.vx.start(name="bench")
             starts.append(time.perf_counter() - t)
-            # a vx.stop of busybox waits for its graceful halt (TERM, 1 s, KILL); measure
-            # the API path to "stopped" with the halt command `true` plus the kill
             t = time.perf_counter()
             admin.vx.stop(name="bench")
             stops.append(time.perf_counter() - t)
-        admin.vxdb.init.set(name="bench", halt="/bin/true", timeout=0)
-        fast_stops = []
+
+        # a vx.stop of busybox waits for its graceful halt (TERM, 1 s, KILL)
+        graceful_starts: list[float] = []
+        graceful_stops: list[float] = []
         for _ in range(args.runs):
-            admin.vx.start(name="bench")
-            t = time.perf_counter()
-            admin.vx.stop(name="bench")
-            fast_stops.append(time.perf_counter() - t)
+            cycle(graceful_starts, graceful_stops)
+        # the API path to "stopped" with the halt command `true` plus the kill, in turns
+        # with LXC's containers of the same root filesystem
+        admin.vxdb.init.set(name="bench", halt="/bin/true", timeout=0)
+        lxcs = {kind: Lxc(rootfs, work, kind == "unprivileged, idmapped rootfs")
+                for kind in ("privileged", "unprivileged, idmapped rootfs")}
+        lxcs = {kind: lxc for kind, lxc in lxcs.items() if lxc.available}
+        starts: list[float] = []
+        stops: list[float] = []
+        lxc_cycles: dict[str, list[tuple[float, float]]] = {kind: [] for kind in lxcs}
+        # in bursts of BURST cycles each, taking turns: every system runs back to back
+        # as it would alone (LXC's start is 2-3 times slower right after another
+        # system's stop or a pause), and all are sampled over the same minutes
+        while len(starts) < args.runs:
+            for _ in range(min(BURST, args.runs - len(starts))):
+                cycle(starts, stops)
+            for kind, lxc in list(lxcs.items()):
+                try:
+                    for _ in range(BURST):
+                        lxc_cycles[kind].append(lxc.cycle())
+                except RuntimeError as exc:
+                    print(f"{kind}: {exc}")
+                    del lxcs[kind]
 
         print(f"\n{'lifecycle (ms)':<44} {'median':>9} {'p90':>9} {'n':>6}")
         print(row("vx.start over XML-RPC (busybox init running)", starts))
-        print(row("vx.stop over XML-RPC (graceful busybox halt)", stops))
-        print(row("vx.stop over XML-RPC (halt=/bin/true, kill)", fast_stops))
+        print(row("vx.stop over XML-RPC (halt=/bin/true, kill)", stops))
+        print(row("vx.start, each after a graceful stop", graceful_starts))
+        print(row("vx.stop over XML-RPC (graceful busybox halt)", graceful_stops))
         print(row("bare unshare --pid --fork --mount-proc chroot", bench_unshare(rootfs, args.runs)))
-        for unprivileged in (False, True):
-            kind = "unprivileged, idmapped rootfs" if unprivileged else "privileged"
-            lxc = bench_lxc(rootfs, min(args.runs, 20), work, unprivileged)
-            if lxc is None:
+        for kind in ("privileged", "unprivileged, idmapped rootfs"):
+            cycles = lxc_cycles.get(kind)
+            if not cycles or kind not in lxcs:
                 print(f"{'lxc-start -d (' + kind + ')':<44} {'not available (apt-get install lxc)':>26}")
-            else:
-                print(row(f"lxc-start -d ({kind})", lxc[0]))
-                print(row(f"lxc-stop -k ({kind})", lxc[1]))
-                print(f"{'  ratio vx.start / lxc-start -d':<44} "
-                      f"{statistics.median(starts) / statistics.median(lxc[0]):>9.2f}")
-                print(f"{'  ratio vx.stop (halt=/bin/true) / lxc-stop -k':<44} "
-                      f"{statistics.median(fast_stops) / statistics.median(lxc[1]):>9.2f}")
+                continue
+            lxc_starts, lxc_stops = [c[0] for c in cycles], [c[1] for c in cycles]
+            print(row(f"lxc-start -d ({kind})", lxc_starts))
+            print(row(f"lxc-stop -k ({kind})", lxc_stops))
+            # each burst's medians side by side: the same minutes
+            bursts = [(statistics.median(starts[i:i + BURST]),
+                       statistics.median(lxc_starts[i:i + BURST]))
+                      for i in range(0, min(len(starts), len(lxc_starts)), BURST)]
+            faster = sum(v < x for v, x in bursts)
+            print(f"{'  ratio vx.start / lxc-start -d':<44} "
+                  f"{statistics.median(starts) / statistics.median(lxc_starts):>9.2f}"
+                  f"   (vx.start faster in {faster} of {len(bursts)} bursts)")
+            print(f"{'  ratio vx.stop (halt=/bin/true) / lxc-stop -k':<44} "
+                  f"{statistics.median(stops) / statistics.median(lxc_stops):>9.2f}")
         print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
         # many running vservers: API latency and memory

@@ -168,6 +168,7 @@ class Supervisor:
         self.keeper = 0
         self.next_sample = time.monotonic() + load_interval
         self.ph = Phases()          # the timings of the last start (when asked for)
+        self.after_answer: list[Callable[[], None]] = []   # run once a request is answered
         # our own namespaces, to return to after unsharing for a child
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
                        for n in ("pid", "mnt") if os.path.exists(f"/proc/self/ns/{n}")}
@@ -312,7 +313,8 @@ class Supervisor:
         if "SCHED_PAUSE" in spec.flags:
             self.layout.freeze(xid, True)  # the vserver flag unschedules the whole context
         ph.mark("supervisor: console log")
-        log.info("context %d started, init pid %d", xid, gpid)
+        # logged once the caller has its answer (serve_client): the start's last step
+        self.after_answer.append(lambda: log.info("context %d started, init pid %d", xid, gpid))
         return gpid
 
     def _attach_console(self, ctx: Ctx, master: int, log_: console.ConsoleLog) -> None:
@@ -1054,6 +1056,8 @@ class Supervisor:
             log.warning("client connection: %s", e)
         finally:
             conn.close()
+            while self.after_answer:
+                self.after_answer.pop(0)()
 
     def run(self, listener: socket.socket) -> None:
         sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

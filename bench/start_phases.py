@@ -15,7 +15,7 @@ before the init forkers; with VCD_NATIVE=0 the Python forker
 run them alternately to compare under the same load (or bench/start_pair.py --env).
 
 Bounded: loopback only, fixed counts, cleans up every context it starts.
-    python bench/start_phases.py [--runs 30] [--netns] [--running 200] [--save FILE]
+    python bench/start_phases.py [--runs 30] [--netns] [--running 200] [--pause S] [--save FILE]
 """
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def main() -> int:
     ap.add_argument("--running", type=int, default=0,
                     help="then start this many other vservers and measure vx.start again "
                          "(a start must not slow down with the number running)")
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds to wait after each stop: a start on an idle machine (its "
+                         "CPUs asleep, its caches cold) takes longer than one right after "
+                         "another")
     ap.add_argument("--save", type=Path, help="also write each start's raw phases here "
                     "(JSON lines: [name, begin, end] in seconds; the call's own first)")
     args = ap.parse_args()
@@ -58,6 +62,7 @@ def main() -> int:
         phases_file.unlink(missing_ok=True)
         calls: list[tuple[float, float]] = []
         for _ in range(args.runs):
+            time.sleep(args.pause)
             t = time.time()
             admin.vx.start(name="bench")
             calls.append((t, time.time()))

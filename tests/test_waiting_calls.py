@@ -416,3 +416,33 @@ def test_a_tenant_calling_from_many_addresses_holds_at_most_its_share_of_waiting
             t.join(60)
     assert sorted(results) == ["t2\n", "t3\n"]
     admin.vx.stop(name=name)
+
+
+def test_a_peer_making_many_waiting_calls_at_once_is_never_refused_for_connections_it_closed(
+        make_vcd):
+    """A slow-lane thread sends its call's answer and closes the connection itself; the
+    event loop may accept the next connection on the same descriptor number before it
+    has settled the first. A peer's count of open connections must not keep the closed
+    one: with a worker of 56 connections (14 a peer) and 10 clients in a row of writes,
+    every call is answered."""
+    daemon = make_vcd(start=False, workers=1)
+    plain = daemon.command
+    daemon.command = lambda: ["prlimit", "--nofile=120:120", "--", *plain()]  # type: ignore
+    daemon.start()
+    name = create_vserver(daemon)
+    failures: list[str] = []
+
+    def writer(i: int) -> None:
+        proxy = daemon.proxy()
+        for n in range(100):
+            try:
+                proxy.vxdb.vx.uname.set(name=name, uname="NODENAME", value=f"c{i}n{n}")
+            except Exception as exc:    # a refused or dropped connection, a fault
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == [], failures[:3]

@@ -369,6 +369,11 @@ class Worker:
                     continue
                 sock.setblocking(False)
                 fd = sock.fileno()
+                stale = self.conns.get(fd)
+                if stale is not None:
+                    # a slow-lane thread closed it after its answer (deliver), and the
+                    # loop has not settled it yet (finished): its number is taken again
+                    self._forget(fd, stale)
                 conn = Connection(sock, peer, listener.tls, self.timeout, self.max_body, share)
                 self.conns[fd] = conn
                 self.per_peer[share] += 1

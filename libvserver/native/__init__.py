@@ -11,9 +11,9 @@ Processes
 Where things are
     cgroups     <hierarchy>/<cgroup_parent>/<xid> in every mounted hierarchy
                 (v1 controllers, name=systemd, cgroup2): membership is "running".
-    state_dir   supervisor.sock, supervisor.lock (the keeper's pid), supervisor.log,
-                <xid>.exit (why the last init ended), <xid>.load (load averages),
-                <xid>.init (which process is its init), <xid>.notify (callbacks
+    state_dir   supervisor.sock, supervisor.lock (the keeper's pid), supervisor.log
+                (and .1: cappedlog.py), <xid>.exit (why the last init ended),
+                <xid>.load (load averages), <xid>.init (which process is its init), <xid>.notify (callbacks
                 not yet run), <xid>.callback (the last callback's output),
                 callbacks.failed (JSON lines, followed by vcd), notify.json (the
                 callback's argv), reaped/<pid>.json (the keeper's records),

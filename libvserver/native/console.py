@@ -95,9 +95,13 @@ class ConsoleLog:
         base = _read_base(self.state_dir, self.xid) + dropped
         tmp = path.with_name(f".{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(tail)
-        _write_base(self.state_dir, self.xid, base)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(tail)
+            _write_base(self.state_dir, self.xid, base)
+        except BaseException:
+            tmp.unlink(missing_ok=True)     # no half copy kept on a full tmpfs
+            raise
         os.rename(tmp, path)
         self._open()
 
@@ -120,7 +124,12 @@ def pump(master: int, log: ConsoleLog) -> bool:
         raise
     if not data:
         return False
-    log.append(data)
+    try:
+        log.append(data)
+    except OSError:
+        # the state directory is full (a tmpfs of bounded size, statedir.py): this much
+        # of the log is lost, not the console, which a closed master ends for good
+        pass
     return True
 
 

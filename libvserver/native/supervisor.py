@@ -63,6 +63,7 @@ from ..api import AlreadyRunning, ContextSpec, StartError
 # netns: imported here once, not by every init that brings its loopback up
 from . import console, entercore, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat, \
     statedir
+from .cappedlog import CappedFileHandler
 from .initforker import ForkerError, InitForker, NativeForker
 from .initforker import serves as forker_serves
 from .cgroups import Layout
@@ -169,6 +170,7 @@ class Supervisor:
         self.next_sample = time.monotonic() + load_interval
         self.ph = Phases()          # the timings of the last start (when asked for)
         self.after_answer: list[Callable[[], None]] = []   # run once a request is answered
+        self.unrecorded = 0         # records _keep_state could not write since the last one
         # our own namespaces, to return to after unsharing for a child
         self.own_ns = {n: os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
                        for n in ("pid", "mnt") if os.path.exists(f"/proc/self/ns/{n}")}
@@ -192,11 +194,27 @@ class Supervisor:
     # --- files ----------------------------------------------------------------------------
 
     def _write_state(self, name: str, data: dict) -> None:
-        tmp = self.state_dir / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.rename(tmp, self.state_dir / name)
+        _write_json(self.state_dir, name, data)
+
+    def _keep_state(self, name: str, data: dict) -> bool:
+        """_write_state for a record this worker can go on without (a load sample, why
+        a context ended, ...); False when it could not be written. The state directory
+        is a tmpfs of bounded size (statedir.py): a full one must not end the worker,
+        whose successor would fail again on its first record (adopt) and serve nobody,
+        reap nothing and run no callback while the tmpfs stays full."""
+        try:
+            self._write_state(name, data)
+        except OSError as e:
+            if not self.unrecorded:
+                log.error("cannot record %s in %s: %s; carrying on without it (and without "
+                          "a message for each further one until a record is written again)",
+                          name, self.state_dir, e)
+            self.unrecorded += 1
+            return False
+        if self.unrecorded:
+            log.warning("records written again; %d could not be", self.unrecorded)
+            self.unrecorded = 0
+        return True
 
     # --- start ----------------------------------------------------------------------------
 
@@ -371,7 +389,7 @@ class Supervisor:
             if b"READY=1" in fields:
                 status = next((f[7:].decode(errors="replace") for f in fields
                                if f.startswith(b"STATUS=")), "")
-                self._write_state(f"{ctx.xid}.ready", {"time": time.time(), "status": status})
+                self._keep_state(f"{ctx.xid}.ready", {"time": time.time(), "status": status})
                 log.info("context %d is ready (READY=1)", ctx.xid)
                 self._close_notify(ctx)
 
@@ -813,7 +831,8 @@ class Supervisor:
             ifname = netns.host_ifname(ctx.xid, self.net_tag)
             if os.path.exists(f"/sys/class/net/{ifname}"):
                 netns.delete_host_side(ifname)
-        self._write_state(f"{ctx.xid}.exit", {"reason": reason, "status": status,
+        # the callbacks below are what matters: a reboot from inside is a restart
+        self._keep_state(f"{ctx.xid}.exit", {"reason": reason, "status": status,
                                               "time": time.time()})
         (self.state_dir / f"{ctx.xid}.load").unlink(missing_ok=True)
         (self.state_dir / f"{ctx.xid}.init").unlink(missing_ok=True)
@@ -829,7 +848,7 @@ class Supervisor:
         """The callbacks not yet run, so a new worker runs them after this one died."""
         queue = self.notify_queue.get(xid)
         if queue:
-            self._write_state(f"{xid}.notify", {"queue": queue})
+            self._keep_state(f"{xid}.notify", {"queue": queue})
         else:
             (self.state_dir / f"{xid}.notify").unlink(missing_ok=True)
 
@@ -875,10 +894,13 @@ class Supervisor:
                   " ".join(argv), output or "(none)")
         record = {"time": time.time(), "xid": xid, "action": action, "argv": argv,
                   "how": how, "output": output}
-        fd = os.open(self.state_dir / CALLBACKS_FAILED,
-                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            fd = os.open(self.state_dir / CALLBACKS_FAILED,
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:    # a full state tmpfs: the log line above is what is left
+            log.error("cannot append to %s: %s", CALLBACKS_FAILED, e)
 
     def set_notify(self, argv: list[str] | None) -> None:
         """The callback as the daemon now names it (its config may have moved since this
@@ -887,13 +909,13 @@ class Supervisor:
             raise ValueError("notify must be a list of strings")
         if argv != self.notify_argv:
             self.notify_argv = argv
-            self._write_state("notify.json", {"argv": argv})
+            self._keep_state("notify.json", {"argv": argv})
 
     def _remember(self, ctx: Ctx) -> None:
         """<xid>.init: which process is the context's init, for a worker that comes after."""
         if ctx.start_time is None:
             ctx.start_time = start_time_of(ctx.pid)
-        self._write_state(f"{ctx.xid}.init", {"pid": ctx.pid, "start_time": ctx.start_time})
+        self._keep_state(f"{ctx.xid}.init", {"pid": ctx.pid, "start_time": ctx.start_time})
 
     def _read_json(self, name: str) -> dict | None:
         try:
@@ -1004,7 +1026,7 @@ class Supervisor:
                 if state in (b"R", b"D"):
                     active += 1
             ctx.load = [calc_load(ld, e, active * FIXED_1) for ld, e in zip(ctx.load, EXP)]
-            self._write_state(f"{ctx.xid}.load", {"load": [x / FIXED_1 for x in ctx.load],
+            self._keep_state(f"{ctx.xid}.load", {"load": [x / FIXED_1 for x in ctx.load],
                                                   "time": now})
 
     # --- requests -------------------------------------------------------------------------
@@ -1146,6 +1168,20 @@ def _read_all(fd: int, timeout: float, limit: int | None = None) -> bytes:
     return out
 
 
+def _write_json(directory: Path, name: str, data: dict) -> None:
+    """directory/name := data as JSON, replaced whole (a reader never sees half of it).
+    Raises OSError; what was written of the temporary file is removed then."""
+    tmp = directory / f".{Path(name).name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.rename(tmp, directory / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)     # a full tmpfs gets its pages back
+        raise
+
+
 def _kill_wait(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -1168,6 +1204,7 @@ class Keeper:
     a dead worker leaves behind and records how each ended (see the module docstring)."""
 
     RESPAWN_PAUSE = 1.0   # after a worker that died within a second of its start
+    RECORD_RETRY = 1.0    # seconds between attempts to write a record that failed
 
     def __init__(self, state_dir: Path, listener: socket.socket, make: Callable[[], "Supervisor"],
                  lockfd: int) -> None:
@@ -1180,6 +1217,9 @@ class Keeper:
         self.stopping = False
         self.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         (state_dir / "reaped").mkdir(mode=0o700, exist_ok=True)
+        # pid -> record that could not be written yet (a full state tmpfs): the keeper
+        # must outlive that, it is the only one that knows how those inits ended
+        self.unwritten: dict[int, dict] = {}
 
     def spawn(self) -> None:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
@@ -1228,13 +1268,23 @@ class Keeper:
             return
         if not init:
             return  # an orphan of a callback or of a dead worker's helper
-        record = {"pid": pid, "start_time": start_time, "status": status, "time": time.time()}
-        tmp = self.state_dir / "reaped" / f".{pid}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-        os.rename(tmp, self.state_dir / "reaped" / f"{pid}.json")
         log.info("keeper reaped init %d of a dead worker: %s", pid, reason_from_status(status))
+        self.unwritten[pid] = {"pid": pid, "start_time": start_time, "status": status,
+                               "time": time.time()}
+        self.write_records(report=True)
+
+    def write_records(self, report: bool = False) -> None:
+        """Write the records not written yet (reaped/<pid>.json); those that still
+        cannot be are tried again at the keeper's next turn (RECORD_RETRY)."""
+        for pid, record in list(self.unwritten.items()):
+            try:
+                _write_json(self.state_dir / "reaped", f"{pid}.json", record)
+            except OSError as e:
+                if report:
+                    log.error("cannot record how init %d ended (%s); kept until it can be",
+                              pid, e)
+                return
+            del self.unwritten[pid]
 
     def worker_exited(self, status: int) -> None:
         self.worker = None
@@ -1277,8 +1327,10 @@ class Keeper:
                 break
             if self.worker is None:
                 self.spawn()
+            self.write_records()
             try:
-                entercore.readable(sig_r, None)    # (a worker turned keeper has many descriptors)
+                # (a worker turned keeper has many descriptors: no select())
+                entercore.readable(sig_r, self.RECORD_RETRY if self.unwritten else None)
             except InterruptedError:
                 pass
             try:
@@ -1340,7 +1392,8 @@ def main(argv: list[str] | None = None) -> None:
         os.setsid()
     else:
         ready_w = None
-    logging.basicConfig(filename=str(state / "supervisor.log"), level=logging.INFO,
+    # capped: every start, end and callback adds lines, on a tmpfs (cappedlog.py)
+    logging.basicConfig(handlers=[CappedFileHandler(state / "supervisor.log")], level=logging.INFO,
                         format="%(asctime)s %(process)d %(levelname)s %(message)s")
     null = os.open("/dev/null", os.O_RDWR)
     os.dup2(null, 0)

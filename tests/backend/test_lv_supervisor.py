@@ -341,3 +341,69 @@ def test_a_state_directory_prepared_again_gets_no_second_tmpfs(tmp_path):
     finally:
         assert statedir.release(state)
     assert not statedir.release(state)
+
+
+def _fill(directory: Path) -> None:
+    """Write into directory until its filesystem has no room left (ENOSPC)."""
+    with open(directory / "filler", "ab", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"x" * 65536)
+        except OSError as e:
+            assert e.errno == 28, e
+        try:
+            while True:
+                f.write(b"x")
+        except OSError as e:
+            assert e.errno == 28, e
+
+
+def test_a_full_state_tmpfs_stops_no_supervisor_console_or_report_of_an_end(
+        make_spec, tmp_path, wait, notify_log, notified):
+    """The state directory is a tmpfs of bounded size (statedir.py): when it is full, a
+    start fails naming the reason, but worker and keeper go on serving, a console goes
+    on, and how an init ended (here: seen by the keeper while the worker was dead) is
+    reported once there is room again. Before, every load sample crashed the worker,
+    and each new one crashed adopting; the keeper died on its record of the init."""
+    from libvserver import LibvserverError
+    from libvserver.native import NativeBackend, statedir
+    state = tmp_path / "state"
+    script = tmp_path / "notify.py"
+    script.write_text(__import__("conftest").NOTIFY_SCRIPT)
+    b = NativeBackend(state_dir=state, cgroup_parent=f"vcdtest-full-{os.getpid()}",
+                      notify_argv=[sys.executable, str(script), str(notify_log)],
+                      load_interval=0.1)
+    try:
+        ended, console, refused = make_spec(), make_spec(), make_spec()
+        b.start(ended)
+        b.start(console)
+        assert statedir.fs_type(state) in statedir.MEMORY_FS
+        worker, keeper = b.supervisor_pid(), b._keeper_pid()
+        subprocess.run(["mount", "-o", "remount,size=1m", str(state)], check=True)
+        _fill(state)
+        # a second of load samples, each a record that cannot be written
+        b.exec(console.xid, ["/bin/sleep", "1"])
+        assert (b.supervisor_pid(), b._keeper_pid()) == (worker, keeper)
+        _fill(state)
+        with pytest.raises(LibvserverError, match="No space left"):
+            b.start(refused)
+        assert not b.is_running(refused.xid)
+        # more than a page of console output is lost, the console itself is not
+        b.exec(console.xid, ["/bin/sh", "-c", "head -c 20000 /dev/zero | tr '\\0' x "
+                                              ">/dev/console"])
+        (state / "filler").unlink()
+        b.exec(console.xid, ["/bin/sh", "-c", "echo still-there >/dev/console"])
+        wait(lambda: b"still-there" in b.console(console.xid)[0])
+        _fill(state)
+        os.kill(worker, signal.SIGKILL)
+        wait(lambda: b.supervisor_pid() != worker)
+        init = b.init_pid(ended.xid)
+        b.kill(ended.xid, 1, signal.SIGKILL)
+        wait(lambda: not os.path.exists(f"/proc/{init}"))   # reaped by the keeper
+        assert b._keeper_pid() == keeper
+        (state / "filler").unlink()
+        wait(lambda: notified(ended.xid) == ["shutdown"])
+        assert b.last_exit(ended.xid)["reason"] == f"signal {signal.SIGKILL}"
+    finally:
+        (state / "filler").unlink(missing_ok=True)
+        b.shutdown()

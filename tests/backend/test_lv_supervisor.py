@@ -407,3 +407,32 @@ def test_a_full_state_tmpfs_stops_no_supervisor_console_or_report_of_an_end(
     finally:
         (state / "filler").unlink(missing_ok=True)
         b.shutdown()
+
+
+def test_the_supervisor_log_stays_below_its_cap_on_the_state_tmpfs(make_spec, tmp_path, wait):
+    """Every start, end and callback adds lines to supervisor.log, which lives in memory
+    (statedir.py): a tenant starting and stopping in a loop, or a guest rebooting itself
+    in one, would grow it without end. Past its cap its content moves to supervisor.log.1
+    and the file is emptied in place (the supervisor's stderr is the same file)."""
+    from libvserver.native import NativeBackend
+    from libvserver.native.cappedlog import LOG_CAP
+    state = tmp_path / "state"
+    b = NativeBackend(state_dir=state, cgroup_parent=f"vcdtest-log-{os.getpid()}")
+    try:
+        spec = make_spec()
+        b.start(spec)
+        log_file = state / "supervisor.log"
+        with open(log_file, "a") as f:     # what a long life of starts and stops leaves
+            f.write(("x" * 99 + "\n") * (LOG_CAP // 100))
+        b.kill(spec.xid, 1, signal.SIGKILL)
+        wait(lambda: b.last_exit(spec.xid) is not None)
+        b.start(spec)
+        wait(lambda: f"context {spec.xid} started".encode() in log_file.read_bytes())
+        assert log_file.stat().st_size < LOG_CAP // 2
+        kept = (state / "supervisor.log.1").read_bytes()
+        assert len(kept) > LOG_CAP and b"x" * 99 in kept
+        assert f"context {spec.xid} ended".encode() in kept
+        for path in (log_file, state / "supervisor.log.1"):
+            assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        b.shutdown()

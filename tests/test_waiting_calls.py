@@ -446,3 +446,84 @@ def test_a_peer_making_many_waiting_calls_at_once_is_never_refused_for_connectio
     for t in threads:
         t.join()
     assert failures == [], failures[:3]
+
+
+@pytest.mark.parametrize("how", ["answer", "answer_error"])
+def test_a_slow_lane_answer_is_never_cut_by_the_deadline_its_request_had(how: str):
+    """A slow-lane thread sends its call's answer (deliver) while the event loop goes on
+    expiring deadlines. The connection's deadline queue may still hold the one its
+    request had to arrive by, long past for a long call: at no step of the thread's
+    answer may the loop take that one for the answer's and drop the connection. The
+    thread stops at each line of Connection.answer and the loop expires meanwhile."""
+    import heapq
+    import linecache
+    from http import HTTPStatus
+    import queue
+    import socket
+    import sys
+
+    from vcd.config import Config
+    from vcd.httpconn import Connection, State, error_answer
+    from vcd.server import Worker
+
+    worker = Worker(Config(timeout=0.05), [], None, os.getpid())   # type: ignore[arg-type]
+    worker.poller = select.epoll()
+    ours, client = socket.socketpair()
+    ours.setblocking(False)
+    fd = ours.fileno()
+    conn = Connection(ours, "peer", None, worker.timeout, 1 << 20)
+    worker.conns[fd] = conn
+    body = b"<methodCall/>"
+    client.sendall(b"POST /RPC2 HTTP/1.0\r\n")     # the head comes in two parts
+    conn.on_readable()
+    worker._settle(fd, conn)
+    assert len(worker.deadlines) == 1, "a connection waiting for its request has a deadline"
+    old = worker.deadlines[0]
+    client.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    conn.on_readable()
+    worker._settle(fd, conn)
+    assert conn.state is State.READY
+    worker.ready.clear()                # taken by the dispatcher: a waiting call
+    time.sleep(0.1)                     # the call runs longer than the request's deadline
+
+    step = getattr(Connection, how)
+    sent = b"<methodResponse/>" if how == "answer" else error_answer(HTTPStatus.INTERNAL_SERVER_ERROR)
+    steps: queue.Queue[int] = queue.Queue()
+    resume: queue.Queue[None] = queue.Queue()
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call":
+            return tracer if frame.f_code is step.__code__ else None
+        if event == "line":
+            steps.put(frame.f_lineno)
+            resume.get(timeout=30)
+        return tracer
+
+    def thread() -> None:
+        sys.settrace(tracer)
+        try:
+            getattr(conn, how)(sent)
+        finally:
+            sys.settrace(None)
+            steps.put(-1)
+
+    t = threading.Thread(target=thread)
+    t.start()
+    seen = []
+    while (line := steps.get(timeout=30)) != -1:
+        seen.append(linecache.getline(step.__code__.co_filename, line).strip())
+        # the old deadline queued at every step (the first look pops it: put back, as a
+        # loop that has not looked since it passed still holds it)
+        if old not in worker.deadlines:
+            heapq.heappush(worker.deadlines, old)
+        worker._expire()
+        resume.put(None)
+    t.join(30)
+    assert any("self.state" in s for s in seen) and any("self.deadline" in s for s in seen)
+    client.settimeout(10)
+    got = b""
+    while chunk := client.recv(65536):
+        got += chunk
+    assert got.startswith(b"HTTP/1.0 ") and got.endswith(sent[-20:]), got
+    client.close()
+    worker.poller.close()

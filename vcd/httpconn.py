@@ -387,8 +387,10 @@ class Connection:
         self.out = memoryview(response_head(self.version, HTTPStatus.OK, b"text/xml", len(body)) + body)
         self.sent = 0
         self.linger = False
-        self.state = State.WRITE
+        # the deadline before the state: a slow-lane thread answers while the event loop
+        # expires, and WRITE with the request's old deadline would be dropped (_expire)
         self.deadline = time.monotonic() + self.timeout
+        self.state = State.WRITE
         self._write_guarded()
 
     def answer_error(self, data: bytes, send_seconds: float = ERROR_SEND_SECONDS) -> None:
@@ -397,8 +399,8 @@ class Connection:
         self.out = memoryview(data)
         self.sent = 0
         self.linger = True
+        self.deadline = time.monotonic() + min(self.timeout, send_seconds)  # as in answer()
         self.state = State.WRITE
-        self.deadline = time.monotonic() + min(self.timeout, send_seconds)
         self._write_guarded()
 
     def on_writable(self) -> None:

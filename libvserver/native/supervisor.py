@@ -833,7 +833,7 @@ class Supervisor:
                 netns.delete_host_side(ifname)
         # the callbacks below are what matters: a reboot from inside is a restart
         self._keep_state(f"{ctx.xid}.exit", {"reason": reason, "status": status,
-                                              "time": time.time()})
+                                             "time": time.time()})
         (self.state_dir / f"{ctx.xid}.load").unlink(missing_ok=True)
         (self.state_dir / f"{ctx.xid}.init").unlink(missing_ok=True)
         log.info("context %d ended: %s", ctx.xid, reason)
@@ -1027,7 +1027,7 @@ class Supervisor:
                     active += 1
             ctx.load = [calc_load(ld, e, active * FIXED_1) for ld, e in zip(ctx.load, EXP)]
             self._keep_state(f"{ctx.xid}.load", {"load": [x / FIXED_1 for x in ctx.load],
-                                                  "time": now})
+                                                 "time": now})
 
     # --- requests -------------------------------------------------------------------------
 

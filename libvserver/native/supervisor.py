@@ -759,7 +759,7 @@ class Supervisor:
             self._log.reset()
         except OSError as e:
             _kill_wait(gpid)
-            return f"context {xid}: cannot record it: {e}"
+            return f"context {xid}: cannot record it in {self.state_dir}: {e.strerror or e}"
         ph.mark("supervisor: record init, console log; spec for publishing")
         out = _read_all(err_r, START_TIMEOUT).decode(errors="replace").strip()
         if out.startswith(spawn.PHASES_PREFIX):

@@ -385,7 +385,7 @@ def test_a_full_state_tmpfs_stops_no_supervisor_console_or_report_of_an_end(
         b.exec(console.xid, ["/bin/sleep", "1"])
         assert (b.supervisor_pid(), b._keeper_pid()) == (worker, keeper)
         _fill(state)
-        with pytest.raises(LibvserverError, match="No space left"):
+        with pytest.raises(LibvserverError, match=f"in {state}: No space left on device"):
             b.start(refused)
         assert not b.is_running(refused.xid)
         # more than a page of console output is lost, the console itself is not
@@ -422,6 +422,8 @@ def test_the_supervisor_log_stays_below_its_cap_on_the_state_tmpfs(make_spec, tm
         spec = make_spec()
         b.start(spec)
         log_file = state / "supervisor.log"
+        # logged once the caller has its answer: before the filling, not after it
+        wait(lambda: f"context {spec.xid} started".encode() in log_file.read_bytes())
         with open(log_file, "a") as f:     # what a long life of starts and stops leaves
             f.write(("x" * 99 + "\n") * (LOG_CAP // 100))
         b.kill(spec.xid, 1, signal.SIGKILL)

@@ -11,12 +11,14 @@ Processes
 Where things are
     cgroups     <hierarchy>/<cgroup_parent>/<xid> in every mounted hierarchy
                 (v1 controllers, name=systemd, cgroup2): membership is "running".
-    state_dir   supervisor.sock, supervisor.lock (the keeper's pid), supervisor.log
+    state_dir   a tmpfs of its own when it was on a disk (statedir.py):
+                supervisor.sock, supervisor.lock (the keeper's pid), supervisor.log
                 (and .1: cappedlog.py), <xid>.exit (why the last init ended),
-                <xid>.load (load averages), <xid>.init (which process is its init), <xid>.notify (callbacks
-                not yet run), <xid>.callback (the last callback's output),
-                callbacks.failed (JSON lines, followed by vcd), notify.json (the
-                callback's argv), reaped/<pid>.json (the keeper's records),
+                <xid>.load (load averages), <xid>.init (which process is its init),
+                <xid>.notify (callbacks not yet run), <xid>.callback (the last
+                callback's output), callbacks.failed (JSON lines, followed by vcd),
+                notify.json (the callback's argv), reaped/<pid>.json (the keeper's
+                records), stopping/<xid> (vcd stops it: no news for vcd),
                 <xid>.console (its console log, console.py), <xid>.spec (the spec it
                 was started with, and init's pid) and ns/<xid>/<type> (its
                 namespaces, kept as bind mounts below a bind of ns/<xid> on one

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# at import (collection), while "conftest" is tests/backend's: the name is another
+# directory's conftest by the time a test of the whole suite runs
+from conftest import NOTIFY_SCRIPT
 from libvserver.native.supervisor import EXP, FIXED_1, actions_for, calc_load, is_init
 
 
@@ -369,7 +372,7 @@ def test_a_full_state_tmpfs_stops_no_supervisor_console_or_report_of_an_end(
     from libvserver.native import NativeBackend, statedir
     state = tmp_path / "state"
     script = tmp_path / "notify.py"
-    script.write_text(__import__("conftest").NOTIFY_SCRIPT)
+    script.write_text(NOTIFY_SCRIPT)
     b = NativeBackend(state_dir=state, cgroup_parent=f"vcdtest-full-{os.getpid()}",
                       notify_argv=[sys.executable, str(script), str(notify_log)],
                       load_interval=0.1)

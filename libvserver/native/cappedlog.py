@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
+
+from . import statedir
 
 LOG_CAP = 1 << 20   # bytes of supervisor.log before it moves to supervisor.log.1
 
@@ -50,14 +51,5 @@ class CappedFileHandler(logging.FileHandler):
             pass
 
     def _move_out(self) -> None:
-        old = Path(self.baseFilename + ".1")
-        tmp = old.with_name(f".{old.name}.tmp")
-        try:
-            with open(self.baseFilename, "rb") as src, \
-                    open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-                                 0o600), "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.rename(tmp, old)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with open(self.baseFilename, "rb") as src:
+            statedir.write_whole(Path(self.baseFilename + ".1"), src.read())

@@ -21,6 +21,8 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import statedir
+
 LOG_CAP = 256 * 1024          # bytes kept per context; trimmed to half when exceeded
 READ_CHUNK = 65536
 DEFAULT_LINES = 100
@@ -92,17 +94,8 @@ class ConsoleLog:
             f.seek(max(0, self._size - keep))
             tail = f.read()
         dropped = self._size - len(tail)
-        base = _read_base(self.state_dir, self.xid) + dropped
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(tail)
-            _write_base(self.state_dir, self.xid, base)
-        except BaseException:
-            tmp.unlink(missing_ok=True)     # no half copy kept on a full tmpfs
-            raise
-        os.rename(tmp, path)
+        _write_base(self.state_dir, self.xid, _read_base(self.state_dir, self.xid) + dropped)
+        statedir.write_whole(path, tail)
         self._open()
 
     def close(self) -> None:
@@ -141,12 +134,7 @@ def _read_base(state_dir: Path, xid: int) -> int:
 
 
 def _write_base(state_dir: Path, xid: int, base: int) -> None:
-    p = _base_path(state_dir, xid)
-    tmp = p.with_name(f".{p.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(str(base))
-    os.rename(tmp, p)
+    statedir.write_whole(_base_path(state_dir, xid), str(base).encode())
 
 
 def read(state_dir: Path, xid: int, lines: int | None = DEFAULT_LINES,

@@ -27,13 +27,13 @@ import errno
 import fcntl
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..api import ContextSpec
+from . import statedir
 from .namespaces import CLONE_NEWNS, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, \
-    MS_PRIVATE, MS_REC, MS_SLAVE, mount, setns, umount2, unshare
+    MS_PRIVATE, MS_REC, MS_SLAVE, mount, mountinfo_unescape, setns, umount2, unshare
 
 # The order entering uses: every namespace but the user namespace first (while the
 # process still holds the host's capabilities, which reach namespaces owned by the
@@ -148,17 +148,7 @@ def publish(state_dir: Path, xid: int, text: bytes) -> None:
     """Make the handles keep() bound enterable (load() finds them), with record()'s
     ``text``: call once init was exec'd, never while it builds its root. Each call
     writes a new file (Kept.published tells them apart). Raises OSError."""
-    path = spec_path(state_dir, xid)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        view = memoryview(text)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    statedir.write_whole(spec_path(state_dir, xid), text)
 
 
 MOUNTPOINT = ".mountpoint"  # in the tmpfs of handles: what every handle's name links
@@ -284,10 +274,6 @@ def without_handles() -> int:
     finally:
         os.close(own)
 
-
-def mountinfo_unescape(field: bytes) -> bytes:
-    """A mountinfo path: space, tab, newline and backslash come as octal escapes."""
-    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
 
 
 def drop_all(state_dir: Path) -> None:

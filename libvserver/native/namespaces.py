@@ -91,6 +91,20 @@ def umount2(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(_b(target), flags), f"umount {target}")
 
 
+def mountinfo_unescape(field: bytes) -> bytes:
+    """A mountinfo path: space, tab, newline and backslash come as octal escapes (no re:
+    the init forker imports this module and nothing it need not)."""
+    parts = field.split(b"\\")
+    out = bytearray(parts[0])
+    for part in parts[1:]:
+        if len(part) >= 3 and all(48 <= c <= 55 for c in part[:3]):
+            out.append(int(part[:3], 8))
+            out += part[3:]
+        else:
+            out += b"\\" + part
+    return bytes(out)
+
+
 def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root")
 

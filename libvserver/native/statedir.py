@@ -25,8 +25,8 @@ import os
 import struct
 from pathlib import Path
 
-from .handles import mountinfo_unescape
-from .namespaces import MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, mount, umount2
+from .namespaces import MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, mount, \
+    mountinfo_unescape, umount2
 
 SOURCE = "vcd-state"    # the tmpfs's source name in mountinfo: what release() unmounts
 # mode as the directory's; size as systemd sizes /run (mount-setup.c), an upper bound
@@ -77,20 +77,44 @@ def prepare(state: Path) -> bool:
         os.close(parent)
 
 
+def mount_source(path: Path) -> str | None:
+    """The source of what is mounted at path (the last mount there: what path shows),
+    None when path is no mount point."""
+    target = os.path.realpath(path).encode()
+    found = None
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields, _, tail = line.partition(b" - ")
+            parts = tail.split(b" ")
+            if len(parts) > 1 and mountinfo_unescape(fields.split(b" ")[4]) == target:
+                found = parts[1].decode(errors="replace")
+    return found
+
+
 def release(state: Path) -> bool:
     """Unmount the tmpfs prepare() mounted on state, with what is below it; True when
     there was one. Only for when nothing needs the state any more (shutdown)."""
-    target = os.path.realpath(state).encode()
-    with open("/proc/self/mountinfo", "rb") as f:
-        lines = f.read().splitlines()
-    ours = False
-    for line in lines:
-        fields, _, tail = line.partition(b" - ")
-        parts = tail.split(b" ")
-        point = fields.split(b" ")[4]
-        if len(parts) > 1 and parts[1] == SOURCE.encode() and mountinfo_unescape(point) == target:
-            ours = True
-    if ours:
-        umount2(str(state), MNT_DETACH)
-    return ours
+    if mount_source(state) != SOURCE:
+        return False
+    umount2(str(state), MNT_DETACH)
+    return True
 
+
+def write_whole(path: Path, data: bytes) -> None:
+    """path := data, mode 0600, replaced whole (a reader never sees half of it): the
+    records of the state directory. Raises OSError; a temporary file written in part
+    (a full tmpfs) is removed, which gives its pages back."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1171,15 +1171,7 @@ def _read_all(fd: int, timeout: float, limit: int | None = None) -> bytes:
 def _write_json(directory: Path, name: str, data: dict) -> None:
     """directory/name := data as JSON, replaced whole (a reader never sees half of it).
     Raises OSError; what was written of the temporary file is removed then."""
-    tmp = directory / f".{Path(name).name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.rename(tmp, directory / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)     # a full tmpfs gets its pages back
-        raise
+    statedir.write_whole(directory / name, json.dumps(data).encode())
 
 
 def _kill_wait(pid: int) -> None:

@@ -194,6 +194,26 @@ def test_a_command_that_exits_126_itself_was_entered(backend, ctx):
     assert r.status == 126 and r.entered
 
 
+def _exec_overtaken(backend, spec, wait, start_again: bool):
+    """backend.exec of echo whose entry is opened in the running boot, which ends (and,
+    with start_again, is followed by a new one) before the command enters it."""
+    real = backend.entry
+
+    def entry_then_end(xid, kept=None):
+        e = real(xid, kept)
+        backend.kill(xid, 0, signal.SIGKILL)
+        wait(lambda: not backend.is_running(xid))
+        if start_again:
+            backend.start(spec)
+        return e
+
+    backend.entry = entry_then_end
+    try:
+        return backend.exec(spec.xid, ["/bin/echo", "ran"])
+    finally:
+        del backend.entry
+
+
 def test_an_exec_that_a_reboot_overtakes_is_not_running_not_an_entry_failure(
         backend, make_spec, started, wait):
     """The race of vx.exec with a reboot: the entry is opened in one boot, whose init
@@ -201,21 +221,8 @@ def test_an_exec_that_a_reboot_overtakes_is_not_running_not_an_entry_failure(
     refuses the fork: "cannot enter the context: fork: Cannot allocate memory").  The
     command never ran in either boot: not running, as for a stop, not a system error."""
     spec = started(make_spec())
-    real = backend.entry
-
-    def entry_then_reboot(xid, kept=None):
-        e = real(xid, kept)
-        backend.kill(xid, 0, signal.SIGKILL)
-        wait(lambda: not backend.is_running(xid))
-        backend.start(spec)
-        return e
-
-    backend.entry = entry_then_reboot
-    try:
-        with pytest.raises(NotRunning):
-            backend.exec(spec.xid, ["/bin/echo", "ran"])
-    finally:
-        del backend.entry
+    with pytest.raises(NotRunning):
+        _exec_overtaken(backend, spec, wait, start_again=True)
     assert backend.exec(spec.xid, ["/bin/echo", "ran"]).output == b"ran\n"
 
 
@@ -252,17 +259,5 @@ def test_an_exec_that_a_stop_overtakes_is_not_running_not_a_command_status(
     """The race of vx.exec with vx.stop: the context runs when the entry is opened and has
     ended when the command enters it (forced here by stopping it in between)."""
     spec = started(make_spec())
-    real = backend.entry
-
-    def entry_then_stop(xid, kept=None):
-        e = real(xid, kept)
-        backend.kill(xid, 0, signal.SIGKILL)
-        wait(lambda: not backend.is_running(xid))
-        return e
-
-    backend.entry = entry_then_stop
-    try:
-        with pytest.raises(NotRunning):
-            backend.exec(spec.xid, ["/bin/echo", "ran"])
-    finally:
-        del backend.entry
+    with pytest.raises(NotRunning):
+        _exec_overtaken(backend, spec, wait, start_again=False)

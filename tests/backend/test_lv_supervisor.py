@@ -276,18 +276,6 @@ def test_pages_of_the_supervisor_are_never_charged_to_a_context(backend, make_sp
         assert contexts[spec.xid] in memcgs_charged_for(init)
 
 
-def _mount_source(path: Path) -> str | None:
-    """The source of the mount at path, None when path is no mount point."""
-    real = os.path.realpath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields, _, tail = line.partition(" - ")
-            if fields.split(" ")[4] == real:
-                found = tail.split(" ")[1]     # the last one: what path shows
-    return found
-
-
 def test_the_supervisor_keeps_its_state_on_a_tmpfs_of_its_own_and_shutdown_removes_it(
         make_spec, tmp_path, wait):
     """Every start creates files in the state directory (statedir.py): on a disk
@@ -300,7 +288,7 @@ def test_the_supervisor_keeps_its_state_on_a_tmpfs_of_its_own_and_shutdown_remov
     try:
         spec = make_spec()
         b.start(spec)
-        assert _mount_source(state) == statedir.SOURCE
+        assert statedir.mount_source(state) == statedir.SOURCE
         assert statedir.fs_type(state) in statedir.MEMORY_FS
         assert os.stat(state).st_mode & 0o7777 == 0o700
         assert (state / f"{spec.xid}.spec").exists() and (state / "supervisor.sock").exists()
@@ -309,7 +297,7 @@ def test_the_supervisor_keeps_its_state_on_a_tmpfs_of_its_own_and_shutdown_remov
         assert (state / f"{spec.xid}.exit").exists()
     finally:
         b.shutdown()
-    assert _mount_source(state) is None
+    assert statedir.mount_source(state) is None
     assert list(state.iterdir()) == []      # the disk directory below was never written
 
 
@@ -323,7 +311,7 @@ def test_a_state_directory_that_holds_files_is_not_hidden_under_a_tmpfs(make_spe
     b = NativeBackend(state_dir=state, cgroup_parent=f"vcdtest-sd2-{os.getpid()}")
     try:
         b.start(make_spec())
-        assert _mount_source(state) is None
+        assert statedir.mount_source(state) is None
         assert (state / "kept-by-the-admin").read_text() == "x"
         assert (state / "supervisor.sock").exists()
     finally:

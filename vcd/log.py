@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import IO
@@ -19,6 +20,28 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,
 LOGFILE_MODE = 0o640  # the log names users and peers; not for everyone to read
 
 _handler: logging.Handler | None = None
+
+# line breaks and terminal controls (C0 but tab, DEL, C1, U+2028/9): what a guest wrote
+# to its console comes back in faults logged here (a failed start's last console lines,
+# a failed callback's output), and must not make lines of its own in the log
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def one_line(text: str) -> str:
+    """text with its control characters escaped (\\n, \\r, \\xNN, \\uNNNN): one log line."""
+    return _CONTROLS.sub(lambda m: _NAMED.get(m.group()) or (
+        f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"),
+        text)
+
+
+class OneLineFormatter(logging.Formatter):
+    """The daemon's log format, each message one line (`one_line`); a traceback that
+    follows it (log.exception) is the daemon's own and keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
 
 
 def _open_logfile(path: Path) -> IO[str]:
@@ -38,7 +61,7 @@ def setup(logfile: Path | None, level: str, *, debug: bool = False) -> logging.L
     global _handler
     stream = _open_logfile(logfile) if logfile is not None else sys.stderr
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(OneLineFormatter(FORMAT))
     logger = logging.getLogger(LOGGER_NAME)
     old = _handler
     logger.addHandler(handler)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import IO
+
+from libvserver.logline import OneLineFormatter
 
 LOGGER_NAME = "vcd"
 FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
@@ -20,28 +21,6 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,
 LOGFILE_MODE = 0o640  # the log names users and peers; not for everyone to read
 
 _handler: logging.Handler | None = None
-
-# line breaks and terminal controls (C0 but tab, DEL, C1, U+2028/9): what a guest wrote
-# to its console comes back in faults logged here (a failed start's last console lines,
-# a failed callback's output), and must not make lines of its own in the log
-_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
-_NAMED = {"\n": "\\n", "\r": "\\r"}
-
-
-def one_line(text: str) -> str:
-    """text with its control characters escaped (\\n, \\r, \\xNN, \\uNNNN): one log line."""
-    return _CONTROLS.sub(lambda m: _NAMED.get(m.group()) or (
-        f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"),
-        text)
-
-
-class OneLineFormatter(logging.Formatter):
-    """The daemon's log format, each message one line (`one_line`); a traceback that
-    follows it (log.exception) is the daemon's own and keeps its lines."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = one_line(record.message)
-        return super().formatMessage(record)
 
 
 def _open_logfile(path: Path) -> IO[str]:

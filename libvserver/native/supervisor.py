@@ -64,6 +64,7 @@ from ..api import AlreadyRunning, ContextSpec, StartError
 # netns: imported here once, not by every init that brings its loopback up
 from . import console, entercore, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat, \
     statedir
+from ..logline import OneLineFormatter
 from .cappedlog import CappedFileHandler
 from .initforker import ForkerError, InitForker, NativeForker
 from .initforker import serves as forker_serves
@@ -1407,8 +1408,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         ready_w = None
     # capped: every start, end and callback adds lines, on a tmpfs (cappedlog.py)
-    logging.basicConfig(handlers=[CappedFileHandler(state / "supervisor.log")], level=logging.INFO,
-                        format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    handler = CappedFileHandler(state / "supervisor.log")
+    # one line a message: callback output and start errors carry a guest's console lines
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+    logging.basicConfig(handlers=[handler], level=logging.INFO)
     null = os.open("/dev/null", os.O_RDWR)
     os.dup2(null, 0)
     if not args.foreground:

@@ -132,6 +132,29 @@ def test_a_failing_callback_is_logged_with_its_output(make_spec, vdir, tmp_path,
         b.shutdown()
 
 
+def test_a_failed_callbacks_output_is_one_line_of_the_supervisors_log(
+        make_spec, vdir, tmp_path, wait):
+    """The output of vshelper carries a guest's console lines (a reboot whose start
+    failed): they must not make lines of their own in supervisor.log."""
+    from libvserver.native import NativeBackend
+    forged = "2026-11-30 10:00:00,000 1 INFO context 9 ended: halt"
+    b = NativeBackend(state_dir=tmp_path / "state", cgroup_parent=f"vcdtest-cb1-{os.getpid()}",
+                      notify_argv=["/bin/sh", "-c", f"printf 'console:\\n{forged}\\033[2K' >&2; "
+                                   "exit 3", "callback"])
+    try:
+        spec = make_spec()
+        b.start(spec)
+        b.kill(spec.xid, 1, signal.SIGKILL)
+        log_path = tmp_path / "state" / "supervisor.log"
+        wait(lambda: "callback shutdown for context" in log_path.read_text())
+        text = log_path.read_text()
+        assert f"output: console:\\n{forged}\\x1b[2K" in text, text
+        assert not any(line.startswith(forged) for line in text.splitlines()), text
+        assert "\x1b" not in text
+    finally:
+        b.shutdown()
+
+
 def test_failed_callbacks_keep_their_file_below_its_cap_on_the_state_tmpfs(
         make_spec, vdir, tmp_path, wait):
     """callbacks.failed gets a record of up to 4 KiB at every end whose callback fails:

@@ -803,3 +803,50 @@ def test_a_renamed_vservers_tasks_follow_it_and_not_its_old_name(rt):
         admin.vx.remove(name=name)
     finally:
         admin.vx.remove(name=newname)
+
+
+def test_a_guest_whose_reboot_fails_forges_no_line_of_vcds_log(rt, tmp_path):
+    """A reboot from inside whose start fails comes back as vshelper's failed callback,
+    with the guest's last console lines in its output, and vcd logs that output: a
+    guest printing log-like lines on its console forged entries of vcd's log."""
+    from templates import busybox
+    from templates.metadata import TemplateMeta
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the in-vserver init")
+    binary = tmp_path / "notify_flood"
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(binary),
+                    str(PROBE_SRC.parent / "notify_flood.c")], check=True)
+    admin = rt.proxy()
+    tpl = unique("bbforge")
+    busybox.build(tpl, rt.templatedir)
+    conf = rt.templatedir / f"{tpl}.conf"
+    meta = TemplateMeta.load(conf)
+    meta.api_mounts, meta.ready = ["run"], "notify"
+    meta.save(conf)
+    name = unique()
+    admin.vx.create(name=name, template=tpl)
+    user = make_tenant(rt, *TENANT_CAPS, owns=(name,))
+    forged = f"2026-11-30 10:00:00,000 vcd.auth[1] WARNING {name} forged this line"
+    try:
+        root = rt.vbasedir / name
+        shutil.copyfile(binary, root / "bin" / "notify_flood")
+        os.chmod(root / "bin" / "notify_flood", 0o755)
+        (root / "sbin" / "init").unlink()
+        # the first boot comes up; the one after its reboot prints and ends unready
+        (root / "sbin" / "init").write_text(
+            "#!/bin/sh\nif [ -e /booted ]; then printf '\\n%s\\n' "
+            f"'{forged}'; exit 1; fi\n"
+            ": > /booted; exec /bin/notify_flood /bin/busybox init\n")
+        os.chmod(root / "sbin" / "init", 0o755)
+        user.vx.start(name=name)
+        try:
+            user.vx.exec(name=name, command="/bin/busybox reboot -f")
+        except (xmlrpc.client.Fault, ConnectionError, OSError):
+            pass    # the exec may end with its vserver
+        wait_until(lambda: forged in rt.log(), timeout=60)
+        lines = [line for line in rt.log().splitlines() if forged in line]
+        assert lines and all(not line.startswith(forged) for line in lines), lines
+    finally:
+        if admin.vx.status(name=name)["running"]:
+            admin.vx.stop(name=name)
+        admin.vx.remove(name=name)

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import IO
 
+from libvserver.logline import OneLineFormatter
+
 LOGGER_NAME = "vcd"
 FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,
@@ -38,7 +40,7 @@ def setup(logfile: Path | None, level: str, *, debug: bool = False) -> logging.L
     global _handler
     stream = _open_logfile(logfile) if logfile is not None else sys.stderr
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(OneLineFormatter(FORMAT))
     logger = logging.getLogger(LOGGER_NAME)
     old = _handler
     logger.addHandler(handler)

@@ -16,7 +16,8 @@ Where things are
                 (and .1: cappedlog.py), <xid>.exit (why the last init ended),
                 <xid>.load (load averages), <xid>.init (which process is its init),
                 <xid>.notify (callbacks not yet run), <xid>.callback (the last
-                callback's output), callbacks.failed (JSON lines, followed by vcd),
+                callback's output), callbacks.failed (JSON lines, followed by vcd;
+                .1 past its cap),
                 notify.json (the callback's argv), reaped/<pid>.json (the keeper's
                 records), stopping/<xid> (vcd stops it: no news for vcd),
                 <xid>.console (its console log, console.py), <xid>.spec (the spec it

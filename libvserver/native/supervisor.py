@@ -32,7 +32,8 @@ contexts keep running either way.
 
 Callbacks run with their output in ``<xid>.callback``; one that fails is logged
 with that output in ``supervisor.log`` and appended as a JSON line to
-``callbacks.failed``, which vcd follows into its own log.
+``callbacks.failed``, which vcd follows into its own log (past
+CALLBACKS_FAILED_CAP the file moves to ``callbacks.failed.1``).
 
 It keeps each context's namespaces and start spec for everyone who enters it
 later (handles.py: bind mounts under <state_dir>/ns in its own, the host's, mount
@@ -63,6 +64,7 @@ from ..api import AlreadyRunning, ContextSpec, StartError
 # netns: imported here once, not by every init that brings its loopback up
 from . import console, entercore, handles, idmap, limits, namespaces, netns, seccomp, spawn, stat, \
     statedir
+from ..logline import OneLineFormatter
 from .cappedlog import CappedFileHandler
 from .initforker import ForkerError, InitForker, NativeForker
 from .initforker import serves as forker_serves
@@ -86,6 +88,9 @@ EXIT_RESTART = 75      # SIGTERM: the keeper starts a new worker
 CALLBACK_OUTPUT_MAX = 4096
 REAPED_WAIT = 10.0     # how long a worker waits for the keeper's record of an init's end
 CALLBACKS_FAILED = "callbacks.failed"
+# bytes of callbacks.failed before it moves to callbacks.failed.1, as supervisor.log's
+# cap (cappedlog.py): a guest that fails its reboots adds up to 4 KiB for each
+CALLBACKS_FAILED_CAP = 1 << 20
 NOTIFY_BATCH = 16       # sd_notify datagrams read per wake-up of the selector
 
 
@@ -894,9 +899,19 @@ class Supervisor:
                   " ".join(argv), output or "(none)")
         record = {"time": time.time(), "xid": xid, "action": action, "argv": argv,
                   "how": how, "output": output}
+        path = self.state_dir / CALLBACKS_FAILED
         try:
-            fd = os.open(self.state_dir / CALLBACKS_FAILED,
-                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            # bounded: a tenant whose vserver fails every reboot from inside (an init
+            # that exits at once on the boot after), and vx.start again, appends a
+            # record a turn for as long as it likes to a memory filesystem. Moved
+            # whole, not emptied in place: vcd's follower (vcd/callbacklog.py) starts
+            # over on a file smaller than what it read
+            if path.stat().st_size > CALLBACKS_FAILED_CAP:
+                os.replace(path, path.with_name(f"{CALLBACKS_FAILED}.1"))
+        except OSError:
+            pass    # none yet, or a full tmpfs: the append below says so
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as e:    # a full state tmpfs: the log line above is what is left
@@ -1385,8 +1400,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         ready_w = None
     # capped: every start, end and callback adds lines, on a tmpfs (cappedlog.py)
-    logging.basicConfig(handlers=[CappedFileHandler(state / "supervisor.log")], level=logging.INFO,
-                        format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    handler = CappedFileHandler(state / "supervisor.log")
+    # one line a message: callback output and start errors carry a guest's console lines
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+    logging.basicConfig(handlers=[handler], level=logging.INFO)
     null = os.open("/dev/null", os.O_RDWR)
     os.dup2(null, 0)
     if not args.foreground:

@@ -132,6 +132,61 @@ def test_a_failing_callback_is_logged_with_its_output(make_spec, vdir, tmp_path,
         b.shutdown()
 
 
+def test_a_failed_callbacks_output_is_one_line_of_the_supervisors_log(
+        make_spec, vdir, tmp_path, wait):
+    """The output of vshelper carries a guest's console lines (a reboot whose start
+    failed): they must not make lines of their own in supervisor.log."""
+    from libvserver.native import NativeBackend
+    forged = "2026-11-30 10:00:00,000 1 INFO context 9 ended: halt"
+    b = NativeBackend(state_dir=tmp_path / "state", cgroup_parent=f"vcdtest-cb1-{os.getpid()}",
+                      notify_argv=["/bin/sh", "-c", f"printf 'console:\\n{forged}\\033[2K' >&2; "
+                                   "exit 3", "callback"])
+    try:
+        spec = make_spec()
+        b.start(spec)
+        b.kill(spec.xid, 1, signal.SIGKILL)
+        log_path = tmp_path / "state" / "supervisor.log"
+        wait(lambda: "callback shutdown for context" in log_path.read_text())
+        text = log_path.read_text()
+        assert f"output: console:\\n{forged}\\x1b[2K" in text, text
+        assert not any(line.startswith(forged) for line in text.splitlines()), text
+        assert "\x1b" not in text
+    finally:
+        b.shutdown()
+
+
+def test_failed_callbacks_keep_their_file_below_its_cap_on_the_state_tmpfs(
+        make_spec, vdir, tmp_path, wait):
+    """callbacks.failed gets a record of up to 4 KiB at every end whose callback fails:
+    a tenant whose guest fails each reboot, started again in a loop, grew it without
+    end on the state tmpfs (statedir.py) until starts were refused. Past its cap it
+    moves whole to callbacks.failed.1 and the record goes to a new file."""
+    from libvserver.native import NativeBackend
+    from libvserver.native.supervisor import CALLBACKS_FAILED_CAP
+    b = NativeBackend(state_dir=tmp_path / "state", cgroup_parent=f"vcdtest-cbcap-{os.getpid()}",
+                      notify_argv=["/bin/sh", "-c", "echo no vcd >&2; exit 3", "callback"])
+    try:
+        spec = make_spec()
+        b.start(spec)
+        failed = tmp_path / "state" / "callbacks.failed"
+        # what earlier failures left: one byte past the cap, in whole records
+        line = json.dumps({"xid": 0, "action": "restart", "output": "x" * 4000}) + "\n"
+        earlier = line * (CALLBACKS_FAILED_CAP // len(line) + 1)
+        fd = os.open(failed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(earlier)
+        b.kill(spec.xid, 1, signal.SIGKILL)
+        wait(lambda: failed.exists() and '"action": "shutdown"' in failed.read_text())
+        records = [json.loads(x) for x in failed.read_text().splitlines()]
+        assert [(r["xid"], r["action"], r["output"]) for r in records] == \
+            [(spec.xid, "shutdown", "no vcd")]
+        moved = tmp_path / "state" / "callbacks.failed.1"
+        assert moved.read_text() == earlier
+        assert moved.stat().st_mode & 0o777 == 0o600
+    finally:
+        b.shutdown()
+
+
 def _parent(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
